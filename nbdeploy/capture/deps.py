@@ -1,0 +1,205 @@
+"""Which installed distributions a notebook's code really imports.
+
+Imports are read from the code the kernel executes (cells, ``%run`` scripts and
+local helper modules, recursively) and resolved in the *live* interpreter:
+module -> file -> the installed distribution that owns it, with its exact
+version. Standard-library modules are skipped, local ``.py`` files beside the
+notebook become project code to ship, and a module nobody provides is reported
+as unresolved instead of crashing anything.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata as md
+import importlib.util
+import re
+import sys
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+_PIP_LINE = re.compile(
+    r"^\s*[%!]\s*(?:\{[^}]*\}\s+-m\s+|python3?\s+-m\s+)?pip3?\s+install\s+(?P<args>.+)$"
+)
+_RUN_LINE = re.compile(r"^\s*%run\s+(?:-\S+\s+)*(?P<file>[^\s;]+\.(?:py|ipynb))")
+_CANON = re.compile(r"[-_.]+")
+
+
+def canonical(name: str) -> str:
+    """PEP 503 normalised distribution name."""
+    return _CANON.sub("-", name).lower()
+
+
+@dataclass
+class ImportSite:
+    module: str  # dotted name as written
+    found_by: str  # "import", "dynamic import", "%run <file>", "helper <file>"
+    cell: int | None = None
+
+
+@dataclass
+class CodeScan:
+    imports: list[ImportSite] = field(default_factory=list)
+    pip_installs: list[str] = field(default_factory=list)
+    run_files: list[str] = field(default_factory=list)
+
+
+def _to_python(source: str) -> str:
+    """Cell source with IPython syntax (magics, ``!cmd``) turned into Python."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    try:
+        return TransformerManager().transform_cell(source)
+    except Exception:  # a cell IPython cannot transform cannot run either
+        return ""
+
+
+def scan_source(source: str, *, found_by: str = "import", cell: int | None = None,
+                ipython: bool = True) -> CodeScan:
+    """Imports, ``%pip install`` requirements and ``%run`` files in one cell or file."""
+    scan = CodeScan()
+    for line in source.splitlines():
+        m = _PIP_LINE.match(line)
+        if m:
+            scan.pip_installs.extend(_pip_requirements(m["args"]))
+        m = _RUN_LINE.match(line)
+        if m:
+            scan.run_files.append(m["file"])
+    code = _to_python(source) if ipython else source
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return scan
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            scan.imports += [ImportSite(a.name, found_by, cell) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            scan.imports.append(ImportSite(node.module, found_by, cell))
+        elif isinstance(node, ast.Call) and _is_dynamic_import(node):
+            arg = node.args[0]
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                scan.imports.append(ImportSite(arg.value, "dynamic import", cell))
+    return scan
+
+
+def _is_dynamic_import(node: ast.Call) -> bool:
+    f = node.func
+    name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+    return name in {"import_module", "__import__"} and bool(node.args)
+
+
+def _pip_requirements(args: str) -> list[str]:
+    """Requirement specs from the argument list of ``pip install``."""
+    out, skip = [], False
+    for tok in args.split("#")[0].split():
+        if skip:
+            skip = False
+            continue
+        if tok in {"-r", "-c", "-e", "-i", "--index-url", "--extra-index-url", "-f", "--find-links",
+                   "-t", "--target", "--prefix", "--root"}:
+            skip = True
+            continue
+        if tok.startswith("-") or tok.startswith("{") or tok.startswith("$"):
+            continue
+        out.append(tok.strip("'\""))
+    return out
+
+
+def is_stdlib(module: str) -> bool:
+    top = module.split(".")[0]
+    return top in sys.stdlib_module_names or top in sys.builtin_module_names or top == "__future__"
+
+
+@dataclass
+class Resolution:
+    module: str
+    kind: str  # "stdlib" | "distribution" | "project" | "unresolved"
+    distribution: str | None = None
+    version: str | None = None
+    path: str | None = None  # file for project modules
+    reason: str | None = None
+
+
+@lru_cache(maxsize=1)
+def _top_level_index() -> dict[str, list[str]]:
+    return {k: list(dict.fromkeys(v)) for k, v in md.packages_distributions().items()}
+
+
+def _module_file(module: str) -> str | None:
+    mod = sys.modules.get(module)
+    f = getattr(mod, "__file__", None) if mod is not None else None
+    if f:
+        return f
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError, AttributeError):
+        return None
+    if spec is None:
+        return None
+    if spec.origin and spec.origin not in {"built-in", "frozen", "namespace"}:
+        return spec.origin
+    locs = list(spec.submodule_search_locations or [])
+    return locs[0] if locs else None
+
+
+def _is_findable(module: str) -> bool:
+    if module in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError, AttributeError):
+        return False
+
+
+def _owner_by_file(candidates: list[str], file: str) -> str | None:
+    target = Path(file).resolve()
+    for name in candidates:
+        try:
+            dist = md.distribution(name)
+        except md.PackageNotFoundError:
+            continue
+        for f in dist.files or ():
+            try:
+                if Path(dist.locate_file(f)).resolve() == target:
+                    return name
+            except OSError:
+                continue
+    return None
+
+
+def _site_dirs() -> list[Path]:
+    import site
+
+    dirs = list(site.getsitepackages()) + [site.getusersitepackages(), sys.prefix, sys.base_prefix]
+    return [Path(d).resolve() for d in dirs if d]
+
+
+def resolve(module: str, project_dir: Path) -> Resolution:
+    """Resolve one imported module name in this interpreter."""
+    top = module.split(".")[0]
+    if is_stdlib(module):
+        return Resolution(module, "stdlib")
+    if not _is_findable(top):
+        return Resolution(module, "unresolved",
+                          reason=f"module {top!r} is imported but not installed in this kernel")
+    file = _module_file(top)
+    if file:
+        p = Path(file).resolve()
+        in_site = any(p.is_relative_to(d) for d in _site_dirs())
+        if not in_site and p.is_relative_to(project_dir.resolve()):
+            return Resolution(module, "project", path=str(p))
+    candidates = _top_level_index().get(top, [])
+    dist_name = None
+    if len(candidates) == 1:
+        dist_name = candidates[0]
+    elif len(candidates) > 1:  # namespace packages: ask who owns the submodule's file
+        sub_file = _module_file(module) if _is_findable(module) else None
+        dist_name = _owner_by_file(candidates, sub_file) if sub_file else None
+        dist_name = dist_name or candidates[0]
+    if dist_name is None:
+        where = f" (found at {file})" if file else ""
+        return Resolution(module, "unresolved",
+                          reason=f"module {top!r} is importable{where} but no installed distribution provides it")
+    dist = md.distribution(dist_name)
+    return Resolution(module, "distribution", distribution=dist.metadata["Name"], version=dist.version)

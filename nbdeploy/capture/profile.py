@@ -1,0 +1,122 @@
+"""Per-column statistics of a DataFrame: the training profile.
+
+The profile travels in the capture record and in the bundle (``profile.json``);
+the API validates requests against it and measures drift with it. Format::
+
+    {"rows": int, "sampled_rows": int,
+     "columns": {name: {"dtype": str, "kind": "numeric"|"boolean"|"datetime"|"categorical",
+                        "count": int, "nulls": int,
+                        # numeric: "min", "max", "mean", "std", "quantiles" {"0.01": ..},
+                        #          "histogram" {"edges": [..], "counts": [..]}
+                        # categorical/boolean: "distinct", "top" [{"value", "count"}],
+                        #          "values" (all distinct values when there are few)
+                        }}}
+
+Counts, nulls, min and max are exact. For frames over ``max_exact_rows`` rows the
+quantiles, histogram and top values come from a deterministic sample, said in
+``sampled_rows``, so profiling a large file costs a bounded time.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+HISTOGRAM_BINS = 20
+TOP_VALUES = 10
+MAX_LISTED_VALUES = 50
+MAX_EXACT_ROWS = 200_000
+
+
+def column_kind(dtype: Any) -> str:
+    from pandas.api import types as t
+
+    if t.is_bool_dtype(dtype):
+        return "boolean"
+    if t.is_numeric_dtype(dtype):
+        return "numeric"
+    if t.is_datetime64_any_dtype(dtype):
+        return "datetime"
+    return "categorical"
+
+
+def _num(x: Any) -> float | int | None:
+    if x is None:
+        return None
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return None
+    if math.isnan(f) or math.isinf(f):
+        return None
+    return int(f) if f.is_integer() and abs(f) < 2**53 else f
+
+
+def _plain(v: Any) -> Any:
+    """A JSON-friendly scalar."""
+    if hasattr(v, "item"):
+        v = v.item()
+    if isinstance(v, float):
+        return _num(v)
+    if isinstance(v, bool | int | str) or v is None:
+        return v
+    return str(v)
+
+
+def _numeric(col: Any, sample: Any) -> dict:
+    import numpy as np
+
+    vals = col.dropna()
+    out: dict[str, Any] = {
+        "min": _num(vals.min()) if len(vals) else None,
+        "max": _num(vals.max()) if len(vals) else None,
+        "mean": _num(vals.mean()) if len(vals) else None,
+        "std": _num(vals.std()) if len(vals) > 1 else None,
+    }
+    s = sample.dropna().to_numpy(dtype="float64", na_value=np.nan)
+    s = s[np.isfinite(s)]
+    if len(s):
+        qs = np.quantile(s, QUANTILES)
+        out["quantiles"] = {str(q): _num(v) for q, v in zip(QUANTILES, qs, strict=True)}
+        counts, edges = np.histogram(s, bins=HISTOGRAM_BINS)
+        out["histogram"] = {"edges": [_num(e) for e in edges], "counts": [int(c) for c in counts]}
+    return out
+
+
+def _categorical(sample: Any) -> dict:
+    vc = sample.dropna().value_counts()
+    out: dict[str, Any] = {
+        "distinct": int(len(vc)),
+        "top": [{"value": _plain(v), "count": int(c)} for v, c in vc.head(TOP_VALUES).items()],
+    }
+    if len(vc) <= MAX_LISTED_VALUES:
+        out["values"] = sorted((_plain(v) for v in vc.index), key=str)
+    return out
+
+
+def profile_frame(df: Any, max_exact_rows: int = MAX_EXACT_ROWS) -> dict:
+    """Profile every column of ``df`` (see the module docstring for the format)."""
+    n = len(df)
+    sample = df if n <= max_exact_rows else df.sample(n=max_exact_rows, random_state=0)
+    columns: dict[str, dict] = {}
+    for name in df.columns:
+        col = df[name]
+        kind = column_kind(col.dtype)
+        nulls = int(col.isna().sum())
+        info: dict[str, Any] = {"dtype": str(col.dtype), "kind": kind, "count": n - nulls, "nulls": nulls}
+        if kind == "numeric":
+            info.update(_numeric(col, sample[name]))
+        elif kind == "datetime":
+            vals = col.dropna()
+            info["min"] = str(vals.min()) if len(vals) else None
+            info["max"] = str(vals.max()) if len(vals) else None
+        else:
+            info.update(_categorical(sample[name]))
+        columns[str(name)] = info
+    return {"rows": n, "sampled_rows": len(sample), "columns": columns}
+
+
+def schema_of(df: Any) -> list[dict]:
+    """``[{"name", "dtype"}]`` for every column."""
+    return [{"name": str(c), "dtype": str(t)} for c, t in df.dtypes.items()]

@@ -1,0 +1,1 @@
+"""The notebook as a job: papermill execution with capture, parameters, runs, batches."""

@@ -1,0 +1,105 @@
+"""Execute a copy of a notebook in a fresh kernel with capture on (papermill).
+
+Every job (``nbdeploy capture``, ``run``, ``reproduce``, ``batch``, ``build``)
+goes through :func:`execute`: it injects a first cell that loads nbdeploy and
+starts a capture session writing into ``state_dir``, optional extra cells at the
+end (the bundle's model export), runs the copy with papermill, and turns a
+failing cell into a :class:`CellExecutionError` that names the cell as the user
+sees it in their notebook.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import CellExecutionError, NbdeployError
+from ..notebook import (
+    INJECTED_TAG,
+    error_text,
+    failed_cell,
+    first_line,
+    load_notebook,
+    user_cell_index,
+)
+from ..state import read_json
+
+
+@dataclass
+class ExecutionResult:
+    notebook: Path  # the source notebook
+    output: Path  # the executed copy
+    state_dir: Path  # where the run's capture record was written
+    duration: float
+    status: str  # "completed" | "failed"
+    record: dict = field(default_factory=dict)
+    error: CellExecutionError | None = None
+
+
+def _code_cell(source: str) -> Any:
+    import nbformat
+
+    cell = nbformat.v4.new_code_cell(source)
+    cell.metadata["tags"] = [INJECTED_TAG]
+    return cell
+
+
+def prepare(nb: Any, notebook: Path, state_dir: Path, tail: list[str] | None = None) -> Any:
+    """A copy of ``nb`` with the capture cell first and the ``tail`` cells last."""
+    nb = copy.deepcopy(nb)
+    head = _code_cell(
+        "%load_ext nbdeploy\n"
+        f"%deploy init --mode job --notebook {str(notebook)!r} --state-dir {str(state_dir)!r}"
+    )
+    nb.cells.insert(0, head)
+    for src in tail or []:
+        nb.cells.append(_code_cell(src))
+    nb.cells.append(_code_cell("%deploy finish"))
+    return nb
+
+
+def execute(notebook: str | Path, output: str | Path, state_dir: str | Path, *,
+            parameters: dict[str, Any] | None = None, tail: list[str] | None = None,
+            nb: Any = None, kernel_name: str | None = None, timeout: float | None = None,
+            log_output: bool = False) -> ExecutionResult:
+    """Run a copy of ``notebook`` with papermill; raise nothing for a failing cell.
+
+    A failing cell is returned as ``result.error`` (status ``failed``); errors that
+    are not the notebook's (a kernel that will not start) raise ``NbdeployError``.
+    """
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    src = Path(notebook).resolve()
+    out = Path(output).resolve()
+    state = Path(state_dir).resolve()
+    nb = load_notebook(src) if nb is None else nb
+    prepared = prepare(nb, src, state, tail)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    state.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    error = None
+    try:
+        pm.execute_notebook(
+            prepared, str(out), parameters=parameters or {}, cwd=str(src.parent),
+            kernel_name=kernel_name, progress_bar=False, log_output=log_output,
+            execution_timeout=timeout, report_mode=False,
+        )
+    except PapermillExecutionError as exc:
+        executed = load_notebook(out)
+        idx, cell = failed_cell(executed, exc.exec_count)
+        ename, evalue = error_text(cell)
+        error = CellExecutionError(
+            user_cell_index(executed, idx), first_line(cell.source),
+            ename or exc.ename, evalue if evalue is not None else exc.evalue, str(out))
+    except NbdeployError:
+        raise
+    except Exception as exc:
+        raise NbdeployError(f"could not execute {src.name}: {type(exc).__name__}: {exc}") from exc
+    duration = time.perf_counter() - started
+    record = read_json(state / "capture.json") if (state / "capture.json").exists() else {}
+    return ExecutionResult(src, out, state, duration, "failed" if error else "completed",
+                           record, error)

@@ -1,0 +1,119 @@
+"""Text and HTML views of capture records, shared by the magics and the CLI."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+
+def _short(digest: str | None) -> str:
+    return digest[:12] if digest else "-"
+
+
+def _table_text(headers: list[str], rows: list[list[Any]]) -> str:
+    cells = [[str(c) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
+              for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(out)
+
+
+def _table_html(title: str, headers: list[str], rows: list[list[Any]],
+                bad: set[int] = frozenset()) -> str:
+    head = "".join(f"<th style='text-align:left'>{html.escape(h)}</th>" for h in headers)
+    body = "".join(
+        ("<tr style='color:#c62828'>" if i in bad else "<tr>")
+        + "".join(f"<td style='text-align:left'>{html.escape(str(c))}</td>" for c in r) + "</tr>"
+        for i, r in enumerate(rows))
+    return f"<h4>{html.escape(title)}</h4><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+class View:
+    """A titled table renderable as text or HTML (IPython picks HTML in a notebook)."""
+
+    def __init__(self, sections: list[tuple[str, list[str], list[list[Any]], set[int]]],
+                 footer: str = "") -> None:
+        self.sections = sections
+        self.footer = footer
+
+    def text(self) -> str:
+        parts = [f"{t}\n{_table_text(h, r) if r else '(none)'}" for t, h, r, _ in self.sections]
+        return "\n\n".join(parts) + (f"\n\n{self.footer}" if self.footer else "")
+
+    def _repr_html_(self) -> str:
+        parts = [_table_html(t, h, r, bad) if r else f"<h4>{html.escape(t)}</h4><p>(none)</p>"
+                 for t, h, r, bad in self.sections]
+        foot = f"<p>{html.escape(self.footer)}</p>" if self.footer else ""
+        return "<div class='nbdeploy'>" + "".join(parts) + foot + "</div>"
+
+    def __repr__(self) -> str:
+        return self.text()
+
+
+def deps_section(record: dict) -> tuple[str, list[str], list[list[Any]], set[int]]:
+    rows = [[d["name"], d["version"], ", ".join(d["found_by"]), ", ".join(map(str, d["cells"]))]
+            for d in record.get("dependencies", [])]
+    bad = set()
+    for u in record.get("unresolved", []):
+        bad.add(len(rows))
+        rows.append([u["module"], "UNRESOLVED", u["reason"], ", ".join(map(str, u["cells"]))])
+    for m in record.get("project_modules", []):
+        rows.append([m["module"], "project code", m["relative_path"], ""])
+    return ("Dependencies", ["package", "version", "found by", "cells"], rows, bad)
+
+
+def lineage_section(record: dict) -> tuple[str, list[str], list[list[Any]], set[int]]:
+    rows = []
+    for e in record.get("lineage", []):
+        cols = ", ".join(f"{c['name']}:{c['dtype']}" for c in e.get("columns", [])[:8])
+        if len(e.get("columns", [])) > 8:
+            cols += f", ... ({len(e['columns'])} columns)"
+        where = e.get("relative_path") or e["path"]
+        if e.get("query"):
+            where = f"{e.get('connection')}: {' '.join(e['query'].split())[:60]}"
+        rows.append([e["role"], where, _short(e.get("sha256")), e.get("bytes") or "-",
+                     e.get("rows") if e.get("rows") is not None else "-", cols,
+                     ", ".join(map(str, e.get("cells", [])))])
+    return ("Data lineage", ["role", "path", "sha256", "bytes", "rows", "columns", "cells"], rows, set())
+
+
+def environment_section(record: dict) -> tuple[str, list[str], list[list[Any]], set[int]]:
+    env = record.get("environment", {})
+    py, mach, loc = env.get("python", {}), env.get("machine", {}), env.get("locale", {})
+    mem = mach.get("memory_bytes")
+    rows = [
+        ["python", f"{py.get('implementation', '')} {py.get('version', '')}"],
+        ["os", env.get("os", {}).get("platform", "")],
+        ["cpu", f"{mach.get('cpu_count')} x {mach.get('architecture')}"],
+        ["memory", f"{mem / 2**30:.1f} GiB" if mem else "?"],
+        ["gpu", ", ".join(mach.get("gpus", [])) or "none"],
+        ["locale", f"{loc.get('language')} {loc.get('encoding')} tz={loc.get('timezone')}"],
+    ] + [[k, v] for k, v in env.get("variables", {}).items()]
+    return ("Environment", ["", ""], rows, set())
+
+
+def metrics_section(record: dict) -> tuple[str, list[str], list[list[Any]], set[int]]:
+    rows = [[k, v["value"], v.get("cell") or ""] for k, v in record.get("metrics", {}).items()]
+    return ("Metrics", ["metric", "value", "cell"], rows, set())
+
+
+def status_view(record: dict, state_dir: str = "") -> View:
+    sections = [deps_section(record), lineage_section(record), environment_section(record)]
+    if record.get("metrics"):
+        sections.append(metrics_section(record))
+    n_unres = len(record.get("unresolved", []))
+    footer = f"record: {state_dir}" if state_dir else ""
+    if n_unres:
+        footer = f"{n_unres} unresolved import(s): install them in this kernel or remove them. " + footer
+    return View(sections, footer)
+
+
+def deps_view(record: dict) -> View:
+    return View([deps_section(record)],
+                "requirements.txt:\n" + "\n".join(record.get("requirements", [])))
+
+
+def lineage_view(record: dict) -> View:
+    return View([lineage_section(record)])

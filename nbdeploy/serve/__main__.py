@@ -1,0 +1,39 @@
+"""``python -m nbdeploy.serve BUNDLE_DIR [--host H] [--port P] [--workers N] ...``"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import FLAG_MODES, ServeConfig
+from .errors import ServeError
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog=f"python -m {__package__}", description="Serve an nbdeploy bundle.")
+    p.add_argument("bundle", help="bundle folder (or an MLflow model folder)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--workers", type=int)
+    p.add_argument("--max-batch-size", type=int)
+    p.add_argument("--max-wait-ms", type=float)
+    p.add_argument("--max-body-bytes", type=int)
+    p.add_argument("--log-path", help='request log file ("" turns it off)')
+    p.add_argument("--flag-out-of-range", choices=FLAG_MODES)
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    args = vars(p.parse_args(argv))
+    bundle = args.pop("bundle")
+    from .server import run
+
+    try:
+        run(bundle, ServeConfig.from_env(**args))
+    except ServeError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        if e.hint:
+            print(f"hint: {e.hint}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

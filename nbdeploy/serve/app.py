@@ -1,0 +1,249 @@
+"""The ASGI application: routing, auth, limits, validation, batching, logging, metrics.
+
+A raw ASGI callable (no framework) so that the per-request cost stays in the tens of
+microseconds; the model call is shared between concurrent requests by the batcher.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from . import protocol
+from .batcher import Batcher
+from .bundle import Bundle, read_bundle
+from .config import ServeConfig
+from .errors import RequestError
+from .metrics import Metrics
+from .model import LoadedModel, load_model
+from .payload import Frame, parse_csv, parse_mlflow, parse_v2
+from .predictor import Predictor
+from .requestlog import RequestLog
+from .validation import Validator
+
+logger = logging.getLogger("nbdeploy.serve")
+
+PROBES = frozenset({"/health", "/ping", "/v2/health/live", "/v2/health/ready"})
+_JSON = [(b"content-type", b"application/json")]
+
+
+class ServeApp:
+    def __init__(self, bundle: Bundle, model: LoadedModel, config: ServeConfig) -> None:
+        self.bundle = bundle
+        self.model = model
+        self.config = config
+        self.metrics = Metrics()
+        self.validator = Validator(bundle, config.range_margin) if bundle.columns is not None else None
+        self.predictor = Predictor(bundle, model)
+        self.batcher = Batcher(
+            self.predictor.run_batch, config.max_batch_size, config.max_wait_ms / 1000, self.metrics.batch
+        )
+        self.log: RequestLog | None = None
+        self._token = config.token.encode() if config.token else None
+        self._flag_header = config.flag_out_of_range in ("header", "both")
+        self._flag_body = config.flag_out_of_range in ("body", "both")
+        self._static: dict[str, bytes] = {}
+
+    # -- ASGI -----------------------------------------------------------------
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    self.startup()
+                except Exception as e:
+                    await send({"type": "lifespan.startup.failed", "message": str(e)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def startup(self) -> None:
+        if self.config.log_path:
+            path = Path(self.config.log_path)
+            if self.config.workers > 1:  # one file per worker process: no shared rotation
+                path = path.with_name(f"{path.stem}.{os.getpid()}{path.suffix}")
+            self.log = RequestLog(path, self.config.log_max_bytes, self.config.log_backups)
+        self.batcher.start()
+
+    async def shutdown(self) -> None:
+        await self.batcher.stop()
+        if self.log is not None:
+            self.log.close()
+
+    # -- HTTP -----------------------------------------------------------------
+    async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        t0 = time.perf_counter()
+        rid = os.urandom(8).hex()
+        path: str = scope["path"]
+        method: str = scope["method"]
+        headers = {k: v for k, v in scope["headers"] if k in _WANTED}
+        endpoint, handler = protocol.route(method, path)
+        record: dict[str, Any] = {}
+        extra: list[tuple[bytes, bytes]] = []
+        v2 = path.startswith("/v2")
+        self.metrics.inflight += 1
+        try:
+            if self._token is not None and path not in PROBES:
+                self._authorize(headers)
+            status, body, content_type, extra = await handler(self, scope, receive, headers, record)
+        except RequestError as e:
+            status, content_type = e.status, b"application/json"
+            body = protocol.error_body(e, v2)
+            record["error"] = {"message": e.message, "errors": e.errors}
+            for err in e.errors:
+                self.metrics.validation_failure(str(err.get("field")), str(err.get("problem")))
+            if e.status == 401:
+                extra = [(b"www-authenticate", b"Bearer")]
+        except Exception as e:  # a model exception or a server bug: 500 with an error id
+            status, content_type = 500, b"application/json"
+            is_model = getattr(e, "from_model", False)
+            if is_model:
+                self.metrics.model_errors += 1
+            cause = e.__cause__ if is_model and e.__cause__ else e
+            logger.error("error_id=%s %s %s: %s", rid, method, path, f"{type(cause).__name__}: {cause}",
+                         exc_info=cause)
+            body = protocol.internal_error_body(rid, cause, is_model, v2)
+            record["error"] = {"error_id": rid, "type": type(cause).__name__, "message": str(cause)}
+        finally:
+            self.metrics.inflight -= 1
+        await send({
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", content_type), (b"x-request-id", rid.encode()), *extra],
+        })
+        await send({"type": "http.response.body", "body": body})
+        seconds = time.perf_counter() - t0
+        self.metrics.request(endpoint, status, seconds)
+        if self.log is not None and (self.config.log_probes or endpoint not in protocol.UNLOGGED):
+            record.update(
+                ts=time.time(), id=rid, method=method, path=path, endpoint=endpoint, status=status,
+                latency_ms=round(seconds * 1000, 3), model=self.bundle.name, version=self.bundle.version,
+            )
+            self.log.write(record)
+            if self.log.full:
+                await self.log.wait_for_space()
+
+    def _authorize(self, headers: dict[bytes, bytes]) -> None:
+        auth = headers.get(b"authorization", b"")
+        scheme, _, token = auth.partition(b" ")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self._token or b""):
+            raise RequestError(401, "this endpoint needs an Authorization: Bearer <token> header")
+
+    async def read_body(self, receive: Any, headers: dict[bytes, bytes]) -> bytes:
+        limit = self.config.max_body_bytes
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise RequestError(413, f"the body is {int(declared)} bytes; the limit is {limit}")
+        chunks, total = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise RequestError(400, "the client disconnected before sending the whole body")
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            if total > limit:
+                raise RequestError(413, f"the body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    # -- inference ------------------------------------------------------------
+    async def infer(
+        self, receive: Any, headers: dict[bytes, bytes], record: dict[str, Any], kind: str
+    ) -> tuple[Any, list[dict[str, Any]], int, Any]:
+        """Read, parse, validate and predict: (predictions, flags, rows, v2 request or None)."""
+        self.batcher.reading += 1
+        reading = True
+        try:
+            mime = protocol.content_type(headers, kind)
+            body = await self.read_body(receive, headers)
+            v2req = None
+            if kind == "v2":
+                v2req = parse_v2(body, self.bundle)
+                data = v2req.data
+            elif mime == "text/csv":
+                data = parse_csv(body, self.bundle)
+            else:
+                data = parse_mlflow(body, self.bundle)
+            flags: list[dict[str, Any]] = []
+            if isinstance(data, Frame) and self.validator is not None:
+                columns, flags = self.validator.check(data, text_values=mime == "text/csv")
+                for f in flags:
+                    self.metrics.flagged(f["field"], f["kind"], f["count"])
+                payload: Any = columns
+            else:
+                payload = data.columns if isinstance(data, Frame) else data
+            if self.config.log_payloads:
+                record["inputs"] = payload if isinstance(payload, dict) else payload.data
+            record["rows"] = data.n
+            if flags:
+                record["flags"] = flags
+            if data.n == 0:
+                raise RequestError(400, "the request has no rows")
+            self.batcher.reading -= 1
+            reading = False
+            try:
+                predictions = await self.batcher.submit(payload, data.n)
+            except Exception as e:
+                raise ModelError(str(e)) from e
+        finally:
+            if reading:
+                self.batcher.reading -= 1
+        if self.config.log_payloads:
+            record["outputs"] = predictions
+        if isinstance(predictions, list):
+            self.metrics.predictions(predictions)
+        return predictions, flags, data.n, v2req
+
+    def flag_headers(self, flags: list[dict[str, Any]]) -> list[tuple[bytes, bytes]]:
+        if not flags or not self._flag_header:
+            return []
+        value = ",".join(f"{f['field']}:{f['kind']}:{f['count']}" for f in flags)
+        return [(b"x-nbdeploy-flags", value.encode())]
+
+    @property
+    def flags_in_body(self) -> bool:
+        return self._flag_body
+
+    def json(self, obj: Any) -> bytes:
+        return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS, default=str)
+
+
+class ModelError(Exception):
+    """The model raised: answered 500 with an error id, and the server keeps serving."""
+
+    from_model = True
+
+
+_WANTED = frozenset({b"authorization", b"content-type", b"content-length", b"inference-header-content-length"})
+
+
+def create_app(bundle_dir: str | Path, config: ServeConfig | None = None) -> ServeApp:
+    config = config or ServeConfig.from_env()
+    bundle = read_bundle(bundle_dir)
+    return ServeApp(bundle, load_model(bundle), config)
+
+
+def app_from_env() -> ServeApp:
+    """App factory for worker processes: the bundle and config come from the environment."""
+    import json
+
+    config = ServeConfig.from_dict(json.loads(os.environ["NBDEPLOY_SERVE_CONFIG"]))
+    config.token = os.environ.get("NBDEPLOY_API_TOKEN") or config.token
+    return create_app(os.environ["NBDEPLOY_SERVE_BUNDLE"], config)

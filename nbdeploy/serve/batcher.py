@@ -1,0 +1,145 @@
+"""Adaptive micro-batching: concurrent requests share one ``predict`` call.
+
+Requests queue up while the model is busy; when it is free, the batcher takes every
+queued request (up to ``max_rows`` rows, never splitting a request) into one batch. If
+other requests are still being read or validated it waits for them up to ``max_wait``
+seconds, so at low load nothing waits and at high load batches fill. Each request's rows
+are a contiguous slice of the batch and get exactly that slice of the output back. If a
+batch raises, its requests are retried one by one, so one bad request fails alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class Part:
+    data: Any  # validated columns (dict name -> values) or a Tensor
+    n: int
+    future: asyncio.Future[Any] = field(repr=False)
+
+
+class Batcher:
+    """``run_batch(parts) -> list of per-part outputs`` runs in one worker thread."""
+
+    def __init__(
+        self,
+        run_batch: Callable[[list[Part]], list[Any]],
+        max_rows: int = 128,
+        max_wait: float = 0.002,
+        on_batch: Callable[[int, int, float], None] | None = None,
+    ) -> None:
+        self._run_batch = run_batch
+        self.max_rows = max_rows
+        self.max_wait = max_wait
+        self._on_batch = on_batch
+        self._queue: deque[Part] = deque()
+        self._wakeup: asyncio.Future[None] | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nbdeploy-predict")
+        self._task: asyncio.Task[None] | None = None
+        self._busy = False
+        #: requests being read or validated that will soon be submitted
+        self.reading = 0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        """Finish everything queued or running, then stop."""
+        while self._queue or self._busy:
+            await asyncio.sleep(0.005)
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        self._pool.shutdown(wait=True)
+
+    async def submit(self, data: Any, n: int) -> Any:
+        fut = asyncio.get_running_loop().create_future()
+        self._queue.append(Part(data, n, fut))
+        self._wake()
+        return await fut
+
+    def _wake(self) -> None:
+        w = self._wakeup
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def _sleep_until_woken(self, timeout: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        self._wakeup = fut = loop.create_future()
+        handle = loop.call_later(timeout, _resolve, fut) if timeout is not None else None
+        try:
+            await fut
+        finally:
+            self._wakeup = None
+            if handle is not None:
+                handle.cancel()
+
+    def _take(self, batch: list[Part], rows: int) -> int:
+        q = self._queue
+        while q and (not batch or rows + q[0].n <= self.max_rows):
+            part = q.popleft()
+            batch.append(part)
+            rows += part.n
+        return rows
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                await self._sleep_until_woken(None)
+                continue
+            batch: list[Part] = []
+            rows = self._take(batch, 0)
+            if self.max_wait > 0 and self.reading > 0 and rows < self.max_rows:
+                deadline = loop.time() + self.max_wait
+                while self.reading > 0 and rows < self.max_rows:
+                    left = deadline - loop.time()
+                    if left <= 0:
+                        break
+                    await self._sleep_until_woken(left)
+                    rows = self._take(batch, rows)
+            self._busy = True
+            t0 = time.perf_counter()
+            try:
+                outcomes = await loop.run_in_executor(self._pool, self._run_isolated, batch)
+            finally:
+                self._busy = False
+            if self._on_batch is not None:
+                self._on_batch(rows, len(batch), time.perf_counter() - t0)
+            for part, (ok, value) in zip(batch, outcomes, strict=True):
+                if part.future.done():  # the client went away
+                    continue
+                if ok:
+                    part.future.set_result(value)
+                else:
+                    part.future.set_exception(value)
+
+    def _run_isolated(self, batch: list[Part]) -> list[tuple[bool, Any]]:
+        try:
+            return [(True, out) for out in self._run_batch(batch)]
+        except Exception as e:
+            if len(batch) == 1:
+                return [(False, e)]
+        outcomes: list[tuple[bool, Any]] = []
+        for part in batch:
+            try:
+                outcomes.append((True, self._run_batch([part])[0]))
+            except Exception as e:
+                outcomes.append((False, e))
+        return outcomes
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

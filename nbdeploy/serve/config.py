@@ -1,0 +1,97 @@
+"""Settings of the server: one dataclass, overridable by ``NBDEPLOY_*`` environment variables."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ServeError
+
+FLAG_MODES = ("header", "body", "both", "off")
+
+
+@dataclass
+class ServeConfig:
+    """How to serve a bundle. Every field can be set by ``NBDEPLOY_<FIELD>`` (see docs/serve.md)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    #: rows in one ``predict`` call (a single request larger than this is never split)
+    max_batch_size: int = 128
+    #: extra wait, in ms, for requests already being read when a batch is formed
+    max_wait_ms: float = 2.0
+    max_body_bytes: int = 10 * 1024 * 1024
+    #: JSON-lines request log; "" turns request logging off
+    log_path: str = "nbdeploy-requests.jsonl"
+    log_max_bytes: int = 50 * 1024 * 1024
+    log_backups: int = 5
+    #: record request inputs and outputs in the log (off for sensitive data)
+    log_payloads: bool = True
+    #: also log health probes and /metrics scrapes
+    log_probes: bool = False
+    #: where out-of-range / unseen values are reported: header, body, both or off
+    flag_out_of_range: str = "header"
+    #: numeric range accepted silently = [min, max] widened by this fraction of (max - min)
+    range_margin: float = 0.05
+    #: bearer token; when set every endpoint but the health probes requires it
+    token: str | None = field(default=None, repr=False)
+    log_level: str = "warning"
+    #: seconds to wait for in-flight requests on SIGTERM
+    graceful_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.flag_out_of_range not in FLAG_MODES:
+            raise ServeError(
+                f"flag_out_of_range must be one of {', '.join(FLAG_MODES)}, not {self.flag_out_of_range!r}"
+            )
+        if self.workers < 1:
+            raise ServeError(f"workers must be at least 1, not {self.workers}")
+        if self.max_batch_size < 1:
+            raise ServeError(f"max_batch_size must be at least 1, not {self.max_batch_size}")
+        if self.max_body_bytes < 1:
+            raise ServeError(f"max_body_bytes must be positive, not {self.max_body_bytes}")
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> ServeConfig:
+        """Defaults, then ``NBDEPLOY_*`` variables, then ``overrides`` (None values are ignored)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            name = "NBDEPLOY_API_TOKEN" if f.name == "token" else f"NBDEPLOY_{f.name.upper()}"
+            if name in env:
+                values[f.name] = _parse(f.name, name, env[name], f.default)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ServeConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _parse(field_name: str, var: str, raw: str, default: Any) -> Any:
+    if field_name == "token":
+        return raw or None
+    try:
+        if isinstance(default, bool):
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+    except ValueError:
+        raise ServeError(
+            f"{var}={raw!r} is not a valid {type(default).__name__}",
+            hint=f"unset {var} or give it a valid value",
+        ) from None
+    return raw

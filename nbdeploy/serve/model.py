@@ -1,0 +1,144 @@
+"""Load the model of a bundle, flavor-natively when possible.
+
+Importing all of MLflow costs seconds, so the common flavors are loaded directly:
+
+* ``sklearn`` - MLflow 3 saves with skops (``model.skops``) and records the extra trusted
+  types in ``MLmodel`` (``flavors.sklearn.skops_trusted_types``); we load with
+  ``skops.io.load(path, trusted=<exactly those types>)``, as ``mlflow.sklearn`` does. The
+  ``pickle`` and ``cloudpickle`` formats are read with the matching library.
+* ``xgboost`` - instantiate the recorded ``model_class`` and ``load_model`` the data file.
+* ``lightgbm`` - a ``Booster`` from its text file, or the sklearn-API model like sklearn.
+
+Anything else goes through ``mlflow.pyfunc.load_model``, the general fallback.
+Code shipped with the model (``code_paths``) is put on ``sys.path`` first, as MLflow does.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .bundle import Bundle
+from .errors import ServeError
+
+
+@dataclass
+class LoadedModel:
+    predict: Callable[[Any], Any]
+    flavor: str  # the loader used: sklearn, xgboost, lightgbm or pyfunc
+    detail: str  # class or loader module, for /metadata
+
+
+def load_model(bundle: Bundle) -> LoadedModel:
+    flavors = bundle.flavors
+    pyfunc = flavors.get("python_function") or {}
+    _add_code_paths(bundle.model_dir, [pyfunc, *flavors.values()])
+    try:
+        if "sklearn" in flavors and pyfunc.get("loader_module", "mlflow.sklearn") == "mlflow.sklearn":
+            return _sklearn(bundle.model_dir, flavors["sklearn"], pyfunc)
+        if "xgboost" in flavors:
+            return _xgboost(bundle.model_dir, flavors["xgboost"])
+        if "lightgbm" in flavors:
+            return _lightgbm(bundle.model_dir, flavors["lightgbm"])
+        if pyfunc:
+            return _pyfunc(bundle.model_dir)
+    except ServeError:
+        raise
+    except Exception as e:  # a broken or incompatible artifact
+        raise ServeError(
+            f"could not load the model in {bundle.model_dir}: {type(e).__name__}: {e}",
+            hint="check that the serving environment has the library versions of requirements.txt",
+        ) from e
+    raise ServeError(
+        f"the model in {bundle.model_dir} has no flavor nbdeploy can serve ({', '.join(flavors) or 'none'})",
+        hint="save it with mlflow.sklearn, mlflow.xgboost, mlflow.lightgbm or mlflow.pyfunc",
+    )
+
+
+def _add_code_paths(model_dir: Path, confs: list[Any]) -> None:
+    for conf in confs:
+        code = conf.get("code") if isinstance(conf, dict) else None
+        if code:
+            path = str(model_dir / code)
+            if path not in sys.path:
+                sys.path.insert(0, path)
+
+
+def _sklearn(model_dir: Path, conf: dict[str, Any], pyfunc: dict[str, Any]) -> LoadedModel:
+    path = model_dir / conf.get("pickled_model", pyfunc.get("model_path", "model.pkl"))
+    estimator = load_serialized(
+        path, conf.get("serialization_format", "pickle"), conf.get("skops_trusted_types")
+    )
+    method = pyfunc.get("predict_fn") or "predict"
+    fn = getattr(estimator, method, None)
+    if fn is None:
+        raise ServeError(f"the scikit-learn model {type(estimator).__name__} has no {method}()")
+    return LoadedModel(fn, "sklearn", f"{_qualname(estimator)}.{method}")
+
+
+def load_serialized(path: Path, fmt: str, trusted: list[str] | None) -> Any:
+    """Read an estimator the way ``mlflow.sklearn._load_model_from_local_file`` does."""
+    if fmt == "skops":
+        import skops.io
+
+        return skops.io.load(path, trusted=trusted)
+    if fmt == "cloudpickle":
+        import cloudpickle
+
+        with open(path, "rb") as f:
+            return cloudpickle.load(f)
+    if fmt == "pickle":
+        import pickle
+
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    raise ServeError(f"unknown serialization format {fmt!r} in MLmodel")
+
+
+def _class(dotted: str) -> Any:
+    module, _, name = dotted.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def _xgboost(model_dir: Path, conf: dict[str, Any]) -> LoadedModel:
+    import xgboost as xgb
+
+    cls_name = conf.get("model_class", "xgboost.core.Booster")
+    model = _class(cls_name)()
+    model.load_model(str(model_dir / conf["data"]))
+    if isinstance(model, xgb.Booster):
+
+        def predict(df: Any) -> Any:
+            return model.predict(xgb.DMatrix(df), validate_features=True)
+
+        return LoadedModel(predict, "xgboost", cls_name)
+    return LoadedModel(model.predict, "xgboost", cls_name)
+
+
+def _lightgbm(model_dir: Path, conf: dict[str, Any]) -> LoadedModel:
+    cls_name = conf.get("model_class", "lightgbm.basic.Booster")
+    path = model_dir / conf["data"]
+    if cls_name == "lightgbm.basic.Booster":
+        import lightgbm as lgb
+
+        model = lgb.Booster(model_file=str(path))
+    else:
+        model = load_serialized(
+            path, conf.get("serialization_format", "cloudpickle"), conf.get("skops_trusted_types")
+        )
+    return LoadedModel(model.predict, "lightgbm", cls_name)
+
+
+def _pyfunc(model_dir: Path) -> LoadedModel:
+    import mlflow.pyfunc
+
+    model = mlflow.pyfunc.load_model(str(model_dir))
+    return LoadedModel(model.predict, "pyfunc", model.loader_module or "mlflow.pyfunc")
+
+
+def _qualname(obj: Any) -> str:
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"

@@ -1,0 +1,178 @@
+"""The OpenAPI 3.1 document of a served bundle, and a self-contained /docs page (no CDN)."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from .bundle import V2_TYPES, Bundle, read_bundle
+
+_JSON_TYPES = {
+    "double": {"type": "number"},
+    "float": {"type": "number"},
+    "long": {"type": "integer"},
+    "integer": {"type": "integer"},
+    "boolean": {"type": "boolean"},
+    "string": {"type": "string"},
+    "binary": {"type": "string", "contentEncoding": "base64"},
+    "datetime": {"type": "string", "format": "date-time"},
+}
+
+
+def openapi_document(bundle: Bundle | str | Path) -> dict[str, Any]:
+    """The OpenAPI document for ``bundle`` (a Bundle or a bundle/model folder)."""
+    b = bundle if isinstance(bundle, Bundle) else read_bundle(bundle)
+    row = _row_schema(b)
+    example = _example(b)
+    error = {"type": "object", "properties": {
+        "error_code": {"type": "string"}, "message": {"type": "string"}, "error_id": {"type": "string"},
+        "errors": {"type": "array", "items": {"$ref": "#/components/schemas/FieldError"}}}}
+    json_body = {"$ref": "#/components/schemas/ScoringRequest"}
+    errors = {
+        "400": _resp("Malformed JSON or an unknown payload format", "Error"),
+        "401": _resp("Missing or wrong bearer token (when NBDEPLOY_API_TOKEN is set)", "Error"),
+        "413": _resp("Body over the configured limit", "Error"),
+        "415": _resp("Unsupported content type", "Error"),
+        "422": _resp("Rows do not match the training schema; each offending field is named", "Error"),
+        "500": _resp("The model raised; error_id is also in the server log", "Error"),
+    }
+    paths: dict[str, Any] = {
+        "/invocations": {"post": {
+            "summary": "Predict (MLflow scoring protocol)",
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": json_body, **({"example": example} if example else {})},
+                "text/csv": {"schema": {"type": "string"}}}},
+            "responses": {"200": _resp("Predictions, one per row, in request order", "ScoringResponse"), **errors},
+        }},
+        f"/v2/models/{b.name}/infer": {"post": {
+            "summary": "Predict (Open Inference Protocol V2)",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/V2Request"}}}},
+            "responses": {"200": _resp("V2 inference response", "V2Response"), **errors},
+        }},
+        f"/v2/models/{b.name}": {"get": {"summary": "V2 model metadata", "responses": {"200": _resp("Model metadata")}}},
+        f"/v2/models/{b.name}/ready": {"get": {"summary": "V2 model readiness", "responses": {"200": _resp("Ready")}}},
+        "/v2/health/live": {"get": {"summary": "V2 liveness (no auth)", "responses": {"200": _resp("Live")}}},
+        "/v2/health/ready": {"get": {"summary": "V2 readiness (no auth)", "responses": {"200": _resp("Ready")}}},
+        "/health": {"get": {"summary": "Health (no auth)", "responses": {"200": _resp("Healthy")}}},
+        "/metadata": {"get": {"summary": "Model name, version, signature and bundle summary", "responses": {"200": _resp("Metadata")}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _resp("OpenAPI document")}}},
+        "/docs": {"get": {"summary": "Interactive documentation", "responses": {"200": {"description": "HTML page"}}}},
+    }
+    schemas = {
+        "Row": row,
+        "ScoringRequest": {
+            "type": "object",
+            "description": "Exactly one of the keys below.",
+            "properties": {
+                "dataframe_split": {"type": "object", "properties": {
+                    "columns": {"type": "array", "items": {"type": "string"}},
+                    "data": {"type": "array", "items": {"type": "array"}}}, "required": ["columns", "data"]},
+                "dataframe_records": {"type": "array", "items": {"$ref": "#/components/schemas/Row"}},
+                "instances": {"type": "array", "items": {}},
+                "inputs": {"oneOf": [{"type": "array"}, {"type": "object"}]},
+                "params": {"type": "object"},
+            },
+        },
+        "ScoringResponse": {"type": "object", "properties": {
+            "predictions": {"type": "array", "items": {}},
+            "warnings": {"type": "array", "items": {"type": "object"}}}, "required": ["predictions"]},
+        "V2Tensor": {"type": "object", "required": ["name", "shape", "datatype", "data"], "properties": {
+            "name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}},
+            "datatype": {"type": "string", "enum": ["BOOL", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64", "FP16", "FP32", "FP64", "BYTES"]},
+            "data": {"type": "array"}}},
+        "V2Request": {"type": "object", "required": ["inputs"], "properties": {
+            "id": {"type": "string"}, "inputs": {"type": "array", "items": {"$ref": "#/components/schemas/V2Tensor"}},
+            "outputs": {"type": "array", "items": {"type": "object"}}, "parameters": {"type": "object"}}},
+        "V2Response": {"type": "object", "properties": {
+            "model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"},
+            "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/V2Tensor"}}}},
+        "FieldError": {"type": "object", "properties": {
+            "field": {"type": "string"}, "problem": {"type": "string", "enum": ["missing", "unexpected", "wrong_type", "null", "wrong_datatype"]},
+            "expected": {"type": "string"}, "got": {"type": "string"},
+            "rows": {"type": "array", "items": {"type": "integer"}}, "count": {"type": "integer"}}},
+        "Error": error,
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": f"{b.name} (nbdeploy)", "version": b.version,
+                 "description": "Predictions from the model of an nbdeploy handoff bundle."},
+        "paths": paths,
+        "components": {"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"bearer": []}, {}],
+    }
+
+
+def _row_schema(b: Bundle) -> dict[str, Any]:
+    if b.columns is None:
+        return {"type": "object", "description": "the model has no column signature"}
+    props: dict[str, Any] = {}
+    profile = ((b.profile or {}).get("columns")) or {}
+    for c in b.columns:
+        schema = dict(_JSON_TYPES.get(c.type, {}))
+        schema["x-mlflow-type"] = c.type
+        schema["x-v2-datatype"] = V2_TYPES.get(c.type, "BYTES")
+        stats = profile.get(c.name) or {}
+        if stats.get("nulls", 0) > 0:
+            schema["type"] = [schema.get("type", "string"), "null"]
+        if isinstance(stats.get("values"), list) and c.type == "string":
+            schema["x-training-values"] = stats["values"]
+        if stats.get("kind") == "numeric":
+            schema["x-training-range"] = [stats.get("min"), stats.get("max")]
+        props[c.name] = schema
+    return {"type": "object", "properties": props, "additionalProperties": False,
+            "required": [c.name for c in b.columns if c.required]}
+
+
+def _example(b: Bundle) -> dict[str, Any] | None:
+    path = b.model_dir / "serving_input_example.json"
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def _resp(description: str, schema: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": description}
+    if schema:
+        out["content"] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
+    return out
+
+
+def docs_html(doc: dict[str, Any]) -> str:
+    """A small page: the endpoints, the input columns, and a form that POSTs to /invocations."""
+    rows = "".join(
+        f"<tr><td><code>{m.upper()}</code></td><td><code>{html.escape(p)}</code></td>"
+        f"<td>{html.escape(op.get('summary', ''))}</td></tr>"
+        for p, ops in doc["paths"].items() for m, op in ops.items()
+    )
+    props = doc["components"]["schemas"]["Row"].get("properties", {})
+    cols = "".join(
+        f"<tr><td><code>{html.escape(n)}</code></td><td>{html.escape(str(s.get('x-mlflow-type')))}</td>"
+        f"<td>{html.escape(json.dumps(s.get('x-training-range') or s.get('x-training-values') or ''))}</td></tr>"
+        for n, s in props.items()
+    )
+    example = doc["paths"]["/invocations"]["post"]["requestBody"]["content"]["application/json"].get("example")
+    body = html.escape(json.dumps(example, indent=1) if example else '{"dataframe_records": [{}]}')
+    title = html.escape(doc["info"]["title"])
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}td{{padding:2px 8px}}
+textarea{{width:100%;height:14em;font-family:monospace}}pre{{background:#f4f4f4;padding:1em}}</style></head>
+<body><h1>{title}</h1><p>Version {html.escape(doc["info"]["version"])}.
+The full description is <a href="openapi.json">openapi.json</a>.</p>
+<h2>Endpoints</h2><table>{rows}</table>
+<h2>Input columns</h2><table><tr><th>column</th><th>type</th><th>training range / values</th></tr>{cols}</table>
+<h2>Try it</h2><p>Bearer token (if set): <input id="tok" size="40"></p>
+<textarea id="body">{body}</textarea><p><button onclick="go()">POST /invocations</button></p>
+<pre id="out"></pre>
+<script>
+async function go() {{
+  const h = {{"Content-Type": "application/json"}};
+  const t = document.getElementById("tok").value;
+  if (t) h["Authorization"] = "Bearer " + t;
+  const r = await fetch("invocations", {{method: "POST", headers: h, body: document.getElementById("body").value}});
+  document.getElementById("out").textContent = r.status + "\\n" + await r.text();
+}}
+</script></body></html>"""

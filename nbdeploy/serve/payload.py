@@ -1,0 +1,239 @@
+"""Request bodies -> rows: MLflow's scoring formats, CSV and Open Inference Protocol (V2).
+
+Every parser returns a :class:`Frame` (columns of plain Python values) or a
+:class:`Tensor` (for models whose signature is a tensor, or that have none and get
+an array). Client mistakes raise :class:`RequestError` with status 400.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from .bundle import V2_TYPES, Bundle
+from .errors import RequestError
+
+MLFLOW_FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+V2_NUMERIC = {"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64", "FP16", "FP32", "FP64"}
+V2_DATATYPES = V2_NUMERIC | {"BOOL", "BYTES"}
+
+
+@dataclass
+class Frame:
+    columns: dict[str, list[Any]]
+    n: int
+
+
+@dataclass
+class Tensor:
+    data: Any  # nested lists, first axis = rows
+    n: int
+
+
+def load_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise RequestError(400, f"the body is not valid JSON: {e}") from None
+
+
+def parse_mlflow(body: bytes, bundle: Bundle) -> Frame | Tensor:
+    doc = load_json(body)
+    if not isinstance(doc, dict):
+        raise RequestError(400, _format_message(f"got a JSON {type(doc).__name__}"))
+    keys = [k for k in doc if k in MLFLOW_FORMATS]
+    unknown = [k for k in doc if k not in MLFLOW_FORMATS and k != "params"]
+    if len(keys) != 1 or unknown:
+        raise RequestError(400, _format_message(f"got the keys {sorted(doc)}"))
+    key = keys[0]
+    data = doc[key]
+    if key == "dataframe_split":
+        return _split(data)
+    if key == "dataframe_records":
+        return _records(data, key)
+    return _instances(data, key, bundle)
+
+
+def _format_message(got: str) -> str:
+    return (
+        "the body must be a JSON object with exactly one of the keys "
+        f"{', '.join(MLFLOW_FORMATS)} (and optionally params); {got}"
+    )
+
+
+def _split(data: Any) -> Frame:
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        raise RequestError(400, 'dataframe_split must be an object {"columns": [...], "data": [[...], ...]}')
+    rows, names = data["data"], data.get("columns")
+    if names is None:
+        raise RequestError(400, 'dataframe_split needs "columns": the column names in row order')
+    if not isinstance(names, list) or len(set(map(str, names))) != len(names):
+        raise RequestError(400, "dataframe_split columns must be a list of distinct names")
+    names = [str(c) for c in names]
+    width = len(names)
+    for i, row in enumerate(rows):
+        if not isinstance(row, list) or len(row) != width:
+            raise RequestError(
+                400, f"dataframe_split row {i} has {len(row) if isinstance(row, list) else 'no'} values; the columns are {width}"
+            )
+    columns = {name: [row[j] for row in rows] for j, name in enumerate(names)}
+    return Frame(columns, len(rows))
+
+
+def _records(rows: Any, key: str) -> Frame:
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise RequestError(400, f"{key} must be a list of objects, one per row")
+    names: dict[str, None] = {}
+    for r in rows:
+        for k in r:
+            names.setdefault(k, None)
+    columns = {str(k): [r.get(k) for r in rows] for k in names}
+    return Frame(columns, len(rows))
+
+
+def _instances(data: Any, key: str, bundle: Bundle) -> Frame | Tensor:
+    if bundle.columns is None:
+        if isinstance(data, list) and data and all(isinstance(r, dict) for r in data):
+            return _records(data, key)
+        if isinstance(data, dict):
+            return _columnar(data, key)
+        if not isinstance(data, list):
+            raise RequestError(400, f"{key} must be a list of rows")
+        return Tensor(data, len(data))
+    if isinstance(data, dict):
+        return _columnar(data, key)
+    if not isinstance(data, list):
+        raise RequestError(400, f"{key} must be a list of rows or an object of columns")
+    if all(isinstance(r, dict) for r in data):
+        return _records(data, key)
+    names = [c.name for c in bundle.columns]
+    if len(names) == 1 and not any(isinstance(r, list) for r in data):
+        return Frame({names[0]: list(data)}, len(data))
+    for i, row in enumerate(data):
+        if not isinstance(row, list) or len(row) != len(names):
+            raise RequestError(
+                400, f"{key}[{i}] must be a list of {len(names)} values in the order {names}, or an object"
+            )
+    return Frame({name: [row[j] for row in data] for j, name in enumerate(names)}, len(data))
+
+
+def _columnar(data: dict[str, Any], key: str) -> Frame:
+    lengths = set()
+    columns = {}
+    for name, values in data.items():
+        vals = values if isinstance(values, list) else [values]
+        lengths.add(len(vals))
+        columns[str(name)] = vals
+    if len(lengths) > 1:
+        raise RequestError(400, f"the columns of {key} have different lengths: {sorted(lengths)}")
+    return Frame(columns, lengths.pop() if lengths else 0)
+
+
+def parse_csv(body: bytes, bundle: Bundle) -> Frame:
+    """CSV with a header row. Values are strings here; validation converts them by type."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RequestError(400, "the CSV body is not UTF-8") from None
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows:
+        raise RequestError(400, "the CSV body is empty; it needs a header row")
+    names, data = rows[0], [r for r in rows[1:] if r]
+    if len(set(names)) != len(names):
+        raise RequestError(400, "the CSV header has duplicate column names")
+    for i, row in enumerate(data):
+        if len(row) != len(names):
+            raise RequestError(400, f"CSV line {i + 2} has {len(row)} fields; the header has {len(names)}")
+    columns = {name: [row[j] if row[j] != "" else None for row in data] for j, name in enumerate(names)}
+    return Frame(columns, len(data))
+
+
+@dataclass
+class V2Request:
+    data: Frame | Tensor
+    id: str | None
+    outputs: list[str] | None
+
+
+def parse_v2(body: bytes, bundle: Bundle) -> V2Request:
+    doc = load_json(body)
+    if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list) or not doc["inputs"]:
+        raise RequestError(400, 'the body must be an object with a non-empty "inputs" list of tensors')
+    rid = doc.get("id")
+    outs = doc.get("outputs")
+    out_names = [o.get("name") for o in outs if isinstance(o, dict)] if isinstance(outs, list) else None
+    tensors = []
+    for i, t in enumerate(doc["inputs"]):
+        if not isinstance(t, dict) or not {"name", "shape", "datatype", "data"} <= t.keys():
+            raise RequestError(400, f"inputs[{i}] needs name, shape, datatype and data")
+        if t["datatype"] not in V2_DATATYPES:
+            raise RequestError(400, f"inputs[{i}] ({t['name']}): unknown datatype {t['datatype']!r}")
+        shape = t["shape"]
+        if not isinstance(shape, list) or not shape or not all(isinstance(s, int) and s >= 0 for s in shape):
+            raise RequestError(400, f"inputs[{i}] ({t['name']}): shape must be a list of sizes")
+        flat = _flatten(t["data"])
+        size = 1
+        for s in shape:
+            size *= s
+        if size != len(flat):
+            raise RequestError(400, f"inputs[{i}] ({t['name']}): shape {shape} needs {size} values, got {len(flat)}")
+        tensors.append((str(t["name"]), shape, t["datatype"], flat))
+    return V2Request(_v2_data(tensors, bundle), str(rid) if rid is not None else None, out_names)
+
+
+def _flatten(data: Any) -> list[Any]:
+    if not isinstance(data, list):
+        return [data]
+    if not any(isinstance(x, list) for x in data):
+        return data
+    out: list[Any] = []
+    for x in data:
+        out.extend(_flatten(x))
+    return out
+
+
+def _v2_data(tensors: list[tuple[str, list[int], str, list[Any]]], bundle: Bundle) -> Frame | Tensor:
+    names = [c.name for c in bundle.columns] if bundle.columns is not None else None
+    if len(tensors) == 1 and len(tensors[0][1]) == 2 and (names is None or tensors[0][0] not in names):
+        name, (n, k), _, flat = tensors[0]
+        rows = [flat[r * k:(r + 1) * k] for r in range(n)]
+        if names is None:
+            return Tensor(rows, n)
+        if k != len(names):
+            raise RequestError(
+                400, f"input {name!r} has {k} values per row; the model takes {len(names)} columns {names}"
+            )
+        return Frame({c: [row[j] for row in rows] for j, c in enumerate(names)}, n)
+    columns: dict[str, list[Any]] = {}
+    rows_seen = set()
+    types = {c.name: c.type for c in bundle.columns} if bundle.columns is not None else {}
+    wrong = []
+    for name, shape, datatype, flat in tensors:
+        if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
+            raise RequestError(400, f"input {name!r}: a column tensor has shape [N] or [N, 1], got {shape}")
+        if name in types and not v2_datatype_matches(datatype, types[name]):
+            wrong.append(
+                {"field": name, "problem": "wrong_datatype", "got": datatype,
+                 "expected": V2_TYPES.get(types[name], types[name])}
+            )
+        columns[name] = flat
+        rows_seen.add(shape[0])
+    if wrong:
+        raise RequestError(422, "input tensors have datatypes the model does not take", wrong)
+    if len(rows_seen) > 1:
+        raise RequestError(400, f"the input tensors have different row counts: {sorted(rows_seen)}")
+    return Frame(columns, rows_seen.pop())
+
+
+def v2_datatype_matches(datatype: str, column_type: str) -> bool:
+    if datatype == "BOOL":
+        return column_type == "boolean"
+    if datatype == "BYTES":
+        return column_type in ("string", "binary", "datetime")
+    if datatype.startswith("FP"):
+        return column_type in ("float", "double")
+    return column_type in ("integer", "long", "float", "double")

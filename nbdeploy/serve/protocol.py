@@ -1,0 +1,258 @@
+"""Endpoints: MLflow scoring protocol, Open Inference Protocol (V2), health, metadata, docs.
+
+Each handler takes ``(app, scope, receive, headers, record)`` and returns
+``(status, body, content_type, extra_headers)``; client mistakes raise RequestError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from .bundle import V2_TYPES
+from .errors import RequestError
+
+if TYPE_CHECKING:
+    from .app import ServeApp
+
+SERVER_VERSION = "0.1.0"
+JSON = b"application/json"
+Handler = Callable[..., Awaitable[tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]]]
+#: endpoints whose requests are not written to the request log (unless log_probes)
+UNLOGGED = frozenset({"health", "v2_live", "v2_ready", "metrics"})
+
+
+def content_type(headers: dict[bytes, bytes], kind: str) -> str:
+    raw = headers.get(b"content-type", b"").decode("latin-1")
+    mime, _, params = raw.partition(";")
+    mime = mime.strip().lower()
+    for param in params.split(";"):
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
+            raise RequestError(415, f"only UTF-8 bodies are accepted, not charset={value.strip()}")
+    if kind == "v2":
+        if b"inference-header-content-length" in headers:
+            raise RequestError(415, "the binary tensor extension of the V2 protocol is not supported; send JSON")
+        if mime in ("", "application/json"):
+            return "application/json"
+        raise RequestError(415, f"content type {mime!r} is not accepted; send application/json")
+    if mime in ("application/json", "text/csv"):
+        return mime
+    raise RequestError(
+        415, f"content type {mime or '(none)'!r} is not accepted; send application/json or text/csv"
+    )
+
+
+def error_body(e: RequestError, v2: bool) -> bytes:
+    if v2:
+        doc: dict[str, Any] = {"error": e.message}
+    else:
+        doc = {"error_code": e.code, "message": e.message}
+    if e.errors:
+        doc["errors"] = e.errors
+    return orjson.dumps(doc, default=str)
+
+
+def internal_error_body(rid: str, cause: BaseException, from_model: bool, v2: bool) -> bytes:
+    what = "the model raised" if from_model else "internal server error"
+    message = f"{what} {type(cause).__name__}: {cause}" if from_model else what
+    doc = {"error": message} if v2 else {"error_code": "INTERNAL_ERROR", "message": message}
+    doc["error_id"] = rid
+    return orjson.dumps(doc)
+
+
+# -- MLflow scoring protocol ---------------------------------------------------
+async def invocations(app: ServeApp, scope: Any, receive: Any, headers: Any, record: Any) -> Any:
+    predictions, flags, _, _ = await app.infer(receive, headers, record, "mlflow")
+    doc: dict[str, Any] = {"predictions": predictions}
+    if flags and app.flags_in_body:
+        doc["warnings"] = flags
+    return 200, app.json(doc), JSON, app.flag_headers(flags)
+
+
+# -- Open Inference Protocol (V2) ----------------------------------------------
+def _model_path(app: ServeApp, path: str) -> str:
+    """The part after /v2/models/{name}[/versions/{v}], checking name and version."""
+    rest = path[len("/v2/models/"):]
+    name, _, tail = rest.partition("/")
+    if name != app.bundle.name:
+        raise RequestError(404, f"no model named {name!r}; this server has {app.bundle.name!r}")
+    if tail.startswith("versions/"):
+        version, _, tail = tail[len("versions/"):].partition("/")
+        if version != app.bundle.version:
+            raise RequestError(404, f"no version {version!r} of {name!r}; this server has {app.bundle.version!r}")
+    return tail
+
+
+async def v2_infer(app: ServeApp, scope: Any, receive: Any, headers: Any, record: Any) -> Any:
+    _model_path(app, scope["path"])
+    predictions, flags, n, req = await app.infer(receive, headers, record, "v2")
+    doc: dict[str, Any] = {
+        "model_name": app.bundle.name,
+        "model_version": app.bundle.version,
+        "outputs": v2_outputs(predictions, n, app.bundle.outputs, req.outputs if req else None),
+    }
+    if req is not None and req.id is not None:
+        doc["id"] = req.id
+    if flags and app.flags_in_body:
+        doc["parameters"] = {"nbdeploy_flags": flags}
+    return 200, app.json(doc), JSON, app.flag_headers(flags)
+
+
+def v2_outputs(preds: Any, n: int, signature_outputs: list[dict[str, Any]], wanted: list[str] | None) -> list[dict[str, Any]]:
+    if isinstance(preds, dict):
+        columns = {str(k): v for k, v in preds.items()}
+    elif isinstance(preds, list) and preds and isinstance(preds[0], dict):
+        columns = {str(k): [row.get(k) for row in preds] for k in preds[0]}
+    else:
+        names = [o.get("name") for o in signature_outputs if o.get("name")]
+        columns = {names[0] if len(names) == 1 else "predict": preds}
+    outputs = []
+    for name, values in columns.items():
+        if wanted and name not in wanted:
+            continue
+        shape = [n]
+        data = values
+        if values and isinstance(values[0], list):
+            shape = [n, len(values[0])]
+            data = [x for row in values for x in row]
+        outputs.append({"name": name, "datatype": _datatype(data), "shape": shape, "data": data})
+    return outputs
+
+
+def _datatype(data: list[Any]) -> str:
+    kinds = {type(x) for x in data[:1000] if x is not None}
+    if kinds == {bool}:
+        return "BOOL"
+    if kinds <= {int}:
+        return "INT64"
+    if kinds <= {int, float}:
+        return "FP64"
+    return "BYTES"
+
+
+async def v2_model(app: ServeApp, scope: Any, receive: Any, headers: Any, record: Any) -> Any:
+    tail = _model_path(app, scope["path"])
+    if tail == "ready":
+        return 200, orjson.dumps({"name": app.bundle.name, "ready": True}), JSON, []
+    if tail != "":
+        raise RequestError(404, f"no endpoint {scope['path']}")
+    b = app.bundle
+    inputs = (
+        [{"name": c.name, "datatype": V2_TYPES.get(c.type, "BYTES"), "shape": [-1]} for c in b.columns]
+        if b.columns is not None
+        else [{"name": "input", "datatype": "FP64", "shape": (b.tensor_input or {}).get("shape", [-1])}]
+    )
+    doc = {
+        "name": b.name,
+        "versions": [b.version],
+        "platform": f"mlflow_{app.model.flavor}",
+        "inputs": inputs,
+        "outputs": [{"name": "predict", "datatype": "FP64", "shape": [-1]}],
+    }
+    return 200, orjson.dumps(doc), JSON, []
+
+
+async def v2_server(app: ServeApp, *_: Any) -> Any:
+    return 200, orjson.dumps({"name": "nbdeploy", "version": SERVER_VERSION, "extensions": []}), JSON, []
+
+
+async def v2_live(app: ServeApp, *_: Any) -> Any:
+    return 200, b'{"live":true}', JSON, []
+
+
+async def v2_ready(app: ServeApp, *_: Any) -> Any:
+    return 200, b'{"ready":true}', JSON, []
+
+
+# -- operations ----------------------------------------------------------------
+async def health(app: ServeApp, *_: Any) -> Any:
+    return 200, b'{"status":"ok"}', JSON, []
+
+
+async def version(app: ServeApp, *_: Any) -> Any:
+    return 200, app.bundle.version.encode(), b"text/plain", []
+
+
+async def metadata(app: ServeApp, *_: Any) -> Any:
+    b, c = app.bundle, app.config
+    profile = b.profile or {}
+    doc = {
+        "name": b.name,
+        "version": b.version,
+        "flavor": app.model.flavor,
+        "model": app.model.detail,
+        "mlflow_version": b.mlmodel.get("mlflow_version"),
+        "signature": b.signature_dict(),
+        "summary": b.summary,
+        "profile": {"rows": profile.get("rows"), "columns": sorted(profile.get("columns") or {})} if profile else None,
+        "server": {
+            "version": SERVER_VERSION,
+            "workers": c.workers,
+            "max_batch_size": c.max_batch_size,
+            "max_wait_ms": c.max_wait_ms,
+            "max_body_bytes": c.max_body_bytes,
+            "flag_out_of_range": c.flag_out_of_range,
+        },
+    }
+    return 200, app.json(doc), JSON, []
+
+
+async def metrics(app: ServeApp, *_: Any) -> Any:
+    return 200, app.metrics.render().encode(), b"text/plain; version=0.0.4; charset=utf-8", []
+
+
+async def openapi_json(app: ServeApp, *_: Any) -> Any:
+    from .openapi import openapi_document
+
+    return 200, app.json(openapi_document(app.bundle)), JSON, []
+
+
+async def docs(app: ServeApp, *_: Any) -> Any:
+    from .openapi import docs_html, openapi_document
+
+    return 200, docs_html(openapi_document(app.bundle)).encode(), b"text/html; charset=utf-8", []
+
+
+async def not_found(app: ServeApp, scope: Any, *_: Any) -> Any:
+    raise RequestError(404, f"no endpoint {scope['method']} {scope['path']}; see /docs")
+
+
+def _not_allowed(allowed: str) -> Handler:
+    async def handler(app: ServeApp, scope: Any, *_: Any) -> Any:
+        raise RequestError(405, f"{scope['path']} accepts {allowed}, not {scope['method']}")
+
+    return handler
+
+
+ROUTES: dict[str, tuple[str, dict[str, Handler]]] = {
+    "/invocations": ("invocations", {"POST": invocations}),
+    "/health": ("health", {"GET": health}),
+    "/ping": ("health", {"GET": health}),
+    "/version": ("version", {"GET": version}),
+    "/metadata": ("metadata", {"GET": metadata}),
+    "/metrics": ("metrics", {"GET": metrics}),
+    "/openapi.json": ("openapi", {"GET": openapi_json}),
+    "/docs": ("docs", {"GET": docs}),
+    "/v2": ("v2_server", {"GET": v2_server}),
+    "/v2/health/live": ("v2_live", {"GET": v2_live}),
+    "/v2/health/ready": ("v2_ready", {"GET": v2_ready}),
+}
+
+
+def route(method: str, path: str) -> tuple[str, Handler]:
+    entry = ROUTES.get(path)
+    if entry is None and path.startswith("/v2/models/"):
+        is_infer = path.endswith("/infer")
+        entry = ("v2_infer", {"POST": v2_infer}) if is_infer else ("v2_model", {"GET": v2_model})
+    if entry is None:
+        return "not_found", not_found
+    name, methods = entry
+    if method == "HEAD" and "GET" in methods:
+        method = "GET"
+    handler = methods.get(method)
+    if handler is None:
+        return name, _not_allowed(", ".join(methods))
+    return name, handler

@@ -1,0 +1,124 @@
+"""The request log: one JSON object per line, appended by a writer thread, rotated by size.
+
+The event loop only serializes a record (orjson, microseconds) and appends the bytes to
+an in-memory buffer; a thread writes the buffer out every ``flush_interval`` seconds or
+when it grows past ``flush_bytes``. Memory is bounded: when ``max_pending_bytes`` are
+waiting, requests wait (``await wait_for_space()``) instead of records being dropped, so
+the number of records always equals the number of requests. ``close()`` flushes all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+
+class RequestLog:
+    def __init__(
+        self,
+        path: str | Path,
+        max_bytes: int = 50 * 1024 * 1024,
+        backups: int = 5,
+        max_pending_bytes: int = 8 * 1024 * 1024,
+        flush_interval: float = 0.1,
+        flush_bytes: int = 256 * 1024,
+    ) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self.max_pending_bytes = max_pending_bytes
+        self.flush_interval = flush_interval
+        self.flush_bytes = flush_bytes
+        self.records = 0
+        self._buf: list[bytes] = []
+        self._pending = 0
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._file = open(self.path, "ab")  # noqa: SIM115 - closed in close()
+        self._size = self._file.tell()
+        self._thread = threading.Thread(target=self._run, name="nbdeploy-request-log", daemon=True)
+        self._thread.start()
+
+    def write(self, record: dict[str, Any]) -> None:
+        line = orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS, default=str)
+        with self._lock:
+            self._buf.append(line + b"\n")
+            self._pending += len(line) + 1
+            self.records += 1
+            pending = self._pending
+        if pending >= self.flush_bytes:
+            self._wake.set()
+
+    @property
+    def full(self) -> bool:
+        return self._pending >= self.max_pending_bytes
+
+    async def wait_for_space(self) -> None:
+        """Back-pressure: wait while too many bytes are waiting to be written."""
+        while self.full and not self._closed:
+            fut = asyncio.get_running_loop().create_future()
+            with self._lock:
+                self._waiters.append((asyncio.get_running_loop(), fut))
+            self._wake.set()
+            await fut
+
+    def close(self) -> None:
+        """Write everything that is buffered, then stop the thread and close the file."""
+        self._closed = True
+        self._wake.set()
+        self._thread.join()
+        self._drain()
+        self._file.close()
+
+    def _run(self) -> None:
+        while not self._closed:
+            self._wake.wait(self.flush_interval)
+            self._wake.clear()
+            self._drain()
+
+    def _drain(self) -> None:
+        with self._lock:
+            chunk, self._buf, self._pending = self._buf, [], 0
+            waiters, self._waiters = self._waiters, []
+        if chunk:
+            data = b"".join(chunk)
+            if self._size and self._size + len(data) > self.max_bytes:
+                self._rotate()
+            self._file.write(data)
+            self._file.flush()
+            self._size += len(data)
+        for loop, fut in waiters:
+            loop.call_soon_threadsafe(_resolve, fut)
+
+    def _rotate(self) -> None:
+        self._file.close()
+        if self.backups > 0:
+            for i in range(self.backups - 1, 0, -1):
+                src = self.path.with_name(f"{self.path.name}.{i}")
+                if src.exists():
+                    os.replace(src, self.path.with_name(f"{self.path.name}.{i + 1}"))
+            os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+            self._file = open(self.path, "ab")  # noqa: SIM115
+        else:
+            self._file = open(self.path, "wb")  # noqa: SIM115
+        self._size = 0
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def log_files(path: str | Path) -> list[Path]:
+    """The current log file and its rotated backups, oldest first."""
+    p = Path(path)
+    backups = sorted(p.parent.glob(p.name + ".*"), key=lambda q: -int(q.suffix[1:]) if q.suffix[1:].isdigit() else 0)
+    return [*backups, *([p] if p.exists() else [])]

@@ -1,0 +1,102 @@
+"""Run the app under uvicorn (httptools + uvloop), in one process or several.
+
+The listening socket is created here, with ``proto=IPPROTO_TCP``. Sockets accepted from
+it inherit that protocol, and the event loop then turns Nagle's algorithm off
+(TCP_NODELAY) for each connection. uvicorn 0.54 binds its multi-worker socket with
+``proto=0`` and so leaves Nagle on in every worker (uvicorn issue 3149: each keep-alive
+response waits ~40 ms for the client's delayed ACK); binding the socket ourselves and
+handing it to uvicorn's supervisor avoids that in both modes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from .config import ServeConfig
+from .errors import ServeError
+
+
+def bind_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    except socket.gaierror as e:
+        raise ServeError(f"cannot resolve host {host!r}: {e}") from None
+    family, type_, proto, _, addr = infos[0]
+    sock = socket.socket(family, type_, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+    except OSError as e:
+        sock.close()
+        raise ServeError(
+            f"cannot listen on {host}:{port}: {e.strerror}",
+            hint="choose another --port, or stop the process using this one",
+        ) from None
+    sock.listen(backlog)
+    sock.set_inheritable(True)
+    return sock
+
+
+def configure_logging(level: str) -> None:
+    log = logging.getLogger("nbdeploy.serve")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"))
+        log.addHandler(handler)
+    log.setLevel(level.upper())
+    log.propagate = False
+
+
+def _uvicorn_options(config: ServeConfig) -> dict[str, Any]:
+    import importlib.util
+
+    return {
+        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+        "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        "lifespan": "on",
+        "log_level": config.log_level,
+        "access_log": False,
+        "server_header": False,
+        "timeout_graceful_shutdown": config.graceful_timeout,
+        "backlog": 2048,
+    }
+
+
+def run(bundle_dir: str | Path, config: ServeConfig | None = None) -> None:
+    """Serve ``bundle_dir`` until SIGTERM or SIGINT (blocking)."""
+    import uvicorn
+
+    from .app import create_app
+    from .bundle import read_bundle
+
+    config = config or ServeConfig.from_env()
+    configure_logging(config.log_level)
+    options = _uvicorn_options(config)
+    if config.workers == 1:
+        app = create_app(bundle_dir, config)  # load before listening: /health means ready
+        sock = bind_socket(config.host, config.port)
+        server = uvicorn.Server(uvicorn.Config(app, **options))
+        print(f"nbdeploy: serving {app.bundle.name} v{app.bundle.version} ({app.model.flavor}) "
+              f"on http://{config.host}:{sock.getsockname()[1]}", file=sys.stderr, flush=True)
+        server.run(sockets=[sock])
+        return
+    from uvicorn.supervisors import Multiprocess
+
+    bundle = read_bundle(bundle_dir)  # fail early on a wrong folder
+    os.environ["NBDEPLOY_SERVE_BUNDLE"] = str(bundle.root)
+    data = config.to_dict()
+    data.pop("token", None)  # workers read NBDEPLOY_API_TOKEN themselves; keep it out of this variable
+    if config.token:
+        os.environ["NBDEPLOY_API_TOKEN"] = config.token
+    os.environ["NBDEPLOY_SERVE_CONFIG"] = json.dumps(data)
+    ucfg = uvicorn.Config(f"{__package__}.app:app_from_env", factory=True, workers=config.workers, **options)
+    sock = bind_socket(config.host, config.port)
+    print(f"nbdeploy: serving {bundle.name} v{bundle.version} with {config.workers} workers "
+          f"on http://{config.host}:{sock.getsockname()[1]}", file=sys.stderr, flush=True)
+    Multiprocess(ucfg, target=uvicorn.Server(ucfg).run, sockets=[sock]).run()
