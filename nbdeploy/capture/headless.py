@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..job.execute import ExecutionResult, execute
 from ..notebook import load_notebook
-from ..state import NotebookState, atomic_write_bytes, atomic_write_json
+from ..state import NotebookState, atomic_write_json, atomic_write_text
 
 
 def _cells_to_indices(record: dict, executed: Path) -> dict:
@@ -43,16 +43,16 @@ def capture_notebook(notebook: str | Path, *, timeout: float | None = None) -> E
         result = execute(nb_path, Path(tmp) / "executed.ipynb", tmp_state, nb=nb, timeout=timeout)
         if result.error is not None:
             kept = state.root / "last-failed-capture.ipynb"
-            atomic_write_bytes(kept, (Path(tmp) / "executed.ipynb").read_bytes())
+            atomic_write_text(kept, (Path(tmp) / "executed.ipynb").read_text("utf-8"))
             result.error.output_path = str(kept)
             result.error.hint = f"the full traceback is in {kept}"
             return result
         record = _cells_to_indices(result.record, Path(tmp) / "executed.ipynb")
         for f in tmp_state.iterdir():
             if f.is_file() and f.name != "capture.json":
-                atomic_write_bytes(state.root / f.name, f.read_bytes())
+                atomic_write_text(state.root / f.name, f.read_text("utf-8"))
         result.output = state.root / "captured.ipynb"
-        atomic_write_bytes(result.output, (Path(tmp) / "executed.ipynb").read_bytes())
+        atomic_write_text(result.output, (Path(tmp) / "executed.ipynb").read_text("utf-8"))
         atomic_write_json(state.capture_path, record)  # last: readers see a complete set
         result.state_dir = state.root
         result.record = record

@@ -102,9 +102,7 @@ class CaptureSession:
 
     # -- kernel events ----------------------------------------------------
     def _cell(self) -> int | None:
-        if self._cell_now is not None:
-            return self._cell_now
-        return getattr(self.shell, "execution_count", None) if self.shell is not None else None
+        return self._cell_now
 
     def _scan_history(self) -> None:
         """Cells run before ``%deploy init`` count too."""
@@ -114,7 +112,11 @@ class CaptureSession:
                 self.scan(src, cell=n)
 
     def _pre_run_cell(self, info: Any) -> None:
-        self._cell_now = getattr(self.shell, "execution_count", None)
+        count = getattr(self.shell, "execution_count", None)
+        # IPython has already advanced the counter when it stores history
+        if count is not None and getattr(info, "store_history", False):
+            count -= 1
+        self._cell_now = count
         src = getattr(info, "raw_cell", "") or ""
         self.scan(src, cell=self._cell_now)
 

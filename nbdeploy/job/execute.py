@@ -11,6 +11,7 @@ sees it in their notebook.
 from __future__ import annotations
 
 import copy
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,13 +48,24 @@ def _code_cell(source: str) -> Any:
     return cell
 
 
-def prepare(nb: Any, notebook: Path, state_dir: Path, tail: list[str] | None = None) -> Any:
-    """A copy of ``nb`` with the capture cell first and the ``tail`` cells last."""
+def prepare(nb: Any, notebook: Path, state_dir: Path, tail: list[str] | None = None,
+            recorded: dict[str, Any] | None = None, params_cell: int | None = None) -> Any:
+    """A copy of ``nb`` with the capture cell first and the ``tail`` cells last.
+
+    ``recorded`` (the job's effective parameters) and ``params_cell`` go into the
+    capture record of the run.
+    """
     nb = copy.deepcopy(nb)
-    head = _code_cell(
-        "%load_ext nbdeploy\n"
-        f"%deploy init --mode job --notebook {str(notebook)!r} --state-dir {str(state_dir)!r}"
-    )
+    source = ("%load_ext nbdeploy\n"
+              f"%deploy init --mode job --notebook {str(notebook)!r} --state-dir {str(state_dir)!r}")
+    if recorded is not None:
+        doc = json.dumps(recorded, default=str)
+        source += ("\nimport json as _nbd_json\n"
+                   "from nbdeploy.capture.session import current_session as _nbd_session\n"
+                   f"_nbd_session().parameters = _nbd_json.loads({doc!r})\n"
+                   f"_nbd_session().params_cell = {params_cell!r}\n"
+                   "del _nbd_json, _nbd_session")
+    head = _code_cell(source)
     nb.cells.insert(0, head)
     for src in tail or []:
         nb.cells.append(_code_cell(src))
@@ -64,7 +76,8 @@ def prepare(nb: Any, notebook: Path, state_dir: Path, tail: list[str] | None = N
 def execute(notebook: str | Path, output: str | Path, state_dir: str | Path, *,
             parameters: dict[str, Any] | None = None, tail: list[str] | None = None,
             nb: Any = None, kernel_name: str | None = None, timeout: float | None = None,
-            log_output: bool = False) -> ExecutionResult:
+            log_output: bool = False, recorded: dict[str, Any] | None = None,
+            params_cell: int | None = None) -> ExecutionResult:
     """Run a copy of ``notebook`` with papermill; raise nothing for a failing cell.
 
     A failing cell is returned as ``result.error`` (status ``failed``); errors that
@@ -77,7 +90,7 @@ def execute(notebook: str | Path, output: str | Path, state_dir: str | Path, *,
     out = Path(output).resolve()
     state = Path(state_dir).resolve()
     nb = load_notebook(src) if nb is None else nb
-    prepared = prepare(nb, src, state, tail)
+    prepared = prepare(nb, src, state, tail, recorded, params_cell)
     out.parent.mkdir(parents=True, exist_ok=True)
     state.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

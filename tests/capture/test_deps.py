@@ -1,0 +1,81 @@
+"""Imports resolved to installed distributions, in this interpreter."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+from pathlib import Path
+
+import pytest
+
+from nbdeploy.capture.deps import canonical, resolve, scan_source
+from nbdeploy.capture.lock import build_lock
+
+
+@pytest.mark.parametrize(
+    ("module", "distribution"),
+    [("sklearn", "scikit-learn"), ("sklearn.pipeline", "scikit-learn"), ("yaml", "PyYAML"),
+     ("dateutil", "python-dateutil"), ("google.protobuf", "protobuf"), ("PIL", "pillow")],
+)
+def test_import_name_maps_to_distribution_name(module: str, distribution: str, tmp_path: Path):
+    res = resolve(module, tmp_path)
+    assert res.kind == "distribution"
+    assert canonical(res.distribution) == canonical(distribution)
+    assert res.version == md.version(distribution)
+
+
+def test_stdlib_is_not_a_dependency(tmp_path: Path):
+    assert resolve("os.path", tmp_path).kind == "stdlib"
+    assert resolve("json", tmp_path).kind == "stdlib"
+
+
+def test_missing_module_is_unresolved_with_its_name(tmp_path: Path):
+    res = resolve("surely_not_installed_pkg", tmp_path)
+    assert res.kind == "unresolved"
+    assert "surely_not_installed_pkg" in res.reason
+    assert "not installed" in res.reason
+
+
+def test_local_module_is_project_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    (tmp_path / "myhelpers.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    res = resolve("myhelpers", tmp_path)
+    assert res.kind == "project"
+    assert Path(res.path) == tmp_path / "myhelpers.py"
+
+
+def test_scan_reads_magics_pip_lines_run_and_dynamic_imports():
+    scan = scan_source(
+        "%pip install 'requests>=2' -q\n"
+        "!pip install --upgrade pyyaml\n"
+        "%run prep.py\n"
+        "import numpy as np, json\n"
+        "from sklearn.pipeline import Pipeline\n"
+        "from . import sibling\n"
+        "import importlib\n"
+        "m = importlib.import_module('scipy.stats')\n"
+    )
+    assert scan.pip_installs == ["requests>=2", "pyyaml"]
+    assert scan.run_files == ["prep.py"]
+    mods = {(s.module, s.found_by) for s in scan.imports}
+    assert ("numpy", "import") in mods and ("sklearn.pipeline", "import") in mods
+    assert ("scipy.stats", "dynamic import") in mods
+    assert not any(m == "sibling" for m, _ in mods)  # relative imports are the project's own
+
+
+def test_lock_is_transitive_and_pinned_to_installed_versions():
+    lock = build_lock({"scikit-learn": set()})
+    names = {canonical(p.name): p for p in lock.packages.values()}
+    for dep in ("scikit-learn", "numpy", "scipy", "joblib", "threadpoolctl"):
+        assert dep in names, dep
+        assert names[dep].version == md.version(dep)
+    assert "scikit-learn" in names["numpy"].required_by
+    text = lock.to_text()
+    assert f"numpy=={md.version('numpy')}" in text
+    assert not lock.missing
+
+
+def test_lock_follows_requested_extras_only():
+    plain = build_lock({"dask": set()})
+    with_extra = build_lock({"dask": {"distributed"}})
+    assert "distributed" not in plain.packages
+    assert "distributed" in with_extra.packages

@@ -1,0 +1,109 @@
+"""Data lineage: pandas reads and writes, hashed in full, with the cells that made them."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from nbdeploy.capture.lineage import _connection_url
+from tests.conftest import run
+
+
+def _start(ipshell, tmp_path: Path):
+    (tmp_path / "nb.ipynb").write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4,
+                                                   "nbformat_minor": 5}))
+    ipshell.run_line_magic("deploy", "init")
+    from nbdeploy.capture.session import current_session
+
+    return current_session()
+
+
+def _sha256sum(path: Path) -> str:
+    out = subprocess.run(["sha256sum", str(path)], capture_output=True, text=True, check=True)
+    return out.stdout.split()[0]
+
+
+def test_reads_and_writes_are_recorded_once_per_role_with_every_cell(ipshell, tmp_path):
+    pd.DataFrame({"x": range(50), "y": [f"k{i % 7}" for i in range(50)]}).to_csv(
+        tmp_path / "in.csv", index=False)
+    session = _start(ipshell, tmp_path)
+    first = run(ipshell, "import pandas as pd\ndf = pd.read_csv('in.csv')").execution_count
+    second = run(ipshell, "df2 = pd.read_csv('in.csv')").execution_count
+    third = run(ipshell, "df.head(10).to_parquet('out.parquet')").execution_count
+    rec = session.sync()
+    entries = {(e["relative_path"], e["role"]): e for e in rec["lineage"]}
+    assert set(entries) == {("in.csv", "read"), ("out.parquet", "write")}
+    read = entries[("in.csv", "read")]
+    assert read["cells"] == [first, second]
+    assert read["sha256"] == _sha256sum(tmp_path / "in.csv")
+    assert read["bytes"] == (tmp_path / "in.csv").stat().st_size
+    assert read["rows"] == 50
+    assert read["columns"] == [{"name": "x", "dtype": "int64"}, {"name": "y", "dtype": "str"}]
+    assert read["path"] == str(tmp_path / "in.csv")
+    prof = read["profile"]["columns"]
+    assert prof["x"]["min"] == 0 and prof["x"]["max"] == 49 and prof["y"]["distinct"] == 7
+    write = entries[("out.parquet", "write")]
+    assert write["cells"] == [third] and write["rows"] == 10
+    assert write["sha256"] == _sha256sum(tmp_path / "out.parquet")
+
+
+def test_a_changed_file_gets_its_new_hash(ipshell, tmp_path):
+    f = tmp_path / "d.csv"
+    f.write_text("a\n1\n")
+    session = _start(ipshell, tmp_path)
+    run(ipshell, "import pandas as pd\npd.read_csv('d.csv')")
+    f.write_text("a\n2\n")
+    run(ipshell, "pd.read_csv('d.csv')")
+    (entry,) = session.sync()["lineage"]
+    assert entry["sha256"] == _sha256sum(f)
+
+
+def test_sql_reads_keep_the_query_and_the_connection(ipshell, tmp_path):
+    db = tmp_path / "sales.db"
+    with sqlite3.connect(db) as con:
+        con.execute("create table orders (id integer, amount real)")
+        con.executemany("insert into orders values (?, ?)", [(1, 9.5), (2, 20.0)])
+    session = _start(ipshell, tmp_path)
+    run(ipshell, f"import sqlite3, pandas as pd\ncon = sqlite3.connect({str(db)!r})\n"
+                 "orders = pd.read_sql('select id, amount from orders where amount > 1', con)")
+    (entry,) = session.sync()["lineage"]
+    assert entry["kind"] == "sql" and entry["rows"] == 2
+    assert entry["query"] == "select id, amount from orders where amount > 1"
+    assert entry["connection"] == f"sqlite:///{db}"
+
+
+def test_connection_urls_lose_their_password():
+    import sqlalchemy as sa
+
+    url = sa.engine.make_url("postgresql://analyst:hunter2-pw@db.internal:5432/sales")
+
+    class Engine:  # what pandas is handed: anything with a SQLAlchemy URL
+        pass
+
+    eng = Engine()
+    eng.url = url
+    assert _connection_url(eng) == "postgresql://analyst:***@db.internal:5432/sales"
+    assert _connection_url("mysql://root:toor@localhost/db") == "mysql://root:***@localhost/db"
+
+
+def test_pandas_imported_after_init_is_still_recorded(tmp_path):
+    (tmp_path / "nb.ipynb").write_text("{}")
+    (tmp_path / "a.csv").write_text("v\n1\n2\n")
+    code = (
+        "import sys\n"
+        "from nbdeploy.capture.session import CaptureSession\n"
+        "s = CaptureSession('nb.ipynb').start()\n"
+        "assert 'pandas' not in sys.modules\n"
+        "import pandas as pd\n"
+        "pd.read_csv('a.csv')\n"
+        "rec = s.sync()\n"
+        "print(rec['lineage'][0]['rows'], rec['lineage'][0]['relative_path'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == ["2", "a.csv"]
