@@ -1,0 +1,88 @@
+"""Options for building and running bundle images, from arguments or the environment.
+
+Each option has an environment variable, so a host's needs (a proxy's CA bundle, a
+network mode, a runtime flag) are set once, e.g. in CI or a shell profile:
+
+=====================  ==========================  =========================================
+option                 environment                 meaning
+=====================  ==========================  =========================================
+``engine``             ``NBDEPLOY_ENGINE``         docker, podman or buildah (else detected)
+``base``               ``NBDEPLOY_BASE_IMAGE``     ``--build-arg BASE=`` for the Dockerfile
+``ca_bundle``          ``NBDEPLOY_CA_BUNDLE``      host CA file mounted read-only in the build
+``build_flags``        ``NBDEPLOY_BUILD_FLAGS``    extra flags for ``build`` (shell words)
+``run_flags``          ``NBDEPLOY_RUN_FLAGS``      extra flags for ``run`` (shell words)
+=====================  ==========================  =========================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+#: where the CA bundle is mounted in the build; Debian and the python images read it here
+CA_TARGET = "/etc/ssl/certs/ca-certificates.crt"
+
+
+@dataclass(frozen=True)
+class ContainerOptions:
+    engine: str | None = None
+    base: str | None = None
+    tag: str | None = None
+    ca_bundle: Path | None = None
+    #: also pass ``PIP_CERT`` (for bases whose pip reads certifi's bundle, not the system's)
+    pip_cert: bool = True
+    build_flags: tuple[str, ...] = ()
+    run_flags: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)  # extra -e for the container
+
+    @classmethod
+    def from_env(cls, **given: object) -> ContainerOptions:
+        """Options from ``NBDEPLOY_*`` variables, overridden by ``given`` values that are set."""
+        e = os.environ
+        ca = e.get("NBDEPLOY_CA_BUNDLE")
+        opts = cls(
+            engine=e.get("NBDEPLOY_ENGINE") or None,
+            base=e.get("NBDEPLOY_BASE_IMAGE") or None,
+            ca_bundle=Path(ca) if ca else None,
+            build_flags=tuple(shlex.split(e.get("NBDEPLOY_BUILD_FLAGS", ""))),
+            run_flags=tuple(shlex.split(e.get("NBDEPLOY_RUN_FLAGS", ""))),
+        )
+        set_ = {k: v for k, v in given.items() if v not in (None, (), [])}
+        for k in ("build_flags", "run_flags"):
+            if k in set_:
+                set_[k] = getattr(opts, k) + tuple(set_[k])  # type: ignore[operator]
+        if "ca_bundle" in set_:
+            set_["ca_bundle"] = Path(str(set_["ca_bundle"]))
+        return replace(opts, **set_)  # type: ignore[arg-type]
+
+
+def add_arguments(p: argparse.ArgumentParser, *, tag: bool = True) -> None:
+    """The shared build/run options, for the CLI's ``image`` and ``verify --container``."""
+    g = p.add_argument_group("container options (each also read from NBDEPLOY_* variables)")
+    g.add_argument("--engine", choices=["docker", "podman", "buildah"],
+                   help="container engine (default: $NBDEPLOY_ENGINE, else the first that works "
+                        "of docker, podman, buildah)")
+    g.add_argument("--base", metavar="IMAGE",
+                   help="base image for the Dockerfile's BASE (default: $NBDEPLOY_BASE_IMAGE, "
+                        "else the Dockerfile's python:X.Y-slim)")
+    if tag:
+        g.add_argument("--tag", help="image tag (default: localhost/nbdeploy-NAME:VERSION)")
+    g.add_argument("--ca-bundle", metavar="FILE",
+                   help="host CA bundle mounted read-only into build steps, with PIP_CERT "
+                        "(default: $NBDEPLOY_CA_BUNDLE); nothing is written into the image")
+    g.add_argument("--build-flag", action="append", default=[], metavar="FLAG",
+                   help="extra flag for the engine's build, e.g. --build-flag=--network=host "
+                        "(repeatable; also $NBDEPLOY_BUILD_FLAGS)")
+    g.add_argument("--run-flag", action="append", default=[], metavar="FLAG",
+                   help="extra flag for the engine's run (repeatable; also $NBDEPLOY_RUN_FLAGS)")
+
+
+def from_args(args: argparse.Namespace) -> ContainerOptions:
+    return ContainerOptions.from_env(
+        engine=args.engine, base=args.base, tag=getattr(args, "tag", None),
+        ca_bundle=args.ca_bundle,
+        build_flags=tuple(f for flag in args.build_flag for f in shlex.split(flag)),
+        run_flags=tuple(f for flag in args.run_flag for f in shlex.split(flag)))
