@@ -125,6 +125,7 @@ def run_notebook(notebook: str | Path, *, parameters: dict[str, Any] | None = No
     """
     from ..capture.headless import _cells_to_indices
     from .execute import execute
+    from .predictions import tail_cell
 
     say = progress or (lambda _msg: None)
     src, nb, pc, values = prepared or prepare_job(notebook, parameters=parameters, cli=cli,
@@ -140,7 +141,7 @@ def run_notebook(notebook: str | Path, *, parameters: dict[str, Any] | None = No
     say(f"run {run_id}: executing a copy of {src.name} in a fresh kernel ({shown})")
     try:
         result = execute(src, run_dir / EXECUTED, run_dir, parameters=values, nb=nb,
-                         timeout=timeout, recorded=effective,
+                         timeout=timeout, recorded=effective, tail=[tail_cell(run_dir)],
                          params_cell=pc.index if pc else None)
     except NbdeployError as exc:  # the kernel did not start: still a recorded (failed) run
         rec.status, rec.error = "failed", exc.to_dict()

@@ -97,6 +97,9 @@ def _log(run: dict, run_dir: Path, uri: str) -> dict:
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
     nb = Path(run["notebook"])
     client = MlflowClient(tracking_uri=uri)
     name = experiment_name(nb)
@@ -129,11 +132,11 @@ def _log(run: dict, run_dir: Path, uri: str) -> dict:
     return {"experiment_id": exp_id, "mlflow_run_id": rid}
 
 
-def log_run_background(run_dir: str | Path) -> subprocess.Popen:
-    """Log a stored run from a detached process; the result lands in ``tracking.json``."""
-    run_dir = Path(run_dir)
-    with open(run_dir / "tracking.log", "wb") as err:
-        return subprocess.Popen([sys.executable, "-m", "nbdeploy.job.tracking", str(run_dir)],
+def log_run_background(*run_dirs: str | Path) -> subprocess.Popen:
+    """Log stored runs from one detached process; each result lands in its ``tracking.json``."""
+    dirs = [str(Path(d)) for d in run_dirs]
+    with open(Path(dirs[0]) / "tracking.log", "wb") as err:
+        return subprocess.Popen([sys.executable, "-m", "nbdeploy.job.tracking", *dirs],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
                                 start_new_session=True, close_fds=True)
 
@@ -154,4 +157,5 @@ def wait_logged(run_dir: str | Path, timeout: float = 180.0) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(0 if log_run(sys.argv[1]).get("status") == "logged" else 1)
+    results = [log_run(d) for d in sys.argv[1:]]
+    sys.exit(0 if all(r.get("status") == "logged" for r in results) else 1)

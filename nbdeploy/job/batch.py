@@ -1,0 +1,273 @@
+"""A grid of parameter sets, run in parallel on Dask distributed.
+
+``run_batch`` checks every parameter set before any kernel starts, then submits
+one job per set to a ``LocalCluster`` (default) or to the scheduler at
+``scheduler`` (workers must see the notebook's folder at the same path). One
+failed run does not stop the others. Results go to
+``.nbdeploy/<notebook>/batches/<name>/results.csv`` (and ``batch.json``), updated
+after every finished run, so a batch that is re-run skips the parameter sets
+that already succeeded unless ``force``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import NbdeployError, ParameterError
+from ..state import NotebookState, atomic_write_bytes, atomic_write_json, read_json
+from . import params as P
+from .run import RunRecord, load_run, new_run_id, prepare_job
+
+BatchProgress = Callable[[int, int, RunRecord | None], None]
+
+
+# -- the grid -------------------------------------------------------------------
+def _product(grid: dict) -> list[dict[str, Any]]:
+    if not isinstance(grid, dict) or not all(isinstance(k, str) for k in grid):
+        raise ParameterError("a grid is a mapping of parameter names to lists of values")
+    names = list(grid)
+    axes = [v if isinstance(v, list) else [v] for v in grid.values()]
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*axes)]
+
+
+def expand_grid(doc: Any) -> list[dict[str, Any]]:
+    """Parameter sets of a grid document.
+
+    ``{grid: {a: [1, 2], b: [x, y]}}`` (or the bare mapping) is a cartesian product,
+    ``{runs: [{a: 1}, {a: 2, b: x}]}`` (or a bare list) an explicit list; both keys
+    may be combined.
+    """
+    if isinstance(doc, list):
+        sets = doc
+    elif isinstance(doc, dict) and ({"grid", "runs"} & set(doc)):
+        extra = set(doc) - {"grid", "runs"}
+        if extra:
+            raise ParameterError(f"unexpected keys in the grid file: {', '.join(sorted(extra))}",
+                                 hint="use `grid:` (cartesian product) and/or `runs:` (a list)")
+        sets = (_product(doc["grid"]) if doc.get("grid") else []) + list(doc.get("runs") or [])
+    elif isinstance(doc, dict):
+        sets = _product(doc)
+    else:
+        raise ParameterError("a grid is a mapping (`grid:`) or a list of parameter sets (`runs:`)")
+    if not sets:
+        raise ParameterError("the grid is empty")
+    for i, s in enumerate(sets):
+        if not isinstance(s, dict):
+            raise ParameterError(f"grid entry {i} is not a mapping of parameter names to values")
+    return sets
+
+
+def load_grid(path: str | Path) -> list[dict[str, Any]]:
+    import yaml
+
+    p = Path(path)
+    try:
+        return expand_grid(yaml.safe_load(p.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        raise ParameterError(f"no such grid file: {p}") from None
+    except yaml.YAMLError as exc:
+        raise ParameterError(f"{p} is not valid YAML: {exc}") from None
+
+
+def _key(values: dict[str, Any]) -> str:
+    return json.dumps(values, sort_keys=True, default=str)
+
+
+# -- results ------------------------------------------------------------------
+@dataclass
+class BatchResult:
+    notebook: str
+    name: str
+    batch_dir: str
+    csv: str
+    runs: list[RunRecord] = field(default_factory=list)  # grid order
+    reused: list[str] = field(default_factory=list)  # run ids kept from an earlier batch
+    duration: float = 0.0
+    scheduler: str = ""
+
+    @property
+    def failed(self) -> list[RunRecord]:
+        return [r for r in self.runs if not r.ok]
+
+    def summary(self) -> str:
+        done = len(self.runs) - len(self.failed)
+        line = (f"batch {self.name} of {Path(self.notebook).name}: {done} of {len(self.runs)} "
+                f"runs completed, {len(self.failed)} failed")
+        if self.reused:
+            line += f", {len(self.reused)} reused from an earlier batch"
+        return line + f" in {self.duration:.1f}s; results {self.csv}"
+
+    def to_dict(self) -> dict:
+        return {"notebook": self.notebook, "name": self.name, "batch_dir": self.batch_dir,
+                "csv": self.csv, "duration": self.duration, "scheduler": self.scheduler,
+                "reused": self.reused, "runs": [r.to_dict() for r in self.runs]}
+
+    def table(self) -> tuple[list[str], list[list[Any]]]:
+        pnames = list(dict.fromkeys(k for r in self.runs for k in r.given))
+        mnames = list(dict.fromkeys(k for r in self.runs for k in r.metrics))
+        headers = (["run_id", "status", "duration_s"] + [f"param.{n}" for n in pnames]
+                   + [f"metric.{m}" for m in mnames] + ["output", "error_cell", "error"])
+        rows = []
+        for r in self.runs:
+            err = r.error or {}
+            rows.append([r.run_id, r.status, r.duration]
+                        + [r.parameters.get(n, "") for n in pnames]
+                        + [r.metrics.get(m, "") for m in mnames]
+                        + [r.output, err.get("cell_index", ""), err.get("message", "")])
+        return headers, rows
+
+    def view(self) -> Any:
+        from ..render import View
+
+        headers, rows = self.table()
+        keep = [i for i, h in enumerate(headers) if h not in ("output", "run_id")]
+        bad = {i for i, r in enumerate(self.runs) if not r.ok}
+        return View([(f"batch {self.name}", [headers[i] for i in keep],
+                      [[row[i] for i in keep] for row in rows], bad)], self.summary())
+
+    def write(self) -> None:
+        headers, rows = self.table()
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(headers)
+        w.writerows(rows)
+        atomic_write_bytes(Path(self.csv), buf.getvalue().encode("utf-8"))
+        atomic_write_json(Path(self.batch_dir) / "batch.json", self.to_dict())
+
+
+def _previous(batch_dir: Path) -> dict[str, RunRecord]:
+    """Completed runs of an earlier batch in ``batch_dir``, by parameter set."""
+    doc_path = batch_dir / "batch.json"
+    if not doc_path.exists():
+        return {}
+    done = {}
+    for r in read_json(doc_path).get("runs", []):
+        if r.get("status") == "completed" and Path(r.get("output", "")).exists():
+            try:
+                rec = load_run(r["run_dir"])
+            except NbdeployError:
+                continue
+            done[_key(rec.given)] = rec
+    return done
+
+
+# -- running --------------------------------------------------------------------
+def _worker_run(notebook: str, values: dict[str, Any], run_id: str, batch_id: str,
+                timeout: float | None) -> dict:
+    """Runs on a Dask worker: one job, never raising (a failure is a failed record)."""
+    from .run import run_notebook
+
+    try:
+        rec = run_notebook(notebook, parameters=values, timeout=timeout, tracking="off",
+                           kind="batch", batch_id=batch_id, run_id=run_id)
+        return rec.to_dict()
+    except Exception as exc:
+        return _failed(notebook, values, run_id, batch_id, f"{type(exc).__name__}: {exc}")
+
+
+def _failed(notebook: str, values: dict, run_id: str, batch_id: str, message: str) -> dict:
+    run_dir = NotebookState.for_notebook(notebook).runs_dir / run_id
+    return RunRecord(run_id, notebook, str(run_dir), "failed", values, values,
+                     error={"message": message}, kind="batch", batch_id=batch_id).to_dict()
+
+
+def _client(workers: int, scheduler: str | None) -> tuple[Any, Any]:
+    from dask.distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            return Client(scheduler, timeout="20s"), None
+        except OSError as exc:
+            raise NbdeployError(f"cannot reach the Dask scheduler at {scheduler}: {exc}",
+                                hint="start one with `dask scheduler` or drop --scheduler") from None
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                           dashboard_address=None, host="127.0.0.1")
+    return Client(cluster), cluster
+
+
+def run_batch(notebook: str | Path, grid: str | Path | list[dict[str, Any]] | dict, *,
+              workers: int = 2, scheduler: str | None = None, force: bool = False,
+              name: str | None = None, timeout: float | None = None,
+              tracking: str = "background", progress: BatchProgress | None = None) -> BatchResult:
+    started = time.perf_counter()
+    sets = load_grid(grid) if isinstance(grid, str | Path) else expand_grid(grid)
+    src, _nb, pc, _ = prepare_job(notebook)
+    checked = []
+    for i, values in enumerate(sets):
+        try:
+            checked.append(P.check(pc, values))
+        except ParameterError as exc:
+            raise ParameterError(f"grid entry {i} ({_key(values)}): {exc.message}",
+                                 hint=exc.hint) from None
+    name = name or (Path(grid).stem if isinstance(grid, str | Path) else "batch")
+    batch_dir = NotebookState.for_notebook(src).root / "batches" / name
+    result = BatchResult(str(src), name, str(batch_dir), str(batch_dir / "results.csv"),
+                         scheduler=scheduler or f"LocalCluster({workers} workers)")
+    earlier = {} if force else _previous(batch_dir)
+    slots: list[RunRecord | None] = []
+    todo: list[tuple[int, dict]] = []
+    for i, values in enumerate(checked):
+        prev = earlier.get(_key(values))
+        slots.append(prev)
+        if prev is not None:
+            result.reused.append(prev.run_id)
+        else:
+            todo.append((i, values))
+    total, done = len(checked), len(checked) - len(todo)
+    tick = progress or (lambda _d, _t, _r: None)
+    tick(done, total, None)
+    fresh: list[RunRecord] = []
+    if todo:
+        client, cluster = _client(workers, scheduler)
+        try:
+            from dask.distributed import as_completed
+
+            futures = {}
+            for i, values in todo:
+                rid = new_run_id()
+                fut = client.submit(_worker_run, str(src), values, rid, name, timeout,
+                                    pure=False, key=f"nbdeploy-{rid}")
+                futures[fut] = (i, values, rid)
+            for fut in as_completed(list(futures)):
+                i, values, rid = futures[fut]
+                try:
+                    rec = RunRecord.from_dict(fut.result())
+                except Exception as exc:  # the worker died, the scheduler went away, ...
+                    rec = RunRecord.from_dict(_failed(str(src), values, rid, name,
+                                                      f"{type(exc).__name__}: {exc}"))
+                slots[i] = rec
+                fresh.append(rec)
+                done += 1
+                result.runs = [s for s in slots if s is not None]
+                result.duration = round(time.perf_counter() - started, 3)
+                result.write()
+                tick(done, total, rec)
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    result.runs = [s for s in slots if s is not None]
+    result.duration = round(time.perf_counter() - started, 3)
+    result.write()
+    if tracking != "off" and fresh:
+        _track([Path(r.run_dir) for r in fresh if (Path(r.run_dir) / "run.json").exists()],
+               tracking)
+    return result
+
+
+def _track(run_dirs: list[Path], mode: str) -> None:
+    from . import tracking as T
+
+    if mode == "sync":
+        for d in run_dirs:
+            T.log_run(d)
+    elif run_dirs:
+        T.log_run_background(*run_dirs)

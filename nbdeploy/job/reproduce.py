@@ -1,0 +1,205 @@
+"""Reproduce a captured run: re-run from a clean kernel with its parameters and compare.
+
+The baseline is a run (``run_id``), else the notebook's capture record (what the
+live session or ``nbdeploy capture`` recorded), else the last completed run.
+The comparison covers the run status, every data file read (input hashes), every
+data file written (output hashes), every metric (within ``rtol``/``atol``) and,
+when both runs saved predictions of the registered model on its example,
+those predictions. Each check says what matched or what differed, and by how much.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import StateError
+from ..state import NotebookState, atomic_write_json, read_json
+from .run import RunRecord, get_run, last_run, run_notebook
+
+MATCHED, DIFFERED, MISSING, NEW, SKIPPED = "matched", "differed", "missing", "new", "skipped"
+
+
+@dataclass
+class Check:
+    kind: str  # status | input | output | metric | prediction
+    name: str
+    status: str  # matched | differed | missing | new | skipped
+    expected: Any = None
+    actual: Any = None
+    detail: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.status in (DIFFERED, MISSING)
+
+
+@dataclass
+class Baseline:
+    source: str  # "capture record" | "run <id>"
+    parameters: dict[str, Any]
+    metrics: dict[str, float]
+    lineage: list[dict]
+    run_dir: str | None = None
+
+
+@dataclass
+class ReproduceReport:
+    notebook: str
+    baseline: str
+    run: RunRecord
+    rtol: float
+    atol: float
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(c.failed for c in self.checks)
+
+    @property
+    def matched(self) -> list[Check]:
+        return [c for c in self.checks if c.status == MATCHED]
+
+    @property
+    def differed(self) -> list[Check]:
+        return [c for c in self.checks if c.failed]
+
+    def to_dict(self) -> dict:
+        return {"notebook": self.notebook, "baseline": self.baseline, "ok": self.ok,
+                "rtol": self.rtol, "atol": self.atol, "run": self.run.to_dict(),
+                "checks": [asdict(c) for c in self.checks]}
+
+    def summary(self) -> str:
+        verdict = "REPRODUCED" if self.ok else "DIFFERED"
+        n = len(self.checks)
+        tail = (f"all {n} checks matched" if self.ok
+                else f"{len(self.differed)} of {n} checks differ")
+        return (f"reproduce {Path(self.notebook).name}: {verdict} ({tail}); baseline {self.baseline}; "
+                f"re-run {self.run.run_id} -> {self.run.output}")
+
+    def view(self) -> Any:
+        from ..render import View
+
+        rows = [[c.status, c.kind, c.name, c.detail] for c in self.checks]
+        bad = {i for i, c in enumerate(self.checks) if c.failed}
+        return View([(f"reproduce {Path(self.notebook).name} against {self.baseline}",
+                      ["result", "what", "name", "detail"], rows, bad)], self.summary())
+
+    def text(self) -> str:
+        return self.view().text()
+
+
+# -- the baseline -------------------------------------------------------------
+def _from_record(record: dict, source: str) -> Baseline:
+    metrics = {k: m["value"] if isinstance(m, dict) else m
+               for k, m in (record.get("metrics") or {}).items()}
+    return Baseline(source, dict(record.get("parameters") or {}), metrics,
+                    list(record.get("lineage") or []))
+
+
+def baseline_for(notebook: str | Path, run_id: str | None = None) -> Baseline:
+    if run_id:
+        rec = get_run(notebook, run_id)
+        return Baseline(f"run {rec.run_id}", rec.parameters, rec.metrics, rec.lineage, rec.run_dir)
+    st = NotebookState.for_notebook(notebook)
+    if st.capture_path.exists():
+        record = st.read_capture()
+        when = record.get("updated") or record.get("session", {}).get("started", "")
+        return _from_record(record, f"capture record ({record.get('session', {}).get('mode', '?')}"
+                                    f" session, {when})")
+    rec = last_run(notebook, status="completed")
+    if rec is None:
+        raise StateError(f"nothing to reproduce for {Path(notebook).name}: no capture record and "
+                         "no completed run",
+                         hint="run the notebook with `%deploy init` on, or `nbdeploy run` it first")
+    return Baseline(f"run {rec.run_id}", rec.parameters, rec.metrics, rec.lineage, rec.run_dir)
+
+
+# -- comparing ------------------------------------------------------------------
+def _short(d: str | None) -> str:
+    return d[:12] if d else "-"
+
+
+def _files(lineage: list[dict], role: str) -> dict[str, dict]:
+    return {(e.get("relative_path") or e["path"]): e for e in lineage
+            if e.get("role") == role and e.get("kind", "file") == "file"}
+
+
+def compare_files(role: str, before: list[dict], after: list[dict]) -> list[Check]:
+    kind = "input" if role == "read" else "output"
+    a, b = _files(before, role), _files(after, role)
+    checks = []
+    for name, e in a.items():
+        f = b.get(name)
+        if f is None:
+            checks.append(Check(kind, name, MISSING, e.get("sha256"), None,
+                                f"{'read' if role == 'read' else 'written'} by the baseline, "
+                                "not by the re-run"))
+        elif e.get("sha256") == f.get("sha256"):
+            checks.append(Check(kind, name, MATCHED, e.get("sha256"), f.get("sha256"),
+                                f"sha256 {_short(e.get('sha256'))}, {f.get('rows')} rows"))
+        else:
+            detail = f"sha256 {_short(e.get('sha256'))} -> {_short(f.get('sha256'))}"
+            if e.get("bytes") != f.get("bytes"):
+                detail += f"; {e.get('bytes')} -> {f.get('bytes')} bytes"
+            if e.get("rows") != f.get("rows"):
+                detail += f"; {e.get('rows')} -> {f.get('rows')} rows"
+            checks.append(Check(kind, name, DIFFERED, e.get("sha256"), f.get("sha256"), detail))
+    for name, f in b.items():
+        if name not in a:
+            checks.append(Check(kind, name, NEW, None, f.get("sha256"),
+                                f"only the re-run {'read' if role == 'read' else 'wrote'} it"))
+    return checks
+
+
+def compare_metrics(before: dict[str, float], after: dict[str, float], rtol: float,
+                    atol: float) -> list[Check]:
+    checks = []
+    for name, v in before.items():
+        if name not in after:
+            checks.append(Check("metric", name, MISSING, v, None, "not reported by the re-run"))
+            continue
+        w = after[name]
+        delta = w - v
+        rel = f", {delta / abs(v):+.3%}" if v else ""
+        if math.isclose(v, w, rel_tol=rtol, abs_tol=atol):
+            checks.append(Check("metric", name, MATCHED, v, w, f"{v:.6g} (delta {delta:+.3g})"))
+        else:
+            checks.append(Check("metric", name, DIFFERED, v, w,
+                                f"{v:.6g} -> {w:.6g} (delta {delta:+.6g}{rel}; "
+                                f"rtol {rtol:g}, atol {atol:g})"))
+    for name, w in after.items():
+        if name not in before:
+            checks.append(Check("metric", name, NEW, None, w, f"only the re-run reported it ({w:.6g})"))
+    return checks
+
+
+def reproduce(notebook: str | Path, *, run_id: str | None = None, rtol: float = 1e-6,
+              atol: float = 1e-9, timeout: float | None = None, tracking: str = "background",
+              progress: Any = None) -> ReproduceReport:
+    from .predictions import compare_predictions
+
+    src = Path(notebook).resolve()
+    base = baseline_for(src, run_id)
+    say = progress or (lambda _m: None)
+    say(f"reproduce {src.name}: baseline is the {base.source}")
+    rec = run_notebook(src, parameters=base.parameters, timeout=timeout, tracking=tracking,
+                       kind="reproduce", reproduces=base.source, progress=progress)
+    report = ReproduceReport(str(src), base.source, rec, rtol, atol)
+    detail = (f"{rec.error.get('message')}" if rec.error else f"completed in {rec.duration:.1f}s")
+    report.checks.append(Check("status", "run", MATCHED if rec.ok else DIFFERED, "completed",
+                               rec.status, detail))
+    report.checks += compare_files("read", base.lineage, rec.lineage)
+    report.checks += compare_files("write", base.lineage, rec.lineage)
+    report.checks += compare_metrics(base.metrics, rec.metrics, rtol, atol)
+    pred = compare_predictions(base.run_dir, rec.run_dir, rtol, atol)
+    if pred is not None:
+        report.checks.append(pred)
+    atomic_write_json(Path(rec.run_dir) / "reproduce.json", report.to_dict())
+    return report
+
+
+def load_report(run_dir: str | Path) -> dict:
+    return read_json(Path(run_dir) / "reproduce.json")
