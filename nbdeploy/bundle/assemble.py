@@ -1,0 +1,235 @@
+"""Write the files of a bundle from a finished job run and its model export.
+
+:func:`write_files` fills the (still hidden) bundle folder; :func:`finish`
+writes the OpenAPI document, the README and the manifest with every file's
+checksum, once the registry has given the model its version.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .. import __version__
+from ..errors import BundleError, ModelError
+from ..state import atomic_write_json, atomic_write_text, read_json
+from . import deploy_files, readme
+from .manifest import FORMAT, MANIFEST, checksums
+
+SERVE_PACKAGE = Path(__file__).resolve().parent.parent / "serve"
+SUITE = Path(__file__).resolve().parent / "suite"
+V2_TYPES = {"boolean": "BOOL", "integer": "INT32", "long": "INT64", "float": "FP32",
+            "double": "FP64", "string": "BYTES", "binary": "BYTES", "datetime": "BYTES"}
+TOLERANCE = {"rel": 1e-6, "abs": 1e-9}
+
+
+@dataclass
+class Context:
+    notebook: Path
+    name: str
+    record: dict
+    export: dict
+    export_dir: Path
+    executed: Path
+    state_dir: Path
+    parameters: dict
+    created: str
+    notebook_seconds: float
+    registry: dict = field(default_factory=dict)
+    build_seconds: float = 0.0
+    signature: dict = field(default_factory=dict)
+
+
+def read_export(export_dir: Path) -> dict:
+    path = export_dir / "export.json"
+    if not path.exists() or not (export_dir / "model" / "MLmodel").exists():
+        raise ModelError("the notebook run finished but exported no model",
+                         hint="check the `%deploy export` cell at the end of the executed notebook")
+    return read_json(path)
+
+
+def _lock_text(entries: list[dict], header: str) -> str:
+    lines = [f"# {h}" for h in header.splitlines()]
+    for p in entries:
+        lines.append(f"{p['name']}=={p['version']}")
+        if p.get("required_by"):
+            lines.append(f"    # via {', '.join(p['required_by'])}")
+    return "\n".join(lines) + "\n"
+
+
+def _signature(model_dir: Path) -> dict:
+    doc = yaml.safe_load((model_dir / "MLmodel").read_text())
+    sig = doc.get("signature") or {}
+
+    def load(v: Any) -> Any:
+        return json.loads(v) if isinstance(v, str) else (v or [])
+    return {"inputs": load(sig.get("inputs")), "outputs": load(sig.get("outputs"))}
+
+
+def _description(notebook: Path) -> str:
+    from ..notebook import load_notebook
+
+    for cell in load_notebook(notebook).cells:
+        if cell.cell_type == "markdown" and cell.source.strip():
+            lines = [ln for ln in cell.source.strip().splitlines() if not ln.startswith("#")]
+            return "\n".join(lines).strip()
+    return ""
+
+
+def _git(notebook: Path) -> dict | None:
+    def git(*args: str) -> str | None:
+        try:
+            p = subprocess.run(["git", "-C", str(notebook.parent), *args], capture_output=True,
+                               text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return p.stdout.strip() if p.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if not commit:
+        return None
+    dirty = git("status", "--porcelain", "--", notebook.name)
+    return {"commit": commit, "notebook_modified": bool(dirty)}
+
+
+def _copy_project_modules(record: dict, dest: Path) -> list[str]:
+    out = []
+    for mod in record.get("project_modules", []):
+        src = Path(mod["path"])
+        rel = mod["relative_path"]
+        if src.is_dir() or src.name == "__init__.py":
+            pkg = src if src.is_dir() else src.parent
+            rel = Path(rel).parent.as_posix() if src.name == "__init__.py" else rel
+            shutil.copytree(pkg, dest / rel, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        elif src.is_file():
+            atomic_write_text(dest / rel, src.read_text(encoding="utf-8"))
+        out.append(rel)
+    return out
+
+
+def write_files(root: Path, ctx: Context) -> None:
+    ex, record = ctx.export, ctx.record
+    shutil.move(str(ctx.export_dir / "model"), str(root / "model"))
+    ctx.signature = _signature(root / "model")
+    types = {c.get("name"): c.get("type") for c in ctx.signature["inputs"]}
+    if ex.get("profile"):
+        atomic_write_json(root / "profile.json", ex["profile"])
+    # tests: the suite, the golden rows, what the suite needs besides the API
+    shutil.copytree(SUITE, root / "tests", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    golden = {"source": ex["example_source"], "columns": ex["example"]["columns"],
+              "data": ex["example"]["data"], "types": types, "predictions": ex["predictions"],
+              "tolerance": TOLERANCE}
+    atomic_write_json(root / "tests" / "golden.json", golden)
+    atomic_write_text(root / "tests" / "requirements.txt",
+                      _lock_text(ex["tests_lock"], "what the bundle's tests need besides the API"))
+    # environments: the API's, and the notebook's own for rebuilding
+    if ex.get("serving_lock_missing"):
+        missing = ", ".join(m["name"] for m in ex["serving_lock_missing"])
+        raise BundleError(f"the serving environment cannot be locked: {missing} not installed in the kernel")
+    pins = {p["name"].lower(): p for p in ex["serving_lock"]}
+    direct = [f"{pins[d.lower()]['name']}=={pins[d.lower()]['version']}" for d in ex["serving_direct"]
+              if d.lower() in pins]
+    atomic_write_text(root / "requirements.txt", "\n".join(sorted(direct, key=str.lower)) + "\n")
+    atomic_write_text(root / "requirements.lock", _lock_text(
+        ex["serving_lock"], f"the API of {ctx.name}: the complete lock, installed with --no-deps\n"
+        f"from the versions installed in the kernel that trained the model (nbdeploy {__version__})"))
+    atomic_write_text(root / "notebook-requirements.txt", "\n".join(record.get("requirements", [])) + "\n")
+    atomic_write_text(root / "notebook-requirements.lock", _lock_text(
+        record.get("lock", []), f"the notebook {ctx.notebook.name}: its imports, locked transitively"))
+    atomic_write_json(root / "environment.json", record.get("environment", {}))
+    lineage = ctx.state_dir / "openlineage.json"
+    if lineage.exists():
+        atomic_write_json(root / "lineage.json", read_json(lineage))
+    else:
+        from ..capture.openlineage import run_events
+
+        atomic_write_json(root / "lineage.json", run_events(record, finished=True))
+    nb_dir = root / "notebook"
+    nb_dir.mkdir()
+    # text files pass the secret scrubber (a notebook output may have printed a token)
+    atomic_write_text(nb_dir / ctx.notebook.name, ctx.notebook.read_text(encoding="utf-8"))
+    atomic_write_text(nb_dir / f"{ctx.notebook.stem}.executed.ipynb",
+                      ctx.executed.read_text(encoding="utf-8"))
+    _copy_project_modules(record, nb_dir)
+    shutil.copytree(SERVE_PACKAGE, root / "nbdeploy_serve",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    python = record.get("environment", {}).get("python", {}).get("version") or "3.11"
+    atomic_write_text(root / ".dockerignore", deploy_files.DOCKERIGNORE)
+    ctx.export["python"] = python
+
+
+def _model_bytes(model_dir: Path) -> int:
+    return sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file())
+
+
+def _outputs_text(sig: dict, predictions: list) -> str:
+    outs = sig.get("outputs") or []
+    if len(outs) == 1 and outs[0].get("type") == "tensor":
+        spec = outs[0].get("tensor-spec", {})
+        return f"a tensor of {spec.get('dtype')} with shape {spec.get('shape')}"
+    kinds = ", ".join(f"{o.get('name') or 'prediction'} ({o.get('type')})" for o in outs)
+    return kinds or f"{type(predictions[0]).__name__ if predictions else 'value'}"
+
+
+def finish(root: Path, ctx: Context) -> dict:
+    """Manifest (with the registry version), OpenAPI, README, container and k8s files, checksums."""
+    ex, record = ctx.export, ctx.record
+    version = ctx.registry["version"]
+    metrics = {k: v.get("value") for k, v in record.get("metrics", {}).items()}
+    description = _description(ctx.notebook)
+    nb_info = record.get("notebook", {})
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "name": ctx.name,
+        "version": version,
+        "created": ctx.created,
+        "summary": {"description": description, "notebook": ctx.notebook.name, "flavor": ex["flavor"],
+                    "model_class": ex["class"], "metrics": metrics, "trained": ctx.created},
+        "model": {k: ex.get(k) for k in ("variable", "flavor", "class", "serialization",
+                                         "trusted_types", "inputs", "example_source", "model_code")},
+        "registry": ctx.registry,
+        "source": {"notebook": ctx.notebook.name, "path": str(ctx.notebook),
+                   "sha256": nb_info.get("sha256"),
+                   "executed": f"notebook/{ctx.notebook.stem}.executed.ipynb"},
+        "parameters": ctx.parameters,
+        "metrics": metrics,
+        "git": _git(ctx.notebook),
+        "training_data": ex.get("training_data"),
+        "python": ex["python"],
+        "nbdeploy_version": __version__,
+        "build": {"notebook_seconds": round(ctx.notebook_seconds, 3),
+                  "export_seconds": ex.get("seconds")},
+        "files": {},
+    }
+    atomic_write_json(root / MANIFEST, manifest)  # the API's openapi document reads name/version
+    from ..serve.openapi import openapi_document
+
+    atomic_write_json(root / "openapi.json", openapi_document(root))
+    atomic_write_text(root / "Dockerfile", deploy_files.dockerfile(ctx.name, version, ex["python"]))
+    for fname, text in deploy_files.k8s_files(ctx.name, version, _model_bytes(root / "model")).items():
+        atomic_write_text(root / "k8s" / fname, text)
+    types = {c.get("name"): c.get("type") for c in ctx.signature["inputs"]}
+    golden = read_json(root / "tests" / "golden.json")
+    training = ex.get("training_data") or {}
+    atomic_write_text(root / "README.md", readme.render({
+        "name": ctx.name, "version": version, "description": description, "variable": ex["variable"],
+        "notebook": ctx.notebook.name, "notebook_sha256": nb_info.get("sha256") or "",
+        "created": ctx.created, "class": ex["class"], "flavor": ex["flavor"],
+        "serialization": ex.get("serialization") or "MLflow's default", "registry": ctx.registry,
+        "inputs": [{"name": c, "type": types.get(c, "?")} for c in ex["inputs"]],
+        "profile": ex.get("profile"), "training_path": training.get("relative_path"),
+        "outputs_text": _outputs_text(ctx.signature, ex["predictions"]), "golden": golden,
+        "v2_types": {c: V2_TYPES.get(t or "", "BYTES") for c, t in types.items()},
+        "parameters": ctx.parameters, "metrics": metrics, "python": ex["python"],
+        "lineage": record.get("lineage", []), "git": (manifest["git"] or {}).get("commit"),
+    }))
+    manifest["build"]["seconds"] = round(ctx.build_seconds, 3)
+    manifest["files"] = checksums(root)
+    atomic_write_json(root / MANIFEST, manifest)
+    return manifest

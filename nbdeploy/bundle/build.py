@@ -1,0 +1,200 @@
+"""``nbdeploy build NB``: the handoff bundle, from a clean papermill run of the notebook.
+
+Never from the interactive kernel's state: the notebook is run in a fresh kernel
+with capture on and the hidden ``%deploy export`` cell appended (see
+:mod:`.export`), and the bundle is assembled from what that run produced. The
+bundle is assembled in a hidden folder beside the target and renamed into place
+only when it is complete, so a failure at any step leaves no half-written bundle.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shlex
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import BundleError, CellExecutionError, ModelError
+from ..state import atomic_write_bytes
+from .deploy_files import k8s_name
+
+Progress = Callable[[str], None]
+STEPS = ("check the notebook and the target", "run the notebook in a clean kernel and export the model",
+         "assemble the bundle", "register the model version", "write the manifest and move into place")
+
+
+@dataclass
+class BuildResult:
+    bundle: Path
+    name: str
+    version: str
+    flavor: str
+    seconds: float
+    notebook_seconds: float  # the papermill run, export cell included
+    export_seconds: float  # the export cell alone
+    steps: list[tuple[str, float]] = field(default_factory=list)
+    manifest: dict = field(default_factory=dict)
+
+    def text(self) -> str:
+        return (f"bundle {self.name} v{self.version} ({self.flavor}) -> {self.bundle}\n"
+                f"built in {self.seconds:.1f} s (notebook {self.notebook_seconds:.1f} s); "
+                f"check it with: nbdeploy verify {shlex.quote(str(self.bundle))}")
+
+    def to_dict(self) -> dict:
+        return {"bundle": str(self.bundle), "name": self.name, "version": self.version,
+                "flavor": self.flavor, "seconds": self.seconds,
+                "notebook_seconds": self.notebook_seconds, "export_seconds": self.export_seconds,
+                "steps": [{"step": s, "seconds": t} for s, t in self.steps]}
+
+
+class _Steps:
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress = progress or (lambda _line: None)
+        self.done: list[tuple[str, float]] = []
+        self._t = 0.0
+
+    def start(self, i: int) -> None:
+        self._t = time.perf_counter()
+        self.progress(f"[{i + 1}/{len(STEPS)}] {STEPS[i]} ...")
+
+    def end(self, i: int, detail: str = "") -> None:
+        took = time.perf_counter() - self._t
+        self.done.append((STEPS[i], round(took, 3)))
+        self.progress(f"      ok in {took:.1f} s" + (f": {detail}" if detail else ""))
+
+
+def default_output(notebook: Path) -> Path:
+    return notebook.parent / f"{notebook.stem}-bundle"
+
+
+def _export_failure(err: CellExecutionError) -> ModelError | None:
+    """The export cell's usage error, as the ModelError it really is."""
+    if not err.source_line.startswith("%deploy export"):
+        return None
+    msg = err.evalue.removeprefix("%deploy export: ")
+    return ModelError(msg)
+
+
+def _keep_failed_run(executed: Path, notebook: Path, err: CellExecutionError) -> None:
+    from ..state import NotebookState
+
+    if not executed.exists():
+        return
+    kept = NotebookState.for_notebook(notebook).root / "last-failed-build.ipynb"
+    atomic_write_bytes(kept, executed.read_bytes())
+    err.output_path = str(kept)
+    err.hint = f"the full traceback is in {kept}; no bundle was written"
+
+
+def _parameters(nb: Any, cli: list[tuple[str, str]] | None, values: dict | None
+                ) -> tuple[Any, dict, dict, int | None]:
+    """(job notebook, given values, effective parameters, parameters cell index)."""
+    from ..job.params import job_notebook, resolve
+
+    nb, pc = job_notebook(nb)
+    given = resolve(pc, cli=cli, values=values)
+    effective = {**(pc.defaults() if pc else {}), **given}
+    return nb, given, effective, pc.index if pc else None
+
+
+def build_bundle(notebook: str | Path, *, output: str | Path | None = None, model: str | None = None,
+                 cli_params: list[tuple[str, str]] | None = None, params: dict | None = None,
+                 force: bool = False, progress: Progress | None = None,
+                 timeout: float | None = None) -> BuildResult:
+    """Run ``notebook`` clean, export its model and assemble the bundle at ``output``."""
+    from ..job.execute import execute
+    from ..notebook import load_notebook
+    from . import assemble, registry
+
+    started = time.perf_counter()
+    steps = _Steps(progress)
+    steps.start(0)
+    nb_path = Path(notebook).resolve()
+    nb = load_notebook(nb_path)
+    if model is not None and not model.isidentifier():
+        raise ModelError(f"--model {model!r} is not a variable name")
+    job_nb, given, effective, params_cell = _parameters(nb, cli_params, params)
+    target = Path(output).resolve() if output else default_output(nb_path)
+    if target.exists() and not force:
+        raise BundleError(f"{target} already exists",
+                          hint="pass --force to replace it, or choose another folder with -o")
+    if target == nb_path.parent or nb_path.is_relative_to(target):
+        raise BundleError(f"{target} holds the notebook itself; choose another output folder")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    name = k8s_name(nb_path.stem)
+    steps.end(0, f"{nb_path.name} -> {target}")
+
+    warm = registry.warm_up(nb_path.parent)
+    with tempfile.TemporaryDirectory(prefix="nbdeploy-build-") as work_dir:
+        work = Path(work_dir)
+        export_dir, executed = work / "export", work / "executed.ipynb"
+        steps.start(1)
+        tail = f"%deploy export --out {shlex.quote(str(export_dir))}"
+        tail += f" --model {model}" if model else ""
+        result = execute(nb_path, executed, work / "state", nb=job_nb, parameters=given,
+                         tail=[tail], timeout=timeout, recorded=effective, params_cell=params_cell)
+        if result.error is not None:
+            failure = _export_failure(result.error)
+            if failure is not None:
+                raise failure
+            _keep_failed_run(executed, nb_path, result.error)
+            raise result.error
+        export = assemble.read_export(export_dir)
+        steps.end(1, f"{export['variable']} ({export['class']}, {export['flavor']}); "
+                     f"notebook {result.duration:.1f} s, export {export['seconds']:.1f} s")
+
+        partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+        try:
+            partial.chmod(0o755)
+            steps.start(2)
+            ctx = assemble.Context(
+                notebook=nb_path, name=name, record=result.record, export=export,
+                export_dir=export_dir, executed=executed, state_dir=work / "state",
+                parameters=effective, created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                notebook_seconds=result.duration)
+            assemble.write_files(partial, ctx)
+            steps.end(2, f"{len(list(partial.rglob('*')))} files")
+            steps.start(3)
+            warm.join()
+            ctx.registry = registry.register(
+                partial / "model", name, nb_path.parent,
+                tags={"nbdeploy.notebook": nb_path.name, "nbdeploy.notebook_sha256":
+                      result.record.get("notebook", {}).get("sha256") or ""})
+            steps.end(3, f"{name} version {ctx.registry['version']} in {ctx.registry['tracking_uri']}")
+            steps.start(4)
+            ctx.build_seconds = time.perf_counter() - started
+            manifest = assemble.finish(partial, ctx)
+            _move_into_place(partial, target, force)
+            steps.end(4, f"{len(manifest['files'])} files checksummed")
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+    return BuildResult(target, name, manifest["version"], export["flavor"],
+                       round(time.perf_counter() - started, 3), round(result.duration, 3),
+                       export["seconds"], steps.done, manifest)
+
+
+def _move_into_place(partial: Path, target: Path, force: bool) -> None:
+    if not target.exists():
+        try:
+            partial.rename(target)
+        except OSError as exc:
+            raise BundleError(f"cannot move the bundle into {target}: {exc.strerror}",
+                              hint="pass --force to replace an existing folder") from None
+        return
+    if not force:
+        raise BundleError(f"{target} already exists", hint="pass --force to replace it")
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    old.rmdir()
+    target.rename(old)
+    try:
+        partial.rename(target)
+    except OSError:
+        old.rename(target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,143 @@
+"""The bundle's deployment recipes: Dockerfile, .dockerignore and Kubernetes manifests.
+
+The image installs ``requirements.lock`` only (``--no-deps``: nothing the lock
+does not name can sneak in), runs as a non-root user, and starts the bundle's
+own copy of the server (``python -m nbdeploy_serve``), the same command
+``nbdeploy verify`` runs in its lock-only virtual environment.
+"""
+
+from __future__ import annotations
+
+import re
+
+import yaml
+
+PORT = 8080
+UID = 10001
+
+DOCKERIGNORE = """\
+# the build context is the bundle; keep local clutter out of the image
+**/__pycache__
+**/*.pyc
+.pytest_cache
+.venv
+*.jsonl
+.git
+"""
+
+
+def k8s_name(name: str) -> str:
+    """A DNS-1123 label (what Kubernetes accepts as a resource name)."""
+    return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:63] or "model"
+
+
+def dockerfile(name: str, version: str, python_version: str) -> str:
+    return f"""\
+# {name} v{version}: the model API of an nbdeploy handoff bundle.
+#   podman build -t {k8s_name(name)}:{version} .      (or docker build)
+#   podman run --rm -p {PORT}:{PORT} {k8s_name(name)}:{version}
+# BASE defaults to the official slim image of the Python the model was trained with.
+ARG BASE=docker.io/library/python:{python_version}-slim
+FROM ${{BASE}}
+
+ENV PYTHONDONTWRITEBYTECODE=1 \\
+    PYTHONUNBUFFERED=1 \\
+    PIP_NO_CACHE_DIR=1 \\
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \\
+    NBDEPLOY_HOST=0.0.0.0 \\
+    NBDEPLOY_PORT={PORT} \\
+    NBDEPLOY_LOG_PATH=/app/logs/requests.jsonl
+
+WORKDIR /app
+# the lock only, without resolving anything else: what verify proved is what runs
+COPY requirements.lock ./
+RUN python -m pip install --no-deps --no-compile -r requirements.lock
+
+RUN groupadd --gid {UID} app \\
+    && useradd --uid {UID} --gid {UID} --no-create-home --home-dir /app --shell /usr/sbin/nologin app \\
+    && mkdir -p /app/logs && chown {UID}:{UID} /app/logs
+COPY . /app
+USER {UID}:{UID}
+
+EXPOSE {PORT}
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \\
+    CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:{PORT}/health', timeout=4).status == 200 else 1)"]
+CMD ["python", "-m", "nbdeploy_serve", "/app", "--host", "0.0.0.0", "--port", "{PORT}"]
+"""
+
+
+def _labels(name: str, version: str) -> dict:
+    return {"app.kubernetes.io/name": k8s_name(name), "app.kubernetes.io/version": str(version),
+            "app.kubernetes.io/managed-by": "nbdeploy"}
+
+
+def deployment(name: str, version: str, model_bytes: int) -> dict:
+    # the model is held in memory once per worker; leave room for pandas and requests
+    mem_mi = max(512, 256 + 4 * (model_bytes >> 20))
+    labels = _labels(name, version)
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": k8s_name(name), "labels": labels},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app.kubernetes.io/name": k8s_name(name)}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID,
+                                        "fsGroup": UID},
+                    "containers": [{
+                        "name": "api",
+                        "image": f"{k8s_name(name)}:{version}",
+                        "imagePullPolicy": "IfNotPresent",
+                        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+                        "env": [{"name": "NBDEPLOY_LOG_PATH", "value": "/app/logs/requests.jsonl"}],
+                        "resources": {"requests": {"cpu": "250m", "memory": f"{mem_mi}Mi"},
+                                      "limits": {"cpu": "1", "memory": f"{2 * mem_mi}Mi"}},
+                        "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"},
+                                           "initialDelaySeconds": 5, "periodSeconds": 10,
+                                           "timeoutSeconds": 3, "failureThreshold": 3},
+                        "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": "http"},
+                                          "initialDelaySeconds": 20, "periodSeconds": 20,
+                                          "timeoutSeconds": 3, "failureThreshold": 3},
+                        "securityContext": {"allowPrivilegeEscalation": False,
+                                            "readOnlyRootFilesystem": True,
+                                            "capabilities": {"drop": ["ALL"]}},
+                        "volumeMounts": [{"name": "logs", "mountPath": "/app/logs"},
+                                         {"name": "tmp", "mountPath": "/tmp"}],
+                    }],
+                    "volumes": [{"name": "logs", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
+                },
+            },
+        },
+    }
+
+
+def service(name: str, version: str) -> dict:
+    return {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": k8s_name(name), "labels": _labels(name, version)},
+        "spec": {"type": "ClusterIP",
+                 "selector": {"app.kubernetes.io/name": k8s_name(name)},
+                 "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]},
+    }
+
+
+def autoscaler(name: str, version: str) -> dict:
+    return {
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": k8s_name(name), "labels": _labels(name, version)},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": k8s_name(name)},
+            "minReplicas": 2, "maxReplicas": 10,
+            "metrics": [{"type": "Resource", "resource": {
+                "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}],
+        },
+    }
+
+
+def k8s_files(name: str, version: str, model_bytes: int) -> dict[str, str]:
+    docs = {"deployment.yaml": deployment(name, version, model_bytes),
+            "service.yaml": service(name, version),
+            "hpa.yaml": autoscaler(name, version)}
+    return {f: yaml.safe_dump(d, sort_keys=False) for f, d in docs.items()}

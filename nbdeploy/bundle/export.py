@@ -1,0 +1,224 @@
+"""Export the model from the job kernel: ``%deploy export --out DIR`` (appended by the build).
+
+Runs at the end of the clean papermill run, so what ships is what that run
+trained. It resolves the model (``%deploy model`` or the one fitted estimator in
+the namespace), the example rows (the ``--example`` expression, or the first
+rows of the training data), computes the golden predictions in the kernel, and
+writes into ``DIR``:
+
+``model/``       the MLflow model (flavor-native; scikit-learn through skops with
+                 an explicit, checked list of trusted types)
+``export.json``  variable, flavor, input columns, example, golden predictions,
+                 training profile of the input columns, serving lock
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModelError
+from ..state import atomic_write_json
+from . import models
+from .savers import save_model
+
+EXAMPLE_ROWS = 10
+#: what the API itself imports, besides the model's own libraries (see nbdeploy.serve)
+RUNTIME = {"numpy": set(), "pandas": set(), "orjson": set(), "uvicorn": set(),
+           "httptools": set(), "uvloop": set(), "pyyaml": set()}
+FLAVOR_DISTS = {"sklearn": {"scikit-learn", "skops"}, "xgboost": {"xgboost"},
+                "lightgbm": {"lightgbm", "skops"}, "pyfunc": {"mlflow-skinny", "cloudpickle"}}
+
+
+def _frame(example: Any, columns: list[str] | None) -> Any:
+    import pandas as pd
+
+    if isinstance(example, pd.DataFrame):
+        return example
+    if isinstance(example, pd.Series):
+        return example.to_frame().T
+    if columns is None:
+        raise ModelError(f"the example is a {type(example).__name__} and the model does not "
+                         "record its column names", hint="give a DataFrame as --example")
+    try:
+        return pd.DataFrame(example, columns=columns)
+    except Exception as exc:
+        raise ModelError(f"the example cannot be read as rows of {len(columns)} columns: {exc}") from None
+
+
+def _training_entry(record: dict, columns: list[str] | None) -> dict | None:
+    """The lineage read whose columns cover the model's inputs (the training data)."""
+    reads = [e for e in record.get("lineage", []) if e["role"] == "read" and e.get("columns")]
+    if columns is None:
+        return reads[0] if len(reads) == 1 else None
+    for entry in reads:
+        if set(columns) <= {c["name"] for c in entry["columns"]}:
+            return entry
+    return None
+
+
+def _training_rows(session: Any, entry: dict, columns: list[str]) -> Any:
+    import pandas as pd
+
+    reader = getattr(pd, entry["function"], None)
+    if entry["kind"] != "file" or reader is None:
+        raise ModelError("no --example given and the training data cannot be re-read",
+                         hint="add --example EXPR to `%deploy model`")
+    session.lineage._depth.value += 1  # not a read of the notebook's: keep it out of lineage
+    try:
+        df = reader(entry["path"])
+    finally:
+        session.lineage._depth.value -= 1
+    return df[columns].head(EXAMPLE_ROWS).reset_index(drop=True)
+
+
+def _check_columns(example: Any, inputs: list[str] | None, entry: dict | None) -> Any:
+    cols = [str(c) for c in example.columns]
+    expected = inputs
+    what = "the model was trained on"
+    if expected is None and entry is not None:
+        known = {c["name"] for c in entry["columns"]}
+        expected = [c for c in cols if c in known] if set(cols) <= known else None
+        if expected is None:
+            missing_from_training = sorted(set(cols) - known)
+            raise ModelError(
+                f"the example's columns differ from the training data {entry.get('relative_path') or entry['path']}: "
+                f"not in training: {missing_from_training}",
+                hint="give example rows with the training columns")
+    if expected is not None and set(cols) != set(expected):
+        missing = [c for c in expected if c not in cols]
+        extra = [c for c in cols if c not in expected]
+        raise ModelError(
+            f"the example's columns differ from the columns {what}: "
+            + "; ".join(p for p in (f"missing {missing}" if missing else "",
+                                     f"unexpected {extra}" if extra else "") if p),
+            hint="give example rows with exactly the training columns, e.g. X_test.head(10)")
+    example.columns = cols
+    return example[expected] if expected is not None else example
+
+
+def _jsonable(values: Any) -> Any:
+    """Predictions as plain JSON (lists, floats, ints, strings; NaN -> None)."""
+    import math
+
+    if hasattr(values, "to_numpy"):
+        values = values.to_numpy()
+    if hasattr(values, "tolist"):
+        values = values.tolist()
+    if isinstance(values, list | tuple):
+        return [_jsonable(v) for v in values]
+    if isinstance(values, dict):
+        return {str(k): _jsonable(v) for k, v in values.items()}
+    if isinstance(values, float) and (math.isnan(values) or math.isinf(values)):
+        return None
+    if isinstance(values, bool | int | float | str) or values is None:
+        return values
+    return str(values)
+
+
+def _profile(entry: dict | None, columns: list[str]) -> dict | None:
+    if entry is None or not isinstance(entry.get("profile"), dict) or "columns" not in entry["profile"]:
+        return None
+    prof = entry["profile"]
+    return {"source": {"path": entry.get("relative_path") or entry["path"], "sha256": entry.get("sha256")},
+            "rows": prof.get("rows"), "sampled_rows": prof.get("sampled_rows"),
+            "columns": {c: prof["columns"][c] for c in columns if c in prof["columns"]}}
+
+
+def _distributions(modules: set[str], project_dir: Path) -> tuple[set[str], list[dict]]:
+    from ..capture.deps import resolve
+
+    dists, project = set(), []
+    for mod in sorted(modules):
+        if mod in ("__main__", "builtins", "nbdeploy"):
+            continue
+        res = resolve(mod, project_dir)
+        if res.kind == "distribution" and res.distribution:
+            dists.add(res.distribution)
+        elif res.kind == "project" and res.path:
+            project.append({"module": mod, "path": res.path})
+    return dists, project
+
+
+def export_model(shell: Any, out_dir: str | Path, variable: str | None = None) -> dict:
+    """Write the model and its evidence into ``out_dir``; return the export record."""
+    from ..capture.lock import build_lock
+    from ..capture.session import current_session
+
+    started = time.perf_counter()
+    session = current_session()
+    if session is None:
+        raise ModelError("capture is not on in this kernel", hint="run %deploy init first")
+    out = Path(out_dir).resolve()
+    record = session.sync()
+    named = session.model or {}
+    variable = variable or named.get("variable")
+    example_expr = named.get("example") if named.get("variable") == variable else None
+    variable, obj = models.choose_model(shell.user_ns, variable)
+    flavor = models.check_supported(variable, obj)
+    inputs = models.input_columns(obj)
+    entry = _training_entry(record, inputs)
+    if example_expr:
+        example = _frame(shell.ev(example_expr), inputs)
+        source = f"--example {example_expr}"
+    elif inputs is not None and entry is not None:
+        example = _training_rows(session, entry, inputs)
+        source = f"first {EXAMPLE_ROWS} rows of {entry.get('relative_path') or entry['path']}"
+    else:
+        raise ModelError(f"no example input for {variable}, and the training data of its columns "
+                         "is not among the data the notebook read",
+                         hint=f"use `%deploy model {variable} --example X_test.head(10)`")
+    example = _check_columns(example.copy(), inputs, entry)
+    entry = entry or _training_entry(record, [str(c) for c in example.columns])
+    try:
+        predictions = models.predict_fn(obj, flavor)(example)
+    except Exception as exc:
+        raise ModelError(f"{variable}.predict(example) raised {type(exc).__name__}: {exc}") from None
+    modules = models.class_modules(obj)
+    model_dists, project = _distributions(modules, session.project_dir)
+    direct = {d: set() for d in model_dists | FLAVOR_DISTS[flavor] | set(RUNTIME)}
+    lock = build_lock(direct, exclude={"nbdeploy"})
+    allowed = {p.name.lower() for p in lock.packages.values()} | {
+        d["name"].lower() for d in record.get("lock", [])}
+    with warnings.catch_warnings(), _quiet():
+        warnings.simplefilter("ignore")
+        saved = save_model(obj, flavor, out / "model", example=example, predictions=predictions,
+                           requirements=sorted(f"{p.name}=={p.version}" for p in lock.packages.values()
+                                               if p.name.lower() in {d.lower() for d in direct}),
+                           code_paths=[p["path"] for p in project], allowed_dists=allowed,
+                           project_dir=session.project_dir)
+    doc = {
+        "variable": variable, "flavor": flavor, "class": f"{type(obj).__module__}.{type(obj).__qualname__}",
+        "inputs": [str(c) for c in example.columns],
+        "dtypes": {str(c): str(t) for c, t in example.dtypes.items()},
+        "example_source": source,
+        "example": json.loads(example.to_json(orient="split", index=False, date_format="iso")),
+        "predictions": _jsonable(predictions),
+        "profile": _profile(entry, [str(c) for c in example.columns]),
+        "training_data": ({k: entry.get(k) for k in ("path", "relative_path", "sha256", "rows")}
+                          if entry else None),
+        "serving_direct": sorted(direct),
+        "serving_lock": lock.to_list(), "serving_lock_missing": lock.missing,
+        "tests_lock": build_lock({"pytest": set()}).to_list(),
+        "model_code": [p["module"] for p in project],
+        **saved,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    atomic_write_json(out / "export.json", doc)
+    return doc
+
+
+class _quiet:
+    """Keep MLflow's INFO/WARNING chatter out of the executed notebook."""
+
+    def __enter__(self) -> None:
+        self._log = logging.getLogger("mlflow")
+        self._level = self._log.level
+        self._log.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._log.setLevel(self._level)

@@ -1,0 +1,184 @@
+"""What kind of model an object is, which one to ship, and what it needs.
+
+Runs in the job kernel (called by :mod:`.export`). Libraries are looked up in
+``sys.modules`` rather than imported: an object can only be an XGBoost model if
+the notebook has imported xgboost.
+
+Flavors, most specific first:
+
+``xgboost``   ``xgboost.Booster`` or an ``xgboost.XGBModel`` (sklearn API)
+``lightgbm``  ``lightgbm.Booster`` or a ``lightgbm.LGBMModel`` (sklearn API)
+``sklearn``   any scikit-learn estimator with ``predict`` (pipelines, ``GridSearchCV``, ...)
+``pyfunc``    any other object with a ``predict`` method, through an MLflow pyfunc wrapper
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from ..errors import ModelError
+
+FLAVORS = ("xgboost", "lightgbm", "sklearn", "pyfunc")
+_SCALARS = (str, bytes, int, float, bool, complex, type(None))
+
+
+def _isinstance(obj: Any, module: str, *names: str) -> bool:
+    mod = sys.modules.get(module)
+    classes = tuple(c for c in (getattr(mod, n, None) for n in names) if isinstance(c, type))
+    return bool(classes) and isinstance(obj, classes)
+
+
+def flavor_of(obj: Any) -> str | None:
+    """The MLflow flavor to save ``obj`` with, or None when it is not a model."""
+    if _isinstance(obj, "xgboost", "Booster", "XGBModel"):
+        return "xgboost"
+    if _isinstance(obj, "lightgbm", "Booster", "LGBMModel"):
+        return "lightgbm"
+    if _isinstance(obj, "sklearn.base", "BaseEstimator") and callable(getattr(obj, "predict", None)):
+        return "sklearn"
+    if isinstance(obj, type) or not callable(getattr(obj, "predict", None)):
+        return None
+    return "pyfunc"
+
+
+def is_fitted(obj: Any) -> bool:
+    if _isinstance(obj, "xgboost", "Booster") or _isinstance(obj, "lightgbm", "Booster"):
+        return True
+    if _isinstance(obj, "sklearn.base", "BaseEstimator"):
+        from sklearn.exceptions import NotFittedError
+        from sklearn.utils.validation import check_is_fitted
+
+        try:
+            check_is_fitted(obj)
+        except (NotFittedError, TypeError, AttributeError):
+            return False
+        return True
+    return False
+
+
+def _parts(obj: Any) -> list[Any]:
+    """The sub-estimators of a fitted meta-estimator (pipeline steps, search results)."""
+    out: list[Any] = []
+    get_params = getattr(obj, "get_params", None)
+    if callable(get_params):
+        try:
+            out.extend(get_params(deep=True).values())
+        except Exception:
+            pass
+    for attr in ("best_estimator_", "estimators_", "named_transformers_", "steps"):
+        value = getattr(obj, attr, None)
+        if value is not None:
+            out.extend(value if isinstance(value, list | tuple) else [value])
+    return out
+
+
+def find_models(namespace: dict[str, Any]) -> dict[str, Any]:
+    """Fitted estimators of the namespace that are not part of another candidate."""
+    found = {name: obj for name, obj in namespace.items()
+             if not name.startswith("_") and not isinstance(obj, type)
+             and flavor_of(obj) in ("xgboost", "lightgbm", "sklearn") and is_fitted(obj)}
+    inner: set[int] = set()
+    for obj in found.values():
+        stack, seen = list(_parts(obj)), set()
+        while stack:
+            part = stack.pop()
+            if id(part) in seen or isinstance(part, _SCALARS):
+                continue
+            seen.add(id(part))
+            inner.add(id(part))
+            if isinstance(part, tuple | list):
+                stack.extend(part)
+            else:
+                stack.extend(_parts(part))
+    return {name: obj for name, obj in found.items() if id(obj) not in inner}
+
+
+def choose_model(namespace: dict[str, Any], variable: str | None) -> tuple[str, Any]:
+    """The model to ship: ``variable`` when given, else the one fitted estimator in the namespace."""
+    if variable:
+        if variable not in namespace:
+            raise ModelError(f"no variable {variable!r} in the notebook",
+                             hint="name the variable that holds the fitted model")
+        return variable, namespace[variable]
+    models = find_models(namespace)
+    if not models:
+        raise ModelError(
+            "the notebook names no model and holds no fitted estimator",
+            hint="add `%deploy model VAR --example EXPR` after training, or pass --model VAR")
+    if len(models) > 1:
+        listing = ", ".join(f"{n} ({type(o).__name__})" for n, o in sorted(models.items()))
+        raise ModelError(
+            f"the notebook holds several fitted models: {listing}",
+            hint="choose one with `%deploy model VAR` in the notebook or `--model VAR`")
+    return next(iter(models.items()))
+
+
+def check_supported(variable: str, obj: Any) -> str:
+    flavor = flavor_of(obj)
+    if flavor is None:
+        raise ModelError(
+            f"{variable} is a {type(obj).__module__}.{type(obj).__qualname__}, not a model: "
+            "it has no predict() method",
+            hint="ship a scikit-learn, XGBoost or LightGBM model, or any object with predict()")
+    if flavor != "pyfunc" and not is_fitted(obj):
+        raise ModelError(f"{variable} ({type(obj).__name__}) is not fitted",
+                         hint="fit it in the notebook before `%deploy model`")
+    return flavor
+
+
+def input_columns(obj: Any) -> list[str] | None:
+    """The column names the model was fitted on, when it knows them."""
+    names = getattr(obj, "feature_names_in_", None)
+    if names is not None:
+        return [str(n) for n in names]
+    if _isinstance(obj, "xgboost", "Booster"):
+        return list(obj.feature_names) if obj.feature_names else None
+    if _isinstance(obj, "lightgbm", "Booster"):
+        cols = obj.feature_name()
+        return None if all(c.startswith("Column_") for c in cols) else list(cols)
+    return None
+
+
+def predict_fn(obj: Any, flavor: str) -> Any:
+    """The call the API makes for this model (see ``nbdeploy.serve.model``)."""
+    if _isinstance(obj, "xgboost", "Booster"):
+        import xgboost as xgb
+
+        return lambda df: obj.predict(xgb.DMatrix(df), validate_features=True)
+    return obj.predict
+
+
+def class_modules(obj: Any, limit: int = 50_000) -> set[str]:
+    """Top-level modules of every class and function reachable from ``obj``."""
+    import numpy as np
+
+    mods: set[str] = set()
+    stack, seen = [obj], set()
+    while stack and len(seen) < limit:
+        o = stack.pop()
+        if id(o) in seen:
+            continue
+        seen.add(id(o))
+        if isinstance(o, type):
+            mods.add(o.__module__.split(".")[0])
+            continue
+        mods.add(type(o).__module__.split(".")[0])
+        if isinstance(o, _SCALARS):
+            continue
+        if callable(o) and getattr(o, "__module__", None):
+            mods.add(str(o.__module__).split(".")[0])
+        if isinstance(o, dict):
+            stack.extend(o.keys())
+            stack.extend(o.values())
+        elif isinstance(o, list | tuple | set | frozenset):
+            stack.extend(o)
+        elif isinstance(o, np.ndarray):
+            if o.dtype == object:
+                stack.extend(o.ravel()[:10_000].tolist())
+        elif hasattr(o, "__dict__") and not isinstance(o, type(sys)):
+            try:
+                stack.extend(vars(o).values())
+            except TypeError:
+                pass
+    return mods

@@ -1,0 +1,69 @@
+"""Register a bundle's model as a new version in the MLflow model registry.
+
+The store is the one :mod:`nbdeploy.job.tracking` names: the embedded SQLite
+store beside the notebook, or ``MLFLOW_TRACKING_URI``. The model folder is
+logged as the artifact ``model`` of a run in the experiment ``nbdeploy-bundles``,
+and that artifact becomes the version's source, so the registry never points at
+the bundle folder (which can be moved or deleted).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from ..errors import BundleError
+
+EXPERIMENT = "nbdeploy-bundles"
+
+
+def warm_up(project_dir: Path) -> threading.Thread:
+    """Import MLflow and open the store in the background (hidden behind the notebook run)."""
+    def work() -> None:
+        try:
+            _client(project_dir)
+        except Exception:  # the real call reports it
+            pass
+
+    t = threading.Thread(target=work, name="nbdeploy-registry-warmup", daemon=True)
+    t.start()
+    return t
+
+
+def _client(project_dir: Path):  # noqa: ANN202
+    from mlflow import MlflowClient
+
+    from ..job.tracking import tracking_uri
+
+    uri = tracking_uri(project_dir)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.search_experiments(max_results=1)  # creates and migrates an embedded store
+    return client, uri
+
+
+def register(model_dir: Path, name: str, project_dir: Path, tags: dict[str, str]) -> dict:
+    """Log ``model_dir`` and register it as a new version of ``name``: {uri, name, version, run_id}."""
+    from mlflow.exceptions import MlflowException
+
+    from ..job.tracking import artifact_location
+
+    try:
+        client, uri = _client(project_dir)
+        exp = client.get_experiment_by_name(EXPERIMENT)
+        exp_id = exp.experiment_id if exp else client.create_experiment(
+            EXPERIMENT, artifact_location=artifact_location(project_dir))
+        run = client.create_run(exp_id, tags=tags, run_name=f"bundle {name}")
+        run_id = run.info.run_id
+        client.log_artifacts(run_id, str(model_dir), "model")
+        client.set_terminated(run_id)
+        try:
+            client.get_registered_model(name)
+        except MlflowException:
+            client.create_registered_model(name, description="built by nbdeploy")
+        mv = client.create_model_version(name, source=f"{run.info.artifact_uri}/model", run_id=run_id,
+                                         tags=tags)
+    except MlflowException as exc:
+        raise BundleError(f"registering {name} in the MLflow registry failed: {exc.message}",
+                          hint="check MLFLOW_TRACKING_URI, or unset it to use the local store") from None
+    return {"tracking_uri": uri, "name": name, "version": str(mv.version), "run_id": run_id,
+            "source": mv.source}

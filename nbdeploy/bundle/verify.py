@@ -1,0 +1,305 @@
+"""``nbdeploy verify BUNDLE``: the proof that the bundle holds everything it needs.
+
+1. every file's sha256 against the manifest (a changed, missing or extra file is named);
+2. a fresh virtual environment from the bundle's lock alone (``uv`` when present,
+   else ``venv`` + pip), installed with ``--no-deps``, outside the bundle, without
+   access to this interpreter's site-packages;
+3. the bundle's own API (``python -m nbdeploy_serve``) started from that environment
+   on 127.0.0.1;
+4. the bundle's own pytest suite against it; the API is stopped whatever happens.
+
+A module the model or the API needs but the lock lacks shows up as a failure
+naming the module (from the server's output or the tests' output).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import VerifyError
+from .manifest import check_files, read_manifest
+
+Progress = Callable[[str], None]
+_MISSING = re.compile(r"No module named '([\w.]+)'")
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class VerifyReport:
+    bundle: Path
+    checks: list[Check] = field(default_factory=list)
+    installer: str = ""
+    env_seconds: float | None = None
+    missing_modules: list[str] = field(default_factory=list)
+    output: str = ""  # the tests' output (and the server's, when it failed)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(c.ok for c in self.checks)
+
+    @property
+    def failure(self) -> str:
+        bad = next((c for c in self.checks if not c.ok), None)
+        return f"{bad.name}: {bad.detail}" if bad else ""
+
+    def text(self, checks: bool = True) -> str:
+        """The report; ``checks=False`` when the checks were already shown as progress."""
+        lines = [f"{'ok  ' if c.ok else 'FAIL'} {c.name} ({c.seconds:.1f} s){': ' + c.detail if c.detail else ''}"
+                 for c in self.checks] if checks else []
+        lines.append(f"bundle {self.bundle}: {'verified' if self.ok else 'NOT verified'}")
+        if not self.ok and self.output:
+            lines += ["", "output:", *self.output.splitlines()[-40:]]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {"bundle": str(self.bundle), "ok": self.ok, "installer": self.installer,
+                "env_seconds": self.env_seconds, "missing_modules": self.missing_modules,
+                "checks": [c.__dict__ for c in self.checks], "output": self.output}
+
+
+def _uv() -> str | None:
+    exe = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
+    return exe if Path(exe).is_file() else None
+
+
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """An environment that leaks nothing of this interpreter into the bundle's."""
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR",
+            "REQUESTS_CA_BUNDLE", "PIP_CERT", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS",
+            "UV_INDEX_URL", "UV_EXTRA_INDEX_URL", "UV_CACHE_DIR", "UV_FIND_LINKS",
+            "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
+    env = {k: os.environ[k] for k in keep if k in os.environ}
+    env.update(PYTHONNOUSERSITE="1", PYTHONDONTWRITEBYTECODE="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    env.update(extra or {})
+    return env
+
+
+def _run(cmd: list[str], what: str, env: dict[str, str], timeout: float = 900) -> str:
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise VerifyError(f"{what} took more than {timeout:.0f} s") from None
+    except OSError as exc:
+        raise VerifyError(f"{what}: cannot run {cmd[0]}: {exc}") from None
+    if p.returncode != 0:
+        tail = "\n".join((p.stderr or p.stdout).strip().splitlines()[-15:])
+        raise VerifyError(f"{what} failed:\n{tail}")
+    return p.stdout
+
+
+def create_env(bundle: Path, env_dir: Path, installer: str, python: str | None = None) -> tuple[Path, str]:
+    """A virtual environment with the bundle's lock (and its tests' needs) only: (python, installer)."""
+    python = python or sys.executable
+    reqs = ["-r", str(bundle / "requirements.lock")]
+    if (bundle / "tests" / "requirements.txt").is_file():
+        reqs += ["-r", str(bundle / "tests" / "requirements.txt")]
+    env = clean_env()
+    uv = _uv() if installer in ("auto", "uv") else None
+    if installer == "uv" and uv is None:
+        raise VerifyError("uv is not installed", hint="install uv, or verify with --pip")
+    py = env_dir / "bin" / "python"
+    if uv:
+        _run([uv, "venv", "--quiet", "--python", python, str(env_dir)], "creating the environment (uv venv)", env)
+        _run([uv, "pip", "install", "--quiet", "--python", str(py), "--no-deps", *reqs],
+             "installing the bundle's lock (uv pip install)", env)
+        return py, "uv"
+    _run([python, "-m", "venv", str(env_dir)], "creating the environment (python -m venv)", env)
+    _run([str(py), "-m", "pip", "install", "--quiet", "--no-deps", *reqs],
+         "installing the bundle's lock (pip install)", env)
+    return py, "pip"
+
+
+def isolation_problems(py: Path, env_dir: Path) -> list[str]:
+    """Paths on the environment's sys.path that belong to another installation, and nbdeploy if importable."""
+    probe = ("import json, sys, importlib.util as u; "
+             "print(json.dumps({'path': sys.path, 'nbdeploy': u.find_spec('nbdeploy') is not None, "
+             "'base': sys.base_prefix}))")
+    out = json.loads(_run([str(py), "-c", probe], "probing the environment", clean_env()))
+    base = Path(out["base"]).resolve()
+    problems = []
+    for p in out["path"]:
+        if not p:
+            continue
+        rp = Path(p).resolve()
+        if "site-packages" in rp.parts and not rp.is_relative_to(env_dir.resolve()):
+            problems.append(f"sees {p}")
+        elif not rp.is_relative_to(env_dir.resolve()) and not rp.is_relative_to(base):
+            problems.append(f"sees {p}")
+    if out["nbdeploy"]:
+        problems.append("can import nbdeploy")
+    return problems
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class _Server:
+    process: subprocess.Popen
+    url: str
+    log: Path
+
+    def output(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+def start_api(bundle: Path, py: Path, work: Path, timeout: float = 120.0) -> _Server:
+    """``python -m nbdeploy_serve BUNDLE`` from the environment, on 127.0.0.1; wait for /health."""
+    port = free_port()
+    log = work / "server.log"
+    env = clean_env({"NBDEPLOY_LOG_PATH": str(work / "requests.jsonl")})
+    with log.open("wb") as fh:
+        proc = subprocess.Popen([str(py), "-m", "nbdeploy_serve", str(bundle), "--host", "127.0.0.1",
+                                 "--port", str(port)], cwd=bundle, env=env, stdin=subprocess.DEVNULL,
+                                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    server = _Server(proc, f"http://127.0.0.1:{port}", log)
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise _ServerDied(server)
+        try:
+            with urllib.request.urlopen(server.url + "/health", timeout=2) as r:
+                if r.status == 200:
+                    return server
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            server.stop()
+            raise _ServerDied(server, f"no answer on {server.url}/health within {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+class _ServerDied(Exception):
+    def __init__(self, server: _Server, why: str | None = None) -> None:
+        super().__init__(why or f"the API exited with code {server.process.returncode}")
+        self.server = server
+
+
+def run_tests(bundle: Path, py: Path, url: str) -> tuple[bool, str, str]:
+    env = clean_env({"NBDEPLOY_API_URL": url})
+    cmd = [str(py), "-m", "pytest", str(bundle / "tests"), "-q", "-p", "no:cacheprovider",
+           "-c", str(bundle / "tests" / "pytest.ini"), "--rootdir", str(bundle / "tests")]
+    p = subprocess.run(cmd, cwd=bundle / "tests", env=env, capture_output=True, text=True, timeout=900)
+    out = p.stdout + p.stderr
+    summary = next((ln.strip("= ") for ln in reversed(out.splitlines())
+                    if re.search(r"\b(passed|failed|error|no tests ran)\b", ln)), f"exit {p.returncode}")
+    return p.returncode == 0, summary, out
+
+
+def missing_modules(*texts: str) -> list[str]:
+    found: list[str] = []
+    for t in texts:
+        for m in _MISSING.findall(t):
+            if m not in found:
+                found.append(m)
+    return found
+
+
+def verify_bundle(bundle: str | Path, *, installer: str = "auto", progress: Progress | None = None,
+                  keep_env: bool = False, python: str | None = None) -> VerifyReport:
+    """Verify ``bundle``; the report says what passed. Raises VerifyError only for a non-bundle."""
+    say = progress or (lambda _line: None)
+    root = Path(bundle).resolve()
+    manifest = read_manifest(root)
+    report = VerifyReport(root)
+
+    def check(name: str, ok: bool, detail: str, t0: float) -> bool:
+        report.checks.append(Check(name, ok, detail, round(time.perf_counter() - t0, 3)))
+        say(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
+        return ok
+
+    t0 = time.perf_counter()
+    say(f"verifying {manifest.get('name')} v{manifest.get('version')} in {root}")
+    problems = check_files(root, manifest)
+    if not check("checksums", not problems, "; ".join(problems) or f"{len(manifest['files'])} files match", t0):
+        return report
+    work = Path(tempfile.mkdtemp(prefix="nbdeploy-verify-"))
+    env_dir = work / "venv"
+    server = None
+    try:
+        t0 = time.perf_counter()
+        say("creating a virtual environment from requirements.lock alone ...")
+        try:
+            py, report.installer = create_env(root, env_dir, installer, python)
+        except VerifyError as exc:
+            report.output = exc.message
+            check("environment", False, exc.message.splitlines()[0], t0)
+            return report
+        report.env_seconds = round(time.perf_counter() - t0, 3)
+        check("environment", True, f"{report.installer}, {report.env_seconds:.1f} s, outside the bundle", t0)
+        t0 = time.perf_counter()
+        leaks = isolation_problems(py, env_dir)
+        if not check("isolation", not leaks, "; ".join(leaks) or "sees only its own site-packages", t0):
+            return report
+        t0 = time.perf_counter()
+        say("starting the bundle's API from that environment ...")
+        try:
+            server = start_api(root, py, work)
+        except _ServerDied as exc:
+            out = exc.server.output()
+            report.output = out
+            report.missing_modules = missing_modules(out)
+            detail = (f"module {report.missing_modules[0]!r} is not in the bundle's lock (requirements.lock)"
+                      if report.missing_modules else f"{exc}: {_last_line(out)}")
+            check("api", False, detail, t0)
+            return report
+        check("api", True, f"{server.url} (pid {server.process.pid})", t0)
+        t0 = time.perf_counter()
+        say("running the bundle's tests against it ...")
+        passed, summary, out = run_tests(root, py, server.url)
+        server.stop()
+        report.output = out
+        report.missing_modules = missing_modules(out, server.output())
+        if not passed and report.missing_modules:
+            summary += f"; module {report.missing_modules[0]!r} is not in the bundle's lock"
+        check("tests", passed, summary, t0)
+        return report
+    finally:
+        if server is not None:
+            server.stop()
+        if keep_env:
+            say(f"environment kept at {env_dir}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _last_line(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else "(no output)"
