@@ -75,6 +75,148 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- bundle ----------------------------------------------------------------
+def _build_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("notebook", help="the .ipynb file")
+    p.add_argument("--model", help="the model variable (default: %%deploy model, or the one fitted estimator)")
+    p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
+                   help="a notebook parameter for the run (repeatable)")
+    p.add_argument("-o", "--output", help="bundle folder (default: NOTEBOOK-bundle beside the notebook)")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle folder")
+    p.add_argument("--timeout", type=float, default=None, help="per-cell timeout in seconds")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+@command("build", "build the handoff bundle from a clean papermill run of the notebook", _build_args)
+def _build(args: argparse.Namespace) -> int:
+    from .bundle import build_bundle
+
+    result = build_bundle(args.notebook, output=args.output, model=args.model,
+                          cli_params=[tuple(p) for p in args.param], force=args.force,
+                          timeout=args.timeout,
+                          progress=None if args.json else lambda line: print(line, flush=True))
+    if args.json:
+        _emit_json(result.to_dict())
+    else:
+        print(result.text())
+    return 0
+
+
+def _verify_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bundle", help="the bundle folder")
+    p.add_argument("--pip", action="store_true", help="create the environment with pip, not uv")
+    p.add_argument("--keep-env", action="store_true", help="keep the virtual environment (path printed)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--container", action="store_true",
+                   help="instead: build (or reuse) the bundle's image, run it on 127.0.0.1 and run "
+                        "the bundle's tests against the container")
+    p.add_argument("--rebuild", action="store_true", help="with --container: always rebuild")
+    p.add_argument("--health-timeout", type=float, default=120.0, metavar="SECONDS",
+                   help="with --container: how long the container may take to become ready")
+    from .container.options import add_arguments
+
+    add_arguments(p)
+
+
+@command("verify", "check a bundle: checksums, a lock-only environment, its tests against its API",
+         _verify_args)
+def _verify(args: argparse.Namespace) -> int:
+    if args.container:
+        return _verify_container(args)
+    from .bundle import verify_bundle
+
+    report = verify_bundle(args.bundle, installer="pip" if args.pip else "auto",
+                           keep_env=args.keep_env,
+                           progress=None if args.json else lambda line: print(line, flush=True))
+    if args.json:
+        _emit_json(report.to_dict())
+    else:
+        print(report.text(checks=False))
+    return 0 if report.ok else 1
+
+
+# -- container ---------------------------------------------------------------
+def _image_args(p: argparse.ArgumentParser) -> None:
+    from .container.options import add_arguments
+
+    p.add_argument("bundle", help="the bundle folder (its Dockerfile is built)")
+    add_arguments(p)
+    p.add_argument("--save", metavar="FILE", help="also write the image as an OCI archive")
+    p.add_argument("--reuse", action="store_true",
+                   help="keep an existing image built from identical bundle files")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+@command("image", "build the bundle's container image (docker, podman or buildah)", _image_args)
+def _image(args: argparse.Namespace) -> int:
+    from .container.image import build_image
+    from .container.options import from_args
+
+    result = build_image(args.bundle, from_args(args), reuse=args.reuse, save=args.save,
+                         on_line=None if args.json else lambda line: print(line, flush=True))
+    if args.json:
+        _emit_json({**result.__dict__, "saved": str(result.saved or "")})
+    else:
+        print(result.text())
+    return 0
+
+
+def _base_image_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tag", help="image tag (default: localhost/nbdeploy-python:X.Y-SUITE)")
+    p.add_argument("--engine", choices=["docker", "podman", "buildah"], help="container engine")
+    p.add_argument("--mirror", help="Debian mirror URL (default: the one apt is configured with)")
+    p.add_argument("--suite", help="Debian release (default: this host's, e.g. bookworm)")
+
+
+@command("base-image", "build a Python base image from the host's Debian mirror (no registry "
+         "needed)", _base_image_args)
+def _base_image(args: argparse.Namespace) -> int:
+    from .container.base_image import build_base_image
+    from .container.engine import detect_engine
+
+    result = build_base_image(args.tag, engine=detect_engine(args.engine), mirror=args.mirror,
+                              suite=args.suite, on_line=lambda line: print(line, flush=True))
+    print(result.text())
+    print(f"use it with: nbdeploy image BUNDLE --base {result.tag}")
+    return 0
+
+
+def _container_setup_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--check", action="store_true", help="only report what differs")
+    p.add_argument("--runtime", default="runc", help="OCI runtime (default: runc)")
+    p.add_argument("--cgroup-manager", default="cgroupfs", choices=["cgroupfs", "systemd"])
+    p.add_argument("--path", default="/etc/containers/containers.conf",
+                   help="the containers.conf to check or write")
+
+
+@command("container-setup", "check or write the podman/buildah host settings "
+         "(runtime, cgroup manager, ulimits)", _container_setup_args)
+def _container_setup(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .container.config import HostSettings, apply_host_config, check_host_config
+
+    settings = HostSettings(runtime=args.runtime, cgroup_manager=args.cgroup_manager)
+    fn = check_host_config if args.check else apply_host_config
+    report = fn(settings, Path(args.path))
+    print(report.text())
+    return 0 if report.ok or report.written else 1
+
+
+def _verify_container(args: argparse.Namespace) -> int:
+    from .container.options import from_args
+    from .container.verify import verify_container
+
+    result = verify_container(args.bundle, from_args(args), rebuild=args.rebuild,
+                              health_timeout=args.health_timeout,
+                              on_line=None if args.json else lambda line: print(line, flush=True))
+    if args.json:
+        _emit_json(result.to_dict())
+    else:
+        print(result.text())
+    return 0 if result.passed else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nbdeploy", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"nbdeploy {__version__}")

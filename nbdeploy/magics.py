@@ -53,6 +53,32 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         _a("--example", nargs=argparse.REMAINDER, help="an expression giving example input rows"),
     )),
     Subcommand("finish", "write the final record (used by jobs)", hidden=True),
+    Subcommand("build", "build the handoff bundle from a clean run: %deploy build [-o DIR]", (
+        _a("--model", help="the model variable (default: %deploy model, or the one fitted estimator)"),
+        _a("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
+           help="a notebook parameter for the run"),
+        _a("-o", "--output", help="bundle folder (default: NOTEBOOK-bundle beside the notebook)"),
+        _a("--force", action="store_true", help="replace an existing bundle folder"),
+    )),
+    Subcommand("verify", "check a bundle: checksums, lock-only environment, its tests against its API", (
+        _a("bundle", nargs="?", help="bundle folder (default: this notebook's bundle)"),
+        _a("--pip", action="store_true", help="create the environment with pip instead of uv"),
+        _a("--container", action="store_true",
+           help="test the bundle's real container instead (built with docker/podman/buildah)"),
+        _a("--base", help="with --container: base image (default: $NBDEPLOY_BASE_IMAGE)"),
+        _a("--engine", choices=["docker", "podman", "buildah"], help="with --container: engine"),
+        _a("--rebuild", action="store_true", help="with --container: always rebuild the image"),
+    )),
+    Subcommand("image", "build this bundle's container image: %deploy image [BUNDLE] [--base IMAGE]", (
+        _a("bundle", nargs="?", help="bundle folder (default: this notebook's bundle)"),
+        _a("--base", help="base image (default: $NBDEPLOY_BASE_IMAGE, else python:X.Y-slim)"),
+        _a("--engine", choices=["docker", "podman", "buildah"], help="container engine"),
+        _a("--tag", help="image tag (default: localhost/nbdeploy-NAME:VERSION)"),
+        _a("--save", help="also write an OCI archive to this file"),
+    )),
+    Subcommand("export", "export the model of this run (used by nbdeploy build)", (
+        _a("--out", required=True), _a("--model"),
+    ), hidden=True),
 )
 _BY_NAME = {s.name: s for s in SUBCOMMANDS}
 
@@ -202,3 +228,57 @@ class DeployMagics(Magics):
 
     def _do_finish(self, args: argparse.Namespace) -> None:
         self._session().finish()
+
+    # -- bundle -----------------------------------------------------------
+    def _notebook(self) -> Path:
+        from .capture.session import current_session
+
+        s = current_session()
+        return s.notebook if s is not None else find_notebook(self.shell)
+
+    def _do_build(self, args: argparse.Namespace) -> None:
+        from .bundle import build_bundle
+
+        result = build_bundle(self._notebook(), output=args.output, model=args.model,
+                              cli_params=[tuple(p) for p in args.param], force=args.force,
+                              progress=lambda line: print(line, flush=True))
+        print(result.text())
+
+    def _do_verify(self, args: argparse.Namespace) -> None:
+        from .bundle import verify_bundle
+        from .bundle.build import default_output
+
+        bundle = Path(args.bundle) if args.bundle else default_output(self._notebook())
+        if args.container:
+            return self._verify_container(bundle, args)
+        report = verify_bundle(bundle, installer="pip" if args.pip else "auto",
+                               progress=lambda line: print(line, flush=True))
+        print(report.text(checks=False))
+        if not report.ok:
+            raise UsageError(f"%deploy verify: {report.failure}")
+
+    def _verify_container(self, bundle: Path, args: argparse.Namespace) -> None:
+        from .container import ContainerOptions, verify_container
+
+        opts = ContainerOptions.from_env(base=args.base, engine=args.engine)
+        result = verify_container(bundle, opts, rebuild=args.rebuild,
+                                  on_line=lambda line: print(line, flush=True))
+        print(result.text())
+        if not result.passed:
+            raise UsageError(f"%deploy verify --container: {result.summary}")
+
+    def _do_image(self, args: argparse.Namespace) -> None:
+        from .bundle.build import default_output
+        from .container import ContainerOptions, build_image
+
+        bundle = Path(args.bundle) if args.bundle else default_output(self._notebook())
+        opts = ContainerOptions.from_env(base=args.base, engine=args.engine, tag=args.tag)
+        print(build_image(bundle, opts, save=args.save,
+                          on_line=lambda line: print(line, flush=True)).text())
+
+    def _do_export(self, args: argparse.Namespace) -> None:
+        from .bundle.export import export_model
+
+        doc = export_model(self.shell, args.out, args.model)
+        print(f"nbdeploy: exported {doc['variable']} ({doc['class']}, {doc['flavor']}) "
+              f"with {len(doc['example']['data'])} golden rows")
