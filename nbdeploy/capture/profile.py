@@ -13,8 +13,8 @@ the API validates requests against it and measures drift with it. Format::
                         }}}
 
 Counts, nulls, min and max are exact. For frames over ``max_exact_rows`` rows the
-quantiles, histogram and top values come from a deterministic sample, said in
-``sampled_rows``, so profiling a large file costs a bounded time.
+mean, std, quantiles, histogram and top values come from a deterministic sample
+of rows, said in ``sampled_rows``, so profiling a large file costs a bounded time.
 """
 
 from __future__ import annotations
@@ -67,15 +67,14 @@ def _plain(v: Any) -> Any:
 def _numeric(col: Any, sample: Any) -> dict:
     import numpy as np
 
-    vals = col.dropna()
-    out: dict[str, Any] = {
-        "min": _num(vals.min()) if len(vals) else None,
-        "max": _num(vals.max()) if len(vals) else None,
-        "mean": _num(vals.mean()) if len(vals) else None,
-        "std": _num(vals.std()) if len(vals) > 1 else None,
-    }
     s = sample.dropna().to_numpy(dtype="float64", na_value=np.nan)
     s = s[np.isfinite(s)]
+    out: dict[str, Any] = {
+        "min": _num(col.min()),
+        "max": _num(col.max()),
+        "mean": _num(s.mean()) if len(s) else None,
+        "std": _num(s.std(ddof=1)) if len(s) > 1 else None,
+    }
     if len(s):
         qs = np.quantile(s, QUANTILES)
         out["quantiles"] = {str(q): _num(v) for q, v in zip(QUANTILES, qs, strict=True)}
@@ -98,7 +97,13 @@ def _categorical(sample: Any) -> dict:
 def profile_frame(df: Any, max_exact_rows: int = MAX_EXACT_ROWS) -> dict:
     """Profile every column of ``df`` (see the module docstring for the format)."""
     n = len(df)
-    sample = df if n <= max_exact_rows else df.sample(n=max_exact_rows, random_state=0)
+    if n <= max_exact_rows:
+        sample = df
+    else:  # sorted random positions: cheaper than DataFrame.sample on millions of rows
+        import numpy as np
+
+        rows = np.unique(np.random.default_rng(0).integers(0, n, max_exact_rows))
+        sample = df.iloc[rows]
     columns: dict[str, dict] = {}
     for name in df.columns:
         col = df[name]
