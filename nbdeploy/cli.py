@@ -217,6 +217,119 @@ def _verify_container(args: argparse.Namespace) -> int:
     return 0 if result.passed else 1
 
 
+# -- job ---------------------------------------------------------------------
+def _param_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                   default=[], help="a parameter value, converted to the default's type (repeatable)")
+    p.add_argument("-f", "--params-file", metavar="PARAMS.yaml", help="a YAML file of parameter values")
+
+
+def _job_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--timeout", type=float, default=None, help="per-cell timeout in seconds")
+    p.add_argument("--tracking", choices=["background", "sync", "off"], default="background",
+                   help="log to MLflow from a detached process (default), before exiting, or not")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON document")
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("notebook", help="the .ipynb file")
+    _param_args(p)
+    p.add_argument("-o", "--output", metavar="OUT.ipynb", help="also write the executed notebook here")
+    _job_common(p)
+
+
+def _say(args: argparse.Namespace) -> Callable[[str], None]:
+    out = sys.stderr if args.json else sys.stdout
+    return lambda line: print(line, file=out, flush=True)
+
+
+@command("run", "run a copy of a notebook in a fresh kernel with parameters, and record the run",
+         _run_args)
+def _run(args: argparse.Namespace) -> int:
+    from .job.run import run_notebook
+
+    rec = run_notebook(args.notebook, cli=[tuple(p) for p in args.param],
+                       params_file=args.params_file, output=args.output, timeout=args.timeout,
+                       tracking=args.tracking, progress=_say(args))
+    if args.json:
+        _emit_json(rec.to_dict())
+        return 0 if rec.ok else 1
+    print(rec.summary(), flush=True)
+    err = rec.cell_error()
+    if err is not None:
+        raise err
+    return 0 if rec.ok else 1
+
+
+def _reproduce_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("notebook", help="the .ipynb file")
+    p.add_argument("--run", dest="run_id", help="compare with this run (default: the capture "
+                   "record, else the last completed run)")
+    p.add_argument("--rtol", type=float, default=1e-6, help="relative tolerance for metrics")
+    p.add_argument("--atol", type=float, default=1e-9, help="absolute tolerance for metrics")
+    _job_common(p)
+
+
+@command("reproduce", "re-run a notebook from a clean kernel and compare data hashes and metrics "
+         "with the captured run", _reproduce_args)
+def _reproduce(args: argparse.Namespace) -> int:
+    from .job.reproduce import reproduce
+
+    report = reproduce(args.notebook, run_id=args.run_id, rtol=args.rtol, atol=args.atol,
+                       timeout=args.timeout, tracking=args.tracking, progress=_say(args))
+    if args.json:
+        _emit_json(report.to_dict())
+    else:
+        print(report.text(), flush=True)
+    return 0 if report.ok else 1
+
+
+def _batch_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("notebook", help="the .ipynb file")
+    p.add_argument("--grid", required=True, metavar="GRID.yaml",
+                   help="grid: {name: [values]} (cartesian product) and/or runs: [{...}]")
+    p.add_argument("--workers", type=int, default=2, help="local Dask workers (default 2)")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="use this Dask scheduler")
+    p.add_argument("--force", action="store_true", help="re-run parameter sets that already succeeded")
+    p.add_argument("--name", help="batch name (default: the grid file's name)")
+    _job_common(p)
+
+
+@command("batch", "run a notebook over a grid of parameters in parallel on Dask", _batch_args)
+def _batch(args: argparse.Namespace) -> int:
+    from .job import progress
+    from .job.batch import run_batch
+
+    stream = sys.stderr if args.json else sys.stdout
+    tick = progress.tqdm_bar() if sys.stderr.isatty() else progress.lines(stream)
+    result = run_batch(args.notebook, args.grid, workers=args.workers, scheduler=args.scheduler,
+                       force=args.force, name=args.name, timeout=args.timeout,
+                       tracking=args.tracking, progress=tick)
+    if args.json:
+        _emit_json(result.to_dict())
+    else:
+        print(result.view().text(), flush=True)
+    return 0 if not result.failed else 1
+
+
+def _runs_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("notebook", help="the .ipynb file")
+    p.add_argument("--json", action="store_true", help="print the runs as JSON")
+
+
+@command("runs", "list the recorded runs of a notebook (no kernel needed)", _runs_args)
+def _runs(args: argparse.Namespace) -> int:
+    from .job.run import list_runs
+
+    runs = list_runs(args.notebook)
+    if args.json:
+        _emit_json([r.to_dict() for r in runs])
+    else:
+        for r in runs:
+            print(f"{r.kind:9} {r.summary()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nbdeploy", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"nbdeploy {__version__}")

@@ -53,6 +53,25 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         _a("--example", nargs=argparse.REMAINDER, help="an expression giving example input rows"),
     )),
     Subcommand("finish", "write the final record (used by jobs)", hidden=True),
+    Subcommand("params", "%%deploy params: this cell holds the notebook's parameters", cell=True),
+    Subcommand("run", "run a copy of this notebook in a fresh kernel: %deploy run -p NAME VALUE", (
+        _a("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
+           help="a parameter value (repeatable)"),
+        _a("-f", "--params-file", help="a YAML file of parameter values"),
+        _a("-o", "--output", help="also write the executed notebook here"),
+        _a("--timeout", type=float, help="per-cell timeout in seconds"),
+    )),
+    Subcommand("reproduce", "re-run from a clean kernel and compare with the captured run", (
+        _a("--run", dest="run_id", help="compare with this run (default: the capture record)"),
+        _a("--rtol", type=float, default=1e-6, help="relative tolerance for metrics"),
+        _a("--atol", type=float, default=1e-9, help="absolute tolerance for metrics"),
+    )),
+    Subcommand("batch", "run a grid of parameters in parallel on Dask: %deploy batch --grid G.yaml", (
+        _a("--grid", required=True, help="YAML: grid: {name: [values]} and/or runs: [{...}]"),
+        _a("--workers", type=int, default=2, help="local Dask workers (default 2)"),
+        _a("--scheduler", help="a Dask scheduler address, e.g. tcp://HOST:8786"),
+        _a("--force", action="store_true", help="re-run parameter sets that already succeeded"),
+    )),
     Subcommand("build", "build the handoff bundle from a clean run: %deploy build [-o DIR]", (
         _a("--model", help="the model variable (default: %deploy model, or the one fitted estimator)"),
         _a("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
@@ -282,3 +301,44 @@ class DeployMagics(Magics):
         doc = export_model(self.shell, args.out, args.model)
         print(f"nbdeploy: exported {doc['variable']} ({doc['class']}, {doc['flavor']}) "
               f"with {len(doc['example']['data'])} golden rows")
+
+    # -- job --------------------------------------------------------------
+    def _job_notebook(self) -> Path:
+        from .capture.session import current_session
+
+        s = current_session()
+        return s.notebook if s is not None else find_notebook(self.shell)
+
+    def _do_params(self, args: argparse.Namespace, cell: str | None) -> None:
+        from .job.params import run_params_cell
+
+        if cell is None:
+            raise UsageError("%deploy params is a cell magic: put %%deploy params on the first "
+                             "line of the parameters cell")
+        run_params_cell(self.shell, cell)
+
+    def _do_run(self, args: argparse.Namespace) -> None:
+        from .job.run import run_notebook
+
+        rec = run_notebook(self._job_notebook(), cli=[tuple(p) for p in args.param],
+                           params_file=args.params_file, output=args.output, timeout=args.timeout,
+                           progress=lambda line: print(line, flush=True))
+        print(rec.summary())
+        if rec.error:
+            raise UsageError(f"%deploy run: {rec.cell_error() or rec.error.get('message')}")
+
+    def _do_reproduce(self, args: argparse.Namespace) -> Any:
+        from .job.reproduce import reproduce
+
+        report = reproduce(self._job_notebook(), run_id=args.run_id, rtol=args.rtol,
+                           atol=args.atol, progress=lambda line: print(line, flush=True))
+        return report.view()
+
+    def _do_batch(self, args: argparse.Namespace) -> Any:
+        from .job import progress
+        from .job.batch import run_batch
+
+        result = run_batch(self._job_notebook(), args.grid, workers=args.workers,
+                           scheduler=args.scheduler, force=args.force,
+                           progress=progress.widget_bar() if self.widgets else progress.lines())
+        return result.view()

@@ -232,3 +232,25 @@ def resolve(pc: ParametersCell | None, *, cli: list[tuple[str, str]] | None = No
         merged[name] = value
         text.add(name)
     return check(pc, merged, from_text=text)
+
+
+def run_params_cell(shell: Any, body: str) -> dict[str, Any]:
+    """``%%deploy params`` in a live kernel: run the body, record the parameters in capture.
+
+    Returns the parameters (name -> value) the cell defined.
+    """
+    from ..capture.session import current_session
+
+    specs = infer_specs(body)
+    result = shell.run_cell(body, store_history=False, silent=False)
+    if not result.success:
+        err = result.error_in_exec or result.error_before_exec
+        raise ParameterError(f"the parameters cell raised {type(err).__name__}: {err}")
+    values = {name: shell.user_ns.get(name) for name in specs}
+    session = current_session()
+    if session is not None:
+        session.parameters = {k: v if isinstance(v, bool | int | float | str | list | dict | None)
+                              else repr(v) for k, v in values.items()}
+        session.params_cell = getattr(shell, "execution_count", None)
+        session.request_flush()
+    return values

@@ -138,7 +138,7 @@ def run_notebook(notebook: str | Path, *, parameters: dict[str, Any] | None = No
                     reproduces=reproduces)
     _save(rec)
     shown = " ".join(f"{k}={v!r}" for k, v in values.items()) or "defaults"
-    say(f"run {run_id}: executing a copy of {src.name} in a fresh kernel ({shown})")
+    say(f"[1/2] run {run_id}: executing a copy of {src.name} in a fresh kernel ({shown})")
     try:
         result = execute(src, run_dir / EXECUTED, run_dir, parameters=values, nb=nb,
                          timeout=timeout, recorded=effective, tail=[tail_cell(run_dir)],
@@ -163,7 +163,7 @@ def run_notebook(notebook: str | Path, *, parameters: dict[str, Any] | None = No
         shutil.copyfile(run_dir / EXECUTED, out)
         rec.copied_to = str(out)
     _save(rec)
-    say(f"run {run_id}: {rec.status} in {rec.duration:.1f}s")
+    say(f"[2/2] run {run_id}: {rec.status} in {rec.duration:.1f}s")
     if tracking != "off":
         rec.tracking = _track(run_dir, tracking)
         if tracking == "sync":

@@ -124,3 +124,13 @@ def test_import_of_nbdeploy_stays_cheap():
     out = subprocess.run([__import__("sys").executable, "-c", code], capture_output=True,
                          text=True, check=True).stdout.strip()
     assert out == ""
+
+
+def test_imports_made_by_run_scripts_count(ipshell, tmp_path):
+    _notebook(tmp_path)
+    (tmp_path / "prep.py").write_text("import yaml\nCONFIG = yaml.safe_load('a: 1')\n")
+    ipshell.run_line_magic("deploy", "init")
+    run(ipshell, "%run prep.py")
+    ipshell.run_line_magic("deploy", "deps")
+    deps = {d["name"]: d for d in _record(tmp_path)["dependencies"]}
+    assert deps["PyYAML"]["found_by"] == ["%run prep.py"]
