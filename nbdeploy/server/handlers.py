@@ -1,0 +1,187 @@
+"""REST handlers under ``{base_url}nbdeploy/``. Thin: parse, call the core or the job manager, answer JSON.
+
+=======  ===========================  ==========================================
+GET      nbdeploy/readiness?path=NB    the readiness checklist of a notebook
+GET      nbdeploy/bundles?path=DIR     bundles under a folder (default: the root)
+GET      nbdeploy/jobs                 all jobs of this server
+POST     nbdeploy/jobs                 start a job (body: JobRequest)
+GET      nbdeploy/jobs/ID              one job (state, progress, result)
+DELETE   nbdeploy/jobs/ID              stop a job (serve jobs run until stopped)
+GET      nbdeploy/jobs/ID/log?offset=N the job's log from byte N
+=======  ===========================  ==========================================
+
+Every method requires Jupyter's authentication; writes are XSRF-checked by
+``APIHandler``. Errors are translated in one place (:meth:`_Handler.write_error`):
+an :class:`NbdeployError` becomes its ``status`` and ``to_dict()`` body, so a
+client mistake is never a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from typing import Any
+
+import tornado.web
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
+
+from ..errors import NbdeployError
+from .jobs import JobManager
+from .models import JOB_KINDS, BundleInfo, JobRequest, to_json
+from .paths import Root
+
+AUTH_RESOURCE = "nbdeploy"
+
+
+class _Handler(APIHandler):
+    auth_resource = AUTH_RESOURCE
+
+    def initialize(self, root: Root, jobs: JobManager) -> None:
+        self.root, self.jobs = root, jobs
+
+    def reply(self, obj: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(to_json(obj)))
+
+    def body(self) -> dict:
+        try:
+            doc = json.loads(self.request.body or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            raise NbdeployError("the request body is not valid JSON") from None
+        if not isinstance(doc, dict):
+            raise NbdeployError("the request body must be a JSON object")
+        return doc
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, NbdeployError):
+            self.set_status(exc.status)
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps(exc.to_dict()))
+            return
+        if isinstance(exc, tornado.web.HTTPError):
+            self.set_header("Content-Type", "application/json")
+            message = exc.log_message % exc.args if exc.log_message and exc.args else (
+                exc.log_message or self._reason)
+            self.finish(json.dumps({"error": "HTTPError", "message": message, "hint": None}))
+            return
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"error": "InternalError", "hint": None,
+                                "message": f"{type(exc).__name__}: {exc}" if exc else self._reason}))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, NbdeployError):
+            self.log.info("nbdeploy: %s %s -> %s: %s", self.request.method, self.request.uri,
+                          value.status, value)
+            return
+        super().log_exception(typ, value, tb)
+
+
+class ReadinessHandler(_Handler):
+    @tornado.web.authenticated
+    @authorized
+    async def get(self) -> None:
+        from ..readiness import readiness
+
+        nb = self.root.resolve(self.get_query_argument("path", None))
+        r = await asyncio.to_thread(readiness, nb)
+        for item in r.items:
+            for d in item.details:
+                d.path = self.root.relative(d.path)
+        r.notebook = self.root.relative(r.notebook) or ""
+        r.state_dir = self.root.relative(r.state_dir) or ""
+        self.reply(r)
+
+
+class BundlesHandler(_Handler):
+    @tornado.web.authenticated
+    @authorized
+    async def get(self) -> None:
+        from ..readiness import find_bundles
+
+        folder = self.root.resolve(self.get_query_argument("path", "") or ".")
+        if not folder.is_dir():
+            raise NbdeployError(f"{self.get_query_argument('path')} is not a folder")
+        found = await asyncio.to_thread(find_bundles, folder, 3)
+        out = []
+        for b in found:
+            v = b.get("verify")
+            out.append(BundleInfo(
+                path=self.root.relative(b["path"]) or "", name=b.get("name"), version=b["version"],
+                created=b.get("created"), notebook=self.root.relative(b.get("notebook")),
+                verified=None if v is None else bool(v.get("ok"))))
+        self.reply(out)
+
+
+class JobsHandler(_Handler):
+    @tornado.web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.reply(self.jobs.list())
+
+    @tornado.web.authenticated
+    @authorized
+    async def post(self) -> None:
+        doc = self.body()
+        known = {f.name for f in dataclasses.fields(JobRequest)}
+        unknown = sorted(set(doc) - known)
+        if unknown:
+            raise NbdeployError(f"unknown field(s) {', '.join(unknown)}",
+                                hint=f"a job request has {', '.join(sorted(known))}")
+        if doc.get("kind") not in JOB_KINDS:
+            raise NbdeployError(f"`kind` must be one of {', '.join(JOB_KINDS)}")
+        if not isinstance(doc.get("path"), str):
+            raise NbdeployError("`path` must be a string")
+        params = doc.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise NbdeployError("`parameters` must be an object of NAME: VALUE")
+        output = doc.get("output")
+        if output is not None and not isinstance(output, str):
+            raise NbdeployError("`output` must be a string")
+        req = JobRequest(kind=doc["kind"], path=doc["path"],
+                         parameters={str(k): str(v) for k, v in params.items()},
+                         output=output, force=bool(doc.get("force", False)))
+        job = await self.jobs.start(req)
+        self.set_header("Location", url_path_join(self.base_url, "nbdeploy", "jobs", job.id))
+        self.reply(job, status=202)
+
+
+class JobHandler(_Handler):
+    @tornado.web.authenticated
+    @authorized
+    async def get(self, job_id: str) -> None:
+        self.reply(self.jobs.get(job_id))
+
+    @tornado.web.authenticated
+    @authorized
+    async def delete(self, job_id: str) -> None:
+        self.reply(await self.jobs.stop(job_id))
+
+
+class JobLogHandler(_Handler):
+    @tornado.web.authenticated
+    @authorized
+    async def get(self, job_id: str) -> None:
+        raw = self.get_query_argument("offset", "0")
+        try:
+            offset = int(raw)
+        except ValueError:
+            raise NbdeployError(f"`offset` must be an integer, not {raw!r}") from None
+        self.reply(self.jobs.log(job_id, offset))
+
+
+def setup_handlers(web_app: Any, root: Root, jobs: JobManager) -> None:
+    base = url_path_join(web_app.settings["base_url"], "nbdeploy")
+    kw = {"root": root, "jobs": jobs}
+    job_id = r"(?P<job_id>[0-9a-f]{1,32})"
+    web_app.add_handlers(".*$", [
+        (url_path_join(base, "readiness"), ReadinessHandler, kw),
+        (url_path_join(base, "bundles"), BundlesHandler, kw),
+        (url_path_join(base, "jobs"), JobsHandler, kw),
+        (url_path_join(base, "jobs", job_id), JobHandler, kw),
+        (url_path_join(base, "jobs", job_id, "log"), JobLogHandler, kw),
+    ])
