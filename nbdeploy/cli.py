@@ -330,6 +330,29 @@ def _runs(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- serve -------------------------------------------------------------------
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bundle", help="the bundle folder (or an MLflow model folder)")
+    p.add_argument("--host", default=None, help="interface to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default 8080)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default 1)")
+    p.add_argument("--max-batch-size", type=int, default=None, help="rows per predict call")
+    p.add_argument("--max-wait-ms", type=float, default=None, help="micro-batching wait")
+    p.add_argument("--log-path", default=None, help="JSON-lines request log ('' for none)")
+
+
+@command("serve", "serve a bundle's API (MLflow scoring protocol and Open Inference Protocol V2)",
+         _serve_args)
+def _serve(args: argparse.Namespace) -> int:
+    from .serve import ServeConfig, run
+
+    config = ServeConfig.from_env(host=args.host, port=args.port, workers=args.workers,
+                                  max_batch_size=args.max_batch_size,
+                                  max_wait_ms=args.max_wait_ms, log_path=args.log_path)
+    run(args.bundle, config)  # prints its own "serving ... on URL" line once it listens
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nbdeploy", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"nbdeploy {__version__}")
@@ -351,6 +374,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nbdeploy: error: {exc}", file=sys.stderr)
         return 1
     except NbdeployError as exc:
+        print(f"nbdeploy: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # the serving runtime is self-contained: its own ServeError
+        from .serve.errors import ServeError
+
+        if not isinstance(exc, ServeError):
+            raise
         print(f"nbdeploy: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -95,6 +95,11 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         _a("--tag", help="image tag (default: localhost/nbdeploy-NAME:VERSION)"),
         _a("--save", help="also write an OCI archive to this file"),
     )),
+    Subcommand("serve", "serve the bundle's API in the background: %deploy serve [BUNDLE] [--stop]", (
+        _a("bundle", nargs="?", help="bundle folder (default: this notebook's bundle)"),
+        _a("--port", type=int, default=0, help="port (default: a free one)"),
+        _a("--stop", action="store_true", help="stop this notebook's server"),
+    )),
     Subcommand("export", "export the model of this run (used by nbdeploy build)", (
         _a("--out", required=True), _a("--model"),
     ), hidden=True),
@@ -294,6 +299,20 @@ class DeployMagics(Magics):
         opts = ContainerOptions.from_env(base=args.base, engine=args.engine, tag=args.tag)
         print(build_image(bundle, opts, save=args.save,
                           on_line=lambda line: print(line, flush=True)).text())
+
+    def _do_serve(self, args: argparse.Namespace) -> None:
+        from . import servers
+        from .bundle.build import default_output
+
+        nb = self._notebook()
+        if args.stop:
+            stopped = servers.stop(nb)
+            print(f"nbdeploy: stopped {stopped.url}" if stopped else "nbdeploy: no server running")
+            return
+        bundle = Path(args.bundle).resolve() if args.bundle else default_output(nb)
+        handle = servers.start(nb, bundle, port=args.port)
+        print(f"nbdeploy: serving {bundle.name} at {handle.url} (docs: {handle.url}/docs; "
+              f"stop with %deploy serve --stop)\n{servers.sample_curl(handle, bundle)}")
 
     def _do_export(self, args: argparse.Namespace) -> None:
         from .bundle.export import export_model
