@@ -70,13 +70,56 @@ class HostConfigReport:
 
 
 def host_hard_limits() -> dict[str, int]:
-    """The current hard limits of this process, as containers.conf ulimit values."""
+    """The hard limits a container may ask for here, as containers.conf ulimit values.
+
+    That is this process's hard limit, lowered to what podman itself runs with where it
+    runs with less (podman 4 lowers its own ``nproc`` limit, e.g. to 32768, and a
+    container cannot raise above that).
+    """
     out = {}
+    engine = _podman_limits()
     for name, rlim in _ULIMITS.items():
         hard = resource.getrlimit(rlim)[1]
+        if name in engine:
+            hard = engine[name] if hard == resource.RLIM_INFINITY else min(hard, engine[name])
         if hard != resource.RLIM_INFINITY:
             out[name] = hard
     return out
+
+
+_PROC_LIMITS = {"nofile": "Max open files", "nproc": "Max processes"}
+
+
+def _podman_limits() -> dict[str, int]:
+    """Hard limits of a running podman process (read from /proc), {} without podman."""
+    import subprocess
+    import tempfile
+    import time
+
+    podman = shutil.which("podman")
+    if podman is None:
+        return {}
+    with tempfile.TemporaryDirectory(prefix="nbdeploy-limits-") as tmp:
+        try:
+            proc = subprocess.Popen([podman, "system", "service", "--time=5", f"unix://{tmp}/s"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        except OSError:
+            return {}
+        try:
+            out: dict[str, int] = {}
+            for _ in range(50):  # podman sets its limits early; wait until its socket exists
+                time.sleep(0.1)
+                if Path(tmp, "s").exists() or proc.poll() is not None:
+                    break
+            text = Path(f"/proc/{proc.pid}/limits").read_text() if proc.poll() is None else ""
+            for name, label in _PROC_LIMITS.items():
+                for line in text.splitlines():
+                    if line.startswith(label) and line.split()[-2].isdigit():
+                        out[name] = int(line.split()[-2])
+            return out
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
 
 
 def _read(path: Path) -> dict[str, Any]:

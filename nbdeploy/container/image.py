@@ -150,9 +150,9 @@ def _build_failure(engine: Engine, lines: list[str], rc: int) -> ContainerError:
     else:
         step, output = lines[step_at], lines[step_at + 1:][-40:]
     return ContainerError(
-        f"image build failed at {step} ({engine.name} exit status {rc}); its output:\n"
-        + "\n".join("  | " + line for line in output),
-        hint="fix the step (or its inputs in the bundle) and run `nbdeploy image` again")
+        f"image build failed at {step} ({engine.name} exit status {rc}); fix that step or its "
+        "inputs in the bundle and build again. The step's output:\n"
+        + "\n".join("  | " + line for line in output))
 
 
 def _saved(engine: Engine, result: ImageResult, save: str | Path | None) -> ImageResult:

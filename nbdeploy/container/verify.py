@@ -55,10 +55,13 @@ def run_bundle_tests(bundle: Path, url: str, on_line: OnLine | None = None,
         raise VerifyError(f"{bundle} has no tests/ folder", hint="rebuild the bundle")
     env = {**os.environ, "NBDEPLOY_API_URL": url}
     env.pop("PYTEST_ADDOPTS", None)
+    # the same invocation as `nbdeploy verify`: the suite's own pytest.ini, rootdir tests/
     cmd = [python or sys.executable, "-m", "pytest", str(tests), "-q", "-p", "no:cacheprovider",
-           "--rootdir", str(bundle)]
+           "--rootdir", str(tests)]
+    if (tests / "pytest.ini").is_file():
+        cmd += ["-c", str(tests / "pytest.ini")]
     try:
-        proc = subprocess.Popen(cmd, cwd=bundle, env=env, stdout=subprocess.PIPE,
+        proc = subprocess.Popen(cmd, cwd=tests, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, errors="replace")
     except OSError as exc:
         raise VerifyError(f"cannot run pytest: {exc}") from None
