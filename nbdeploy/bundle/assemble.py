@@ -48,7 +48,7 @@ class Context:
 
 def read_export(export_dir: Path) -> dict:
     path = export_dir / "export.json"
-    if not path.exists() or not (export_dir / "model" / "MLmodel").exists():
+    if not path.exists() or not (export_dir / "model").is_dir():
         raise ModelError("the notebook run finished but exported no model",
                          hint="check the `%deploy export` cell at the end of the executed notebook")
     return read_json(path)
@@ -115,7 +115,17 @@ def _copy_project_modules(record: dict, dest: Path) -> list[str]:
 
 def write_files(root: Path, ctx: Context) -> None:
     ex, record = ctx.export, ctx.record
+    python = record.get("environment", {}).get("python", {}).get("version") or "3.11"
+    ex["python"] = python
     shutil.move(str(ctx.export_dir / "model"), str(root / "model"))
+    if not ex["model_data"].get("mlmodel_written"):
+        import warnings
+
+        from .mlmodel import complete
+
+        with warnings.catch_warnings():  # MLflow's hint about integer columns is for its own users
+            warnings.simplefilter("ignore")
+            complete(root / "model", ex, ex["requirements"], python)
     ctx.signature = _signature(root / "model")
     types = {c.get("name"): c.get("type") for c in ctx.signature["inputs"]}
     if ex.get("profile"):
@@ -159,9 +169,7 @@ def write_files(root: Path, ctx: Context) -> None:
     _copy_project_modules(record, nb_dir)
     shutil.copytree(SERVE_PACKAGE, root / "nbdeploy_serve",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    python = record.get("environment", {}).get("python", {}).get("version") or "3.11"
     atomic_write_text(root / ".dockerignore", deploy_files.DOCKERIGNORE)
-    ctx.export["python"] = python
 
 
 def _model_bytes(model_dir: Path) -> int:

@@ -80,6 +80,19 @@ def _export_failure(err: CellExecutionError) -> ModelError | None:
     return ModelError(msg)
 
 
+def _export_message(executed: Path) -> ModelError:
+    """Why the export cell wrote nothing: IPython shows a magic's UsageError on stderr, not as an error."""
+    from ..notebook import error_text, load_notebook
+
+    for cell in reversed(load_notebook(executed).cells):
+        if cell.cell_type == "code" and cell.source.startswith("%deploy export"):
+            _, value = error_text(cell)
+            if value:
+                return ModelError(value.removeprefix("%deploy export: "))
+    return ModelError("the notebook run finished but exported no model",
+                      hint="the `%deploy export` cell did not run")
+
+
 def _keep_failed_run(executed: Path, notebook: Path, err: CellExecutionError) -> None:
     from ..state import NotebookState
 
@@ -144,6 +157,8 @@ def build_bundle(notebook: str | Path, *, output: str | Path | None = None, mode
                 raise failure
             _keep_failed_run(executed, nb_path, result.error)
             raise result.error
+        if not (export_dir / "export.json").exists():
+            raise _export_message(executed)
         export = assemble.read_export(export_dir)
         steps.end(1, f"{export['variable']} ({export['class']}, {export['flavor']}); "
                      f"notebook {result.duration:.1f} s, export {export['seconds']:.1f} s")

@@ -24,7 +24,7 @@ from typing import Any
 from ..errors import ModelError
 from ..state import atomic_write_json
 from . import models
-from .savers import save_model
+from .savers import save_pyfunc, write_model_data
 
 EXAMPLE_ROWS = 10
 #: what the API itself imports, besides the model's own libraries (see nbdeploy.serve)
@@ -184,13 +184,17 @@ def export_model(shell: Any, out_dir: str | Path, variable: str | None = None) -
     lock = build_lock(direct, exclude={"nbdeploy"})
     allowed = {p.name.lower() for p in lock.packages.values()} | {
         d["name"].lower() for d in record.get("lock", [])}
-    with warnings.catch_warnings(), _quiet():
-        warnings.simplefilter("ignore")
-        saved = save_model(obj, flavor, out / "model", example=example, predictions=predictions,
-                           requirements=sorted(f"{p.name}=={p.version}" for p in lock.packages.values()
-                                               if p.name.lower() in {d.lower() for d in direct}),
-                           code_paths=[p["path"] for p in project], allowed_dists=allowed,
-                           project_dir=session.project_dir)
+    requirements = sorted(f"{p.name}=={p.version}" for p in lock.packages.values()
+                          if p.name.lower() in {d.lower() for d in direct})
+    if flavor == "pyfunc":
+        with warnings.catch_warnings(), _quiet():
+            warnings.simplefilter("ignore")
+            facts = save_pyfunc(obj, out / "model", example=example, predictions=predictions,
+                                requirements=requirements, code_paths=[p["path"] for p in project])
+    else:
+        loaded, facts = write_model_data(obj, flavor, out / "model", allowed_dists=allowed,
+                                         project_dir=session.project_dir)
+        _check_round_trip(models.predict_fn(loaded, flavor)(example), predictions, variable)
     doc = {
         "variable": variable, "flavor": flavor, "class": f"{type(obj).__module__}.{type(obj).__qualname__}",
         "inputs": [str(c) for c in example.columns],
@@ -205,11 +209,25 @@ def export_model(shell: Any, out_dir: str | Path, variable: str | None = None) -
         "serving_lock": lock.to_list(), "serving_lock_missing": lock.missing,
         "tests_lock": build_lock({"pytest": set()}).to_list(),
         "model_code": [p["module"] for p in project],
-        **saved,
+        "model_code_paths": [p["path"] for p in project],
+        "model_data": facts, "serialization": facts["serialization"],
+        "trusted_types": facts["trusted_types"], "requirements": requirements,
         "seconds": round(time.perf_counter() - started, 3),
     }
     atomic_write_json(out / "export.json", doc)
     return doc
+
+
+def _check_round_trip(got: Any, want: Any, variable: str) -> None:
+    import numpy as np
+
+    a, b = np.asarray(got), np.asarray(want)
+    same = a.shape == b.shape and (
+        np.allclose(a, b, rtol=1e-9, atol=0, equal_nan=True) if a.dtype.kind in "fciub"
+        and b.dtype.kind in "fciub" else bool((a == b).all()))
+    if not same:
+        raise ModelError(f"{variable} predicts differently after saving and loading it back",
+                         hint="the model's serialization loses state; report this with the model type")
 
 
 class _quiet:

@@ -31,7 +31,11 @@ def warm_up(project_dir: Path) -> threading.Thread:
 
 
 def _client(project_dir: Path):  # noqa: ANN202
+    import logging
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # no INFO lines about creating tables
     from mlflow import MlflowClient
+    from mlflow.models import Model  # noqa: F401  (warm: the model folder is completed next)
 
     from ..job.tracking import tracking_uri
 

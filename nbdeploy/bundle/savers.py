@@ -1,14 +1,20 @@
-"""Save a model in MLflow's format, flavor-natively (runs in the job kernel).
+"""Write the model's data file in the job kernel (the MLflow metadata is added host-side).
+
+Only the model itself must come from the kernel that trained it; the rest of
+MLflow's model format (``MLmodel``, signature, examples, environment files) is
+written by :mod:`.mlmodel` in the build process, where MLflow is imported while
+the notebook runs. Importing MLflow in the kernel would cost seconds per build.
 
 scikit-learn (and LightGBM's sklearn API) go through skops, MLflow 3's safe
-format. skops refuses to load types it does not know (tree models' ``Tree``,
-for instance) unless they are listed as trusted, so the list is computed with
+format. skops refuses to load types it does not know (tree models' ``Tree``, for
+instance) unless they are listed as trusted, so the list is computed with
 ``skops.io.get_untrusted_types`` and each type is checked: it must come from a
-distribution the notebook's environment really uses, or from the notebook's own
-helper modules (shipped with the model). Anything else is refused; nbdeploy never
-falls back to pickle on its own. Only an object of no known flavor is wrapped in an
-MLflow pyfunc model, which MLflow stores with cloudpickle; that is said in the
-export record and in the README.
+distribution of the notebook's environment, or from the notebook's own helper
+modules (shipped with the model). Anything else is refused; nbdeploy never falls
+back to pickle on its own. The file is loaded back with exactly that list and must
+predict what the model predicted: the round trip is proven before anything ships.
+Only an object of no known flavor is wrapped in an MLflow pyfunc model, which MLflow
+stores with cloudpickle; that is said in the manifest and the README.
 """
 
 from __future__ import annotations
@@ -19,17 +25,10 @@ from typing import Any
 from ..errors import ModelError
 
 
-def trusted_types(obj: Any, allowed_dists: set[str], project_dir: Path) -> list[str]:
-    """The types skops must be told to trust, each checked against where it comes from."""
-    import skops.io as sio
-
+def trusted_types(untrusted: list[str], allowed_dists: set[str], project_dir: Path) -> list[str]:
+    """``untrusted``, once each type is checked against where it comes from."""
     from ..capture.deps import resolve
 
-    try:
-        untrusted = sio.get_untrusted_types(data=sio.dumps(obj))
-    except Exception as exc:
-        raise ModelError(f"skops cannot serialize the model: {type(exc).__name__}: {exc}",
-                         hint="skops needs classes defined at module level in an importable module") from None
     bad = []
     for name in untrusted:
         top = name.split(".")[0]
@@ -49,52 +48,70 @@ def trusted_types(obj: Any, allowed_dists: set[str], project_dir: Path) -> list[
     return sorted(untrusted)
 
 
-def save_model(obj: Any, flavor: str, path: Path, *, example: Any, predictions: Any,
-               requirements: list[str], code_paths: list[str], allowed_dists: set[str],
-               project_dir: Path) -> dict:
-    from mlflow.models import infer_signature
+def _skops(obj: Any, path: Path, allowed_dists: set[str], project_dir: Path) -> tuple[Any, list[str]]:
+    import skops.io as sio
 
-    signature = infer_signature(example, predictions)
-    common: dict[str, Any] = {"signature": signature, "input_example": example,
-                              "pip_requirements": requirements, "code_paths": code_paths or None}
-    out: dict[str, Any] = {"trusted_types": [], "serialization": None}
+    try:
+        sio.dump(obj, path)
+    except Exception as exc:
+        raise ModelError(f"skops cannot serialize the model: {type(exc).__name__}: {exc}",
+                         hint="skops needs classes defined at module level in an importable module") from None
+    trusted = trusted_types(sio.get_untrusted_types(file=path), allowed_dists, project_dir)
+    try:
+        return sio.load(path, trusted=trusted), trusted
+    except Exception as exc:
+        raise ModelError(f"the model does not load back from skops: {type(exc).__name__}: {exc}") from None
+
+
+def write_model_data(obj: Any, flavor: str, model_dir: Path, *, allowed_dists: set[str],
+                     project_dir: Path) -> tuple[Any, dict]:
+    """Write the data file into ``model_dir``: (the model as loaded back, flavor facts)."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    cls = f"{type(obj).__module__}.{type(obj).__qualname__}"
     if flavor == "sklearn":
-        import mlflow.sklearn
+        import sklearn
 
-        trusted = trusted_types(obj, allowed_dists, project_dir)
-        mlflow.sklearn.save_model(obj, str(path), serialization_format="skops",
-                                  skops_trusted_types=trusted or None, **common)
-        out.update(trusted_types=trusted, serialization="skops")
-    elif flavor == "xgboost":
-        import mlflow.xgboost
+        loaded, trusted = _skops(obj, model_dir / "model.skops", allowed_dists, project_dir)
+        return loaded, {"data": "model.skops", "serialization": "skops", "trusted_types": trusted,
+                        "library_version": sklearn.__version__, "model_class": cls}
+    if flavor == "xgboost":
+        import xgboost as xgb
 
-        mlflow.xgboost.save_model(obj, str(path), model_format="ubj", **common)
-        out["serialization"] = "xgboost ubj"
-    elif flavor == "lightgbm":
+        obj.save_model(str(model_dir / "model.ubj"))
+        loaded = type(obj)()
+        loaded.load_model(str(model_dir / "model.ubj"))
+        return loaded, {"data": "model.ubj", "serialization": "xgboost ubj", "trusted_types": [],
+                        "library_version": xgb.__version__, "model_class": cls}
+    if flavor == "lightgbm":
         import lightgbm as lgb
-        import mlflow.lightgbm
 
         if isinstance(obj, lgb.Booster):
-            mlflow.lightgbm.save_model(obj, str(path), **common)
-            out["serialization"] = "lightgbm text"
-        else:
-            trusted = trusted_types(obj, allowed_dists, project_dir)
-            mlflow.lightgbm.save_model(obj, str(path), serialization_format="skops",
-                                       skops_trusted_types=trusted or None, **common)
-            out.update(trusted_types=trusted, serialization="skops")
-    elif flavor == "pyfunc":
-        import cloudpickle
-        import mlflow.pyfunc
+            obj.save_model(str(model_dir / "model.lgb"))
+            loaded = lgb.Booster(model_file=str(model_dir / "model.lgb"))
+            return loaded, {"data": "model.lgb", "serialization": "lightgbm text", "trusted_types": [],
+                            "library_version": lgb.__version__, "model_class": cls}
+        loaded, trusted = _skops(obj, model_dir / "model.skops", allowed_dists, project_dir)
+        return loaded, {"data": "model.skops", "serialization": "skops", "trusted_types": trusted,
+                        "library_version": lgb.__version__, "model_class": cls}
+    raise ModelError(f"no data writer for flavor {flavor!r}")
 
-        from . import pyfunc_wrapper
 
-        cloudpickle.register_pickle_by_value(pyfunc_wrapper)
-        try:
-            mlflow.pyfunc.save_model(str(path), python_model=pyfunc_wrapper.PredictWrapper(obj),
-                                     **common)
-        finally:
-            cloudpickle.unregister_pickle_by_value(pyfunc_wrapper)
-        out["serialization"] = "cloudpickle (MLflow pyfunc wrapper)"
-    else:
-        raise ModelError(f"unsupported flavor {flavor!r}")
-    return out
+def save_pyfunc(obj: Any, model_dir: Path, *, example: Any, predictions: Any,
+                requirements: list[str], code_paths: list[str]) -> dict:
+    """An object of no known flavor, as an MLflow pyfunc model (MLflow pickles it with cloudpickle)."""
+    import cloudpickle
+    import mlflow.pyfunc
+    from mlflow.models import infer_signature
+
+    from . import pyfunc_wrapper
+
+    cloudpickle.register_pickle_by_value(pyfunc_wrapper)
+    try:
+        mlflow.pyfunc.save_model(str(model_dir), python_model=pyfunc_wrapper.PredictWrapper(obj),
+                                 signature=infer_signature(example, predictions), input_example=example,
+                                 pip_requirements=requirements, code_paths=code_paths or None)
+    finally:
+        cloudpickle.unregister_pickle_by_value(pyfunc_wrapper)
+    return {"data": "python_model.pkl", "serialization": "cloudpickle (MLflow pyfunc wrapper)",
+            "trusted_types": [], "library_version": mlflow.__version__,
+            "model_class": f"{type(obj).__module__}.{type(obj).__qualname__}", "mlmodel_written": True}
