@@ -242,15 +242,14 @@ def run_params_cell(shell: Any, body: str) -> dict[str, Any]:
     from ..capture.session import current_session
 
     specs = infer_specs(body)
-    result = shell.run_cell(body, store_history=False, silent=False)
-    if not result.success:
-        err = result.error_in_exec or result.error_before_exec
-        raise ParameterError(f"the parameters cell raised {type(err).__name__}: {err}")
-    values = {name: shell.user_ns.get(name) for name in specs}
     session = current_session()
+    cell = session._cell() if session is not None else None
+    code = compile(shell.transform_cell(body), "<%%deploy params>", "exec")
+    exec(code, shell.user_global_ns, shell.user_ns)  # noqa: S102 - the user's own cell
+    values = {name: shell.user_ns.get(name) for name in specs}
     if session is not None:
         session.parameters = {k: v if isinstance(v, bool | int | float | str | list | dict | None)
                               else repr(v) for k, v in values.items()}
-        session.params_cell = getattr(shell, "execution_count", None)
+        session.params_cell = cell
         session.request_flush()
     return values

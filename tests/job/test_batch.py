@@ -1,0 +1,71 @@
+"""nbdeploy batch on real Dask: a LocalCluster, and a scheduler + workers started by the test."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from nbdeploy import cli
+from nbdeploy.job.batch import run_batch
+from nbdeploy.job.run import list_runs
+from tests.job.conftest import VENV_BIN, free_port, wait_port
+
+
+def _rows(path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.slow
+def test_one_failing_combination_does_not_stop_the_others_and_resume_skips_successes(proj, capsys):
+    (proj / "grid.yaml").write_text("grid:\n  alpha: [0.5, 1.0]\nruns:\n  - {alpha: 2, fail: true}\n")
+    argv = ["batch", str(proj / "tiny.ipynb"), "--grid", str(proj / "grid.yaml"),
+            "--workers", "2", "--tracking", "off"]
+    assert cli.main(argv) == 1  # one run failed
+    out = capsys.readouterr().out
+    assert "[0/3] batch of 3 runs started" in out and "[3/3] " in out
+    assert "2 of 3 runs completed, 1 failed" in out
+    csv_path = proj / ".nbdeploy" / "tiny" / "batches" / "grid" / "results.csv"
+    rows = {r["param.alpha"]: r for r in _rows(csv_path)}
+    assert [rows[a]["status"] for a in ("0.5", "1.0", "2.0")] == ["completed", "completed", "failed"]
+    assert rows["0.5"]["metric.score"] == "13.0" and rows["1.0"]["metric.score"] == "23.0"
+    assert rows["2.0"]["error_cell"] == "4"
+    assert rows["2.0"]["error"].startswith("cell 4 ('if fail:') raised ValueError")
+    assert rows["2.0"]["output"].endswith("executed.ipynb")
+    first = {r["param.alpha"]: r["run_id"] for r in _rows(csv_path)}
+
+    # a re-run only runs what did not succeed
+    result = run_batch(proj / "tiny.ipynb", proj / "grid.yaml", workers=1, tracking="off")
+    assert sorted(result.reused) == sorted([first["0.5"], first["1.0"]])
+    again = {r["param.alpha"]: r["run_id"] for r in _rows(csv_path)}
+    assert again["0.5"] == first["0.5"] and again["2.0"] != first["2.0"]
+    assert len(list_runs(proj / "tiny.ipynb", kind="batch")) == 4
+
+
+@pytest.mark.slow
+def test_batch_on_a_remote_scheduler_started_as_processes(proj, spawn, capsys):
+    from dask.distributed import Client
+
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    sched = spawn(str(VENV_BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                  "--no-dashboard", name="scheduler")
+    wait_port(port, sched)
+    for _ in range(2):
+        spawn(str(VENV_BIN / "dask"), "worker", address, "--nworkers", "1", "--nthreads", "1",
+              "--host", "127.0.0.1", "--no-dashboard", name="worker")
+    with Client(address, timeout="60s") as client:
+        client.wait_for_workers(2, timeout=120)
+    (proj / "grid.yaml").write_text("runs:\n  - {n: 1}\n  - {n: 2, label: remote}\n")
+    code = cli.main(["batch", str(proj / "tiny.ipynb"), "--grid", str(proj / "grid.yaml"),
+                     "--scheduler", address, "--tracking", "off"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "2 of 2 runs completed, 0 failed" in out
+    rows = _rows(proj / ".nbdeploy" / "tiny" / "batches" / "grid" / "results.csv")
+    assert sorted(r["metric.score"] for r in rows) == ["11.0", "12.0"]
+    with Client(address, timeout="60s") as client:  # the runs went through this scheduler
+        keys = client.run_on_scheduler(
+            lambda dask_scheduler: [t[0] for t in dask_scheduler.transition_log])
+    assert {f"nbdeploy-{r['run_id']}" for r in rows} <= set(keys)
