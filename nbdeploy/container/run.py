@@ -35,9 +35,10 @@ class RunningContainer:
     ready_seconds: float = 0.0  # from `run` to the first successful health check
 
     def logs(self, tail: int = 200) -> str:
-        out = run(self.engine.cmd("logs", "--tail", str(tail), self.name), "reading container logs",
-                  check=False)
-        return (out.stdout + out.stderr).strip()
+        # not `logs --tail N`: podman 4.3 drops lines written in parts (a print's text and its
+        # newline arrive as two writes) from --tail output; these containers live briefly
+        out = run(self.engine.cmd("logs", self.name), "reading container logs", check=False)
+        return "\n".join((out.stdout + out.stderr).strip().splitlines()[-tail:])
 
     def state(self) -> str:
         out = run(self.engine.cmd("inspect", "--format", "{{.State.Status}}", self.name),
@@ -89,9 +90,10 @@ def wait_healthy(c: RunningContainer, timeout: float = 120.0, interval: float = 
             last = str(getattr(exc, "reason", exc))
         checks += 1
         if checks % 20 == 0 and c.state() not in ("running", "created", "configured"):
-            raise _unhealthy(c, f"the container stopped ({c.state()}) before it was ready")
+            raise _unhealthy(c, f"the container {c.name} stopped ({c.state()}) before it "
+                                "was ready")
         time.sleep(interval)
-    raise _unhealthy(c, f"the container did not become healthy within {timeout:.0f} s "
+    raise _unhealthy(c, f"the container {c.name} did not become healthy within {timeout:.0f} s "
                         f"({READY_PATH}: {last})")
 
 

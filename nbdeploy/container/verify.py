@@ -28,6 +28,7 @@ class ContainerVerifyResult:
     bundle: Path
     image: ImageResult
     url: str
+    container: str  # its name; removed by the time this result exists
     ready_seconds: float  # from `run` to the first successful health check
     passed: bool
     summary: str  # pytest's last line, e.g. "12 passed in 3.1s"
@@ -37,13 +38,14 @@ class ContainerVerifyResult:
     def text(self) -> str:
         verdict = "PASSED" if self.passed else "FAILED"
         return (f"{self.image.text()}\n"
-                f"container ready in {self.ready_seconds:.2f} s at {self.url} (removed)\n"
+                f"container {self.container} ready in {self.ready_seconds:.2f} s at {self.url} "
+                "(removed)\n"
                 f"bundle tests against the container: {verdict}: {self.summary}")
 
     def to_dict(self) -> dict:
         return {"bundle": str(self.bundle), "image": {**self.image.__dict__,
                                                       "saved": str(self.image.saved or "")},
-                "url": self.url, "ready_seconds": self.ready_seconds, "passed": self.passed,
+                "url": self.url, "container": self.container, "ready_seconds": self.ready_seconds, "passed": self.passed,
                 "summary": self.summary, "seconds": self.seconds}
 
 
@@ -98,7 +100,7 @@ def verify_container(bundle: str | Path, opts: ContainerOptions | None = None, *
         passed, summary, output = run_bundle_tests(bundle, c.url, on_line, python)
         if not passed:
             output += "\n--- container logs ---\n" + c.logs(100)
-    return ContainerVerifyResult(bundle, image, c.url, c.ready_seconds, passed, summary,
+    return ContainerVerifyResult(bundle, image, c.url, c.name, c.ready_seconds, passed, summary,
                                  output, time.monotonic() - started)
 
 
