@@ -94,9 +94,10 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _run(cmd: list[str], what: str, env: dict[str, str], timeout: float = 900) -> str:
+def _run(cmd: list[str], what: str, env: dict[str, str], timeout: float = 900,
+         cwd: Path | None = None) -> str:
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd)
     except subprocess.TimeoutExpired:
         raise VerifyError(f"{what} took more than {timeout:.0f} s") from None
     except OSError as exc:
@@ -124,26 +125,28 @@ def create_env(bundle: Path, env_dir: Path, installer: str, python: str | None =
              "installing the bundle's lock (uv pip install)", env)
         return py, "uv"
     _run([python, "-m", "venv", str(env_dir)], "creating the environment (python -m venv)", env)
-    _run([str(py), "-m", "pip", "install", "--quiet", "--no-deps", *reqs],
+    _run([str(py), "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile", *reqs],
          "installing the bundle's lock (pip install)", env)
     return py, "pip"
 
 
-def isolation_problems(py: Path, env_dir: Path) -> list[str]:
-    """Paths on the environment's sys.path that belong to another installation, and nbdeploy if importable."""
+def isolation_problems(py: Path, env_dir: Path, cwd: Path | None = None) -> list[str]:
+    """Paths on the environment's sys.path that belong to another installation, and nbdeploy if importable.
+
+    Probed as the API runs: with ``cwd`` (the bundle) as the working directory.
+    """
     probe = ("import json, sys, importlib.util as u; "
              "print(json.dumps({'path': sys.path, 'nbdeploy': u.find_spec('nbdeploy') is not None, "
              "'base': sys.base_prefix}))")
-    out = json.loads(_run([str(py), "-c", probe], "probing the environment", clean_env()))
+    out = json.loads(_run([str(py), "-c", probe], "probing the environment", clean_env(), cwd=cwd))
     base = Path(out["base"]).resolve()
     problems = []
+    allowed = [env_dir.resolve(), base] + ([cwd.resolve()] if cwd else [])
     for p in out["path"]:
-        if not p:
-            continue
-        rp = Path(p).resolve()
+        rp = Path(p or cwd or ".").resolve()
         if "site-packages" in rp.parts and not rp.is_relative_to(env_dir.resolve()):
             problems.append(f"sees {p}")
-        elif not rp.is_relative_to(env_dir.resolve()) and not rp.is_relative_to(base):
+        elif not any(rp == a or rp.is_relative_to(a) for a in allowed):
             problems.append(f"sees {p}")
     if out["nbdeploy"]:
         problems.append("can import nbdeploy")
@@ -265,7 +268,7 @@ def verify_bundle(bundle: str | Path, *, installer: str = "auto", progress: Prog
         report.env_seconds = round(time.perf_counter() - t0, 3)
         check("environment", True, f"{report.installer}, {report.env_seconds:.1f} s, outside the bundle", t0)
         t0 = time.perf_counter()
-        leaks = isolation_problems(py, env_dir)
+        leaks = isolation_problems(py, env_dir, root)
         if not check("isolation", not leaks, "; ".join(leaks) or "sees only its own site-packages", t0):
             return report
         t0 = time.perf_counter()

@@ -110,7 +110,7 @@ def test_dockerfile(built):
     text = (built.bundle / "Dockerfile").read_text()
     python = json.loads((built.bundle / "nbdeploy.json").read_text())["python"]
     assert f"ARG BASE=docker.io/library/python:{python}-slim" in text
-    assert "pip install --no-deps --no-compile -r requirements.lock" in text
+    assert "pip install --no-deps -r requirements.lock" in text
     assert "USER 10001" in text and "HEALTHCHECK" in text and "EXPOSE 8080" in text
     assert '"-m", "nbdeploy_serve"' in text
 
