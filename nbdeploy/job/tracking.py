@@ -80,7 +80,8 @@ def log_run(run_dir: str | Path) -> dict:
     uri = tracking_uri(nb.parent)
     doc: dict[str, Any] = {"uri": uri, "experiment": experiment_name(nb)}
     try:
-        with _store_lock(nb.parent):
+        # MLflow prints "View run ... at ..." on stdout; stdout belongs to the front end
+        with _store_lock(nb.parent), contextlib.redirect_stdout(sys.stderr):
             doc.update(_log(run, run_dir, uri))
         doc["status"] = "logged"
     except Exception as exc:  # the run itself stays recorded; say why tracking failed

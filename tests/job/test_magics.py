@@ -43,3 +43,29 @@ def test_run_executes_a_copy_in_a_fresh_kernel(ipshell, proj, capsys):
     rec = last_run(proj / "tiny.ipynb")
     assert rec.metrics["score"] == pytest.approx(5.0)
     assert ipshell.user_ns["score"] == "live value"  # the live kernel is untouched
+
+
+@pytest.mark.slow
+def test_run_and_batch_magics_inside_a_real_kernel(proj):
+    """A Jupyter kernel (which runs its own event loop) starting jobs and a LocalCluster."""
+    import nbformat
+    import papermill as pm
+
+    (proj / "grid.yaml").write_text("grid:\n  n: [1, 2]\n")
+    v4 = nbformat.v4
+    driver = v4.new_notebook(cells=[
+        v4.new_code_cell("%load_ext nbdeploy\n%deploy init --notebook tiny.ipynb"),
+        v4.new_code_cell("%deploy run -p alpha 0.1"),
+        v4.new_code_cell("%deploy batch --grid grid.yaml --workers 1"),
+    ])
+    driver.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                     "language": "python"}
+    out = proj.parent / "driver-out.ipynb"
+    pm.execute_notebook(driver, str(out), cwd=str(proj), progress_bar=False)
+    from nbdeploy.job.run import list_runs
+
+    runs = list_runs(proj / "tiny.ipynb")
+    assert [r.kind for r in runs].count("run") == 1 and [r.kind for r in runs].count("batch") == 2
+    assert all(r.ok for r in runs)
+    executed = nbformat.read(out, 4)
+    assert "batch grid of tiny.ipynb: 2 of 2 runs completed" in str(executed.cells[2].outputs)
