@@ -1,0 +1,415 @@
+/**
+ * The Deploy panel: the handoff-readiness checklist of the active notebook, the job
+ * buttons, and the live progress, log and result of the current job.
+ *
+ * It holds no logic of its own: the checklist comes from `GET nbdeploy/readiness`
+ * and every button starts a job of the server extension (see `request.ts`).
+ */
+import { CommandRegistry } from '@lumino/commands';
+import { Widget } from '@lumino/widgets';
+import { NotebookPanel } from '@jupyterlab/notebook';
+
+import { Item, Job, JobKind, Readiness } from './models';
+import {
+  NbdeployRequestError,
+  getJob,
+  getLog,
+  getReadiness,
+  startJob,
+  stopJob
+} from './request';
+
+const MARK: Record<string, string> = {
+  ok: '✓',
+  warning: '!',
+  missing: '○',
+  error: '✗'
+};
+const TITLES: Record<JobKind, string> = {
+  run: 'Run',
+  reproduce: 'Reproduce',
+  build: 'Build bundle',
+  verify: 'Verify',
+  serve: 'Serve'
+};
+const POLL_MS = 700;
+
+function el<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  attrs: Record<string, string> = {},
+  ...children: (Node | string | null)[]
+): HTMLElementTagNameMap[K] {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === 'class') {
+      node.className = v;
+    } else {
+      node.setAttribute(k, v);
+    }
+  }
+  for (const c of children) {
+    if (c !== null) {
+      node.append(c);
+    }
+  }
+  return node;
+}
+
+export class DeployPanel extends Widget {
+  constructor(private readonly commands: CommandRegistry) {
+    super();
+    this.id = 'nbdeploy-panel';
+    this.addClass('nbdeploy-panel');
+    this.title.caption = 'Deploy';
+    this._header = el('div', { class: 'nbdeploy-header' });
+    this._checklist = el('div', { class: 'nbdeploy-checklist' });
+    this._buttons = el('div', { class: 'nbdeploy-buttons' });
+    this._job = el('div', { class: 'nbdeploy-job' });
+    this.node.append(
+      el('h2', { class: 'nbdeploy-title' }, 'Deploy'),
+      this._header,
+      this._checklist,
+      this._buttons,
+      this._job
+    );
+    this._renderButtons();
+    this._renderHeader();
+  }
+
+  /** Follow another notebook (or none). */
+  setNotebook(panel: NotebookPanel | null): void {
+    if (this._notebook === panel) {
+      return;
+    }
+    this._notebook?.context.saveState.disconnect(this._onSaved, this);
+    this._notebook = panel;
+    panel?.context.saveState.connect(this._onSaved, this);
+    this._readiness = null;
+    this._renderHeader();
+    void this.refresh();
+  }
+
+  get notebookPath(): string | null {
+    return this._notebook?.context.path ?? null;
+  }
+
+  /** Re-read the checklist of the current notebook. */
+  async refresh(): Promise<void> {
+    const path = this.notebookPath;
+    if (!path) {
+      this._readiness = null;
+      this._checklist.replaceChildren(
+        el('p', { class: 'nbdeploy-empty' }, 'Open a notebook to see its handoff checklist.')
+      );
+      this._updateButtons();
+      return;
+    }
+    try {
+      const r = await getReadiness(path);
+      if (path === this.notebookPath) {
+        this._readiness = r;
+        this._renderChecklist(r);
+      }
+    } catch (e) {
+      this._checklist.replaceChildren(this._error(e));
+    }
+    this._updateButtons();
+  }
+
+  private _onSaved(_: unknown, state: string): void {
+    if (state === 'completed') {
+      void this.refresh();
+    }
+  }
+
+  // -- rendering -------------------------------------------------------------
+  private _renderHeader(): void {
+    const path = this.notebookPath;
+    const refresh = el('button', { class: 'nbdeploy-refresh jp-Button', title: 'Refresh' }, '↻');
+    refresh.onclick = () => void this.refresh();
+    this._header.replaceChildren(
+      el('span', { class: 'nbdeploy-notebook' }, path ?? 'no notebook'),
+      refresh
+    );
+  }
+
+  private _renderChecklist(r: Readiness): void {
+    const list = el('ul', { class: 'nbdeploy-items' });
+    for (const item of r.items) {
+      list.append(this._renderItem(item));
+    }
+    const verdict = el(
+      'p',
+      { class: `nbdeploy-verdict nbdeploy-${r.ready ? 'ok' : 'warning'}` },
+      r.ready ? 'Ready to hand off' : 'Not ready yet'
+    );
+    const stale = r.stale
+      ? el('p', { class: 'nbdeploy-stale' }, 'The notebook changed since it was last captured: run it again.')
+      : null;
+    this._checklist.replaceChildren(verdict, stale ?? '', list);
+  }
+
+  private _renderItem(item: Item): HTMLElement {
+    const li = el('li', {
+      class: `nbdeploy-item nbdeploy-${item.status}`,
+      'data-key': item.key,
+      'data-status': item.status
+    });
+    li.append(
+      el('span', { class: 'nbdeploy-mark' }, MARK[item.status] ?? '?'),
+      el('span', { class: 'nbdeploy-item-title' }, item.title),
+      el('span', { class: 'nbdeploy-summary' }, item.summary)
+    );
+    if (item.action && item.status !== 'ok') {
+      li.append(el('div', { class: 'nbdeploy-action' }, '→ ' + item.action));
+    }
+    if (item.details.length) {
+      const details = el('details', { class: 'nbdeploy-details' });
+      const hasError = item.details.some(d => d.status === 'error');
+      if (hasError) {
+        details.open = true;
+      }
+      details.append(el('summary', {}, `${item.details.length} detail(s)`));
+      const table = el('table', {});
+      for (const d of item.details) {
+        const label: Node = d.path
+          ? this._link(d.label, d.path)
+          : document.createTextNode(d.label);
+        table.append(
+          el(
+            'tr',
+            { class: `nbdeploy-detail nbdeploy-${d.status}` },
+            el('td', {}, label),
+            el('td', {}, d.value),
+            el('td', { class: 'nbdeploy-note' }, d.note)
+          )
+        );
+      }
+      details.append(table);
+      li.append(details);
+    }
+    return li;
+  }
+
+  private _link(text: string, path: string, cls = ''): HTMLElement {
+    const a = el('a', { href: '#', class: `nbdeploy-link ${cls}`, title: path, 'data-path': path }, text);
+    a.onclick = (ev: Event) => {
+      ev.preventDefault();
+      void this._open(path);
+    };
+    return a;
+  }
+
+  private async _open(path: string): Promise<void> {
+    if (path.endsWith('.md')) {
+      // rendered read-only: opening a bundle file in an editor would add a checkpoint to it
+      await this.commands.execute('nbdeploy:open-readme', { path });
+    } else if (/\.[a-z]+$/i.test(path.split('/').pop() ?? '')) {
+      await this.commands.execute('docmanager:open', { path });
+    } else {
+      await this.commands.execute('filebrowser:go-to-path', { path, dontShowBrowser: false });
+    }
+  }
+
+  private _renderButtons(): void {
+    const mk = (action: string, label: string, onclick: () => void): HTMLButtonElement => {
+      const b = el('button', { class: 'jp-Button nbdeploy-button', 'data-action': action }, label);
+      b.onclick = onclick;
+      return b;
+    };
+    const row1 = el('div', { class: 'nbdeploy-row' });
+    for (const kind of ['run', 'reproduce', 'build', 'verify', 'serve'] as JobKind[]) {
+      row1.append(mk(kind, TITLES[kind], () => void this.start(kind)));
+    }
+    row1.append(mk('stop', 'Stop', () => void this.stop()));
+    const row2 = el('div', { class: 'nbdeploy-row' });
+    row2.append(
+      mk('mark-parameters', 'Mark selected cell as parameters', () =>
+        void this.commands.execute('nbdeploy:mark-parameters')
+      )
+    );
+    this._buttons.replaceChildren(row1, row2);
+    this._updateButtons();
+  }
+
+  private _updateButtons(): void {
+    const running = this._current?.state === 'running';
+    const hasNb = !!this.notebookPath;
+    const bundle = this._bundlePath();
+    for (const b of Array.from(this._buttons.querySelectorAll('button'))) {
+      const action = b.dataset.action;
+      let enabled = hasNb && !running;
+      if (action === 'verify' || action === 'serve') {
+        enabled = enabled && !!bundle;
+      } else if (action === 'stop') {
+        enabled = running;
+      }
+      b.disabled = !enabled;
+    }
+  }
+
+  /** The bundle of the last build job, else the notebook's last bundle from the checklist. */
+  private _bundlePath(): string | null {
+    const built = this._lastBundle;
+    if (built) {
+      return built;
+    }
+    const item = this._readiness?.items.find(i => i.key === 'bundle');
+    return item?.details.find(d => d.label === 'bundle')?.path ?? null;
+  }
+
+  // -- jobs --------------------------------------------------------------------
+  async start(kind: JobKind): Promise<void> {
+    const nb = this._notebook;
+    if (!nb) {
+      return;
+    }
+    if (nb.context.model.dirty) {
+      await nb.context.save();
+    }
+    const path = kind === 'verify' || kind === 'serve' ? this._bundlePath() : nb.context.path;
+    if (!path) {
+      return;
+    }
+    try {
+      const job = await startJob({ kind, path, force: kind === 'build' });
+      this._follow(job);
+    } catch (e) {
+      this._job.replaceChildren(this._error(e));
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this._current) {
+      try {
+        this._update(await stopJob(this._current.id));
+      } catch (e) {
+        this._job.replaceChildren(this._error(e));
+      }
+    }
+  }
+
+  private _follow(job: Job): void {
+    this._current = job;
+    this._logText = '';
+    this._logOffset = 0;
+    this._update(job);
+    window.clearTimeout(this._timer);
+    const tick = async (): Promise<void> => {
+      if (this._current?.id !== job.id) {
+        return;
+      }
+      try {
+        const chunk = await getLog(job.id, this._logOffset);
+        this._logText += chunk.text;
+        this._logOffset = chunk.next_offset;
+        const now = await getJob(job.id);
+        this._update(now);
+        if (now.state !== 'running' && chunk.complete) {
+          await this._finished(now);
+          return;
+        }
+      } catch (e) {
+        this._job.append(this._error(e));
+        return;
+      }
+      this._timer = window.setTimeout(() => void tick(), POLL_MS);
+    };
+    this._timer = window.setTimeout(() => void tick(), POLL_MS);
+  }
+
+  private async _finished(job: Job): Promise<void> {
+    if (job.state === 'succeeded' && job.kind === 'build' && job.result?.bundle) {
+      this._lastBundle = job.result.bundle;
+      if (job.result.readme) {
+        await this._open(job.result.readme);
+      }
+    }
+    this._updateButtons();
+    await this.refresh();
+  }
+
+  private _update(job: Job): void {
+    this._current = job;
+    const pct = job.progress === null ? null : Math.round(job.progress * 100);
+    const progress = el('progress', { class: 'nbdeploy-progress', max: '100' });
+    if (pct !== null) {
+      progress.value = pct;
+    }
+    const head = el(
+      'div',
+      { class: 'nbdeploy-job-head' },
+      el('strong', {}, TITLES[job.kind]),
+      ` ${job.path} — `,
+      el('span', { class: `nbdeploy-state nbdeploy-state-${job.state}` }, job.state)
+    );
+    const step = el('div', { class: 'nbdeploy-step' }, job.step || (job.state === 'running' ? 'starting…' : ''));
+    const log = el('pre', { class: 'nbdeploy-log' }, this._logText.split('\n').slice(-200).join('\n'));
+    const parts: (Node | string)[] = [head];
+    if (job.state === 'running') {
+      parts.push(progress);
+    }
+    parts.push(step);
+    const result = this._result(job);
+    if (result) {
+      parts.push(result);
+    }
+    if (job.error) {
+      parts.push(el('div', { class: 'nbdeploy-job-error nbdeploy-error' }, job.error));
+    }
+    parts.push(el('details', { class: 'nbdeploy-log-box', open: '' }, el('summary', {}, 'Log'), log));
+    this._job.replaceChildren(...parts);
+    this._job.dataset.state = job.state;
+    this._job.dataset.kind = job.kind;
+    log.scrollTop = log.scrollHeight;
+    this._updateButtons();
+  }
+
+  private _result(job: Job): HTMLElement | null {
+    const r = job.result;
+    if (!r) {
+      return null;
+    }
+    const box = el('div', { class: `nbdeploy-result nbdeploy-${r.ok ? 'ok' : 'error'}` });
+    if (r.summary) {
+      box.append(el('div', { class: 'nbdeploy-result-summary' }, r.summary));
+    }
+    if (r.bundle) {
+      box.append(el('div', {}, 'Bundle: ', this._link(r.bundle, r.bundle, 'nbdeploy-bundle-link')));
+    }
+    if (r.readme) {
+      box.append(el('div', {}, 'README: ', this._link(r.readme, r.readme, 'nbdeploy-readme-link')));
+    }
+    if (r.url) {
+      box.append(
+        el('div', {}, 'API: ', el('a', { href: r.url, target: '_blank', class: 'nbdeploy-api-url' }, r.url))
+      );
+    }
+    if (r.curl) {
+      box.append(el('pre', { class: 'nbdeploy-curl' }, r.curl));
+    }
+    return box;
+  }
+
+  private _error(e: unknown): HTMLElement {
+    const msg = e instanceof NbdeployRequestError ? e.message + (e.hint ? ` (${e.hint})` : '') : String(e);
+    return el('div', { class: 'nbdeploy-error nbdeploy-request-error' }, msg);
+  }
+
+  dispose(): void {
+    window.clearTimeout(this._timer);
+    super.dispose();
+  }
+
+  private _notebook: NotebookPanel | null = null;
+  private _readiness: Readiness | null = null;
+  private _current: Job | null = null;
+  private _lastBundle: string | null = null;
+  private _logText = '';
+  private _logOffset = 0;
+  private _timer = 0;
+  private readonly _header: HTMLElement;
+  private readonly _checklist: HTMLElement;
+  private readonly _buttons: HTMLElement;
+  private readonly _job: HTMLElement;
+}

@@ -1,0 +1,90 @@
+/**
+ * The one module that talks to the nbdeploy server extension (`{baseUrl}nbdeploy/...`).
+ * Types come from `models.ts`, generated from the Python REST models.
+ */
+import { URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
+
+import {
+  BundleInfo,
+  ErrorBody,
+  Job,
+  JobRequest,
+  LogChunk,
+  Readiness
+} from './models';
+
+/** An error answered by the server extension (its JSON body), or a network failure. */
+export class NbdeployRequestError extends Error {
+  constructor(
+    message: string,
+    readonly status: number,
+    readonly hint: string | null = null
+  ) {
+    super(message);
+  }
+}
+
+async function requestAPI<T>(
+  endpoint: string,
+  init: RequestInit = {},
+  query: Record<string, string> = {}
+): Promise<T> {
+  const settings = ServerConnection.makeSettings();
+  const qs = new URLSearchParams(query).toString();
+  const url =
+    URLExt.join(settings.baseUrl, 'nbdeploy', endpoint) + (qs ? `?${qs}` : '');
+  let response: Response;
+  try {
+    response = await ServerConnection.makeRequest(url, init, settings);
+  } catch (error) {
+    throw new NbdeployRequestError(`cannot reach the server: ${error}`, 0);
+  }
+  const text = await response.text();
+  let body: unknown = null;
+  try {
+    body = text ? JSON.parse(text) : null;
+  } catch {
+    body = null;
+  }
+  if (!response.ok) {
+    const err = (body ?? {}) as Partial<ErrorBody>;
+    throw new NbdeployRequestError(
+      err.message || `${response.status} ${response.statusText}`,
+      response.status,
+      err.hint ?? null
+    );
+  }
+  return body as T;
+}
+
+export function getReadiness(path: string): Promise<Readiness> {
+  return requestAPI<Readiness>('readiness', {}, { path });
+}
+
+export function listBundles(path = ''): Promise<BundleInfo[]> {
+  return requestAPI<BundleInfo[]>('bundles', {}, path ? { path } : {});
+}
+
+export function startJob(request: JobRequest): Promise<Job> {
+  return requestAPI<Job>('jobs', {
+    method: 'POST',
+    body: JSON.stringify(request)
+  });
+}
+
+export function listJobs(): Promise<Job[]> {
+  return requestAPI<Job[]>('jobs');
+}
+
+export function getJob(id: string): Promise<Job> {
+  return requestAPI<Job>(`jobs/${id}`);
+}
+
+export function stopJob(id: string): Promise<Job> {
+  return requestAPI<Job>(`jobs/${id}`, { method: 'DELETE' });
+}
+
+export function getLog(id: string, offset: number): Promise<LogChunk> {
+  return requestAPI<LogChunk>(`jobs/${id}/log`, {}, { offset: String(offset) });
+}
