@@ -57,7 +57,9 @@ def start_container(engine: Engine, image: str, *, port: int | None = None,
                     name: str | None = None) -> RunningContainer:
     port = port or free_port()
     name = name or f"nbdeploy-verify-{secrets.token_hex(4)}"
-    cmd = engine.cmd("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:{CONTAINER_PORT}")
+    # --no-healthcheck: readiness is polled here; podman would otherwise want systemd timers
+    cmd = engine.cmd("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:{CONTAINER_PORT}",
+                     "--no-healthcheck")
     for k, v in (env or {}).items():
         cmd += ["-e", f"{k}={v}"]
     cmd += [*run_flags, image]
