@@ -49,9 +49,17 @@ ENV PYTHONDONTWRITEBYTECODE=1 \\
     NBDEPLOY_LOG_PATH=/app/logs/requests.jsonl
 
 WORKDIR /app
+# PIP_CERT: a CA bundle path for pip during the build only (`nbdeploy image --ca-bundle`)
+ARG PIP_CERT
+# a virtual environment, so the same steps work on the official python image and on a
+# Debian python3 base (`nbdeploy base-image`; PEP 668 forbids pip into its system Python)
+RUN python3 -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
 # the lock only, without resolving anything else: what verify proved is what runs
 COPY requirements.lock ./
-RUN python -m pip install --no-deps -r requirements.lock
+# (test suites shipped inside wheels are never imported by the API: dropped to keep the image small)
+RUN python -m pip install --no-deps -r requirements.lock \\
+    && find /opt/venv/lib -depth -type d -name tests -prune -exec rm -rf {{}} +
 
 RUN groupadd --gid {UID} app \\
     && useradd --uid {UID} --gid {UID} --no-create-home --home-dir /app --shell /usr/sbin/nologin app \\
@@ -140,4 +148,14 @@ def k8s_files(name: str, version: str, model_bytes: int) -> dict[str, str]:
     docs = {"deployment.yaml": deployment(name, version, model_bytes),
             "service.yaml": service(name, version),
             "hpa.yaml": autoscaler(name, version)}
+    # completed for spiky load by nbdeploy.container.k8s: a startup probe, HPA scaling
+    # behaviour, a PodDisruptionBudget, and the optional KServe variant (k8s/kserve/, not
+    # applied by `kubectl apply -f k8s/`)
+    from ..container import k8s as spiky
+
+    n, image = k8s_name(name), f"{k8s_name(name)}:{version}"
+    docs["deployment.yaml"] = spiky.complete_deployment(docs["deployment.yaml"])
+    docs["hpa.yaml"]["spec"]["behavior"] = spiky.hpa(n)["spec"]["behavior"]
+    docs["pdb.yaml"] = spiky.pod_disruption_budget(n)
+    docs["kserve/inferenceservice.yaml"] = spiky.inference_service(n, image)
     return {f: yaml.safe_dump(d, sort_keys=False) for f, d in docs.items()}

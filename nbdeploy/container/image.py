@@ -188,6 +188,7 @@ def inspect_image(engine: Engine, tag: str) -> ImageInfo:
                     f"inspecting image {tag}").stdout
         size = _size(json.loads(sizes)[0].get("size", 0)) if sizes.strip() else 0
         labels = (doc.get("OCIv1") or {}).get("config", {}).get("Labels") or {}
+        image_id = image_id if image_id.startswith("sha256:") else f"sha256:{image_id}"
         return ImageInfo(tag, image_id, doc.get("FromImageDigest", ""), size, labels)
     out = run(engine.cmd("image", "inspect", tag), f"inspecting image {tag}")
     doc = json.loads(out.stdout)[0]

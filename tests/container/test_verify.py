@@ -85,3 +85,9 @@ def test_magic_verify_container(ipshell, engine: Engine, opts: ContainerOptions,
     assert f"image {default_tag(mini_bundle)} (built" in out
     assert f"image {default_tag(mini_bundle)} (reused" in out
     assert "bundle tests against the container: PASSED" in out
+
+
+def test_buildah_builds_and_podman_runs(engine: Engine, opts: ContainerOptions, mini_bundle: Path):
+    result = verify_container(mini_bundle, replace(opts, engine="buildah"))
+    assert result.passed and result.image.engine == "buildah"
+    assert result.image.image_id.startswith("sha256:") and result.image.size_bytes > 50e6
