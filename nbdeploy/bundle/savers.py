@@ -24,6 +24,9 @@ from typing import Any
 
 from ..errors import ModelError
 
+#: standard-library containers that hold data only (MLflow trusts OrderedDict for LightGBM too)
+STDLIB_DATA_TYPES = {"collections.OrderedDict", "collections.defaultdict", "collections.Counter"}
+
 
 def trusted_types(untrusted: list[str], allowed_dists: set[str], project_dir: Path) -> list[str]:
     """``untrusted``, once each type is checked against where it comes from."""
@@ -32,6 +35,8 @@ def trusted_types(untrusted: list[str], allowed_dists: set[str], project_dir: Pa
     bad = []
     for name in untrusted:
         top = name.split(".")[0]
+        if name in STDLIB_DATA_TYPES:
+            continue
         if top == "__main__":
             bad.append(f"{name} (defined in the notebook itself)")
             continue

@@ -1,0 +1,65 @@
+"""Fast checks of model resolution and the skops trust policy (no kernel)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nbdeploy.bundle import models
+from nbdeploy.bundle.savers import trusted_types
+from nbdeploy.errors import ModelError
+
+
+@pytest.fixture
+def xy():
+    X = pd.DataFrame({"a": np.arange(20.0), "b": np.arange(20.0) % 3})
+    return X, X["a"] * 2 + X["b"]
+
+
+def test_pipeline_parts_are_not_candidates(xy):
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = xy
+    ridge = Ridge()
+    pipe = make_pipeline(StandardScaler(), ridge).fit(X, y)
+    found = models.find_models({"pipe": pipe, "ridge": ridge, "_hidden": Ridge().fit(X, y),
+                                "unfitted": Ridge(), "X": X})
+    assert list(found) == ["pipe"]
+    assert models.input_columns(pipe) == ["a", "b"]
+
+
+def test_choose_lists_candidates(xy):
+    from sklearn.linear_model import LinearRegression, Ridge
+
+    X, y = xy
+    ns = {"m1": Ridge().fit(X, y), "m2": LinearRegression().fit(X, y)}
+    with pytest.raises(ModelError, match=r"m1 \(Ridge\), m2 \(LinearRegression\)"):
+        models.choose_model(ns, None)
+    assert models.choose_model(ns, "m2")[0] == "m2"
+
+
+def test_unfitted_and_unsupported():
+    from sklearn.linear_model import Ridge
+
+    with pytest.raises(ModelError, match="not fitted"):
+        models.check_supported("r", Ridge())
+    with pytest.raises(ModelError, match="no predict"):
+        models.check_supported("x", object())
+    assert models.flavor_of(type("P", (), {"predict": lambda self, x: x})()) == "pyfunc"
+
+
+def test_trust_policy(tmp_path: Path):
+    allowed = {"scikit-learn", "numpy"}
+    assert trusted_types(["sklearn.tree._tree.Tree", "collections.OrderedDict"], allowed, tmp_path) == [
+        "collections.OrderedDict", "sklearn.tree._tree.Tree"]
+    with pytest.raises(ModelError, match="defined in the notebook itself"):
+        trusted_types(["__main__.MyTransformer"], allowed, tmp_path)
+    with pytest.raises(ModelError, match="which the notebook does not use"):
+        trusted_types(["pandas.core.frame.DataFrame"], allowed, tmp_path)
+    with pytest.raises(ModelError, match="builtins.eval"):
+        trusted_types(["builtins.eval"], allowed, tmp_path)
