@@ -53,8 +53,30 @@ def _flat(v: Any) -> list:
     return out
 
 
-def compare_predictions(base_dir: str | None, run_dir: str, rtol: float, atol: float) -> Any:
-    """A :class:`~.reproduce.Check` for the predictions, or None when no model is registered."""
+def _bundle_golden(notebook: str | Path | None, example: str) -> tuple[dict | None, str]:
+    """The golden predictions of the notebook's bundle, when they are on the same example."""
+    if notebook is None:
+        return None, ""
+    try:
+        from ..bundle.build import default_output
+        from ..state import read_json
+
+        path = default_output(Path(notebook)) / "tests" / "golden.json"
+        golden = read_json(path) if path.is_file() else None
+    except Exception:  # no bundle module or an unreadable bundle: nothing to compare with
+        return None, ""
+    if not golden or golden.get("source") != example:
+        return None, ""
+    return {"predictions": golden.get("predictions", [])}, f"the bundle's golden predictions ({path})"
+
+
+def compare_predictions(base_dir: str | None, run_dir: str, rtol: float, atol: float,
+                        notebook: str | Path | None = None) -> Any:
+    """A :class:`~.reproduce.Check` for the predictions, or None when no model is registered.
+
+    The expected predictions are the baseline run's, else those of the notebook's
+    bundle (``tests/golden.json``) when it was built on the same example.
+    """
     from ..state import read_json
     from .reproduce import DIFFERED, MATCHED, SKIPPED, Check
 
@@ -64,10 +86,14 @@ def compare_predictions(base_dir: str | None, run_dir: str, rtol: float, atol: f
     after = read_json(new)
     name = f"{after['variable']} on {after['example']}"
     old = Path(base_dir) / PREDICTIONS if base_dir else None
-    if old is None or not old.exists():
-        return Check("prediction", name, SKIPPED, detail="the baseline saved no predictions "
-                     "(compare against a job run with --run RUN_ID)")
-    before = read_json(old)
+    source = "the baseline run's predictions"
+    if old is not None and old.exists():
+        before = read_json(old)
+    else:
+        before, source = _bundle_golden(notebook, after["example"])
+        if before is None:
+            return Check("prediction", name, SKIPPED, detail="the baseline saved no predictions "
+                         "and no bundle was built (compare against a job run with --run RUN_ID)")
     if "error" in after or "error" in before:
         return Check("prediction", name, DIFFERED, detail=after.get("error") or before.get("error"))
     a, b = _flat(before["predictions"]), _flat(after["predictions"])
@@ -84,6 +110,6 @@ def compare_predictions(base_dir: str | None, run_dir: str, rtol: float, atol: f
             diffs += 1
     if diffs:
         return Check("prediction", name, DIFFERED, detail=f"{diffs} of {len(a)} predictions differ"
-                     f" (largest absolute difference {worst:.6g})")
+                     f" from {source} (largest absolute difference {worst:.6g})")
     return Check("prediction", name, MATCHED, detail=f"all {len(a)} predictions equal "
-                 f"(rtol {rtol:g})")
+                 f"{source} (rtol {rtol:g})")

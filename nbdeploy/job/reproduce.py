@@ -194,7 +194,7 @@ def reproduce(notebook: str | Path, *, run_id: str | None = None, rtol: float = 
     report.checks += compare_files("read", base.lineage, rec.lineage)
     report.checks += compare_files("write", base.lineage, rec.lineage)
     report.checks += compare_metrics(base.metrics, rec.metrics, rtol, atol)
-    pred = compare_predictions(base.run_dir, rec.run_dir, rtol, atol)
+    pred = compare_predictions(base.run_dir, rec.run_dir, rtol, atol, src)
     if pred is not None:
         report.checks.append(pred)
     atomic_write_json(Path(rec.run_dir) / "reproduce.json", report.to_dict())
