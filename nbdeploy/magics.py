@@ -219,11 +219,27 @@ class DeployMagics(Magics):
         if args.mode == "interactive":
             print(f"nbdeploy: capturing {nb.name} -> {s.state.root}")
 
+    def _widgets(self) -> bool:
+        from .widgets import available
+
+        return bool(self.widgets) and available(self.shell)
+
     def _do_status(self, args: argparse.Namespace) -> Any:
+        from .readiness import readiness, readiness_text
         from .render import status_view
 
         s = self._session()
-        return status_view(s.sync(), str(s.state.root))
+        view = status_view(s.sync(), str(s.state.root))
+        ready = readiness(s.notebook)
+        if self._widgets():
+            from IPython.display import display
+
+            from .widgets import checklist
+
+            display(checklist(ready))
+        else:
+            print(readiness_text(ready) + "\n")
+        return view
 
     def _do_deps(self, args: argparse.Namespace) -> Any:
         from .render import deps_view
@@ -263,10 +279,45 @@ class DeployMagics(Magics):
     def _do_build(self, args: argparse.Namespace) -> None:
         from .bundle import build_bundle
 
-        result = build_bundle(self._notebook(), output=args.output, model=args.model,
-                              cli_params=[tuple(p) for p in args.param], force=args.force,
-                              progress=lambda line: print(line, flush=True))
-        print(result.text())
+        ui = self._progress("Build bundle")
+        try:
+            result = build_bundle(self._notebook(), output=args.output, model=args.model,
+                                  cli_params=[tuple(p) for p in args.param], force=args.force,
+                                  progress=ui or (lambda line: print(line, flush=True)))
+        except Exception as exc:
+            if ui is not None:
+                ui.finish(False, f"<b style='color:#c62828'>build failed</b>: {exc}")
+            raise
+        if ui is None:
+            print(result.text())
+            return
+        from .widgets import build_summary
+
+        ui.finish(True, build_summary(result, self._notebook()))
+        self._show_checklist()
+
+    def _progress(self, title: str) -> Any:
+        """A StepProgress widget on display, or None for plain-text output."""
+        if not self._widgets():
+            return None
+        from IPython.display import display
+
+        from .widgets import StepProgress
+
+        ui = StepProgress(title)
+        display(ui)
+        return ui
+
+    def _show_checklist(self) -> None:
+        from IPython.display import display
+
+        from .readiness import readiness
+        from .widgets import checklist
+
+        try:
+            display(checklist(readiness(self._notebook())))
+        except NbdeployError:
+            pass
 
     def _do_verify(self, args: argparse.Namespace) -> None:
         from .bundle import verify_bundle
@@ -275,9 +326,19 @@ class DeployMagics(Magics):
         bundle = Path(args.bundle) if args.bundle else default_output(self._notebook())
         if args.container:
             return self._verify_container(bundle, args)
+        ui = self._progress("Verify")
         report = verify_bundle(bundle, installer="pip" if args.pip else "auto",
-                               progress=lambda line: print(line, flush=True))
-        print(report.text(checks=False))
+                               progress=ui or (lambda line: print(line, flush=True)))
+        from .readiness import record_verify
+
+        record_verify(bundle, report.ok, report.failure or "verified")
+        if ui is None:
+            print(report.text(checks=False))
+        else:
+            from .widgets import verify_summary
+
+            ui.finish(report.ok, verify_summary(report, self._notebook()))
+            self._show_checklist()
         if not report.ok:
             raise UsageError(f"%deploy verify: {report.failure}")
 
@@ -359,5 +420,11 @@ class DeployMagics(Magics):
 
         result = run_batch(self._job_notebook(), args.grid, workers=args.workers,
                            scheduler=args.scheduler, force=args.force,
-                           progress=progress.widget_bar() if self.widgets else progress.lines())
+                           progress=progress.widget_bar() if self._widgets() else progress.lines())
+        if self._widgets():
+            from IPython.display import display
+
+            from .widgets import batch_summary, summary
+
+            display(summary(batch_summary(result)))
         return result.view()

@@ -234,17 +234,45 @@ def find_bundles(folder: str | Path, depth: int = 2) -> list[dict]:
     return sorted(found, key=lambda b: b.get("created") or "", reverse=True)
 
 
-def verify_result(bundle: str | Path) -> dict | None:
-    """The last verify report of a bundle, when verify recorded one."""
+def _verify_path(bundle: Path) -> Path:
     from .state import STATE_DIRNAME
 
-    bundle = Path(bundle)
-    for p in (bundle.parent / STATE_DIRNAME / "verify" / f"{bundle.name}.json",
-              bundle / ".verify.json"):
-        doc = _load_json(p)
-        if doc is not None:
-            return doc
-    return None
+    return bundle.parent / STATE_DIRNAME / "verify" / f"{bundle.name}.json"
+
+
+def _manifest_digest(bundle: Path) -> str | None:
+    from .capture.hashing import sha256_file
+
+    try:
+        return sha256_file(bundle / MANIFEST)[0]
+    except OSError:
+        return None
+
+
+def record_verify(bundle: str | Path, ok: bool, summary: str) -> Path:
+    """Remember the outcome of verifying ``bundle`` (beside it, in ``.nbdeploy/verify/``).
+
+    Keyed by the manifest's hash: a bundle rebuilt after it was verified is not verified.
+    """
+    import datetime as dt
+
+    from .state import atomic_write_json
+
+    bundle = Path(bundle).resolve()
+    path = _verify_path(bundle)
+    atomic_write_json(path, {"bundle": str(bundle), "ok": ok, "summary": summary,
+                             "manifest_sha256": _manifest_digest(bundle),
+                             "verified": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
+    return path
+
+
+def verify_result(bundle: str | Path) -> dict | None:
+    """The last verify outcome of this very bundle (same manifest), or None."""
+    bundle = Path(bundle).resolve()
+    doc = _load_json(_verify_path(bundle))
+    if doc is None or doc.get("manifest_sha256") != _manifest_digest(bundle):
+        return None
+    return doc
 
 
 def latest_bundle(state: NotebookState) -> dict | None:
@@ -281,11 +309,21 @@ def _bundle_item(state: NotebookState) -> Item:
     return Item("bundle", "Bundle and verify", "ok", f"{path.name}: verified", details=details)
 
 
+def latest_record(state: NotebookState) -> dict | None:
+    """The newest capture record: the live session's, or the last completed run's."""
+    candidates = [_load_json(state.capture_path)]
+    run = latest_run(state)
+    if run is not None and run.get("status") == "completed" and run.get("run_dir"):
+        candidates.append(_load_json(Path(run["run_dir"]) / "capture.json"))
+    records = [r for r in candidates if r is not None]
+    return max(records, key=lambda r: str(r.get("updated") or "")) if records else None
+
+
 def readiness(notebook: str | Path) -> Readiness:
     """The handoff-readiness checklist of ``notebook`` (raises ``NotebookInputError``)."""
     nb = load_notebook(notebook)
     state = NotebookState.for_notebook(notebook)
-    record = _load_json(state.capture_path)
+    record = latest_record(state)
     stale = False
     if record is not None:
         from .capture.hashing import sha256_file

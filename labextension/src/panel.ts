@@ -144,7 +144,7 @@ export class DeployPanel extends Widget {
       r.ready ? 'Ready to hand off' : 'Not ready yet'
     );
     const stale = r.stale
-      ? el('p', { class: 'nbdeploy-stale' }, 'The notebook changed since it was last captured: run it again.')
+      ? el('p', { class: 'nbdeploy-stale' }, 'The notebook file changed since it was last captured.')
       : null;
     this._checklist.replaceChildren(verdict, stale ?? '', list);
   }

@@ -191,10 +191,10 @@ class JobManager:
 
     @staticmethod
     def _error_line(run: _Running) -> str:
-        for line in reversed(run.last_lines):
-            for prefix in ("nbdeploy: error: ", "error: "):
+        for prefix in ("nbdeploy: error: ", "error: ", "FAIL "):
+            for line in reversed(run.last_lines):
                 if line.startswith(prefix):
-                    return line[len(prefix):]
+                    return line[len(prefix):].strip()
         return run.last_lines[-1] if run.last_lines else f"exit code {run.job.returncode}"
 
     async def _wait_ready(self, run: _Running) -> None:
@@ -228,6 +228,10 @@ class JobManager:
             res.curl = (f"curl -s -X POST {res.url}/invocations "
                         f"-H 'Content-Type: application/json' -d {data}")
             res.summary = f"serving {run.bundle.name if run.bundle else ''} at {res.url}"
+        if job.kind == "verify" and run.bundle is not None and job.state in ("succeeded", "failed"):
+            from ..readiness import record_verify
+
+            record_verify(run.bundle, job.state == "succeeded", summary)
         if job.kind in ("run", "reproduce"):
             from ..readiness import latest_run
             from ..state import NotebookState
