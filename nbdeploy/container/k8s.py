@@ -236,3 +236,46 @@ def write_k8s_manifests(folder: str | Path, name: str, image: str,
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
         written.append(path)
     return written
+
+
+def write_bundle_k8s(bundle: str | Path, *, image: str | None = None,
+                     opts: K8sOptions = K8sOptions(), kserve: bool | None = None) -> list[Path]:
+    """Point ``BUNDLE/k8s/`` at ``image`` (e.g. the pushed registry reference) with ``opts``.
+
+    The bundle's Deployment keeps its own settings (security context, volumes, sizing) and
+    gets the image, the replica count and any missing probes; the HPA, PDB and KServe
+    variant are written from ``opts``; the Service is kept. The bundle manifest's checksums
+    of these files then differ, as for any deployment-time edit.
+    """
+    import json
+
+    import yaml
+
+    from ..errors import BundleError
+
+    root = Path(bundle)
+    try:
+        doc = json.loads((root / "nbdeploy.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{root} is not a bundle: {exc}", hint="pass a bundle folder") from None
+    name = k8s_name(str(doc.get("name") or root.name))
+    image = image or f"{name}:{doc.get('version') or 'latest'}"
+    folder = root / "k8s"
+    docs = k8s_manifests(name, image, opts, kserve=kserve)
+    dep_path = folder / "deployment.yaml"
+    if dep_path.is_file():
+        dep = yaml.safe_load(dep_path.read_text()) or {}
+        containers = dep.get("spec", {}).get("template", {}).get("spec", {}).get("containers")
+        if containers:
+            containers[0]["image"] = image
+            dep["spec"]["replicas"] = opts.replicas
+            docs["deployment.yaml"] = complete_deployment(dep, opts)
+    if (folder / "service.yaml").is_file():
+        docs.pop("service.yaml")
+    written = []
+    for rel, doc in docs.items():
+        path = folder / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        written.append(path)
+    return written
