@@ -203,6 +203,34 @@ def _container_setup(args: argparse.Namespace) -> int:
     return 0 if report.ok or report.written else 1
 
 
+def _k8s_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bundle", help="the bundle folder")
+    p.add_argument("--image", help="image reference for the manifests (default: NAME:VERSION)")
+    p.add_argument("--min-replicas", type=int, default=2)
+    p.add_argument("--max-replicas", type=int, default=10)
+    p.add_argument("--cpu-target", type=int, default=70, metavar="PERCENT",
+                   help="HPA target CPU utilization")
+    p.add_argument("--min-available", default="1", help="PodDisruptionBudget minAvailable")
+    p.add_argument("--kserve", action="store_true", help="also write k8s/kserve/inferenceservice.yaml")
+    p.add_argument("--canary", type=int, metavar="PERCENT",
+                   help="KServe canaryTrafficPercent (implies --kserve)")
+
+
+@command("k8s", "rewrite the bundle's k8s/ manifests (image, HPA, PDB, optional KServe canary)",
+         _k8s_args)
+def _k8s(args: argparse.Namespace) -> int:
+    from .container.k8s import K8sOptions, write_bundle_k8s
+
+    min_available = int(args.min_available) if args.min_available.isdigit() else args.min_available
+    opts = K8sOptions(replicas=args.min_replicas, min_replicas=args.min_replicas,
+                      max_replicas=args.max_replicas, cpu_target_percent=args.cpu_target,
+                      min_available=min_available, canary_traffic_percent=args.canary)
+    for path in write_bundle_k8s(args.bundle, image=args.image, opts=opts,
+                                 kserve=True if args.kserve else None):
+        print(f"wrote {path}")
+    return 0
+
+
 def _verify_container(args: argparse.Namespace) -> int:
     from .container.options import from_args
     from .container.verify import verify_container
