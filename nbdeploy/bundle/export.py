@@ -155,6 +155,7 @@ def export_model(shell: Any, out_dir: str | Path, variable: str | None = None) -
         raise ModelError("capture is not on in this kernel", hint="run %deploy init first")
     out = Path(out_dir).resolve()
     record = session.sync()
+    marks = {"sync": time.perf_counter() - started}
     named = session.model or {}
     variable = variable or named.get("variable")
     example_expr = named.get("example") if named.get("variable") == variable else None
@@ -178,6 +179,7 @@ def export_model(shell: Any, out_dir: str | Path, variable: str | None = None) -
         predictions = models.predict_fn(obj, flavor)(example)
     except Exception as exc:
         raise ModelError(f"{variable}.predict(example) raised {type(exc).__name__}: {exc}") from None
+    marks["model_and_example"] = time.perf_counter() - started
     modules = models.class_modules(obj)
     model_dists, project = _distributions(modules, session.project_dir)
     direct = {d: set() for d in model_dists | FLAVOR_DISTS[flavor] | set(RUNTIME)}
@@ -186,6 +188,7 @@ def export_model(shell: Any, out_dir: str | Path, variable: str | None = None) -
         d["name"].lower() for d in record.get("lock", [])}
     requirements = sorted(f"{p.name}=={p.version}" for p in lock.packages.values()
                           if p.name.lower() in {d.lower() for d in direct})
+    marks["serving_lock"] = time.perf_counter() - started
     if flavor == "pyfunc":
         with warnings.catch_warnings(), _quiet():
             warnings.simplefilter("ignore")
@@ -213,6 +216,7 @@ def export_model(shell: Any, out_dir: str | Path, variable: str | None = None) -
         "model_data": facts, "serialization": facts["serialization"],
         "trusted_types": facts["trusted_types"], "requirements": requirements,
         "seconds": round(time.perf_counter() - started, 3),
+        "timings": {k: round(v, 3) for k, v in marks.items()},
     }
     atomic_write_json(out / "export.json", doc)
     return doc
