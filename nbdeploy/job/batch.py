@@ -1,7 +1,8 @@
 """A grid of parameter sets, run in parallel on Dask distributed.
 
 ``run_batch`` checks every parameter set before any kernel starts, then submits
-one job per set to a ``LocalCluster`` (default) or to the scheduler at
+one job per set to a ``LocalCluster`` of ``workers`` in-process workers (default)
+or to the scheduler at
 ``scheduler`` (workers must see the notebook's folder at the same path). One
 failed run does not stop the others. Results go to
 ``.nbdeploy/<notebook>/batches/<name>/results.csv`` (and ``batch.json``), updated
@@ -188,8 +189,11 @@ def _client(workers: int, scheduler: str | None) -> tuple[Any, Any]:
         except OSError as exc:
             raise NbdeployError(f"cannot reach the Dask scheduler at {scheduler}: {exc}",
                                 hint="start one with `dask scheduler` or drop --scheduler") from None
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None, host="127.0.0.1")
+    # The work happens in kernel subprocesses; a worker only drives one through
+    # papermill. In-process workers (threads) do that as well as worker processes
+    # and save starting and importing a Python interpreter per worker (seconds).
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=False,
+                           dashboard_address=None)
     return Client(cluster), cluster
 
 
