@@ -1,0 +1,49 @@
+"""The thin front ends: `nbdeploy build/verify` exit codes and `%deploy build/verify` usage errors."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from IPython.core.error import UsageError
+
+from nbdeploy.cli import main
+
+from .conftest import READ, make_notebook
+
+
+def test_cli_build_refuses_an_existing_target(tmp_path, capsys):
+    nb = make_notebook(tmp_path / "nb.ipynb", READ)
+    (tmp_path / "out").mkdir()
+    assert main(["build", str(nb), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--force" in err
+
+
+def test_cli_build_unknown_parameter_before_any_kernel(tmp_path, capsys):
+    nb = make_notebook(tmp_path / "nb.ipynb", READ)
+    assert main(["build", str(nb), "-p", "alpha", "1"]) == 2
+    assert "parameter" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_verify_exit_codes(diabetes_build, tmp_path, capsys):
+    b = tmp_path / "b"
+    shutil.copytree(diabetes_build.bundle, b)
+    (b / "README.md").write_text("edited")
+    assert main(["verify", str(b)]) == 1
+    out = capsys.readouterr().out
+    assert "README.md: changed" in out and "NOT verified" in out
+    assert main(["verify", str(tmp_path)]) == 2
+
+
+def test_magic_build_and_verify_usage_errors(ipshell, tmp_path):
+    nb = make_notebook(tmp_path / "nb.ipynb", READ)
+    (tmp_path / "taken").mkdir()
+    ipshell.run_line_magic("deploy", f"init --notebook {nb}")
+    with pytest.raises(UsageError, match="already exists"):
+        ipshell.run_line_magic("deploy", "build -o taken")
+    with pytest.raises(UsageError, match="not an nbdeploy bundle"):
+        ipshell.run_line_magic("deploy", "verify taken")
+    with pytest.raises(UsageError, match="--out"):
+        ipshell.run_line_magic("deploy", "export")
