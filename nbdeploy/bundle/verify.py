@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 import shutil
 import signal
@@ -259,6 +260,9 @@ def verify_bundle(bundle: str | Path, *, installer: str = "auto", progress: Prog
     try:
         t0 = time.perf_counter()
         say("creating a virtual environment from requirements.lock alone ...")
+        wanted = str(manifest.get("python") or "")
+        if python is None and wanted and wanted != platform.python_version() and installer != "pip" and _uv():
+            python = wanted  # uv finds (or fetches) the Python the model was trained with
         try:
             py, report.installer = create_env(root, env_dir, installer, python)
         except VerifyError as exc:
