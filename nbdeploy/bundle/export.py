@@ -68,11 +68,7 @@ def _training_rows(session: Any, entry: dict, columns: list[str]) -> Any:
     if entry["kind"] != "file" or reader is None:
         raise ModelError("no --example given and the training data cannot be re-read",
                          hint="add --example EXPR to `%deploy model`")
-    session.lineage._depth.value += 1  # not a read of the notebook's: keep it out of lineage
-    try:
-        df = reader(entry["path"])
-    finally:
-        session.lineage._depth.value -= 1
+    df = reader(entry["path"])  # export_model keeps this read out of the notebook's lineage
     return df[columns].head(EXAMPLE_ROWS).reset_index(drop=True)
 
 
@@ -146,13 +142,22 @@ def _distributions(modules: set[str], project_dir: Path) -> tuple[set[str], list
 
 def export_model(shell: Any, out_dir: str | Path, variable: str | None = None) -> dict:
     """Write the model and its evidence into ``out_dir``; return the export record."""
-    from ..capture.lock import build_lock
     from ..capture.session import current_session
 
-    started = time.perf_counter()
     session = current_session()
     if session is None:
         raise ModelError("capture is not on in this kernel", hint="run %deploy init first")
+    session.lineage._depth.value += 1  # the export's own pandas calls are not the notebook's lineage
+    try:
+        return _export(shell, session, Path(out_dir), variable)
+    finally:
+        session.lineage._depth.value -= 1
+
+
+def _export(shell: Any, session: Any, out_dir: Path, variable: str | None) -> dict:
+    from ..capture.lock import build_lock
+
+    started = time.perf_counter()
     out = Path(out_dir).resolve()
     record = session.sync()
     marks = {"sync": time.perf_counter() - started}

@@ -89,8 +89,8 @@ def render(ctx: dict) -> str:
         "",
         "## What it returns",
         "",
-        f"One prediction per row: {ctx['outputs_text']}. For the example row below the notebook "
-        f"predicted `{json.dumps(ctx['golden']['predictions'][0])}`.",
+        f"One prediction per row: {ctx['outputs_text']}. For the first row of the curl examples "
+        f"below the notebook predicted `{json.dumps(ctx['golden']['predictions'][0])}`.",
         "",
         "## Run it locally",
         "",
