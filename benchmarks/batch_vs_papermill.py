@@ -12,6 +12,8 @@ detached process and is reported separately.
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -22,6 +24,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from run_overhead import make_notebook  # noqa: E402
 
 BIN = Path(sys.executable).parent
+
+
+def _cpu() -> float:
+    """CPU seconds used so far by this process and every finished descendant (kernels too)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def main() -> None:
@@ -40,22 +49,25 @@ def main() -> None:
         pm.execute_notebook(str(nb), str(Path(tmp) / "out" / "warm.ipynb"), cwd=tmp,
                             progress_bar=False)  # warm caches for both sides
 
-        t = time.perf_counter()
+        print(f"load average before: {os.getloadavg()[0]:.1f} (other processes share the 2 cores)")
+        c, t = _cpu(), time.perf_counter()
         for i, values in enumerate(sets):
             pm.execute_notebook(str(nb), str(Path(tmp) / "out" / f"seq-{i}.ipynb"),
                                 parameters=values, cwd=tmp, progress_bar=False)
-        sequential = time.perf_counter() - t
-        print(f"sequential papermill loop, {args.runs} runs: {sequential:.1f}s", flush=True)
+        sequential, seq_cpu = time.perf_counter() - t, _cpu() - c
+        print(f"sequential papermill loop, {args.runs} runs: {sequential:.1f}s "
+              f"({seq_cpu:.1f} CPU s)", flush=True)
 
-        t = time.perf_counter()
+        c, t = _cpu(), time.perf_counter()
         proc = subprocess.run([str(BIN / "nbdeploy"), "batch", str(nb), "--grid", str(grid),
                                "--workers", str(args.workers)], cwd=tmp, capture_output=True,
                               text=True)
-        batch = time.perf_counter() - t
+        batch, batch_cpu = time.perf_counter() - t, _cpu() - c
         if proc.returncode != 0:
             sys.exit(f"nbdeploy batch failed:\n{proc.stdout}\n{proc.stderr}")
         print(f"nbdeploy batch --workers {args.workers}, {args.runs} runs: {batch:.1f}s "
-              f"-> {sequential / batch:.2f}x faster", flush=True)
+              f"({batch_cpu:.1f} CPU s) -> {sequential / batch:.2f}x faster", flush=True)
+        print(f"load average after: {os.getloadavg()[0]:.1f}")
         print("  " + proc.stdout.strip().splitlines()[-1])
 
         t = time.perf_counter()
