@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from . import protocol
-from .batcher import Batcher
+from .batcher import Batcher, Part
 from .bundle import Bundle, read_bundle
 from .config import ServeConfig
 from .errors import RequestError
@@ -42,7 +42,8 @@ class ServeApp:
         self.validator = Validator(bundle, config.range_margin) if bundle.columns is not None else None
         self.predictor = Predictor(bundle, model)
         self.batcher = Batcher(
-            self.predictor.run_batch, config.max_batch_size, config.max_wait_ms / 1000, self.metrics.batch
+            self.predictor.run_batch, config.max_batch_size, config.max_wait_ms / 1000, self.metrics.batch,
+            inline_below=config.inline_predict_ms / 1000,
         )
         self.log: RequestLog | None = None
         self._token = config.token.encode() if config.token else None
@@ -71,6 +72,24 @@ class ServeApp:
                 await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    def warm_up(self) -> None:
+        """Predict the bundle's input example once, so the first request pays no first-call costs."""
+        path = self.bundle.model_dir / "input_example.json"
+        if not path.is_file() or self.validator is None:
+            return
+        try:
+            example = orjson.loads(path.read_bytes())
+            key = "dataframe_split" if isinstance(example, dict) and "columns" in example else "dataframe_records"
+            frame = parse_mlflow(orjson.dumps({key: example}), self.bundle)
+            if isinstance(frame, Frame) and frame.n:
+                columns, _ = self.validator.check(frame)
+                for _ in range(3):
+                    t0 = time.perf_counter()
+                    self.predictor.run_batch([Part(columns, frame.n, None)])  # type: ignore[arg-type]
+                    self.batcher.observe(time.perf_counter() - t0)
+        except Exception as e:  # a warm-up failure is not fatal; requests will tell
+            logger.warning("warm-up prediction on input_example.json failed: %s: %s", type(e).__name__, e)
 
     def startup(self) -> None:
         if self.config.log_path:
@@ -124,7 +143,12 @@ class ServeApp:
         await send({
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", content_type), (b"x-request-id", rid.encode()), *extra],
+            "headers": [
+                (b"content-type", content_type),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-request-id", rid.encode()),
+                *extra,
+            ],
         })
         await send({"type": "http.response.body", "body": body})
         seconds = time.perf_counter() - t0
@@ -181,6 +205,8 @@ class ServeApp:
                 data = parse_csv(body, self.bundle)
             else:
                 data = parse_mlflow(body, self.bundle)
+            if data.n == 0:
+                raise RequestError(400, "the request has no rows")
             flags: list[dict[str, Any]] = []
             if isinstance(data, Frame) and self.validator is not None:
                 columns, flags = self.validator.check(data, text_values=mime == "text/csv")
@@ -194,8 +220,6 @@ class ServeApp:
             record["rows"] = data.n
             if flags:
                 record["flags"] = flags
-            if data.n == 0:
-                raise RequestError(400, "the request has no rows")
             self.batcher.reading -= 1
             reading = False
             try:
@@ -237,7 +261,9 @@ _WANTED = frozenset({b"authorization", b"content-type", b"content-length", b"inf
 def create_app(bundle_dir: str | Path, config: ServeConfig | None = None) -> ServeApp:
     config = config or ServeConfig.from_env()
     bundle = read_bundle(bundle_dir)
-    return ServeApp(bundle, load_model(bundle), config)
+    app = ServeApp(bundle, load_model(bundle), config)
+    app.warm_up()
+    return app
 
 
 def app_from_env() -> ServeApp:

@@ -20,10 +20,12 @@ class ServeConfig:
     port: int = 8080
     workers: int = 1
     #: rows in one ``predict`` call (a single request larger than this is never split)
-    max_batch_size: int = 128
+    max_batch_size: int = 1024
     #: extra wait, in ms, for requests already being read when a batch is formed
     max_wait_ms: float = 2.0
     max_body_bytes: int = 10 * 1024 * 1024
+    #: run predict on the event loop when it takes less than this (ms, moving average); 0 = always a thread
+    inline_predict_ms: float = 20.0
     #: JSON-lines request log; "" turns request logging off
     log_path: str = "nbdeploy-requests.jsonl"
     log_max_bytes: int = 50 * 1024 * 1024

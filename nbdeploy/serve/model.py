@@ -83,9 +83,7 @@ def _sklearn(model_dir: Path, conf: dict[str, Any], pyfunc: dict[str, Any]) -> L
 def load_serialized(path: Path, fmt: str, trusted: list[str] | None) -> Any:
     """Read an estimator the way ``mlflow.sklearn._load_model_from_local_file`` does."""
     if fmt == "skops":
-        import skops.io
-
-        return skops.io.load(path, trusted=trusted)
+        return import_skops_io().load(path, trusted=trusted)
     if fmt == "cloudpickle":
         import cloudpickle
 
@@ -97,6 +95,58 @@ def load_serialized(path: Path, fmt: str, trusted: list[str] | None) -> Any:
         with open(path, "rb") as f:
             return pickle.load(f)
     raise ServeError(f"unknown serialization format {fmt!r} in MLmodel")
+
+
+def import_skops_io() -> Any:
+    """``skops.io``, imported fast when its list of scikit-learn estimators is cached.
+
+    Importing ``skops.io`` calls ``sklearn.utils.all_estimators()``, which imports every
+    module of scikit-learn (and pytest, and dask when installed) only to collect the names
+    of the estimator classes that skops trusts by default; that is most of a cold start.
+    The first import computes the list as usual and caches the names, keyed by the
+    scikit-learn, skops and Python versions; later imports hand skops the same names, so
+    the default trusted set is identical. NBDEPLOY_CACHE_DIR sets the cache folder
+    (default ~/.cache/nbdeploy); an empty value turns the cache off.
+    """
+    if "skops.io" in sys.modules:
+        return sys.modules["skops.io"]
+    import json
+    import os
+    from importlib.metadata import version
+
+    import sklearn.utils
+
+    cache_dir = os.environ.get("NBDEPLOY_CACHE_DIR", str(Path.home() / ".cache" / "nbdeploy"))
+    key = f"{version('scikit-learn')}-{version('skops')}-{sys.version_info[0]}.{sys.version_info[1]}"
+    cache = Path(cache_dir) / f"skops-estimators-{key}.json" if cache_dir else None
+    names = None
+    if cache is not None and cache.is_file():
+        try:
+            names = json.loads(cache.read_text())
+        except (OSError, ValueError):
+            names = None
+    if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
+        stand_ins = [(n.rpartition(".")[2], type(n.rpartition(".")[2], (), {"__module__": n.rpartition(".")[0]}))
+                     for n in names]
+        original = sklearn.utils.all_estimators
+        sklearn.utils.all_estimators = lambda *args, **kwargs: stand_ins
+        try:
+            import skops.io
+        finally:
+            sklearn.utils.all_estimators = original
+        return skops.io
+    import skops.io
+    from skops.io._trusted_types import SKLEARN_ESTIMATOR_TYPE_NAMES
+
+    if cache is not None:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(list(SKLEARN_ESTIMATOR_TYPE_NAMES)))
+            os.replace(tmp, cache)
+        except OSError:
+            pass
+    return skops.io
 
 
 def _class(dotted: str) -> Any:

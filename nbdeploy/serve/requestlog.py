@@ -88,15 +88,25 @@ class RequestLog:
         with self._lock:
             chunk, self._buf, self._pending = self._buf, [], 0
             waiters, self._waiters = self._waiters, []
-        if chunk:
-            data = b"".join(chunk)
-            if self._size and self._size + len(data) > self.max_bytes:
+        group: list[bytes] = []
+        size = self._size
+        for line in chunk:  # rotate on line boundaries, so no file grows past max_bytes
+            if size and size + len(line) > self.max_bytes:
+                self._write(group)
                 self._rotate()
+                group, size = [], 0
+            group.append(line)
+            size += len(line)
+        self._write(group)
+        for loop, fut in waiters:
+            loop.call_soon_threadsafe(_resolve, fut)
+
+    def _write(self, lines: list[bytes]) -> None:
+        if lines:
+            data = b"".join(lines)
             self._file.write(data)
             self._file.flush()
             self._size += len(data)
-        for loop, fut in waiters:
-            loop.call_soon_threadsafe(_resolve, fut)
 
     def _rotate(self) -> None:
         self._file.close()

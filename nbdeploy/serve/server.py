@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -41,6 +42,10 @@ def bind_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
     sock.listen(backlog)
     sock.set_inheritable(True)
     return sock
+
+
+def _exit_cleanly(signum: int, frame: Any) -> None:
+    sys.exit(0)
 
 
 def configure_logging(level: str) -> None:
@@ -84,6 +89,8 @@ def run(bundle_dir: str | Path, config: ServeConfig | None = None) -> None:
         server = uvicorn.Server(uvicorn.Config(app, **options))
         print(f"nbdeploy: serving {app.bundle.name} v{app.bundle.version} ({app.model.flavor}) "
               f"on http://{config.host}:{sock.getsockname()[1]}", file=sys.stderr, flush=True)
+        # uvicorn re-raises SIGTERM after its graceful shutdown; a finished shutdown exits 0
+        signal.signal(signal.SIGTERM, _exit_cleanly)
         server.run(sockets=[sock])
         return
     from uvicorn.supervisors import Multiprocess
@@ -99,4 +106,4 @@ def run(bundle_dir: str | Path, config: ServeConfig | None = None) -> None:
     sock = bind_socket(config.host, config.port)
     print(f"nbdeploy: serving {bundle.name} v{bundle.version} with {config.workers} workers "
           f"on http://{config.host}:{sock.getsockname()[1]}", file=sys.stderr, flush=True)
-    Multiprocess(ucfg, target=uvicorn.Server(ucfg).run, sockets=[sock]).run()
+    Multiprocess(ucfg, sockets=[sock]).run()

@@ -1,0 +1,274 @@
+"""nbdeploy serve vs mlflow models serve: one script, one run, same model, same machine.
+
+    .venv/bin/python benchmarks/serve_vs_mlflow.py [--duration 10] [--out results.json]
+
+Trains a scikit-learn GradientBoosting pipeline, saves it with MLflow into a bundle, then
+for each server (the HTTP floor, `mlflow models serve --env-manager local`, `nbdeploy
+serve`) measures launch-to-first-prediction and drives it with wrk (one wrk thread, a Lua
+script for the POST body) for --duration seconds at concurrency 1, 8 and 64 with a 1-row
+and a 100-row body. Prints requests/s, p50 and p99, the ratios and the targets of the
+serving issue; also the in-process predict time (the model floor), resident memory after
+the load, and a c=1 check with 2 workers (uvicorn issue 3149: Nagle left on). Only
+127.0.0.1 is used. Needs `wrk` (Debian: apt-get install wrk).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+BIN = Path(PY).parent
+CONCURRENCY = (1, 8, 64)
+ROWS = (1, 100)
+
+
+def build_bundle(root: Path):
+    import numpy as np
+    import pandas as pd
+    from mlflow.models import infer_signature
+    from mlflow.sklearn import save_model
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import GradientBoostingClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    from nbdeploy.capture.profile import profile_frame
+
+    rng = np.random.default_rng(0)
+    n = 5000
+    X = pd.DataFrame({
+        "age": rng.integers(18, 90, n), "income": rng.normal(50_000, 15_000, n).round(2),
+        "tenure": rng.exponential(5, n).round(2), "city": rng.choice(["paris", "lyon", "nice", "lille"], n),
+        "plan": rng.choice(["basic", "plus", "pro"], n), "member": rng.random(n) > 0.4,
+    })
+    y = ((X.age > 50) ^ (X.city == "nice") | (X.tenure > 9)).astype(int)
+    pre = ColumnTransformer([("num", StandardScaler(), ["age", "income", "tenure"]),
+                             ("cat", OneHotEncoder(handle_unknown="ignore"), ["city", "plan", "member"])])
+    model = Pipeline([("pre", pre), ("gb", GradientBoostingClassifier(n_estimators=100, random_state=0))]).fit(X, y)
+    save_model(model, str(root / "model"), signature=infer_signature(X, model.predict(X)),
+               input_example=X.head(3), skops_trusted_types=["sklearn.tree._tree.Tree"])
+    (root / "profile.json").write_text(json.dumps(profile_frame(X)))
+    (root / "nbdeploy.json").write_text(json.dumps({"name": "bench", "version": "1"}))
+    return model, X
+
+
+def model_floor(model, X) -> dict[int, float]:
+    """Median in-process predict time (ms) of a 1-row and a 100-row DataFrame."""
+    out = {}
+    for rows in ROWS:
+        df = X.head(rows)
+        for _ in range(20):
+            model.predict(df)
+        times = []
+        for _ in range(200):
+            t = time.perf_counter()
+            model.predict(df)
+            times.append(time.perf_counter() - t)
+        out[rows] = statistics.median(times) * 1000
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post(url: str, body: bytes, timeout: float = 2.0) -> int:
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        r.read()
+        return r.status
+
+
+def start(cmd: list[str], port: int, body: bytes, log: Path, env: dict | None = None) -> tuple[subprocess.Popen, float]:
+    """Start a server; return it and the seconds from launch to its first 200 prediction."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})},
+                            cwd=log.parent)
+    url = f"http://127.0.0.1:{port}/invocations"
+    while time.perf_counter() - t0 < 180:
+        if proc.poll() is not None:
+            raise SystemExit(f"{cmd[0]} exited early; see {log}:\n{log.read_text()[-2000:]}")
+        try:
+            if post(url, body) == 200:
+                return proc, time.perf_counter() - t0
+        except OSError:
+            time.sleep(0.02)
+    stop(proc)
+    raise SystemExit(f"no prediction from {' '.join(cmd)} within 180 s; see {log}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        pass
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants, in MiB."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            status = (p / "status").read_text()
+        except OSError:
+            continue
+        ppid = int(re.search(r"^PPid:\s+(\d+)", status, re.M).group(1))
+        m = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
+        rss[int(p.name)] = int(m.group(1)) if m else 0
+        children.setdefault(ppid, []).append(int(p.name))
+    total, todo = 0, [pid]
+    while todo:
+        q = todo.pop()
+        total += rss.get(q, 0)
+        todo += children.get(q, [])
+    return total / 1024
+
+
+def wrk(url: str, body_file: Path, c: int, duration: int) -> dict:
+    lua = body_file.with_suffix(".lua")
+    lua.write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f'local f = io.open("{body_file}", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
+    )
+    out = subprocess.run(["wrk", "-t1", f"-c{c}", f"-d{duration}s", "--latency", "--timeout", "10s",
+                          "-s", str(lua), url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    pct = {m.group(1): _ms(m.group(2)) for m in re.finditer(r"^\s+(50|99)%\s+(\S+)", out, re.M)}
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {"rps": rps, "p50": pct["50"], "p99": pct["99"], "non2xx": int(bad.group(1)) if bad else 0,
+            "socket_errors": errors.group(1) if errors else ""}
+
+
+def _ms(s: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", s)
+    v, unit = float(m.group(1)), m.group(2)
+    return v * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def measure(name: str, cmd: list[str], port: int, bodies: dict[int, Path], work: Path, duration: int,
+            env: dict | None = None, cases=None) -> dict:
+    print(f"-- {name}: {' '.join(cmd)}", flush=True)
+    proc, launch = start(cmd, port, bodies[1].read_bytes(), work / f"{name}.log", env)
+    url = f"http://127.0.0.1:{port}/invocations"
+    results = {"launch_s": launch, "runs": {}}
+    try:
+        for rows, c in cases or [(r, c) for r in ROWS for c in CONCURRENCY]:
+            r = wrk(url, bodies[rows], c, duration)
+            results["runs"][f"{rows}x{c}"] = r
+            print(f"   rows={rows:<3} c={c:<2} {r['rps']:9.1f} req/s  p50 {r['p50']:8.2f} ms  p99 {r['p99']:8.2f} ms"
+                  + (f"  non-2xx {r['non2xx']}" if r["non2xx"] else ""), flush=True)
+        results["rss_mb"] = tree_rss_mb(proc.pid)
+    finally:
+        stop(proc)
+    return results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
+    ap.add_argument("--out", help="also write the results as JSON here")
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is missing: install it (Debian/Ubuntu: apt-get install -y wrk) and run again")
+    work = Path(tempfile.mkdtemp(prefix="nbdeploy-bench-"))
+    bundle = work / "bundle"
+    bundle.mkdir()
+    print(f"building the model in {bundle} ...", flush=True)
+    model, X = build_bundle(bundle)
+    floor_ms = model_floor(model, X)
+    print(f"in-process predict: 1 row {floor_ms[1]:.2f} ms, 100 rows {floor_ms[100]:.2f} ms", flush=True)
+    bodies = {}
+    for rows in ROWS:
+        df = X.head(rows)
+        doc = {"dataframe_split": {"columns": list(df.columns), "data": json.loads(df.to_json(orient="values"))}}
+        bodies[rows] = work / f"body{rows}.json"
+        bodies[rows].write_text(json.dumps(doc))
+
+    res = {"predict_ms": floor_ms}
+    p = free_port()
+    res["floor"] = measure("floor", [PY, str(ROOT / "benchmarks" / "serve_vs_mlflow_floor.py"), str(p)], p, bodies,
+                           work, args.duration, env={"PYTHONPATH": str(ROOT)})
+    p = free_port()
+    res["mlflow"] = measure("mlflow", [str(BIN / "mlflow"), "models", "serve", "-m", str(bundle / "model"),
+                                       "--env-manager", "local", "-h", "127.0.0.1", "-p", str(p)], p, bodies, work,
+                            args.duration)
+    p = free_port()
+    res["nbdeploy"] = measure("nbdeploy", [PY, "-m", "nbdeploy.serve", str(bundle), "--port", str(p),
+                                           "--log-path", str(work / "requests.jsonl")], p, bodies, work,
+                              args.duration, env={"PYTHONPATH": str(ROOT)})
+    c1 = [(1, 1)]
+    p = free_port()
+    res["nbdeploy_w2"] = measure("nbdeploy-2-workers", [PY, "-m", "nbdeploy.serve", str(bundle), "--port", str(p),
+                                                        "--workers", "2", "--log-path", str(work / "w2.jsonl")],
+                                 p, bodies, work, args.duration, env={"PYTHONPATH": str(ROOT)}, cases=c1)
+    p = free_port()
+    res["mlflow_w2"] = measure("mlflow-2-workers", [str(BIN / "mlflow"), "models", "serve", "-m", str(bundle / "model"),
+                                                    "--env-manager", "local", "-h", "127.0.0.1", "-p", str(p),
+                                                    "-w", "2"], p, bodies, work, args.duration, cases=c1)
+    report(res)
+    if args.out:
+        Path(args.out).write_text(json.dumps(res, indent=1))
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def report(res: dict) -> None:
+    m, n, f = res["mlflow"], res["nbdeploy"], res["floor"]
+    print("\n| body | c | mlflow req/s | nbdeploy req/s | floor req/s | nbdeploy/mlflow | nbdeploy/floor "
+          "| mlflow p50 / p99 ms | nbdeploy p50 / p99 ms | floor p50 / p99 ms |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for rows in ROWS:
+        for c in CONCURRENCY:
+            k = f"{rows}x{c}"
+            a, b, fl = m["runs"][k], n["runs"][k], f["runs"][k]
+            print(f"| {rows} row{'s' if rows > 1 else ''} | {c} | {a['rps']:.0f} | {b['rps']:.0f} | {fl['rps']:.0f} "
+                  f"| {b['rps'] / a['rps']:.1f}x | {b['rps'] / fl['rps']:.0%} | {a['p50']:.2f} / {a['p99']:.2f} "
+                  f"| {b['p50']:.2f} / {b['p99']:.2f} | {fl['p50']:.2f} / {fl['p99']:.2f} |")
+    w2n, w2m = res["nbdeploy_w2"]["runs"]["1x1"], res["mlflow_w2"]["runs"]["1x1"]
+    print(f"\n2 workers, 1 row, c=1: mlflow {w2m['rps']:.0f} req/s (p50 {w2m['p50']:.2f} ms), "
+          f"nbdeploy {w2n['rps']:.0f} req/s (p50 {w2n['p50']:.2f} ms)")
+    print(f"launch to first prediction: mlflow {m['launch_s']:.2f} s, nbdeploy {n['launch_s']:.2f} s, "
+          f"floor {f['launch_s']:.2f} s")
+    print(f"resident memory after the load: mlflow {m['rss_mb']:.0f} MiB, nbdeploy {n['rss_mb']:.0f} MiB")
+    print(f"in-process predict: 1 row {res['predict_ms'][1]:.2f} ms, 100 rows {res['predict_ms'][100]:.2f} ms")
+    r64, r1 = "1x64", "1x1"
+    checks = [
+        ("1-row throughput at c=64 >= 15x mlflow", n["runs"][r64]["rps"] / m["runs"][r64]["rps"], 15, ">="),
+        ("1-row throughput at c=64 >= 50% of the HTTP floor", n["runs"][r64]["rps"] / f["runs"][r64]["rps"], 0.5, ">="),
+        ("p50 at c=1 <= in-process predict + 1 ms", n["runs"][r1]["p50"], res["predict_ms"][1] + 1, "<="),
+        ("p99 at c=64 <= 1/10 of mlflow's", n["runs"][r64]["p99"] / m["runs"][r64]["p99"], 0.1, "<="),
+        ("launch to first prediction <= 1/5 of mlflow's", n["launch_s"] / m["launch_s"], 0.2, "<="),
+        ("resident memory after the load <= mlflow's", n["rss_mb"] / m["rss_mb"], 1.0, "<="),
+    ]
+    print("\ntargets:")
+    for text, value, limit, op in checks:
+        ok = value >= limit if op == ">=" else value <= limit
+        print(f"  [{'met' if ok else 'MISSED'}] {text}: {value:.3g} (target {op} {limit:.3g})")
+
+
+if __name__ == "__main__":
+    main()
