@@ -119,8 +119,10 @@ def _model_item(nb: Any, record: dict | None) -> Item:
         if cell.cell_type == "code" and "%deploy model" in cell.source:
             return Item("model", "Model", "warning", f"`%deploy model` is in cell {i} but has not run",
                         "run the notebook (Run button) so the model is captured")
-    return Item("model", "Model", "missing", "no model registered",
-                "after training, add a cell `%deploy model VAR --example X_test.head(20)`")
+    return Item("model", "Model", "warning",
+                "not registered: Build uses the one fitted estimator it finds, if there is one",
+                "after training, add a cell `%deploy model VAR --example X_test.head(20)` to name "
+                "the model and give example input rows")
 
 
 def _deps_item(record: dict | None) -> Item:

@@ -15,6 +15,7 @@ import {
   getJob,
   getLog,
   getReadiness,
+  listJobs,
   startJob,
   stopJob
 } from './request';
@@ -86,7 +87,25 @@ export class DeployPanel extends Widget {
     panel?.context.saveState.connect(this._onSaved, this);
     this._readiness = null;
     this._renderHeader();
-    void this.refresh();
+    void this.refresh().then(() => this._reattach());
+  }
+
+  /** After a page reload, follow the job still running for this notebook or its bundle. */
+  private async _reattach(): Promise<void> {
+    if (this._current || !this.notebookPath) {
+      return;
+    }
+    try {
+      const paths = [this.notebookPath, this._bundlePath()];
+      const running = (await listJobs()).filter(
+        j => j.state === 'running' && paths.includes(j.path)
+      );
+      if (running.length && !this._current) {
+        this._follow(running[running.length - 1]);
+      }
+    } catch {
+      // the checklist already shows request errors
+    }
   }
 
   get notebookPath(): string | null {

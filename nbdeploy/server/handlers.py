@@ -177,7 +177,7 @@ class JobLogHandler(_Handler):
 def setup_handlers(web_app: Any, root: Root, jobs: JobManager) -> None:
     base = url_path_join(web_app.settings["base_url"], "nbdeploy")
     kw = {"root": root, "jobs": jobs}
-    job_id = r"(?P<job_id>[0-9a-f]{1,32})"
+    job_id = r"(?P<job_id>[^/]+)"
     web_app.add_handlers(".*$", [
         (url_path_join(base, "readiness"), ReadinessHandler, kw),
         (url_path_join(base, "bundles"), BundlesHandler, kw),

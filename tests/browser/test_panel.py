@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 
 import pytest
 
@@ -144,7 +145,11 @@ def test_serve_shows_the_api_url_and_stops(page, lab) -> None:
     page.wait_for_selector('.nbdeploy-job[data-kind="serve"] .nbdeploy-api-url', timeout=120_000)
     url = page.locator(".nbdeploy-api-url").inner_text()
     assert url.startswith("http://127.0.0.1:")
-    assert "/invocations" in page.locator(".nbdeploy-curl").inner_text()
+    curl = page.locator(".nbdeploy-curl").inner_text()
+    assert "/invocations" in curl
+    if shutil.which("curl"):  # the sample request works as shown
+        out = subprocess.run(curl, shell=True, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and "predictions" in out.stdout, (out.stdout, out.stderr)
     _shot(page, "05-serving")
     page.locator('#nbdeploy-panel button[data-action="stop"]').click()
     page.wait_for_selector('.nbdeploy-job[data-kind="serve"][data-state="stopped"]')

@@ -109,6 +109,8 @@ async def test_client_mistakes_are_4xx_json(jp_fetch, root: Path, body: str, fra
 async def test_unknown_job_and_bad_offset(jp_fetch, root: Path) -> None:
     code, doc = await _error(jp_fetch, "jobs", "0123abcd")
     assert code == 404 and "no job" in doc["message"]
+    code, doc = await _error(jp_fetch, "jobs", "not-a-job")
+    assert code == 404 and doc["error"] == "NotFoundError"
     code, _ = await _error(jp_fetch, "jobs", "0123abcd", "log", params={"offset": "x"})
     assert code in (400, 404)
     code, doc = await _error(jp_fetch, "readiness", params={"path": "data/churn.csv"})
