@@ -65,3 +65,35 @@ def test_base_image_has_python_venv_pip_and_cas(engine: Engine, base_image: str)
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "(3, 11)"  # bookworm's python3, the captured version here
+
+
+@pytest.mark.parametrize("engine_name", ["podman", "buildah"])
+def test_import_of_a_tree_sets_env_cmd_and_labels(engine_name: str, tmp_path: Path):
+    """The import step alone, on a one-file tree, with each engine's own import path."""
+    import os
+    import tarfile
+
+    from nbdeploy.container.base_image import _import
+    from nbdeploy.container.engine import detect_engine
+    from nbdeploy.container.image import remove_image
+
+    engine = detect_engine(engine_name)
+    (tmp_path / "tree" / "etc").mkdir(parents=True)
+    (tmp_path / "tree" / "etc" / "marker").write_text("x")
+    tarball = tmp_path / "tree.tar"
+    with tarfile.open(tarball, "w") as tar:
+        tar.add(tmp_path / "tree", arcname=".")
+    tag = f"localhost/nbdeploy-test-import-{engine_name}:{os.getpid()}"
+    try:
+        image_id = _import(engine, tarball, tag, "3.11", "bookworm")
+        assert image_id
+        runner = engine.runner()
+        doc = subprocess.run(runner.cmd("image", "inspect", tag), capture_output=True, text=True,
+                             check=True).stdout
+        import json
+
+        config = json.loads(doc)[0]["Config"]
+        assert "LANG=C.UTF-8" in config["Env"] and config["Cmd"] == ["python3"]
+        assert config["Labels"]["org.opencontainers.image.vendor"] == "nbdeploy"
+    finally:
+        remove_image(engine, tag)

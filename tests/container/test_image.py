@@ -95,3 +95,13 @@ def test_cli_json(engine: Engine, opts: ContainerOptions, mini_bundle: Path,
 def test_default_tag_from_manifest(tmp_path: Path):
     (tmp_path / "nbdeploy.json").write_text(json.dumps({"name": "Churn Classifier", "version": 3}))
     assert default_tag(tmp_path) == "localhost/nbdeploy-churn-classifier:3"
+
+
+def test_buildah_saves_an_oci_archive(opts: ContainerOptions, mini_bundle: Path, tmp_path: Path):
+    from nbdeploy.container.engine import detect_engine
+
+    buildah = detect_engine("buildah")
+    result = build_image(mini_bundle, opts, engine=buildah, save=tmp_path / "mini.oci.tar")
+    with tarfile.open(result.saved) as tar:
+        names = {n.lstrip("./") for n in tar.getnames()}
+    assert {"oci-layout", "index.json"} <= names
