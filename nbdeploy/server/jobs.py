@@ -15,6 +15,7 @@ import datetime as dt
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import sys
@@ -71,6 +72,7 @@ class JobManager:
                  python: str = sys.executable) -> None:
         self.root = root
         self.python = python
+        self._own_log_dir = log_dir is None
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="nbdeploy-jobs-"))
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._jobs: dict[str, _Running] = {}
@@ -270,6 +272,9 @@ class JobManager:
                 await self.stop(job_id)
 
     def _kill_all(self) -> None:
+        """At interpreter exit: no job outlives the server, and its logs go with it."""
         for run in self._jobs.values():
             if run.proc.returncode is None:
                 self._signal(run, signal.SIGTERM)
+        if self._own_log_dir:
+            shutil.rmtree(self.log_dir, ignore_errors=True)

@@ -112,6 +112,15 @@ def test_run_fills_dependencies_and_lineage(page) -> None:
     _shot(page, "02-after-run")
 
 
+def test_reproduce_matches_the_run(page) -> None:
+    page.locator('#nbdeploy-panel button[data-action="reproduce"]').click()
+    page.wait_for_selector('.nbdeploy-job[data-kind="reproduce"]')
+    _finish(page, "reproduce")
+    item = page.locator('.nbdeploy-item[data-key="run"]')
+    page.wait_for_selector('.nbdeploy-item[data-key="run"][data-status="ok"]')
+    assert "reproduced: all" in item.inner_text()
+
+
 def test_build_shows_progress_and_the_bundle(page, lab) -> None:
     page.locator('#nbdeploy-panel button[data-action="build"]').click()
     page.wait_for_selector('.nbdeploy-job[data-kind="build"][data-state="running"] progress')
