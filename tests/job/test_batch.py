@@ -69,3 +69,10 @@ def test_batch_on_a_remote_scheduler_started_as_processes(proj, spawn, capsys):
         keys = client.run_on_scheduler(
             lambda dask_scheduler: [t[0] for t in dask_scheduler.transition_log])
     assert {f"nbdeploy-{r['run_id']}" for r in rows} <= set(keys)
+
+    again = run_batch(proj / "tiny.ipynb", proj / "grid.yaml", scheduler=address, tracking="off")
+    assert sorted(again.reused) == sorted(r["run_id"] for r in rows)  # nothing ran
+    forced = run_batch(proj / "tiny.ipynb", proj / "grid.yaml", scheduler=address, force=True,
+                       tracking="off")
+    assert forced.reused == [] and all(r.ok for r in forced.runs)
+    assert not {r.run_id for r in forced.runs} & {r["run_id"] for r in rows}
