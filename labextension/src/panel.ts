@@ -199,10 +199,18 @@ export class DeployPanel extends Widget {
             'tr',
             { class: `nbdeploy-detail nbdeploy-${d.status}` },
             el('td', {}, label),
-            el('td', {}, d.value),
-            el('td', { class: 'nbdeploy-note' }, d.note)
+            el('td', {}, d.value)
           )
         );
+        if (d.note) {
+          table.append(
+            el(
+              'tr',
+              { class: `nbdeploy-note-row nbdeploy-${d.status}` },
+              el('td', { class: 'nbdeploy-note', colspan: '2' }, d.note)
+            )
+          );
+        }
       }
       details.append(table);
       li.append(details);
