@@ -23,7 +23,8 @@ LAYOUT = [
     ("notebook/", "the source notebook, the executed job notebook, local helper modules"),
     ("tests/", "pytest suite run against a live API (health, metadata, schema, golden predictions)"),
     ("Dockerfile, .dockerignore", "the container recipe (lock only, non-root, HEALTHCHECK)"),
-    ("k8s/", "Deployment, Service and HorizontalPodAutoscaler"),
+    ("k8s/", "Deployment, Service, HorizontalPodAutoscaler, PodDisruptionBudget; "
+             "k8s/kserve/: an optional KServe InferenceService"),
 ]
 
 
@@ -132,7 +133,7 @@ def render(ctx: dict) -> str:
         f"podman build -t {k8s_name(name)}:{version} .          # or: docker build",
         f"podman run --rm -p {PORT}:{PORT} {k8s_name(name)}:{version}",
         f"# another base image: --build-arg BASE=python:{ctx['python']}-slim-bookworm",
-        "kubectl apply -f k8s/                              # Deployment, Service, HPA",
+        "kubectl apply -f k8s/                              # Deployment, Service, HPA, PDB",
         "```",
         "",
         "## Rebuild the model",
