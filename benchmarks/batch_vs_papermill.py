@@ -1,7 +1,8 @@
 """A 16-run grid: `nbdeploy batch --workers 2` vs a sequential loop over papermill.
 
 Both run the same small notebook (the one of ``run_overhead.py``) over the same
-16 parameter sets. The batch is timed end to end as a user runs it (the
+16 parameter sets, each from a fresh Python process (a script with the loop; the
+``nbdeploy batch`` command). The batch is timed end to end as a user runs it (the
 ``nbdeploy batch`` command: Python start-up, a LocalCluster of 2 workers, capture
 in every run, run records, results CSV); MLflow logging happens afterwards in a
 detached process and is reported separately.
@@ -50,10 +51,14 @@ def main() -> None:
                             progress_bar=False)  # warm caches for both sides
 
         print(f"load average before: {os.getloadavg()[0]:.1f} (other processes share the 2 cores)")
+        # the loop runs as a fresh script, as the batch does (both pay their imports)
+        loop = (f"import papermill as pm, yaml\n"
+                f"for i, values in enumerate(yaml.safe_load(open({str(grid)!r}))['runs']):\n"
+                f"    pm.execute_notebook({str(nb)!r}, {tmp!r} + f'/out/seq-{{i}}.ipynb',\n"
+                f"                        parameters=values, cwd={tmp!r}, progress_bar=False)\n")
         c, t = _cpu(), time.perf_counter()
-        for i, values in enumerate(sets):
-            pm.execute_notebook(str(nb), str(Path(tmp) / "out" / f"seq-{i}.ipynb"),
-                                parameters=values, cwd=tmp, progress_bar=False)
+        subprocess.run([sys.executable, "-c", loop], cwd=tmp, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         sequential, seq_cpu = time.perf_counter() - t, _cpu() - c
         print(f"sequential papermill loop, {args.runs} runs: {sequential:.1f}s "
               f"({seq_cpu:.1f} CPU s)", flush=True)
