@@ -40,6 +40,7 @@ def base_image(engine: Engine) -> str:
         return
     from nbdeploy.container.base_image import build_base_image
 
+    remove_image(engine, BASE_TAG)  # a stale one would stay behind untagged
     result = build_base_image(BASE_TAG, engine=engine)
     assert result.tag == BASE_TAG and result.python.startswith("3.")
     yield BASE_TAG
