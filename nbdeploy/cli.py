@@ -390,7 +390,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _skip_slow_optional_imports() -> None:
+    """jsonschema imports ``rfc3987_syntax``, when installed, only to check the "iri" format,
+    and that module compiles a grammar at import (~3 s). nbdeploy never validates IRIs, and
+    every command that reads a notebook imports jsonschema through nbformat."""
+    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+
+
 def main(argv: list[str] | None = None) -> int:
+    _skip_slow_optional_imports()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:

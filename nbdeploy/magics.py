@@ -126,6 +126,19 @@ def _parser(sub: Subcommand) -> _Parser:
     return p
 
 
+_RAW_OPTIONS = {"model": "--example"}  # options whose value is a Python expression, kept verbatim
+
+
+def _split_raw_tail(line: str) -> tuple[str, list[str]]:
+    """Keep a Python expression after ``--example`` as written (shlex would eat its quotes)."""
+    words = line.split(None, 1)
+    option = _RAW_OPTIONS.get(words[0]) if words else None
+    if option and f" {option} " in f" {line} ":
+        head, _, expr = f" {line} ".partition(f" {option} ")
+        return head.strip(), [option, expr.strip()]
+    return line, []
+
+
 def usage() -> str:
     width = max(len(s.name) for s in SUBCOMMANDS)
     lines = ["%deploy SUBCOMMAND [options]   (%deploy SUBCOMMAND --help for its options)", ""]
@@ -168,8 +181,9 @@ class DeployMagics(Magics):
 
     @line_cell_magic
     def deploy(self, line: str, cell: str | None = None) -> Any:
+        line, raw_tail = _split_raw_tail(line)
         try:
-            words = shlex.split(line)
+            words = shlex.split(line) + raw_tail
         except ValueError as exc:
             raise UsageError(f"%deploy: {exc}") from None
         if not words or words[0] in {"-h", "--help", "help"}:

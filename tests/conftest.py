@@ -30,6 +30,7 @@ def ipshell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("NBDEPLOY_NOTEBOOK", raising=False)
     monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
     shell = get_ipython()
+    shell.reset(new_session=True)  # no history or names from an earlier test
     shell.run_line_magic("load_ext", "nbdeploy")
     yield shell
     from nbdeploy.capture.session import current_session

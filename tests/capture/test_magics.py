@@ -134,3 +134,13 @@ def test_imports_made_by_run_scripts_count(ipshell, tmp_path):
     ipshell.run_line_magic("deploy", "deps")
     deps = {d["name"]: d for d in _record(tmp_path)["dependencies"]}
     assert deps["PyYAML"]["found_by"] == ["%run prep.py"]
+
+
+def test_model_example_keeps_its_quotes(ipshell, tmp_path):
+    _notebook(tmp_path)
+    ipshell.run_line_magic("deploy", "init")
+    run(ipshell, "import pandas as pd\nclf = object()\nX = pd.DataFrame({'a': [1], 'b': [2]})")
+    ipshell.run_line_magic("deploy", "model clf --example X.rename(columns={'a': 'z'})")
+    from nbdeploy.capture.session import current_session
+
+    assert current_session().model["example"] == "X.rename(columns={'a': 'z'})"
