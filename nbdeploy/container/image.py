@@ -149,10 +149,16 @@ def _build_failure(engine: Engine, lines: list[str], rc: int) -> ContainerError:
         step, output = "(before the first step)", lines[-40:]
     else:
         step, output = lines[step_at], lines[step_at + 1:][-40:]
+    hint = None
+    if re.search(r"\bFROM\b", step) and any(re.search(r"pull|registry|manifest unknown", line, re.I)
+                                             for line in output):
+        hint = ("no registry reachable for the base image? Build one from the host's Debian "
+                "mirror with `nbdeploy base-image`, then pass --base IMAGE (or set "
+                "NBDEPLOY_BASE_IMAGE)")
     return ContainerError(
         f"image build failed at {step} ({engine.name} exit status {rc}); fix that step or its "
         "inputs in the bundle and build again. The step's output:\n"
-        + "\n".join("  | " + line for line in output))
+        + "\n".join("  | " + line for line in output), hint=hint)
 
 
 def _saved(engine: Engine, result: ImageResult, save: str | Path | None) -> ImageResult:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tarfile
 from dataclasses import replace
 from pathlib import Path
@@ -105,3 +106,12 @@ def test_buildah_saves_an_oci_archive(opts: ContainerOptions, mini_bundle: Path,
     with tarfile.open(result.saved) as tar:
         names = {n.lstrip("./") for n in tar.getnames()}
     assert {"oci-layout", "index.json"} <= names
+
+
+def test_unreachable_base_points_at_base_image(engine: Engine, mini_bundle: Path):
+    opts = ContainerOptions(base="localhost/nbdeploy-no-such-base:0",
+                            tag=f"localhost/nbdeploy-test-nobase:{os.getpid()}")
+    with pytest.raises(ContainerError) as err:
+        build_image(mini_bundle, opts, engine=engine)
+    assert "failed at STEP 1/" in err.value.message and "FROM" in err.value.message
+    assert "nbdeploy base-image" in (err.value.hint or "")
