@@ -121,7 +121,7 @@ class JobsHandler(_Handler):
     @tornado.web.authenticated
     @authorized
     async def get(self) -> None:
-        self.reply(self.jobs.list())
+        self.reply(self.jobs.all())
 
     @tornado.web.authenticated
     @authorized

@@ -84,7 +84,7 @@ class JobManager:
             raise NotFoundError(f"no job {job_id!r}")
         return self._jobs[job_id].job
 
-    def list(self) -> list[Job]:
+    def all(self) -> list[Job]:
         return [r.job for r in self._jobs.values()]
 
     def log(self, job_id: str, offset: int = 0) -> LogChunk:

@@ -122,7 +122,7 @@ def _ts_type(tp: Any) -> str:
         return f"{inner}[]" if inner.isidentifier() else f"({inner})[]"
     if origin is dict or tp is dict:
         return f"Record<string, {_ts_type(args[1]) if args else 'unknown'}>"
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return tp.__name__
     raise TypeError(f"no TypeScript type for {tp!r}")
 
