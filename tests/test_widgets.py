@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import queue
+import shutil
 from pathlib import Path
 
 import pytest
@@ -96,5 +97,27 @@ def test_widgets_in_a_kernel_after_a_build(examples: Path) -> None:
         checklists = [h for h in state["html"] if "nbdeploy-checklist" in h]
         assert "data-key='bundle' data-status='warning'" in checklists[-1]  # built, not verified
         assert (examples / "churn_classifier-bundle" / "nbdeploy.json").is_file()
+    finally:
+        k.stop()
+
+
+@pytest.mark.slow
+def test_batch_widgets_in_a_kernel(tmp_path: Path) -> None:
+    proj = tmp_path / "proj"
+    shutil.copytree(Path(__file__).parent / "job" / "fixtures", proj)
+    (proj / "grid.yaml").write_text("runs:\n  - {alpha: 1.0}\n  - {alpha: 2.0, fail: true}\n")
+    k = _Kernel(proj)
+    try:
+        k.run("%load_ext nbdeploy\n%deploy init --notebook tiny.ipynb")
+        k.run("%deploy batch --grid grid.yaml --workers 1", timeout=900)
+        state = k.value("""(lambda W: {
+            "bars": [(w.bar_style, w.value, w.max) for w in W if type(w).__name__ == 'IntProgress'],
+            "html": [w.value for w in W if type(w).__name__ == 'HTML'],
+        })(list(__import__('ipywidgets').Widget.widgets.values()))""")
+        assert ["danger", 2, 2] in state["bars"]  # one of the two runs failed
+        summary = next(h for h in state["html"] if "nbdeploy-summary" in h)
+        assert summary.count("executed notebook</a>") == 2
+        assert "color:#c62828'>failed" in summary
+        assert "href='.nbdeploy/tiny/" in summary
     finally:
         k.stop()
