@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,19 @@ class ExecutionResult:
     status: str  # "completed" | "failed"
     record: dict = field(default_factory=dict)
     error: CellExecutionError | None = None
+
+
+def skip_slow_schema_formats() -> None:
+    """Make importing papermill/nbformat seconds cheaper in a job's driver process.
+
+    nbformat imports jsonschema, which imports ``rfc3987_syntax`` when it is
+    installed (jupyter-events pulls it in) and builds a Lark grammar for the
+    ``iri`` string format: 2-3 CPU seconds per process. Notebook schemas never
+    use that format. Only done before jsonschema is imported, so a process that
+    already uses jsonschema (a Jupyter server) keeps its format checks.
+    """
+    if "jsonschema" not in sys.modules:
+        sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
 
 
 def _code_cell(source: str) -> Any:
@@ -83,6 +97,7 @@ def execute(notebook: str | Path, output: str | Path, state_dir: str | Path, *,
     A failing cell is returned as ``result.error`` (status ``failed``); errors that
     are not the notebook's (a kernel that will not start) raise ``NbdeployError``.
     """
+    skip_slow_schema_formats()
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 

@@ -105,6 +105,9 @@ def prepare_job(notebook: str | Path, *, parameters: dict[str, Any] | None = Non
                 params_file: str | Path | None = None) -> tuple[Path, Any, P.ParametersCell | None,
                                                                  dict[str, Any]]:
     """(path, job notebook, parameters cell, checked values); raises before any kernel starts."""
+    from .execute import skip_slow_schema_formats
+
+    skip_slow_schema_formats()
     src = Path(notebook).resolve()
     nb, pc = P.job_notebook(load_notebook(src))
     values = P.resolve(pc, cli=cli, params_file=params_file, values=parameters)
