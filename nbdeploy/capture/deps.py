@@ -168,6 +168,32 @@ def _owner_by_file(candidates: list[str], file: str) -> str | None:
     return None
 
 
+@lru_cache(maxsize=1)
+def _editable_roots() -> list[tuple[Path, str]]:
+    """(source folder, distribution name) of every editable install (PEP 610 direct_url.json)."""
+    import json
+    from urllib.parse import unquote, urlsplit
+
+    roots = []
+    for dist in md.distributions():
+        raw = dist.read_text("direct_url.json")
+        if not raw:
+            continue
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            continue
+        url = doc.get("url", "")
+        if doc.get("dir_info", {}).get("editable") and url.startswith("file://"):
+            roots.append((Path(unquote(urlsplit(url).path)).resolve(), dist.metadata["Name"]))
+    return roots
+
+
+def _editable_owner(file: str) -> str | None:
+    p = Path(file).resolve()
+    return next((name for root, name in _editable_roots() if p.is_relative_to(root)), None)
+
+
 def _site_dirs() -> list[Path]:
     import site
 
@@ -184,12 +210,13 @@ def resolve(module: str, project_dir: Path) -> Resolution:
         return Resolution(module, "unresolved",
                           reason=f"module {top!r} is imported but not installed in this kernel")
     file = _module_file(top)
-    if file:
+    editable = _editable_owner(file) if file else None
+    if file and editable is None:
         p = Path(file).resolve()
         in_site = any(p.is_relative_to(d) for d in _site_dirs())
         if not in_site and p.is_relative_to(project_dir.resolve()):
             return Resolution(module, "project", path=str(p))
-    candidates = _top_level_index().get(top, [])
+    candidates = _top_level_index().get(top, []) or ([editable] if editable else [])
     dist_name = None
     if len(candidates) == 1:
         dist_name = candidates[0]

@@ -79,3 +79,11 @@ def test_lock_follows_requested_extras_only():
     with_extra = build_lock({"dask": {"distributed"}})
     assert "distributed" not in plain.packages
     assert "distributed" in with_extra.packages
+
+
+def test_editable_install_maps_to_its_distribution():
+    # nbdeploy is installed editable here (and in CI): its files live outside site-packages
+    repo = Path(__file__).resolve().parents[2]
+    res = resolve("nbdeploy", repo)
+    assert res.kind == "distribution"
+    assert res.distribution == "nbdeploy" and res.version == md.version("nbdeploy")
