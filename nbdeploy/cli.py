@@ -27,6 +27,12 @@ def command(name: str, help: str, configure: Callable[[argparse.ArgumentParser],
     return deco
 
 
+def _say(args: argparse.Namespace) -> Callable[[str], None]:
+    """Progress lines: stdout, or stderr when stdout carries one JSON document (--json)."""
+    out = sys.stderr if getattr(args, "json", False) else sys.stdout
+    return lambda line: print(line, file=out, flush=True)
+
+
 def _emit_json(doc: Any) -> None:
     sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
 
@@ -94,7 +100,7 @@ def _build(args: argparse.Namespace) -> int:
     result = build_bundle(args.notebook, output=args.output, model=args.model,
                           cli_params=[tuple(p) for p in args.param], force=args.force,
                           timeout=args.timeout,
-                          progress=None if args.json else lambda line: print(line, flush=True))
+                          progress=_say(args))
     if args.json:
         _emit_json(result.to_dict())
     else:
@@ -127,7 +133,7 @@ def _verify(args: argparse.Namespace) -> int:
 
     report = verify_bundle(args.bundle, installer="pip" if args.pip else "auto",
                            keep_env=args.keep_env,
-                           progress=None if args.json else lambda line: print(line, flush=True))
+                           progress=_say(args))
     if args.json:
         _emit_json(report.to_dict())
     else:
@@ -153,7 +159,7 @@ def _image(args: argparse.Namespace) -> int:
     from .container.options import from_args
 
     result = build_image(args.bundle, from_args(args), reuse=args.reuse, save=args.save,
-                         on_line=None if args.json else lambda line: print(line, flush=True))
+                         on_line=_say(args))
     if args.json:
         _emit_json({**result.__dict__, "saved": str(result.saved or "")})
     else:
@@ -175,7 +181,7 @@ def _base_image(args: argparse.Namespace) -> int:
     from .container.engine import detect_engine
 
     result = build_base_image(args.tag, engine=detect_engine(args.engine), mirror=args.mirror,
-                              suite=args.suite, on_line=lambda line: print(line, flush=True))
+                              suite=args.suite, on_line=_say(args))
     print(result.text())
     print(f"use it with: nbdeploy image BUNDLE --base {result.tag}")
     return 0
@@ -237,7 +243,7 @@ def _verify_container(args: argparse.Namespace) -> int:
 
     result = verify_container(args.bundle, from_args(args), rebuild=args.rebuild,
                               health_timeout=args.health_timeout,
-                              on_line=None if args.json else lambda line: print(line, flush=True))
+                              on_line=_say(args))
     if args.json:
         _emit_json(result.to_dict())
     else:
@@ -264,11 +270,6 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     _param_args(p)
     p.add_argument("-o", "--output", metavar="OUT.ipynb", help="also write the executed notebook here")
     _job_common(p)
-
-
-def _say(args: argparse.Namespace) -> Callable[[str], None]:
-    out = sys.stderr if args.json else sys.stdout
-    return lambda line: print(line, file=out, flush=True)
 
 
 @command("run", "run a copy of a notebook in a fresh kernel with parameters, and record the run",

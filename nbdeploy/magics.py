@@ -343,9 +343,6 @@ class DeployMagics(Magics):
         ui = self._progress("Verify")
         report = verify_bundle(bundle, installer="pip" if args.pip else "auto",
                                progress=ui or (lambda line: print(line, flush=True)))
-        from .readiness import record_verify
-
-        record_verify(bundle, report.ok, report.failure or "verified")
         if ui is None:
             print(report.text(checks=False))
         else:

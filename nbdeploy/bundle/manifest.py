@@ -16,7 +16,7 @@ from ..errors import VerifyError
 MANIFEST = "nbdeploy.json"
 FORMAT = "nbdeploy.bundle/1"
 #: caches that running the bundle's tests by hand may leave behind; never part of the bundle
-IGNORED_PARTS = {"__pycache__", ".pytest_cache"}
+IGNORED_PARTS = {"__pycache__", ".pytest_cache", ".ipynb_checkpoints"}  # made by tools, not content
 
 
 def bundle_files(root: Path) -> list[str]:

@@ -238,7 +238,21 @@ def missing_modules(*texts: str) -> list[str]:
 
 def verify_bundle(bundle: str | Path, *, installer: str = "auto", progress: Progress | None = None,
                   keep_env: bool = False, python: str | None = None) -> VerifyReport:
-    """Verify ``bundle``; the report says what passed. Raises VerifyError only for a non-bundle."""
+    """Verify ``bundle``; the report says what passed. Raises VerifyError only for a non-bundle.
+
+    The outcome is recorded beside the bundle (:func:`nbdeploy.readiness.record_verify`), so
+    the panel and ``%deploy status`` show it whichever front end ran the check.
+    """
+    from ..readiness import record_verify
+
+    report = _verify(bundle, installer=installer, progress=progress, keep_env=keep_env,
+                     python=python)
+    record_verify(report.bundle, report.ok, report.failure or "verified")
+    return report
+
+
+def _verify(bundle: str | Path, *, installer: str, progress: Progress | None,
+            keep_env: bool, python: str | None) -> VerifyReport:
     say = progress or (lambda _line: None)
     root = Path(bundle).resolve()
     manifest = read_manifest(root)

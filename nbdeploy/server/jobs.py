@@ -230,10 +230,6 @@ class JobManager:
             res.curl = (f"curl -s -X POST {res.url}/invocations "
                         f"-H 'Content-Type: application/json' -d {data}")
             res.summary = f"serving {run.bundle.name if run.bundle else ''} at {res.url}"
-        if job.kind == "verify" and run.bundle is not None and job.state in ("succeeded", "failed"):
-            from ..readiness import record_verify
-
-            record_verify(run.bundle, job.state == "succeeded", summary)
         if job.kind in ("run", "reproduce"):
             from ..readiness import latest_run
             from ..state import NotebookState

@@ -30,6 +30,21 @@ def test_verify_example_bundles(which, churn_build, diabetes_build):
     # verify wrote nothing into the bundle (no venv, no request log, no caches)
     assert json.loads((built.bundle / "nbdeploy.json").read_text())["files"] == checksums(built.bundle)
     assert not list(built.bundle.rglob("__pycache__")) and not list(built.bundle.rglob("*.jsonl"))
+    # the outcome is recorded beside the bundle, for the panel and %deploy status
+    from nbdeploy.readiness import verify_result
+
+    assert verify_result(built.bundle)["ok"] is True
+
+
+def test_jupyter_checkpoints_are_not_bundle_content(diabetes_build, tmp_path):
+    from nbdeploy.bundle.verify import check_files
+
+    bundle = _copy(diabetes_build.bundle, tmp_path / "copy")
+    cp = bundle / ".ipynb_checkpoints"
+    cp.mkdir()
+    (cp / "README-checkpoint.md").write_text("opened in JupyterLab")
+    manifest = json.loads((bundle / "nbdeploy.json").read_text())
+    assert check_files(bundle, manifest) == []
 
 
 def test_isolation_probe_flags_a_leaky_environment(tmp_path):
