@@ -39,6 +39,7 @@ export interface JobRequest {
   parameters?: Record<string, string>;
   output?: string | null;
   force?: boolean;
+  container?: boolean;
 }
 
 export interface JobResult {

@@ -251,6 +251,9 @@ export class DeployPanel extends Widget {
     row1.append(mk('stop', 'Stop', () => void this.stop()));
     const row2 = el('div', { class: 'nbdeploy-row' });
     row2.append(
+      mk('verify-container', 'Verify in container', () => void this.start('verify', true))
+    );
+    row2.append(
       mk('mark-parameters', 'Mark selected cell as parameters', () =>
         void this.commands.execute('nbdeploy:mark-parameters')
       )
@@ -266,7 +269,7 @@ export class DeployPanel extends Widget {
     for (const b of Array.from(this._buttons.querySelectorAll('button'))) {
       const action = b.dataset.action;
       let enabled = hasNb && !running;
-      if (action === 'verify' || action === 'serve') {
+      if (action === 'verify' || action === 'verify-container' || action === 'serve') {
         enabled = enabled && !!bundle;
       } else if (action === 'stop') {
         enabled = running;
@@ -286,7 +289,7 @@ export class DeployPanel extends Widget {
   }
 
   // -- jobs --------------------------------------------------------------------
-  async start(kind: JobKind): Promise<void> {
+  async start(kind: JobKind, container = false): Promise<void> {
     const nb = this._notebook;
     if (!nb) {
       return;
@@ -299,7 +302,7 @@ export class DeployPanel extends Widget {
       return;
     }
     try {
-      const job = await startJob({ kind, path, force: kind === 'build' });
+      const job = await startJob({ kind, path, force: kind === 'build', container });
       this._follow(job);
     } catch (e) {
       this._job.replaceChildren(this._error(e));

@@ -144,7 +144,8 @@ class JobsHandler(_Handler):
             raise NbdeployError("`output` must be a string")
         req = JobRequest(kind=doc["kind"], path=doc["path"],
                          parameters={str(k): str(v) for k, v in params.items()},
-                         output=output, force=bool(doc.get("force", False)))
+                         output=output, force=bool(doc.get("force", False)),
+                         container=bool(doc.get("container", False)))
         job = await self.jobs.start(req)
         self.set_header("Location", url_path_join(self.base_url, "nbdeploy", "jobs", job.id))
         self.reply(job, status=202)

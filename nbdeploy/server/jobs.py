@@ -129,7 +129,8 @@ class JobManager:
             raise NbdeployError(f"{req.path} is not a bundle folder",
                                 hint="give a folder made by Build bundle (it holds nbdeploy.json)")
         if req.kind == "verify":
-            return cli + ["verify", str(target)], target.parent, target, None
+            container = ["--container"] if req.container else []
+            return cli + ["verify", str(target)] + container, target.parent, target, None
         port = _free_port()
         serve = cli + ["serve"] if "serve" in commands else [self.python, "-m", "nbdeploy.serve"]
         return (serve + [str(target), "--host", "127.0.0.1", "--port", str(port)],
@@ -167,16 +168,15 @@ class JobManager:
         if ready is not None:
             ready.cancel()
         job = run.job
-        job.returncode, job.finished = rc, _now()
-        if run.stopping:
-            job.state = "stopped"
-        else:
-            job.state = "succeeded" if rc == 0 else "failed"
-        if job.state == "succeeded":
-            job.progress = 1.0
-        if job.state == "failed":
+        job.returncode = rc
+        state = "stopped" if run.stopping else "succeeded" if rc == 0 else "failed"
+        if state == "failed":
             job.error = self._error_line(run)
-        job.result = await asyncio.to_thread(self._result, run)
+        result = await asyncio.to_thread(self._result, run, state)
+        if state == "succeeded":
+            job.progress = 1.0
+        # publish the state last: a poll never sees a finished job without its result
+        job.result, job.finished, job.state = result, _now(), state
         with open(run.log, "a", encoding="utf-8") as fh:
             fh.write(f"\n[{job.kind} {job.state}, exit code {rc}]\n")
 
@@ -212,9 +212,10 @@ class JobManager:
             run.job.result = await asyncio.to_thread(self._result, run)
             return
 
-    def _result(self, run: _Running) -> JobResult:
+    def _result(self, run: _Running, state: str | None = None) -> JobResult:
         job = run.job
-        ok = job.state == "succeeded" or (job.kind == "serve" and job.state == "running")
+        state = state or job.state
+        ok = state == "succeeded" or (job.kind == "serve" and state == "running")
         tail = [ln for ln in run.last_lines if not ln.startswith("[")]
         summary = (tail[-1] if tail else "") if ok else (job.error or "")
         res = JobResult(ok=ok, summary=summary)

@@ -31,6 +31,7 @@ class JobRequest:
     parameters: dict[str, str] = field(default_factory=dict)  # run / build: -p NAME VALUE
     output: str | None = None  # build: bundle folder (default: NOTEBOOK-bundle beside it)
     force: bool = False  # build: replace an existing bundle folder
+    container: bool = False  # verify: in the bundle's container image instead of a venv
 
 
 @dataclass

@@ -138,6 +138,9 @@ def test_build_shows_progress_and_the_bundle(page, lab) -> None:
     bundle = page.locator('.nbdeploy-item[data-key="bundle"]')
     page.wait_for_selector('.nbdeploy-item[data-key="bundle"][data-status="warning"]')
     assert "not verified" in bundle.inner_text()
+    # with a bundle, both checks are offered: a lock-only venv, or the bundle's container image
+    for action in ("verify", "verify-container"):
+        assert page.locator(f'#nbdeploy-panel button[data-action="{action}"]').is_enabled()
 
 
 def test_verify_passes(page, lab) -> None:

@@ -211,3 +211,16 @@ async def test_bundles_lists_manifests(jp_fetch, root: Path) -> None:
     bundle = doc["items"][-1]
     assert bundle["status"] == "warning" and "not verified" in bundle["summary"]
     assert bundle["details"][0]["path"] == "out/churn-bundle"
+
+
+async def test_verify_job_can_run_in_the_container(jp_fetch, root: Path, fake_cli) -> None:
+    b = root / "out" / "churn-bundle"
+    b.mkdir(parents=True)
+    (b / "nbdeploy.json").write_text(json.dumps({"format": "nbdeploy.bundle/1", "name": "c"}))
+    code, job = await _json(jp_fetch, "jobs", method="POST", body=json.dumps(
+        {"kind": "verify", "path": "out/churn-bundle", "container": True}))
+    assert code == 202 and job["command"][-3:] == ["verify", str(b), "--container"]
+    job = await _wait(jp_fetch, job["id"])
+    code, plain = await _json(jp_fetch, "jobs", method="POST", body=json.dumps(
+        {"kind": "verify", "path": "out/churn-bundle"}))
+    assert plain["command"][-2:] == ["verify", str(b)]
