@@ -81,8 +81,12 @@ def bench_init(repeats: int) -> dict:
             km, kc = start_new_kernel(kernel_name="python3", cwd=d)
             try:
                 out: list[str] = []
-                kc.execute_interactive(code, output_hook=lambda m: out.append(
-                    m["content"].get("text", "")) if m["msg_type"] == "stream" else None, timeout=60)
+
+                def hook(msg: dict, out: list[str] = out) -> None:
+                    if msg["msg_type"] == "stream":
+                        out.append(msg["content"].get("text", ""))
+
+                kc.execute_interactive(code, output_hook=hook, timeout=60)
                 line = next(s for s in "".join(out).splitlines() if s.startswith("ELAPSED"))
                 times.append(float(line.split()[1]))
             finally:
