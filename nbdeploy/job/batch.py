@@ -12,6 +12,7 @@ that already succeeded unless ``force``.
 
 from __future__ import annotations
 
+import contextvars
 import csv
 import io
 import itertools
@@ -163,7 +164,17 @@ def _previous(batch_dir: Path) -> dict[str, RunRecord]:
 # -- running --------------------------------------------------------------------
 def _worker_run(notebook: str, values: dict[str, Any], run_id: str, batch_id: str,
                 timeout: float | None) -> dict:
-    """Runs on a Dask worker: one job, never raising (a failure is a failed record)."""
+    """Runs on a Dask worker: one job, never raising (a failure is a failed record).
+
+    In an empty context: jupyter_core keeps the event loop that papermill runs on in a
+    ContextVar, and in-process workers inherit the submitting thread's context, so two
+    workers would otherwise share (and both try to run) one loop.
+    """
+    return contextvars.Context().run(_run_isolated, notebook, values, run_id, batch_id, timeout)
+
+
+def _run_isolated(notebook: str, values: dict[str, Any], run_id: str, batch_id: str,
+                  timeout: float | None) -> dict:
     from .run import run_notebook
 
     try:
@@ -172,6 +183,21 @@ def _worker_run(notebook: str, values: dict[str, Any], run_id: str, batch_id: st
         return rec.to_dict()
     except Exception as exc:
         return _failed(notebook, values, run_id, batch_id, f"{type(exc).__name__}: {exc}")
+    finally:
+        _close_thread_loop()
+
+
+def _close_thread_loop() -> None:
+    """Close the loop papermill left set for this worker thread (each task makes its own)."""
+    import asyncio
+
+    try:
+        loop = asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:
+        return
+    if not loop.is_running():
+        loop.close()
+        asyncio.set_event_loop(None)
 
 
 def _failed(notebook: str, values: dict, run_id: str, batch_id: str, message: str) -> dict:

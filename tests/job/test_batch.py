@@ -76,3 +76,18 @@ def test_batch_on_a_remote_scheduler_started_as_processes(proj, spawn, capsys):
                        tracking="off")
     assert forced.reused == [] and all(r.ok for r in forced.runs)
     assert not {r.run_id for r in forced.runs} & {r["run_id"] for r in rows}
+
+
+@pytest.mark.slow
+def test_batch_after_papermill_ran_in_this_process(proj):
+    """jupyter_core keeps its event loop in a ContextVar; in-process Dask workers inherited the
+    loop of an earlier papermill run in this thread, and two of them ran it at once
+    ("This event loop is already running")."""
+    from nbdeploy.job.execute import execute
+
+    first = execute(proj / "tiny.ipynb", proj / "first.ipynb", proj / "state")
+    assert first.status == "completed"
+    result = run_batch(proj / "tiny.ipynb", {"grid": {"alpha": [0.1, 0.2, 0.3, 0.4]}},
+                       workers=2, tracking="off")
+    errors = [r.error for r in result.runs if r.status != "completed"]
+    assert errors == []
