@@ -189,9 +189,18 @@ def _editable_roots() -> list[tuple[Path, str]]:
     return roots
 
 
-def _editable_owner(file: str) -> str | None:
+def _editable_owner(file: str, top: str) -> str | None:
+    """The editable distribution whose project provides ``top`` (flat or src layout).
+
+    Only the package itself counts: a notebook's helper module that merely lives
+    somewhere inside an editable project's folder is the notebook's own code.
+    """
     p = Path(file).resolve()
-    return next((name for root, name in _editable_roots() if p.is_relative_to(root)), None)
+    for root, name in _editable_roots():
+        for base in (root, root / "src"):
+            if p == base / f"{top}.py" or p.is_relative_to(base / top):
+                return name
+    return None
 
 
 def _site_dirs() -> list[Path]:
@@ -210,7 +219,7 @@ def resolve(module: str, project_dir: Path) -> Resolution:
         return Resolution(module, "unresolved",
                           reason=f"module {top!r} is imported but not installed in this kernel")
     file = _module_file(top)
-    editable = _editable_owner(file) if file else None
+    editable = _editable_owner(file, top) if file else None
     if file and editable is None:
         p = Path(file).resolve()
         in_site = any(p.is_relative_to(d) for d in _site_dirs())

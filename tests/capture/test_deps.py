@@ -87,3 +87,16 @@ def test_editable_install_maps_to_its_distribution():
     res = resolve("nbdeploy", repo)
     assert res.kind == "distribution"
     assert res.distribution == "nbdeploy" and res.version == md.version("nbdeploy")
+
+
+def test_a_helper_inside_an_editable_project_is_still_project_code():
+    # example_notebooks/ lies inside the nbdeploy checkout, which is installed editable
+    examples = Path(__file__).resolve().parents[2] / "example_notebooks"
+    import sys
+
+    sys.path.insert(0, str(examples))
+    try:
+        res = resolve("features", examples)
+    finally:
+        sys.path.remove(str(examples))
+    assert res.kind == "project" and Path(res.path) == examples / "features.py"
