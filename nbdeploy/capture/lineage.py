@@ -123,6 +123,7 @@ class LineageRecorder:
         self._depth = _Depth()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="nbdeploy-lineage")
         self._pending: list[Future] = []
+        self._frames: dict[int, tuple[LineageEntry, Any]] = {}  # frames not yet profiled
         self._originals: list[tuple[Any, str, Any]] = []
         self._hook: _PostImportHook | None = None
 
@@ -232,6 +233,7 @@ class LineageRecorder:
                 entry.cells.append(cell)
         if role == "read" and to_profile is not None and self.profile:
             snapshot = to_profile.copy(deep=False)  # copy-on-write: later edits don't leak in
+            self._frames[id(entry)] = (entry, snapshot)
             fut = self._pool.submit(self._profile, entry, snapshot)
             self._pending.append(fut)
         self.on_change()
@@ -243,13 +245,24 @@ class LineageRecorder:
             prof = {"error": f"{type(exc).__name__}: {exc}"}
         with self._lock:
             entry.profile = prof
+            if "error" not in prof and self._frames.get(id(entry), (None, None))[1] is frame:
+                del self._frames[id(entry)]
         self.on_change()
 
     def wait(self) -> None:
-        """Block until every pending profile is done."""
+        """Block until every pending profile is done; profile again, here, what failed there.
+
+        A profile that failed in the background thread (pandas is not guaranteed to be
+        thread-safe while the notebook goes on working) is computed once more in the
+        calling thread, so a record handed to a later stage always has its profiles.
+        """
         pending, self._pending = self._pending, []
         for f in pending:
             f.result()
+        with self._lock:
+            retry = [(e, f) for e, f in self._frames.values() if e.profile is None or "error" in e.profile]
+        for entry, frame in retry:
+            self._profile(entry, frame)
 
     @property
     def busy(self) -> bool:
