@@ -33,6 +33,14 @@ def _say(args: argparse.Namespace) -> Callable[[str], None]:
     return lambda line: print(line, file=out, flush=True)
 
 
+def _show(args: argparse.Namespace, result: Any) -> None:
+    """A result as one JSON document (--json) or as its text."""
+    if getattr(args, "json", False):
+        _emit_json(result.to_dict())
+    else:
+        print(result.text())
+
+
 def _emit_json(doc: Any) -> None:
     sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
 
@@ -101,10 +109,7 @@ def _build(args: argparse.Namespace) -> int:
                           cli_params=[tuple(p) for p in args.param], force=args.force,
                           timeout=args.timeout,
                           progress=_say(args))
-    if args.json:
-        _emit_json(result.to_dict())
-    else:
-        print(result.text())
+    _show(args, result)
     return 0
 
 
@@ -244,10 +249,7 @@ def _verify_container(args: argparse.Namespace) -> int:
     result = verify_container(args.bundle, from_args(args), rebuild=args.rebuild,
                               health_timeout=args.health_timeout,
                               on_line=_say(args))
-    if args.json:
-        _emit_json(result.to_dict())
-    else:
-        print(result.text())
+    _show(args, result)
     return 0 if result.passed else 1
 
 
