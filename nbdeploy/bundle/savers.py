@@ -54,8 +54,9 @@ def trusted_types(untrusted: list[str], allowed_dists: set[str], project_dir: Pa
 
 
 def _skops(obj: Any, path: Path, allowed_dists: set[str], project_dir: Path) -> tuple[Any, list[str]]:
-    import skops.io as sio
+    from ..serve.model import import_skops_io
 
+    sio = import_skops_io()  # skops' default trusted types from nbdeploy's cache: seconds saved
     try:
         sio.dump(obj, path)
     except Exception as exc:

@@ -16,7 +16,10 @@ Code shipped with the model (``code_paths``) is put on ``sys.path`` first, as ML
 from __future__ import annotations
 
 import importlib
+import json
+import os
 import sys
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,55 +101,77 @@ def load_serialized(path: Path, fmt: str, trusted: list[str] | None) -> Any:
 
 
 def import_skops_io() -> Any:
-    """``skops.io``, imported fast when its list of scikit-learn estimators is cached.
+    """``skops.io``, imported fast when its table of trusted type names is cached.
 
-    Importing ``skops.io`` calls ``sklearn.utils.all_estimators()``, which imports every
-    module of scikit-learn (and pytest, and dask when installed) only to collect the names
-    of the estimator classes that skops trusts by default; that is most of a cold start.
-    The first import computes the list as usual and caches the names, keyed by the
-    scikit-learn, skops and Python versions; later imports hand skops the same names, so
-    the default trusted set is identical. NBDEPLOY_CACHE_DIR sets the cache folder
-    (default ~/.cache/nbdeploy); an empty value turns the cache off.
+    Importing ``skops.io`` builds, in ``skops.io._trusted_types``, the lists of type
+    names it trusts by default: ``sklearn.utils.all_estimators()`` imports every module
+    of scikit-learn (and pytest, and dask when installed) only to collect class names,
+    and the ufuncs of numpy and scipy.special are enumerated. That is most of a cold
+    start. The first import builds the lists as usual and caches them (JSON, keyed by
+    the versions of Python, scikit-learn, skops, scipy and numpy); later imports give
+    skops a ``_trusted_types`` module holding exactly those lists, so the default
+    trusted set is identical. If this version of skops needs a name the cache lacks,
+    skops is imported the usual way. NBDEPLOY_CACHE_DIR sets the cache folder (default
+    ~/.cache/nbdeploy); an empty value turns the cache off.
     """
     if "skops.io" in sys.modules:
         return sys.modules["skops.io"]
-    import json
-    import os
-    from importlib.metadata import version
-
-    import sklearn.utils
-
-    cache_dir = os.environ.get("NBDEPLOY_CACHE_DIR", str(Path.home() / ".cache" / "nbdeploy"))
-    key = f"{version('scikit-learn')}-{version('skops')}-{sys.version_info[0]}.{sys.version_info[1]}"
-    cache = Path(cache_dir) / f"skops-estimators-{key}.json" if cache_dir else None
-    names = None
-    if cache is not None and cache.is_file():
-        try:
-            names = json.loads(cache.read_text())
-        except (OSError, ValueError):
-            names = None
-    if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
-        stand_ins = [(n.rpartition(".")[2], type(n.rpartition(".")[2], (), {"__module__": n.rpartition(".")[0]}))
-                     for n in names]
-        original = sklearn.utils.all_estimators
-        sklearn.utils.all_estimators = lambda *args, **kwargs: stand_ins
+    cache = _skops_cache_path()
+    names = _read_type_names(cache) if cache is not None else None
+    if names is not None:
+        stand_in = types.ModuleType(_TRUSTED, "type names cached by nbdeploy")
+        vars(stand_in).update(names)
+        vars(stand_in).update(PRIMITIVES_TYPES=[int, float, str, bool], CONTAINER_TYPES=[list, set, map, tuple])
+        sys.modules[_TRUSTED] = stand_in
         try:
             import skops.io
-        finally:
-            sklearn.utils.all_estimators = original
-        return skops.io
+
+            return skops.io
+        except ImportError:  # a skops that needs more than the cache holds: import it for real
+            for name in [m for m in sys.modules if m == "skops" or m.startswith("skops.")]:
+                del sys.modules[name]
     import skops.io
-    from skops.io._trusted_types import SKLEARN_ESTIMATOR_TYPE_NAMES
+    import skops.io._trusted_types as trusted
 
     if cache is not None:
+        table = {k: v for k, v in vars(trusted).items()
+                 if k.endswith("_TYPE_NAMES") and isinstance(v, list) and all(isinstance(x, str) for x in v)}
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(list(SKLEARN_ESTIMATOR_TYPE_NAMES)))
+            tmp.write_text(json.dumps(table))
             os.replace(tmp, cache)
         except OSError:
             pass
     return skops.io
+
+
+_TRUSTED = "skops.io._trusted_types"
+
+
+def _skops_cache_path() -> Path | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    cache_dir = os.environ.get("NBDEPLOY_CACHE_DIR", str(Path.home() / ".cache" / "nbdeploy"))
+    if not cache_dir:
+        return None
+    try:
+        versions = [version(d) for d in ("scikit-learn", "skops", "scipy", "numpy")]
+    except PackageNotFoundError:
+        return None
+    key = "-".join([f"py{sys.version_info[0]}.{sys.version_info[1]}", *versions])
+    return Path(cache_dir) / f"skops-trusted-types-{key}.json"
+
+
+def _read_type_names(cache: Path) -> dict[str, list[str]] | None:
+    try:
+        table = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        return None
+    if (not isinstance(table, dict) or "SKLEARN_ESTIMATOR_TYPE_NAMES" not in table
+            or not all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in table.values())):
+        return None
+    return table
 
 
 def _class(dotted: str) -> Any:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import json
+import os
 import shutil
 import socket
 import subprocess
@@ -19,7 +21,7 @@ PACKAGE = Path(nbdeploy.serve.__file__).parent
 ALLOWED = {
     "__future__", "argparse", "asyncio", "bisect", "collections", "concurrent", "csv", "dataclasses",
     "datetime", "hmac", "html", "importlib", "io", "json", "logging", "os", "pathlib", "pickle", "signal",
-    "socket", "subprocess", "sys", "tempfile", "threading", "time", "typing", "urllib",
+    "socket", "subprocess", "sys", "tempfile", "threading", "time", "types", "typing", "urllib",
     "numpy", "pandas", "orjson", "uvicorn", "yaml",
     "sklearn", "skops", "cloudpickle", "xgboost", "lightgbm", "mlflow",
 }
@@ -42,6 +44,45 @@ def test_import_is_cheap():
     code = "import sys, nbdeploy.serve; print(sorted(m for m in ('pandas','sklearn','mlflow','uvicorn') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+_TABLE = """
+import json, sys
+from nbdeploy.serve.model import import_skops_io
+sio = import_skops_io()
+t = sys.modules["skops.io._trusted_types"]
+print(json.dumps({"doc": t.__doc__, "names": {k: v for k, v in vars(t).items() if k.endswith("_TYPE_NAMES")},
+                  "default": sio.get_untrusted_types(file=sys.argv[1])}))
+"""
+
+
+def test_skops_trusted_types_from_the_cache_are_what_skops_builds(classifier_bundle, tmp_path):
+    model = str(next(Path(classifier_bundle).rglob("model.skops")))
+
+    def table(cache_dir: str) -> dict:
+        out = subprocess.run([sys.executable, "-c", _TABLE, model], capture_output=True, text=True, check=True,
+                             env={**os.environ, "NBDEPLOY_CACHE_DIR": cache_dir}).stdout
+        return json.loads(out)
+
+    cache = tmp_path / "cache"
+    built = table(str(cache))  # no cache yet: skops builds its table, nbdeploy stores it
+    assert built["doc"] != "type names cached by nbdeploy"
+    (stored,) = cache.glob("skops-trusted-types-*.json")
+    cached = table(str(cache))  # from the cache: skops gets a stand-in module with the same lists
+    assert cached["doc"] == "type names cached by nbdeploy"
+    uncached = table("")  # cache turned off
+    assert cached["names"] == built["names"] == uncached["names"]
+    assert {"SKLEARN_ESTIMATOR_TYPE_NAMES", "NUMPY_UFUNC_TYPE_NAMES"} <= set(cached["names"])
+    assert "sklearn.ensemble._forest.RandomForestClassifier" in cached["names"]["SKLEARN_ESTIMATOR_TYPE_NAMES"]
+    assert cached["default"] == uncached["default"]  # the same types need trusting explicitly
+
+    table_json = json.loads(stored.read_text())
+    del table_json["NUMPY_DTYPE_TYPE_NAMES"]  # a skops that needs a name the cache lacks
+    stored.write_text(json.dumps(table_json))
+    assert table(str(cache))["names"] == uncached["names"]
+    stored.write_text("{not json")  # a damaged cache is rebuilt, never trusted
+    assert table(str(cache))["names"] == uncached["names"]
+    assert json.loads(stored.read_text()) == {k: v for k, v in uncached["names"].items()}
 
 
 def test_runs_from_a_copy_named_nbdeploy_serve(regressor_bundle, tmp_path):
