@@ -21,11 +21,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--log-path", help='request log file ("" turns it off)')
     p.add_argument("--flag-out-of-range", choices=FLAG_MODES)
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--check", action="store_true",
+                   help="load the model, predict the input example, exit (an image build runs this: it proves "
+                        "the model loads there and fills the start-up cache)")
     args = vars(p.parse_args(argv))
     bundle = args.pop("bundle")
-    from .server import run
+    check_only = args.pop("check")
+    from .server import check, run
 
     try:
+        if check_only:
+            print(check(bundle, ServeConfig.from_env(**args)))
+            return 0
         run(bundle, ServeConfig.from_env(**args))
     except ServeError as e:
         print(f"error: {e.message}", file=sys.stderr)

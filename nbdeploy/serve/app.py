@@ -50,6 +50,8 @@ class ServeApp:
         self._flag_header = config.flag_out_of_range in ("header", "both")
         self._flag_body = config.flag_out_of_range in ("body", "both")
         self._static: dict[str, bytes] = {}
+        #: why the start-up prediction of the input example did not happen (None: it did)
+        self.not_warmed: str | None = None
 
     # -- ASGI -----------------------------------------------------------------
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -73,11 +75,14 @@ class ServeApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    def warm_up(self) -> None:
-        """Predict the bundle's input example once, so the first request pays no first-call costs."""
+    def warm_up(self) -> str | None:
+        """Predict the bundle's input example, so the first request pays no first-call costs.
+
+        Returns why it could not (no example, or the error), or None when it predicted.
+        """
         path = self.bundle.model_dir / "input_example.json"
         if not path.is_file() or self.validator is None:
-            return
+            return "the model has no input_example.json with named columns"
         try:
             example = orjson.loads(path.read_bytes())
             key = "dataframe_split" if isinstance(example, dict) and "columns" in example else "dataframe_records"
@@ -88,8 +93,11 @@ class ServeApp:
                     t0 = time.perf_counter()
                     self.predictor.run_batch([Part(columns, frame.n, None)])  # type: ignore[arg-type]
                     self.batcher.observe(time.perf_counter() - t0)
+                return None
+            return "input_example.json has no rows"
         except Exception as e:  # a warm-up failure is not fatal; requests will tell
             logger.warning("warm-up prediction on input_example.json failed: %s: %s", type(e).__name__, e)
+            return f"{type(e).__name__}: {e}"
 
     def startup(self) -> None:
         if self.config.log_path:
@@ -262,7 +270,7 @@ def create_app(bundle_dir: str | Path, config: ServeConfig | None = None) -> Ser
     config = config or ServeConfig.from_env()
     bundle = read_bundle(bundle_dir)
     app = ServeApp(bundle, load_model(bundle), config)
-    app.warm_up()
+    app.not_warmed = app.warm_up()
     return app
 
 

@@ -73,6 +73,22 @@ def _uvicorn_options(config: ServeConfig) -> dict[str, Any]:
     }
 
 
+def check(bundle_dir: str | Path, config: ServeConfig | None = None) -> str:
+    """Load the bundle's model and predict its input example once; a one-line summary, or ServeError."""
+    import time
+
+    from .app import create_app
+
+    t0 = time.perf_counter()
+    app = create_app(bundle_dir, config or ServeConfig.from_env())
+    seconds = time.perf_counter() - t0
+    problem = app.not_warmed
+    if problem is not None and (app.bundle.model_dir / "input_example.json").is_file():
+        raise ServeError(f"the model loaded but could not predict its input example: {problem}")
+    what = "and predicted its input example" if problem is None else f"(no prediction: {problem})"
+    return f"{app.bundle.name} v{app.bundle.version}: {app.model.flavor} model loaded {what} in {seconds:.2f} s"
+
+
 def run(bundle_dir: str | Path, config: ServeConfig | None = None) -> None:
     """Serve ``bundle_dir`` until SIGTERM or SIGINT (blocking)."""
     import uvicorn

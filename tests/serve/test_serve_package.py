@@ -174,3 +174,23 @@ def test_accepted_connections_have_tcp_nodelay(loop_name):
     else:
         asyncio.run(main())
     assert seen and seen[0] != 0
+
+
+def test_check_loads_and_predicts_the_example_or_names_the_problem(classifier_bundle, tmp_path):
+    def check(bundle: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "nbdeploy.serve", str(bundle), "--check"],
+                              capture_output=True, text=True, timeout=300)
+
+    ok = check(classifier_bundle)
+    assert ok.returncode == 0, ok.stderr
+    assert "sklearn model loaded and predicted its input example" in ok.stdout
+
+    broken = tmp_path / "broken"
+    shutil.copytree(classifier_bundle, broken)
+    example = broken / "model" / "input_example.json"
+    doc = json.loads(example.read_text())
+    doc["columns"] = [c if c != "age" else "years" for c in doc["columns"]]  # a column the model lacks
+    example.write_text(json.dumps(doc))
+    bad = check(broken)
+    assert bad.returncode == 2
+    assert "could not predict its input example" in bad.stderr and "Traceback" not in bad.stderr
