@@ -66,10 +66,10 @@ RUN groupadd --gid {UID} app \\
     && useradd --uid {UID} --gid {UID} --no-create-home --home-dir /app --shell /usr/sbin/nologin app \\
     && mkdir -p /app/logs && chown {UID}:{UID} /app/logs
 COPY . /app
-# load the model once, here: proves it loads in this image, compiles the API's bytecode and
-# fills the start-up cache (skops' trusted types), so a container's first request comes sooner
-RUN python -m compileall -q /app/nbdeploy_serve \\
-    && python -m nbdeploy_serve /app --check --log-path ""
+# load the model once, here: proves it loads and predicts in this image, fills the start-up
+# cache (skops' trusted types) and writes the bytecode of every module the API imports that
+# has none (a Debian base ships no .pyc), so a container's first request comes sooner
+RUN python -m nbdeploy_serve /app --check --compile --log-path ""
 USER {UID}:{UID}
 
 EXPOSE {PORT}

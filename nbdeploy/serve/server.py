@@ -73,8 +73,12 @@ def _uvicorn_options(config: ServeConfig) -> dict[str, Any]:
     }
 
 
-def check(bundle_dir: str | Path, config: ServeConfig | None = None) -> str:
-    """Load the bundle's model and predict its input example once; a one-line summary, or ServeError."""
+def check(bundle_dir: str | Path, config: ServeConfig | None = None, compile_imported: bool = False) -> str:
+    """Load the bundle's model and predict its input example once; a one-line summary, or ServeError.
+
+    ``compile_imported``: then write the bytecode of every imported module that has none
+    (where its folder is writable), so that later starts do not compile them again.
+    """
     import time
 
     from .app import create_app
@@ -86,7 +90,30 @@ def check(bundle_dir: str | Path, config: ServeConfig | None = None) -> str:
     if problem is not None and (app.bundle.model_dir / "input_example.json").is_file():
         raise ServeError(f"the model loaded but could not predict its input example: {problem}")
     what = "and predicted its input example" if problem is None else f"(no prediction: {problem})"
-    return f"{app.bundle.name} v{app.bundle.version}: {app.model.flavor} model loaded {what} in {seconds:.2f} s"
+    summary = f"{app.bundle.name} v{app.bundle.version}: {app.model.flavor} model loaded {what} in {seconds:.2f} s"
+    if compile_imported:
+        summary += f"; bytecode written for {compile_loaded_modules()} imported modules"
+    return summary
+
+
+def compile_loaded_modules() -> int:
+    """Compile every loaded module whose cached bytecode is missing; how many were written."""
+    import py_compile
+
+    written = 0
+    for module in list(sys.modules.values()):
+        spec = getattr(module, "__spec__", None)
+        source = getattr(spec, "origin", None) if spec is not None else None
+        if not source or not source.endswith(".py") or not getattr(spec, "cached", None):
+            continue
+        if os.path.exists(spec.cached) or not os.path.isfile(source):
+            continue
+        try:
+            py_compile.compile(source, cfile=spec.cached, doraise=True)
+            written += 1
+        except (OSError, py_compile.PyCompileError):
+            continue  # a read-only folder, or a file that does not compile: leave it
+    return written
 
 
 def run(bundle_dir: str | Path, config: ServeConfig | None = None) -> None:

@@ -21,7 +21,7 @@ PACKAGE = Path(nbdeploy.serve.__file__).parent
 ALLOWED = {
     "__future__", "argparse", "asyncio", "bisect", "collections", "concurrent", "csv", "dataclasses",
     "datetime", "hmac", "html", "importlib", "io", "json", "logging", "os", "pathlib", "pickle", "signal",
-    "socket", "subprocess", "sys", "tempfile", "threading", "time", "types", "typing", "urllib",
+    "py_compile", "socket", "subprocess", "sys", "tempfile", "threading", "time", "types", "typing", "urllib",
     "numpy", "pandas", "orjson", "uvicorn", "yaml",
     "sklearn", "skops", "cloudpickle", "xgboost", "lightgbm", "mlflow",
 }
@@ -194,3 +194,21 @@ def test_check_loads_and_predicts_the_example_or_names_the_problem(classifier_bu
     bad = check(broken)
     assert bad.returncode == 2
     assert "could not predict its input example" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_compile_writes_bytecode_only_for_imported_modules_that_have_none(tmp_path):
+    mods = tmp_path / "mods"
+    mods.mkdir()
+    (mods / "used_here.py").write_text("VALUE = 41 + 1\n")
+    (mods / "never_imported.py").write_text("VALUE = 0\n")
+    code = ("import used_here, sys; from nbdeploy.serve.server import compile_loaded_modules; "
+            "print(compile_loaded_modules(), compile_loaded_modules())")
+    env = {**os.environ, "PYTHONPATH": str(mods), "PYTHONDONTWRITEBYTECODE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    first, second = map(int, out.stdout.split())
+    assert first >= 1 and second == 0  # the second call finds nothing left to write
+    assert [p.name for p in (mods / "__pycache__").iterdir()] == [
+        f"used_here.{sys.implementation.cache_tag}.pyc"]
+    check = subprocess.run([sys.executable, "-c", "import used_here; print(used_here.VALUE)"],
+                           capture_output=True, text=True, check=True, env=env)
+    assert check.stdout.strip() == "42"
