@@ -108,13 +108,18 @@ def execute(notebook: str | Path, output: str | Path, state_dir: str | Path, *,
     prepared = prepare(nb, src, state, tail, recorded, params_cell)
     out.parent.mkdir(parents=True, exist_ok=True)
     state.mkdir(parents=True, exist_ok=True)
+    # The kernel starts in the notebook's folder because nbclient is told so. Not
+    # papermill's cwd=: that changes this whole process's working directory for the
+    # run, and batch workers are threads of one process (two of them interleaving
+    # their changes started kernels in the wrong folder).
+    options: dict[str, Any] = {"resources": {"metadata": {"path": str(src.parent)}}}
     started = time.perf_counter()
     error = None
     try:
         pm.execute_notebook(
-            prepared, str(out), parameters=parameters or {}, cwd=str(src.parent),
+            prepared, str(out), parameters=parameters or {},
             kernel_name=kernel_name, progress_bar=False, log_output=log_output,
-            execution_timeout=timeout, report_mode=False,
+            execution_timeout=timeout, report_mode=False, **options,
         )
     except PapermillExecutionError as exc:
         executed = load_notebook(out)

@@ -91,3 +91,19 @@ def test_batch_after_papermill_ran_in_this_process(proj):
                        workers=2, tracking="off")
     errors = [r.error for r in result.runs if r.status != "completed"]
     assert errors == []
+
+
+@pytest.mark.slow
+def test_batch_started_from_another_folder_runs_every_kernel_in_the_notebooks_folder(
+        proj, tmp_path, monkeypatch):
+    """papermill's cwd= changes the whole process's folder for a run; in-process workers
+    interleaved those changes and some kernels started where data.csv is not."""
+    import os
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = run_batch(proj / "tiny.ipynb", {"grid": {"n": [1, 2, 3, 4, 5, 6, 7, 8]}},
+                       workers=4, tracking="off")
+    assert [r.error for r in result.runs if not r.ok] == []  # tiny.ipynb reads data.csv
+    assert os.getcwd() == str(elsewhere)  # this process never changed folder
