@@ -207,7 +207,7 @@ def _failed(notebook: str, values: dict, run_id: str, batch_id: str, message: st
 
 
 def _client(workers: int, scheduler: str | None) -> tuple[Any, Any]:
-    from dask.distributed import Client, LocalCluster
+    from dask.distributed import Client
 
     if scheduler:
         try:
@@ -215,12 +215,29 @@ def _client(workers: int, scheduler: str | None) -> tuple[Any, Any]:
         except OSError as exc:
             raise NbdeployError(f"cannot reach the Dask scheduler at {scheduler}: {exc}",
                                 hint="start one with `dask scheduler` or drop --scheduler") from None
-    # The work happens in kernel subprocesses; a worker only drives one through
-    # papermill. In-process workers (threads) do that as well as worker processes
-    # and save starting and importing a Python interpreter per worker (seconds).
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=False,
-                           dashboard_address=None)
+    cluster = _local_cluster(workers)
     return Client(cluster), cluster
+
+
+def _local_cluster(workers: int) -> Any:
+    """A LocalCluster of in-process workers, without the monitors that nobody reads here.
+
+    The work happens in kernel subprocesses; a worker only drives one through
+    papermill. In-process workers (threads) do that as well as worker processes and save
+    starting and importing a Python interpreter per worker (seconds). They share
+    this process, so Dask's own monitors would watch the drivers: the statistical
+    profiler samples every thread's stack every 10 ms and the memory and system
+    monitors call psutil several times a second (together several CPU seconds of a
+    16-run batch). Nothing reads them here (no dashboard, no data kept in worker
+    memory), so they are off for this cluster only.
+    """
+    import dask
+    from dask.distributed import LocalCluster
+
+    with dask.config.set({"distributed.worker.profile.enabled": False,
+                          "distributed.admin.system-monitor.interval": "60s"}):
+        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=False,
+                            dashboard_address=None, memory_limit=0)
 
 
 def run_batch(notebook: str | Path, grid: str | Path | list[dict[str, Any]] | dict, *,
