@@ -3,7 +3,8 @@
 Every job (``nbdeploy capture``, ``run``, ``reproduce``, ``batch``, ``build``)
 goes through :func:`execute`: it injects a first cell that loads nbdeploy and
 starts a capture session writing into ``state_dir``, optional extra cells at the
-end (the bundle's model export), runs the copy with papermill, and turns a
+end (the bundle's model export), runs the copy with papermill (nbdeploy's engine,
+:mod:`.engine`, which writes the executed notebook less often), and turns a
 failing cell into a :class:`CellExecutionError` that names the cell as the user
 sees it in their notebook.
 """
@@ -101,6 +102,8 @@ def execute(notebook: str | Path, output: str | Path, state_dir: str | Path, *,
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
+    from . import engine
+
     src = Path(notebook).resolve()
     out = Path(output).resolve()
     state = Path(state_dir).resolve()
@@ -117,7 +120,7 @@ def execute(notebook: str | Path, output: str | Path, state_dir: str | Path, *,
     error = None
     try:
         pm.execute_notebook(
-            prepared, str(out), parameters=parameters or {},
+            prepared, str(out), parameters=parameters or {}, engine_name=engine.NAME,
             kernel_name=kernel_name, progress_bar=False, log_output=log_output,
             execution_timeout=timeout, report_mode=False, **options,
         )
