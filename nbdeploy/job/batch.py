@@ -201,7 +201,17 @@ def _close_thread_loop() -> None:
 
 
 def _failed(notebook: str, values: dict, run_id: str, batch_id: str, message: str) -> dict:
+    """The record of a run that raised: the one it saved (a kernel that timed out or died
+    still leaves its record and executed notebook), else one made from what is known."""
     run_dir = NotebookState.for_notebook(notebook).runs_dir / run_id
+    try:
+        saved = load_run(run_dir)
+    except NbdeployError:
+        saved = None
+    if saved is not None and saved.status == "failed":
+        if not Path(saved.output).exists():
+            saved.output = ""
+        return saved.to_dict()
     return RunRecord(run_id, notebook, str(run_dir), "failed", values, values,
                      error={"message": message}, kind="batch", batch_id=batch_id).to_dict()
 
