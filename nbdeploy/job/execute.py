@@ -92,11 +92,13 @@ def execute(notebook: str | Path, output: str | Path, state_dir: str | Path, *,
             parameters: dict[str, Any] | None = None, tail: list[str] | None = None,
             nb: Any = None, kernel_name: str | None = None, timeout: float | None = None,
             log_output: bool = False, recorded: dict[str, Any] | None = None,
-            params_cell: int | None = None) -> ExecutionResult:
+            params_cell: int | None = None, warm: bool = False) -> ExecutionResult:
     """Run a copy of ``notebook`` with papermill; raise nothing for a failing cell.
 
     A failing cell is returned as ``result.error`` (status ``failed``); errors that
     are not the notebook's (a kernel that will not start) raise ``NbdeployError``.
+    ``warm``: fork the kernel from this process's kernel server when one runs
+    (:mod:`.kernels`, started by a local batch).
     """
     skip_slow_schema_formats()
     import papermill as pm
@@ -116,6 +118,12 @@ def execute(notebook: str | Path, output: str | Path, state_dir: str | Path, *,
     # run, and batch workers are threads of one process (two of them interleaving
     # their changes started kernels in the wrong folder).
     options: dict[str, Any] = {"resources": {"metadata": {"path": str(src.parent)}}}
+    if warm:
+        from .kernels import manager_class
+
+        km = manager_class()
+        if km is not None:
+            options["kernel_manager_class"] = km
     started = time.perf_counter()
     error = None
     try:
