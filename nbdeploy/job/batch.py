@@ -1,24 +1,25 @@
 """A grid of parameter sets, run in parallel on Dask distributed.
 
 ``run_batch`` checks every parameter set before any kernel starts, then submits
-one job per set to a ``LocalCluster`` of ``workers`` in-process workers (default)
-or to the scheduler at
-``scheduler`` (workers must see the notebook's folder at the same path). One
-failed run does not stop the others. Results go to
-``.nbdeploy/<notebook>/batches/<name>/results.csv`` (and ``batch.json``), updated
-after every finished run, so a batch that is re-run skips the parameter sets
-that already succeeded unless ``force``.
+one job per set to a ``LocalCluster`` of ``workers`` in-process workers (default;
+their kernels are forked from one kernel server, :mod:`.kernels`) or to the
+scheduler at ``scheduler`` (workers must see the notebook's folder at the same
+path). Every run gets a new kernel process. One failed run does not stop the
+others. Results go to ``.nbdeploy/<notebook>/batches/<name>/results.csv`` (and
+``batch.json``), updated after every finished run, so a batch that is re-run
+skips the parameter sets that already succeeded unless ``force``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import csv
 import io
 import itertools
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,23 +164,24 @@ def _previous(batch_dir: Path) -> dict[str, RunRecord]:
 
 # -- running --------------------------------------------------------------------
 def _worker_run(notebook: str, values: dict[str, Any], run_id: str, batch_id: str,
-                timeout: float | None) -> dict:
+                timeout: float | None, warm: bool = False) -> dict:
     """Runs on a Dask worker: one job, never raising (a failure is a failed record).
 
     In an empty context: jupyter_core keeps the event loop that papermill runs on in a
     ContextVar, and in-process workers inherit the submitting thread's context, so two
     workers would otherwise share (and both try to run) one loop.
     """
-    return contextvars.Context().run(_run_isolated, notebook, values, run_id, batch_id, timeout)
+    return contextvars.Context().run(_run_isolated, notebook, values, run_id, batch_id, timeout,
+                                     warm)
 
 
 def _run_isolated(notebook: str, values: dict[str, Any], run_id: str, batch_id: str,
-                  timeout: float | None) -> dict:
+                  timeout: float | None, warm: bool) -> dict:
     from .run import run_notebook
 
     try:
         rec = run_notebook(notebook, parameters=values, timeout=timeout, tracking="off",
-                           kind="batch", batch_id=batch_id, run_id=run_id)
+                           kind="batch", batch_id=batch_id, run_id=run_id, warm=warm)
         return rec.to_dict()
     except Exception as exc:
         return _failed(notebook, values, run_id, batch_id, f"{type(exc).__name__}: {exc}")
@@ -201,26 +203,86 @@ def _close_thread_loop() -> None:
 
 
 def _failed(notebook: str, values: dict, run_id: str, batch_id: str, message: str) -> dict:
+    """The record of a run that raised: the one it saved (a kernel that timed out or died
+    still leaves its record and executed notebook), else one made from what is known."""
     run_dir = NotebookState.for_notebook(notebook).runs_dir / run_id
+    try:
+        saved = load_run(run_dir)
+    except NbdeployError:
+        saved = None
+    if saved is not None and saved.status == "failed":
+        if not Path(saved.output).exists():
+            saved.output = ""
+        return saved.to_dict()
     return RunRecord(run_id, notebook, str(run_dir), "failed", values, values,
                      error={"message": message}, kind="batch", batch_id=batch_id).to_dict()
 
 
-def _client(workers: int, scheduler: str | None) -> tuple[Any, Any]:
-    from dask.distributed import Client, LocalCluster
-
+@contextlib.contextmanager
+def _cluster(workers: int, scheduler: str | None) -> Iterator[Any]:
+    """A Dask client: of the cluster at ``scheduler``, or of a LocalCluster of this process."""
     if scheduler:
+        from dask.distributed import Client
+
         try:
-            return Client(scheduler, timeout="20s"), None
+            client = Client(scheduler, timeout="20s")
         except OSError as exc:
             raise NbdeployError(f"cannot reach the Dask scheduler at {scheduler}: {exc}",
                                 hint="start one with `dask scheduler` or drop --scheduler") from None
-    # The work happens in kernel subprocesses; a worker only drives one through
-    # papermill. In-process workers (threads) do that as well as worker processes
-    # and save starting and importing a Python interpreter per worker (seconds).
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=False,
-                           dashboard_address=None)
-    return Client(cluster), cluster
+        with client:
+            yield client
+        return
+    from .kernels import warm_starts
+
+    # Local workers fork their kernels from one kernel server (see .kernels). It
+    # starts first: its imports run while this process imports and starts Dask.
+    with warm_starts():
+        from dask.distributed import Client
+
+        with _local_cluster(workers) as cluster, Client(cluster) as client:
+            yield client
+
+
+def _local_cluster(workers: int) -> Any:
+    """A LocalCluster of in-process workers, without the monitors that nobody reads here.
+
+    The work happens in kernel subprocesses; a worker only drives one through
+    papermill. In-process workers (threads) do that as well as worker processes and save
+    starting and importing a Python interpreter per worker (seconds). They share
+    this process, so Dask's own monitors would watch the drivers: the statistical
+    profiler samples every thread's stack every 10 ms and the memory and system
+    monitors call psutil several times a second (together several CPU seconds of a
+    16-run batch). Nothing reads them here (no dashboard, no data kept in worker
+    memory), so they are off for this cluster only.
+    """
+    import dask
+    from dask.distributed import LocalCluster
+
+    with dask.config.set({"distributed.worker.profile.enabled": False,
+                          "distributed.admin.system-monitor.interval": "60s"}):
+        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=False,
+                            dashboard_address=None, memory_limit=0)
+
+
+def _results(client: Any, notebook: str, todo: list[tuple[int, dict]], batch_id: str,
+             timeout: float | None, warm: bool) -> Iterator[tuple[int, RunRecord]]:
+    """Submit one task per parameter set; yield (grid index, record) as runs finish."""
+    from dask.distributed import as_completed
+
+    futures = {}
+    for i, values in todo:
+        rid = new_run_id()
+        args = (notebook, values, rid, batch_id, timeout) + ((True,) if warm else ())
+        fut = client.submit(_worker_run, *args, pure=False, key=f"nbdeploy-{rid}")
+        futures[fut] = (i, values, rid)
+    for fut in as_completed(list(futures)):
+        i, values, rid = futures[fut]
+        try:
+            rec = RunRecord.from_dict(fut.result())
+        except Exception as exc:  # the worker died, the scheduler went away, ...
+            rec = RunRecord.from_dict(_failed(notebook, values, rid, batch_id,
+                                              f"{type(exc).__name__}: {exc}"))
+        yield i, rec
 
 
 def run_batch(notebook: str | Path, grid: str | Path | list[dict[str, Any]] | dict, *,
@@ -256,23 +318,8 @@ def run_batch(notebook: str | Path, grid: str | Path | list[dict[str, Any]] | di
     tick(done, total, None)
     fresh: list[RunRecord] = []
     if todo:
-        client, cluster = _client(workers, scheduler)
-        try:
-            from dask.distributed import as_completed
-
-            futures = {}
-            for i, values in todo:
-                rid = new_run_id()
-                fut = client.submit(_worker_run, str(src), values, rid, name, timeout,
-                                    pure=False, key=f"nbdeploy-{rid}")
-                futures[fut] = (i, values, rid)
-            for fut in as_completed(list(futures)):
-                i, values, rid = futures[fut]
-                try:
-                    rec = RunRecord.from_dict(fut.result())
-                except Exception as exc:  # the worker died, the scheduler went away, ...
-                    rec = RunRecord.from_dict(_failed(str(src), values, rid, name,
-                                                      f"{type(exc).__name__}: {exc}"))
+        with _cluster(workers, scheduler) as client:
+            for i, rec in _results(client, str(src), todo, name, timeout, warm=not scheduler):
                 slots[i] = rec
                 fresh.append(rec)
                 done += 1
@@ -280,10 +327,6 @@ def run_batch(notebook: str | Path, grid: str | Path | list[dict[str, Any]] | di
                 result.duration = round(time.perf_counter() - started, 3)
                 result.write()
                 tick(done, total, rec)
-        finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
     result.runs = [s for s in slots if s is not None]
     result.duration = round(time.perf_counter() - started, 3)
     result.write()

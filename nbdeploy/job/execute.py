@@ -3,7 +3,8 @@
 Every job (``nbdeploy capture``, ``run``, ``reproduce``, ``batch``, ``build``)
 goes through :func:`execute`: it injects a first cell that loads nbdeploy and
 starts a capture session writing into ``state_dir``, optional extra cells at the
-end (the bundle's model export), runs the copy with papermill, and turns a
+end (the bundle's model export), runs the copy with papermill (nbdeploy's engine,
+:mod:`.engine`, which writes the executed notebook less often), and turns a
 failing cell into a :class:`CellExecutionError` that names the cell as the user
 sees it in their notebook.
 """
@@ -91,15 +92,19 @@ def execute(notebook: str | Path, output: str | Path, state_dir: str | Path, *,
             parameters: dict[str, Any] | None = None, tail: list[str] | None = None,
             nb: Any = None, kernel_name: str | None = None, timeout: float | None = None,
             log_output: bool = False, recorded: dict[str, Any] | None = None,
-            params_cell: int | None = None) -> ExecutionResult:
+            params_cell: int | None = None, warm: bool = False) -> ExecutionResult:
     """Run a copy of ``notebook`` with papermill; raise nothing for a failing cell.
 
     A failing cell is returned as ``result.error`` (status ``failed``); errors that
     are not the notebook's (a kernel that will not start) raise ``NbdeployError``.
+    ``warm``: fork the kernel from this process's kernel server when one runs
+    (:mod:`.kernels`, started by a local batch).
     """
     skip_slow_schema_formats()
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
+
+    from . import engine
 
     src = Path(notebook).resolve()
     out = Path(output).resolve()
@@ -108,13 +113,24 @@ def execute(notebook: str | Path, output: str | Path, state_dir: str | Path, *,
     prepared = prepare(nb, src, state, tail, recorded, params_cell)
     out.parent.mkdir(parents=True, exist_ok=True)
     state.mkdir(parents=True, exist_ok=True)
+    # The kernel starts in the notebook's folder because nbclient is told so. Not
+    # papermill's cwd=: that changes this whole process's working directory for the
+    # run, and batch workers are threads of one process (two of them interleaving
+    # their changes started kernels in the wrong folder).
+    options: dict[str, Any] = {"resources": {"metadata": {"path": str(src.parent)}}}
+    if warm:
+        from .kernels import manager_class
+
+        km = manager_class()
+        if km is not None:
+            options["kernel_manager_class"] = km
     started = time.perf_counter()
     error = None
     try:
         pm.execute_notebook(
-            prepared, str(out), parameters=parameters or {}, cwd=str(src.parent),
+            prepared, str(out), parameters=parameters or {}, engine_name=engine.NAME,
             kernel_name=kernel_name, progress_bar=False, log_output=log_output,
-            execution_timeout=timeout, report_mode=False,
+            execution_timeout=timeout, report_mode=False, **options,
         )
     except PapermillExecutionError as exc:
         executed = load_notebook(out)

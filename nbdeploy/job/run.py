@@ -119,12 +119,14 @@ def run_notebook(notebook: str | Path, *, parameters: dict[str, Any] | None = No
                  output: str | Path | None = None, timeout: float | None = None,
                  tracking: str = "background", kind: str = "run", batch_id: str | None = None,
                  reproduces: str | None = None, run_id: str | None = None,
-                 progress: Progress | None = None, prepared: tuple | None = None) -> RunRecord:
+                 progress: Progress | None = None, prepared: tuple | None = None,
+                 warm: bool = False) -> RunRecord:
     """Run a copy of ``notebook`` in a fresh kernel with papermill and capture on.
 
     ``tracking``: ``"background"`` (log to MLflow from a detached process),
     ``"sync"`` (log before returning) or ``"off"``. A failing cell does not raise:
-    the record has ``status == "failed"`` and ``error`` names the cell.
+    the record has ``status == "failed"`` and ``error`` names the cell. ``warm``:
+    fork the kernel from a running kernel server (:mod:`.kernels`; a local batch).
     """
     from ..capture.headless import _cells_to_indices
     from .execute import execute
@@ -145,7 +147,7 @@ def run_notebook(notebook: str | Path, *, parameters: dict[str, Any] | None = No
     try:
         result = execute(src, run_dir / EXECUTED, run_dir, parameters=values, nb=nb,
                          timeout=timeout, recorded=effective, tail=[tail_cell(run_dir)],
-                         params_cell=pc.index if pc else None)
+                         params_cell=pc.index if pc else None, warm=warm)
     except NbdeployError as exc:  # the kernel did not start: still a recorded (failed) run
         rec.status, rec.error = "failed", exc.to_dict()
         _save(rec)

@@ -91,3 +91,44 @@ def test_batch_after_papermill_ran_in_this_process(proj):
                        workers=2, tracking="off")
     errors = [r.error for r in result.runs if r.status != "completed"]
     assert errors == []
+
+
+@pytest.mark.slow
+def test_batch_started_from_another_folder_runs_every_kernel_in_the_notebooks_folder(
+        proj, tmp_path, monkeypatch):
+    """papermill's cwd= changes the whole process's folder for a run; in-process workers
+    interleaved those changes and some kernels started where data.csv is not."""
+    import os
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = run_batch(proj / "tiny.ipynb", {"grid": {"n": [1, 2, 3, 4, 5, 6, 7, 8]}},
+                       workers=4, tracking="off")
+    assert [r.error for r in result.runs if not r.ok] == []  # tiny.ipynb reads data.csv
+    assert os.getcwd() == str(elsewhere)  # this process never changed folder
+
+
+@pytest.mark.slow
+def test_a_run_that_times_out_fails_alone_and_keeps_its_record_and_notebook(proj):
+    import nbformat
+
+    v4 = nbformat.v4
+    nb = v4.new_notebook()
+    params = v4.new_code_cell("sleep = 0")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, v4.new_code_cell("import time\ntime.sleep(sleep)"),
+                v4.new_code_cell("%deploy metric slept {sleep}")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, proj / "sleepy.ipynb")
+    result = run_batch(proj / "sleepy.ipynb", {"runs": [{"sleep": 60}, {"sleep": 0}]}, workers=2,
+                       timeout=5, tracking="off")
+    slow, quick = result.runs
+    assert quick.ok and quick.metrics == {"slept": 0.0}
+    assert slow.status == "failed" and "timed out" in slow.error["message"]
+    assert slow.output.endswith("executed.ipynb") and slow.started  # the run's own record
+    executed = nbformat.read(slow.output, as_version=4)  # written when the run stopped
+    assert executed.cells[1].execution_count is not None  # the parameters, before the sleep
+    assert executed.metadata.papermill.end_time is not None
+    row = _rows(result.csv)[0]
+    assert row["status"] == "failed" and row["output"] == slow.output
