@@ -84,3 +84,14 @@ def test_sha256_of_a_file_is_what_hashlib_says(tmp_path: Path):
     f = tmp_path / "m.py"
     f.write_text("x = 1\n")
     assert sha256_file(f)[0] == hashlib.sha256(b"x = 1\n").hexdigest()
+
+
+def test_what_cannot_be_mapped_is_read(tmp_path: Path):
+    data = os.urandom(50_000)  # fits a pipe's buffer: written before it is read
+    r, w = os.pipe()
+    try:
+        os.write(w, data)
+        os.close(w)
+        assert content_hash(f"/dev/fd/{r}") == (_blake3(data), len(data))
+    finally:
+        os.close(r)
