@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .capture.hashing import recorded_hash, short_hash
 from .notebook import load_notebook
 from .state import NotebookState
 
@@ -56,10 +57,6 @@ class Readiness:
 
     def item(self, key: str) -> Item:
         return next(i for i in self.items if i.key == key)
-
-
-def _short(digest: str | None) -> str:
-    return digest[:12] if digest else "-"
 
 
 def _load_json(path: Path) -> dict | None:
@@ -152,7 +149,8 @@ def _lineage_item(record: dict | None) -> Item:
     for e in record.get("lineage", []):
         where = e.get("relative_path") or e.get("path") or e.get("connection") or "?"
         rows = e.get("rows")
-        value = f"{rows} rows · {_short(e.get('sha256'))}" if rows is not None else _short(e.get("sha256"))
+        digest = short_hash(recorded_hash(e))
+        value = f"{rows} rows · {digest}" if rows is not None else digest
         details.append(Detail(f"{e['role']} {where}", value, "ok", e.get("kind") or "",
                               e.get("path")))
     reads = sum(1 for e in record.get("lineage", []) if e["role"] == "read")

@@ -5,9 +5,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-
-def _short(digest: str | None) -> str:
-    return digest[:12] if digest else "-"
+from .capture.hashing import recorded_hash, short_hash
 
 
 def _table_text(headers: list[str], rows: list[list[Any]]) -> str:
@@ -73,10 +71,10 @@ def lineage_section(record: dict) -> tuple[str, list[str], list[list[Any]], set[
         where = e.get("relative_path") or e["path"]
         if e.get("query"):
             where = f"{e.get('connection')}: {' '.join(e['query'].split())[:60]}"
-        rows.append([e["role"], where, _short(e.get("sha256")), e.get("bytes") or "-",
+        rows.append([e["role"], where, short_hash(recorded_hash(e)), e.get("bytes") or "-",
                      e.get("rows") if e.get("rows") is not None else "-", cols,
                      ", ".join(map(str, e.get("cells", [])))])
-    return ("Data lineage", ["role", "path", "sha256", "bytes", "rows", "columns", "cells"], rows, set())
+    return ("Data lineage", ["role", "path", "hash", "bytes", "rows", "columns", "cells"], rows, set())
 
 
 def environment_section(record: dict) -> tuple[str, list[str], list[list[Any]], set[int]]:

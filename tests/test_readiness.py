@@ -52,13 +52,14 @@ def test_no_parameters_tag(examples: Path) -> None:
 
 def test_last_run_reproduced_or_not(examples: Path) -> None:
     record = {"updated": "2026-11-22T07:00:01Z", "dependencies": [{"name": "pandas", "version": "3"}],
-              "lineage": [{"role": "read", "path": "data/churn.csv", "rows": 10, "sha256": "f" * 64}],
+              "lineage": [{"role": "read", "path": "data/churn.csv", "rows": 10,
+                           "hash": "blake3:" + "f" * 64}],
               "model": {"variable": "clf", "cell": 9}}
     _run(examples, "20261122T070000000-aaaaaa", record=record)
     r = readiness(examples / NB)
     assert r.item("run").status == "warning" and "Reproduce" in r.item("run").action
     assert r.item("dependencies").status == "ok"  # the run's capture record is used
-    assert r.item("lineage").details[0].value == "10 rows · ffffffffffff"
+    assert r.item("lineage").details[0].value == "10 rows · blake3:ffffffffffff"
     _run(examples, "20261122T070100000-bbbbbb", reproduce={"ok": False, "checks": [
         {"kind": "metric", "name": "accuracy", "status": "differed", "detail": "0.75 -> 0.74"}]})
     item = readiness(examples / NB).item("run")

@@ -21,6 +21,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from ..capture.hashing import recorded_hash
 from ..errors import ModelError
 from ..state import atomic_write_json
 from . import models
@@ -120,7 +121,7 @@ def _profile(entry: dict | None, columns: list[str]) -> dict | None:
     if entry is None or not isinstance(entry.get("profile"), dict) or "columns" not in entry["profile"]:
         return None
     prof = entry["profile"]
-    return {"source": {"path": entry.get("relative_path") or entry["path"], "sha256": entry.get("sha256")},
+    return {"source": {"path": entry.get("relative_path") or entry["path"], "hash": recorded_hash(entry)},
             "rows": prof.get("rows"), "sampled_rows": prof.get("sampled_rows"),
             "columns": {c: prof["columns"][c] for c in columns if c in prof["columns"]}}
 
@@ -211,8 +212,8 @@ def _export(shell: Any, session: Any, out_dir: Path, variable: str | None) -> di
         "example": json.loads(example.to_json(orient="split", index=False, date_format="iso")),
         "predictions": _jsonable(predictions),
         "profile": _profile(entry, [str(c) for c in example.columns]),
-        "training_data": ({k: entry.get(k) for k in ("path", "relative_path", "sha256", "rows")}
-                          if entry else None),
+        "training_data": ({"path": entry.get("path"), "relative_path": entry.get("relative_path"),
+                           "hash": recorded_hash(entry), "rows": entry.get("rows")} if entry else None),
         "serving_direct": sorted(direct),
         "serving_lock": lock.to_list(), "serving_lock_missing": lock.missing,
         "tests_lock": build_lock({"pytest": set()}).to_list(),

@@ -6,6 +6,7 @@ import json
 import shlex
 from typing import Any
 
+from ..capture.hashing import recorded_hash, short_hash
 from .deploy_files import PORT, k8s_name
 
 LAYOUT = [
@@ -150,9 +151,9 @@ def render(ctx: dict) -> str:
         "",
         "## Lineage",
         "",
-        "| role | data | sha256 | rows |",
+        "| role | data | hash | rows |",
         "| --- | --- | --- | --- |",
-        *[f"| {e['role']} | `{e.get('relative_path') or e['path']}` | `{(e.get('sha256') or '')[:16]}` | "
+        *[f"| {e['role']} | `{e.get('relative_path') or e['path']}` | `{short_hash(recorded_hash(e), 16)}` | "
           f"{e.get('rows', '')} |" for e in ctx["lineage"]],
         "",
         "The full record, as OpenLineage events, is `lineage.json`; the run's environment is "

@@ -2,9 +2,10 @@
 
 :class:`LineageRecorder` wraps pandas' readers (``pd.read_*``) and writers
 (``DataFrame.to_*``). A call is recorded with the path (absolute and relative
-to the notebook), the SHA-256 of the full file, its size, rows, columns and
-dtypes, and the cell that made it; a file read twice is one entry per role that
-lists both cells. SQL reads keep the query and the connection URL without its
+to the notebook), the hash of the full file (``"blake3:<hex>"``, see
+:mod:`.hashing`; a read is hashed in a thread while pandas parses), its size,
+rows, columns and dtypes, and the cell that made it; a file read twice is one
+entry per role that lists both cells. SQL reads keep the query and the connection URL without its
 password. Data that is read is also profiled (:mod:`.profile`), in a background
 thread so the read returns as fast as without capture.
 
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..redact import strip_url_password
-from .hashing import sha256_path
+from .hashing import content_hash
 from .profile import profile_frame, schema_of
 
 log = logging.getLogger("nbdeploy.capture")
@@ -53,7 +54,7 @@ class LineageEntry:
     kind: str  # "file" | "sql" | "url" | "buffer"
     function: str
     relative_path: str | None = None
-    sha256: str | None = None
+    hash: str | None = None  # "<algorithm>:<hex>" of the full content
     bytes: int | None = None
     rows: int | None = None
     columns: list[dict] = field(default_factory=list)
@@ -169,7 +170,7 @@ class LineageRecorder:
                 return fn(*args, **kwargs)
             target = _arg(name, keyword, args, kwargs, method=method)
             local = recorder._local_file(target) if role == "read" else None
-            digest = recorder._pool.submit(sha256_path, local) if local else None
+            digest = recorder._pool.submit(content_hash, local) if local else None
             recorder._depth.value += 1
             try:
                 result = fn(*args, **kwargs)
@@ -214,7 +215,7 @@ class LineageRecorder:
                 key, kind = str(local), "file"
                 entry_kw["relative_path"] = os.path.relpath(local, self.project_dir)
                 if digest is None:  # writes: hash what was written
-                    digest = _done(sha256_path(local))
+                    digest = _done(content_hash(local))
             elif isinstance(target, str | os.PathLike):
                 key, kind = strip_url_password(os.fspath(target)), "url"
             else:
@@ -226,7 +227,7 @@ class LineageRecorder:
                 entry = self.entries[(key, role)] = LineageEntry(key, role, kind, name, **entry_kw)
             entry.function = name
             if digest is not None:
-                entry.sha256, entry.bytes = digest.result()
+                entry.hash, entry.bytes = digest.result()
             entry.rows, entry.columns = rows, columns
             cell = self.cell()
             if cell is not None and cell not in entry.cells:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .hashing import recorded_hash
+
 PRODUCER = "https://github.com/nbdeploy/nbdeploy"
 NAMESPACE = "nbdeploy"
 
@@ -16,9 +18,9 @@ def _dataset(entry: dict, cls: Any) -> Any:
         fields = [schema_dataset.SchemaDatasetFacetFields(name=c["name"], type=c["dtype"])
                   for c in entry["columns"]]
         facets["schema"] = schema_dataset.SchemaDatasetFacet(fields=fields)
-    if entry.get("sha256"):
-        facets["version"] = dataset_version_dataset.DatasetVersionDatasetFacet(
-            datasetVersion=f"sha256:{entry['sha256']}")
+    version = recorded_hash(entry)  # "blake3:<hex>" ("sha256:<hex>" in older records)
+    if version:
+        facets["version"] = dataset_version_dataset.DatasetVersionDatasetFacet(datasetVersion=version)
     if entry["kind"] == "file":
         namespace, name = "file", entry["path"]
     elif entry["kind"] == "sql":

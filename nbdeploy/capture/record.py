@@ -1,6 +1,7 @@
 """Assemble the capture record: the JSON document ``nbdeploy capture --json`` prints.
 
-Top-level keys (``format`` = ``nbdeploy.capture/1``):
+Top-level keys (``format`` = ``nbdeploy.capture/2``; ``/1`` records, whose lineage
+entries carry a bare ``sha256`` instead of ``hash``, are still read):
 
 ``notebook``      path, name, sha256 of the notebook file
 ``session``       id, mode (interactive | job), started, status
@@ -11,7 +12,7 @@ Top-level keys (``format`` = ``nbdeploy.capture/1``):
 ``pip_installs``  [{requirement, cell, installed}]
 ``unresolved``    [{module, reason, cells}]
 ``environment``   see :mod:`.environment`
-``lineage``       [{path, relative_path, role, kind, function, sha256, bytes, rows,
+``lineage``       [{path, relative_path, role, kind, function, hash ("blake3:<hex>"), bytes, rows,
                     columns: [{name, dtype}], cells, query, connection, profile}]
 ``metrics``, ``model``, ``parameters``, ``updated``
 """
@@ -33,7 +34,7 @@ from .lock import Lock, build_lock
 if TYPE_CHECKING:
     from .session import CaptureSession
 
-FORMAT = "nbdeploy.capture/1"
+FORMAT = "nbdeploy.capture/2"
 
 
 def _resolve_all(session: CaptureSession) -> list[ImportSite]:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..capture.hashing import algorithm_of, content_hash, recorded_hash, short_hash
 from ..errors import StateError
 from ..state import NotebookState, atomic_write_json, read_json
 from .run import RunRecord, get_run, last_run, run_notebook
@@ -118,13 +119,24 @@ def baseline_for(notebook: str | Path, run_id: str | None = None) -> Baseline:
 
 
 # -- comparing ------------------------------------------------------------------
-def _short(d: str | None) -> str:
-    return d[:12] if d else "-"
-
-
 def _files(lineage: list[dict], role: str) -> dict[str, dict]:
     return {(e.get("relative_path") or e["path"]): e for e in lineage
             if e.get("role") == role and e.get("kind", "file") == "file"}
+
+
+def _same_algorithm(expected: str | None, entry: dict) -> str | None:
+    """The re-run's hash of a file, made with the algorithm of the baseline's hash.
+
+    A baseline from an older record hashed with SHA-256 where the re-run uses BLAKE3:
+    the file the re-run read or wrote is hashed again, if it is still there.
+    """
+    actual = recorded_hash(entry)
+    if not expected or not actual or algorithm_of(actual) == algorithm_of(expected):
+        return actual
+    try:
+        return content_hash(entry["path"], algorithm_of(expected))[0]
+    except (OSError, ValueError):
+        return None
 
 
 def compare_files(role: str, before: list[dict], after: list[dict]) -> list[Check]:
@@ -133,23 +145,30 @@ def compare_files(role: str, before: list[dict], after: list[dict]) -> list[Chec
     checks = []
     for name, e in a.items():
         f = b.get(name)
+        expected = recorded_hash(e)
         if f is None:
-            checks.append(Check(kind, name, MISSING, e.get("sha256"), None,
+            checks.append(Check(kind, name, MISSING, expected, None,
                                 f"{'read' if role == 'read' else 'written'} by the baseline, "
                                 "not by the re-run"))
-        elif e.get("sha256") == f.get("sha256"):
-            checks.append(Check(kind, name, MATCHED, e.get("sha256"), f.get("sha256"),
-                                f"sha256 {_short(e.get('sha256'))}, {f.get('rows')} rows"))
+            continue
+        actual = _same_algorithm(expected, f)
+        if expected and actual is None and recorded_hash(f):
+            checks.append(Check(kind, name, SKIPPED, expected, recorded_hash(f),
+                                f"the baseline's {algorithm_of(expected)} hash cannot be compared: "
+                                f"the re-run's file is gone, its hash is {short_hash(recorded_hash(f))}"))
+        elif expected == actual:
+            checks.append(Check(kind, name, MATCHED, expected, actual,
+                                f"{short_hash(expected)}, {f.get('rows')} rows"))
         else:
-            detail = f"sha256 {_short(e.get('sha256'))} -> {_short(f.get('sha256'))}"
+            detail = f"{short_hash(expected)} -> {short_hash(actual)}"
             if e.get("bytes") != f.get("bytes"):
                 detail += f"; {e.get('bytes')} -> {f.get('bytes')} bytes"
             if e.get("rows") != f.get("rows"):
                 detail += f"; {e.get('rows')} -> {f.get('rows')} rows"
-            checks.append(Check(kind, name, DIFFERED, e.get("sha256"), f.get("sha256"), detail))
+            checks.append(Check(kind, name, DIFFERED, expected, actual, detail))
     for name, f in b.items():
         if name not in a:
-            checks.append(Check(kind, name, NEW, None, f.get("sha256"),
+            checks.append(Check(kind, name, NEW, None, recorded_hash(f),
                                 f"only the re-run {'read' if role == 'read' else 'wrote'} it"))
     return checks
 

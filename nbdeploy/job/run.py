@@ -52,7 +52,7 @@ class RunRecord:
     output: str = ""  # the executed notebook in the run folder
     copied_to: str | None = None  # -o OUT.ipynb
     metrics: dict[str, float] = field(default_factory=dict)
-    lineage: list[dict] = field(default_factory=list)  # path, role, sha256, rows, cells
+    lineage: list[dict] = field(default_factory=list)  # path, role, hash, rows, cells
     error: dict | None = None  # CellExecutionError.to_dict()
     kind: str = "run"  # run | batch | reproduce
     batch_id: str | None = None
@@ -91,7 +91,7 @@ class RunRecord:
 
 
 def _lineage_summary(record: dict) -> list[dict]:
-    keep = ("path", "relative_path", "role", "kind", "function", "sha256", "bytes", "rows",
+    keep = ("path", "relative_path", "role", "kind", "function", "hash", "bytes", "rows",
             "cells", "cell_indices")
     return [{k: e.get(k) for k in keep if k in e} for e in record.get("lineage", [])]
 

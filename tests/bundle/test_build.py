@@ -103,7 +103,7 @@ def test_profile_covers_the_model_inputs(built):
     profile = json.loads((built.bundle / "profile.json").read_text())
     golden = json.loads((built.bundle / "tests" / "golden.json").read_text())
     assert set(profile["columns"]) == set(golden["columns"])
-    assert profile["source"]["sha256"]
+    assert profile["source"]["hash"].startswith("blake3:")
 
 
 def test_dockerfile(built):

@@ -50,7 +50,8 @@ def test_capture_json_of_the_churn_example(examples: Path):
     assert json.loads((state / "capture.json").read_text())["session"]["id"] == doc["session"]["id"]
     events = json.loads((state / "openlineage.json").read_text())
     assert [e["eventType"] for e in events] == ["START", "COMPLETE"]
-    assert events[1]["inputs"][0]["facets"]["version"]["datasetVersion"] == f"sha256:{read['sha256']}"
+    assert read["hash"].startswith("blake3:")
+    assert events[1]["inputs"][0]["facets"]["version"]["datasetVersion"] == read["hash"]
     assert "scikit-learn==" in (state / "requirements.txt").read_text()
 
 

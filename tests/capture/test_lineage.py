@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+from blake3 import blake3
 
 from nbdeploy.capture.lineage import _connection_url
 from tests.conftest import run
@@ -23,9 +24,9 @@ def _start(ipshell, tmp_path: Path):
     return current_session()
 
 
-def _sha256sum(path: Path) -> str:
-    out = subprocess.run(["sha256sum", str(path)], capture_output=True, text=True, check=True)
-    return out.stdout.split()[0]
+def _blake3(path: Path) -> str:
+    """An independent computation: the blake3 library on the whole file's bytes at once."""
+    return "blake3:" + blake3(path.read_bytes()).hexdigest()
 
 
 def test_reads_and_writes_are_recorded_once_per_role_with_every_cell(ipshell, tmp_path):
@@ -40,7 +41,7 @@ def test_reads_and_writes_are_recorded_once_per_role_with_every_cell(ipshell, tm
     assert set(entries) == {("in.csv", "read"), ("out.parquet", "write")}
     read = entries[("in.csv", "read")]
     assert read["cells"] == [first, second]
-    assert read["sha256"] == _sha256sum(tmp_path / "in.csv")
+    assert read["hash"] == _blake3(tmp_path / "in.csv")
     assert read["bytes"] == (tmp_path / "in.csv").stat().st_size
     assert read["rows"] == 50
     assert read["columns"] == [{"name": "x", "dtype": "int64"}, {"name": "y", "dtype": "str"}]
@@ -49,7 +50,7 @@ def test_reads_and_writes_are_recorded_once_per_role_with_every_cell(ipshell, tm
     assert prof["x"]["min"] == 0 and prof["x"]["max"] == 49 and prof["y"]["distinct"] == 7
     write = entries[("out.parquet", "write")]
     assert write["cells"] == [third] and write["rows"] == 10
-    assert write["sha256"] == _sha256sum(tmp_path / "out.parquet")
+    assert write["hash"] == _blake3(tmp_path / "out.parquet")
 
 
 def test_a_changed_file_gets_its_new_hash(ipshell, tmp_path):
@@ -57,10 +58,11 @@ def test_a_changed_file_gets_its_new_hash(ipshell, tmp_path):
     f.write_text("a\n1\n")
     session = _start(ipshell, tmp_path)
     run(ipshell, "import pandas as pd\npd.read_csv('d.csv')")
-    f.write_text("a\n2\n")
+    first = session.sync()["lineage"][0]["hash"]
+    f.write_text("a\n2\n")  # one byte
     run(ipshell, "pd.read_csv('d.csv')")
     (entry,) = session.sync()["lineage"]
-    assert entry["sha256"] == _sha256sum(f)
+    assert entry["hash"] == _blake3(f) != first
 
 
 def test_sql_reads_keep_the_query_and_the_connection(ipshell, tmp_path):

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from blake3 import blake3
 from IPython.core.error import UsageError
 
 from tests.conftest import run
@@ -90,9 +91,7 @@ def test_capture_of_a_working_session(ipshell, tmp_path):
     assert reads[0]["rows"] == 3 and reads[0]["relative_path"] == "train.csv"
     assert reads[0]["profile"]["columns"]["b"]["nulls"] == 1
     assert reads[0]["profile"]["columns"]["city"]["values"] == ["x", "y"]
-    sha = subprocess.run(["sha256sum", str(tmp_path / "train.csv")], capture_output=True,
-                         text=True, check=True).stdout.split()[0]
-    assert reads[0]["sha256"] == sha
+    assert reads[0]["hash"] == "blake3:" + blake3((tmp_path / "train.csv").read_bytes()).hexdigest()
 
 
 def test_cells_run_before_init_are_captured(ipshell, tmp_path):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from pathlib import Path
 
 from nbdeploy import cli
-from nbdeploy.job.reproduce import compare_metrics, reproduce
+from nbdeploy.job.reproduce import compare_files, compare_metrics, reproduce
 from nbdeploy.job.run import run_notebook
 
 
@@ -29,6 +31,42 @@ def test_unchanged_notebook_reproduces_its_capture_record(proj, capsys):
                      ("metric", "rows"): "matched"}
 
 
+def test_a_capture_record_of_the_sha256_format_is_compared_by_sha256(proj, capsys):
+    """A baseline written before lineage moved to BLAKE3: the re-run's files are hashed again."""
+    assert cli.main(["capture", str(proj / "tiny.ipynb"), "--json"]) == 0
+    capsys.readouterr()
+    path = proj / ".nbdeploy" / "tiny" / "capture.json"
+    record = json.loads(path.read_text())
+    record["format"] = "nbdeploy.capture/1"
+    for e in record["lineage"]:
+        e.pop("hash")
+        e["sha256"] = hashlib.sha256(Path(e["path"]).read_bytes()).hexdigest()
+    path.write_text(json.dumps(record))
+    report = reproduce(proj / "tiny.ipynb", tracking="off")
+    inp = next(c for c in report.checks if c.kind == "input")
+    assert report.ok and inp.status == "matched"
+    assert inp.expected == inp.actual == "sha256:" + hashlib.sha256((proj / "data.csv").read_bytes()).hexdigest()
+    assert inp.detail.startswith(inp.expected[:19])
+
+
+def test_hashes_of_two_algorithms_are_never_compared_as_strings(tmp_path):
+    data = tmp_path / "data.csv"
+    data.write_bytes(b"a,b\n1,2\n")
+    old = [{"role": "read", "kind": "file", "path": str(data), "relative_path": "data.csv",
+            "sha256": hashlib.sha256(b"a,b\n1,2\n").hexdigest()}]
+    new = [{"role": "read", "kind": "file", "path": str(data), "relative_path": "data.csv",
+            "hash": "blake3:" + "0" * 64}]  # what the re-run recorded does not matter: it is redone
+    (check,) = compare_files("read", old, new)
+    assert check.status == "matched"
+    data.write_bytes(b"a,b\n1,3\n")  # one byte
+    (check,) = compare_files("read", old, new)
+    assert check.status == "differed" and check.actual.startswith("sha256:")
+    data.unlink()
+    (check,) = compare_files("read", old, new)
+    assert check.status == "skipped" and not check.failed
+    assert "sha256 hash cannot be compared" in check.detail
+
+
 def test_one_changed_byte_of_input_is_reported_with_its_consequences(proj, capsys):
     base = run_notebook(proj / "tiny.ipynb", cli=[("alpha", "2")], tracking="off")
     data = proj / "data.csv"
@@ -41,7 +79,8 @@ def test_one_changed_byte_of_input_is_reported_with_its_consequences(proj, capsy
     assert doc["run"]["parameters"]["alpha"] == 2.0  # the baseline's parameters were used
     inp = _by(doc["checks"], "input", "data.csv")
     assert inp["status"] == "differed" and inp["expected"] != inp["actual"]
-    assert inp["detail"].startswith(f"sha256 {inp['expected'][:12]} -> {inp['actual'][:12]}")
+    assert inp["expected"].startswith("blake3:") and inp["actual"].startswith("blake3:")
+    assert inp["detail"].startswith(f"{inp['expected'][:19]} -> {inp['actual'][:19]}")
     score = _by(doc["checks"], "metric", "score")
     assert score["status"] == "differed" and (score["expected"], score["actual"]) == (43.0, 45.0)
     assert "43 -> 45 (delta +2" in score["detail"]

@@ -38,7 +38,8 @@ def test_cli_run_records_parameters_metrics_lineage_and_logs_to_embedded_mlflow(
     assert rec.metrics == {"score": 43.0, "rows": 4.0}
     assert rec.copied_to == str(out) and out.exists()
     reads = [e for e in rec.lineage if e["role"] == "read"]
-    assert reads[0]["relative_path"] == "data.csv" and len(reads[0]["sha256"]) == 64
+    assert reads[0]["relative_path"] == "data.csv"
+    assert reads[0]["hash"].startswith("blake3:") and len(reads[0]["hash"]) == len("blake3:") + 64
     assert reads[0]["cell_indices"] == [2]
     capture = json.loads((proj / ".nbdeploy/tiny/runs" / rec.run_id / "capture.json").read_text())
     assert capture["parameters"]["alpha"] == 2.0 and capture["parameters_cell"] == 1

@@ -56,7 +56,7 @@ async def test_readiness_flags_unresolved_imports(jp_fetch, root: Path) -> None:
     assert deps["details"][0] == {"label": "xgboost", "value": "unresolved", "status": "error",
                                   "note": "not installed", "path": None}
     lineage = items["lineage"]["details"][0]
-    assert lineage["value"] == "1000 rows · abababababab"
+    assert lineage["value"] == "1000 rows · sha256:abababababab"  # a capture/1 record: bare sha256
     assert lineage["path"] == "data/churn.csv"  # root-relative, never absolute
     assert items["model"]["status"] == "ok"
 
