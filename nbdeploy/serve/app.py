@@ -50,8 +50,9 @@ class ServeApp:
         self._flag_header = config.flag_out_of_range in ("header", "both")
         self._flag_body = config.flag_out_of_range in ("body", "both")
         self._static: dict[str, bytes] = {}
-        #: why the start-up prediction of the input example did not happen (None: it did)
-        self.not_warmed: str | None = None
+        #: whether the start-up prediction of the input example ran, and why it failed if it did not
+        self.warmed = False
+        self.warm_up_error: str | None = None
 
     # -- ASGI -----------------------------------------------------------------
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -75,32 +76,35 @@ class ServeApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    def warm_up(self) -> str | None:
+    def warm_up(self) -> None:
         """Predict the bundle's input example, so the first request pays no first-call costs.
 
-        Returns why it could not (no example, or the error), or None when it predicted.
+        Sets ``warmed``; an example that is there but cannot be predicted sets
+        ``warm_up_error`` (not fatal here: requests will tell; ``--check`` refuses it).
+        A model without named input columns is not warmed up.
         """
         path = self.bundle.model_dir / "input_example.json"
         if not path.is_file() or self.validator is None:
-            return "the model has no input_example.json with named columns"
+            return
         try:
             example = orjson.loads(path.read_bytes())
             key = "dataframe_split" if isinstance(example, dict) and "columns" in example else "dataframe_records"
             frame = parse_mlflow(orjson.dumps({key: example}), self.bundle)
-            if isinstance(frame, Frame) and frame.n:
-                columns, _ = self.validator.check(frame)
-                times = []
-                for _ in range(3):
-                    t0 = time.perf_counter()
-                    self.predictor.run_batch([Part(columns, frame.n, None)])  # type: ignore[arg-type]
-                    times.append(time.perf_counter() - t0)
-                # the first call pays one-off costs (lazy imports, caches): the steady cost is the fastest
-                self.batcher.predict_seconds = min(times)
-                return None
-            return "input_example.json has no rows"
-        except Exception as e:  # a warm-up failure is not fatal; requests will tell
+            if not (isinstance(frame, Frame) and frame.n):
+                self.warm_up_error = "input_example.json has no rows"
+                return
+            columns, _ = self.validator.check(frame)
+            times = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                self.predictor.run_batch([Part(columns, frame.n, None)])  # type: ignore[arg-type]
+                times.append(time.perf_counter() - t0)
+            # the first call pays one-off costs (lazy imports, caches): the steady cost is the fastest
+            self.batcher.predict_seconds = min(times)
+            self.warmed = True
+        except Exception as e:
             logger.warning("warm-up prediction on input_example.json failed: %s: %s", type(e).__name__, e)
-            return f"{type(e).__name__}: {e}"
+            self.warm_up_error = f"{type(e).__name__}: {e}"
 
     def startup(self) -> None:
         if self.config.log_path:
@@ -273,7 +277,7 @@ def create_app(bundle_dir: str | Path, config: ServeConfig | None = None) -> Ser
     config = config or ServeConfig.from_env()
     bundle = read_bundle(bundle_dir)
     app = ServeApp(bundle, load_model(bundle), config)
-    app.not_warmed = app.warm_up()
+    app.warm_up()
     return app
 
 

@@ -86,10 +86,10 @@ def check(bundle_dir: str | Path, config: ServeConfig | None = None, compile_imp
     t0 = time.perf_counter()
     app = create_app(bundle_dir, config or ServeConfig.from_env())
     seconds = time.perf_counter() - t0
-    problem = app.not_warmed
-    if problem is not None and (app.bundle.model_dir / "input_example.json").is_file():
-        raise ServeError(f"the model loaded but could not predict its input example: {problem}")
-    what = "and predicted its input example" if problem is None else f"(no prediction: {problem})"
+    if app.warm_up_error is not None:
+        raise ServeError(f"the model loaded but could not predict its input example: {app.warm_up_error}")
+    what = ("and predicted its input example" if app.warmed
+            else "(no prediction: no input_example.json with named columns)")
     summary = f"{app.bundle.name} v{app.bundle.version}: {app.model.flavor} model loaded {what} in {seconds:.2f} s"
     if compile_imported:
         summary += f"; bytecode written for {compile_loaded_modules()} imported modules"

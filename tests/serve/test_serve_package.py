@@ -212,3 +212,20 @@ def test_compile_writes_bytecode_only_for_imported_modules_that_have_none(tmp_pa
     check = subprocess.run([sys.executable, "-c", "import used_here; print(used_here.VALUE)"],
                            capture_output=True, text=True, check=True, env=env)
     assert check.stdout.strip() == "42"
+
+
+def test_check_passes_a_tensor_model_it_cannot_warm_up(tmp_path):
+    import mlflow.sklearn
+    import numpy as np
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import LinearRegression
+
+    X = np.arange(12, dtype="float64").reshape(6, 2)
+    model = LinearRegression().fit(X, X.sum(axis=1))
+    mlflow.sklearn.save_model(model, str(tmp_path / "m"), signature=infer_signature(X, model.predict(X)),
+                              input_example=X[:2])
+    assert (tmp_path / "m" / "input_example.json").is_file()  # an example, but no named columns
+    out = subprocess.run([sys.executable, "-m", "nbdeploy.serve", str(tmp_path / "m"), "--check"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "no prediction: no input_example.json with named columns" in out.stdout
