@@ -236,6 +236,7 @@ def finish(root: Path, ctx: Context) -> dict:
         "v2_types": {c: V2_TYPES.get(t or "", "BYTES") for c, t in types.items()},
         "parameters": ctx.parameters, "metrics": metrics, "python": ex["python"],
         "lineage": record.get("lineage", []), "git": (manifest["git"] or {}).get("commit"),
+        "program": ex.get("program"),
     }))
     manifest["build"]["seconds"] = round(ctx.build_seconds, 3)
     manifest["files"] = checksums(root)

@@ -39,9 +39,15 @@ class BuildResult:
     export_seconds: float  # the export cell alone
     steps: list[tuple[str, float]] = field(default_factory=list)
     manifest: dict = field(default_factory=dict)
+    #: the compiled program: {"compiled": True, "rows": N} or {"compiled": False, "reason": ...}
+    program: dict = field(default_factory=dict)
 
     def text(self) -> str:
+        served = (f"served by its compiled program (checked equal on {self.program.get('rows')} rows)"
+                  if self.program.get("compiled") else
+                  f"served through its library ({self.program.get('reason') or 'no compiled program'})")
         return (f"bundle {self.name} v{self.version} ({self.flavor}) -> {self.bundle}\n"
+                f"the model is {served}\n"
                 f"built in {self.seconds:.1f} s (notebook {self.notebook_seconds:.1f} s); "
                 f"check it with: nbdeploy verify {shlex.quote(str(self.bundle))}")
 
@@ -49,7 +55,7 @@ class BuildResult:
         return {"bundle": str(self.bundle), "name": self.name, "version": self.version,
                 "flavor": self.flavor, "seconds": self.seconds,
                 "notebook_seconds": self.notebook_seconds, "export_seconds": self.export_seconds,
-                "steps": [{"step": s, "seconds": t} for s, t in self.steps]}
+                "program": self.program, "steps": [{"step": s, "seconds": t} for s, t in self.steps]}
 
 
 class _Steps:
@@ -191,7 +197,7 @@ def build_bundle(notebook: str | Path, *, output: str | Path | None = None, mode
             raise
     return BuildResult(target, name, manifest["version"], export["flavor"],
                        round(time.perf_counter() - started, 3), round(result.duration, 3),
-                       export["seconds"], steps.done, manifest)
+                       export["seconds"], steps.done, manifest, export.get("program") or {})
 
 
 def _move_into_place(partial: Path, target: Path, force: bool) -> None:

@@ -8,8 +8,10 @@ writes into ``DIR``:
 
 ``model/``       the MLflow model (flavor-native; scikit-learn through skops with
                  an explicit, checked list of trusted types)
+``model/nbdeploy_program/``  the model compiled to a numpy program, when it could be
+                 and was proved equal to the model (see nbdeploy.bundle.program)
 ``export.json``  variable, flavor, input columns, example, golden predictions,
-                 training profile of the input columns, serving lock
+                 training profile of the input columns, serving lock, program outcome
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ..capture.hashing import recorded_hash
 from ..errors import ModelError
 from ..state import atomic_write_json
 from . import models
+from .program import write_program
 from .savers import save_pyfunc, write_model_data
 
 EXAMPLE_ROWS = 10
@@ -204,6 +207,10 @@ def _export(shell: Any, session: Any, out_dir: Path, variable: str | None) -> di
         loaded, facts = write_model_data(obj, flavor, out / "model", allowed_dists=allowed,
                                          project_dir=session.project_dir)
         _check_round_trip(models.predict_fn(loaded, flavor)(example), predictions, variable)
+    profile = _profile(entry, [str(c) for c in example.columns])
+    program = (write_program(obj, out / "model", profile) if flavor == "sklearn"
+               else {"compiled": False, "reason": f"only scikit-learn models are compiled, not {flavor}"})
+    marks["program"] = time.perf_counter() - started
     doc = {
         "variable": variable, "flavor": flavor, "class": f"{type(obj).__module__}.{type(obj).__qualname__}",
         "inputs": [str(c) for c in example.columns],
@@ -211,7 +218,8 @@ def _export(shell: Any, session: Any, out_dir: Path, variable: str | None) -> di
         "example_source": source,
         "example": json.loads(example.to_json(orient="split", index=False, date_format="iso")),
         "predictions": _jsonable(predictions),
-        "profile": _profile(entry, [str(c) for c in example.columns]),
+        "profile": profile,
+        "program": program,
         "training_data": ({"path": entry.get("path"), "relative_path": entry.get("relative_path"),
                            "hash": recorded_hash(entry), "rows": entry.get("rows")} if entry else None),
         "serving_direct": sorted(direct),

@@ -10,6 +10,10 @@ Importing all of MLflow costs seconds, so the common flavors are loaded directly
 * ``lightgbm`` - a ``Booster`` from its text file, or the sklearn-API model like sklearn.
 
 Anything else goes through ``mlflow.pyfunc.load_model``, the general fallback.
+
+Before any of these: a model folder holding a compiled program (``nbdeploy_program/``,
+written and proved equal to the model by ``nbdeploy build``; see :mod:`.fastpath`) is
+served by that program, with numpy only. NBDEPLOY_PROGRAM=0 turns that off.
 Code shipped with the model (``code_paths``) is put on ``sys.path`` first, as MLflow does.
 """
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import sys
 import types
@@ -25,18 +30,53 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import fastpath
 from .bundle import Bundle
 from .errors import ServeError
+
+logger = logging.getLogger("nbdeploy.serve")
 
 
 @dataclass
 class LoadedModel:
     predict: Callable[[Any], Any]
-    flavor: str  # the loader used: sklearn, xgboost, lightgbm or pyfunc
+    flavor: str  # the loader used: sklearn, xgboost, lightgbm or pyfunc (a compiled program: sklearn)
     detail: str  # class or loader module, for /metadata
+    #: the compiled program when the model is served by one (the server then never builds a DataFrame)
+    program: Any = None
+    #: why the model is not served by a compiled program (None when it is)
+    program_note: str | None = None
 
 
 def load_model(bundle: Bundle) -> LoadedModel:
+    note = "the bundle has no compiled program"
+    folder = bundle.model_dir / fastpath.PROGRAM_DIR
+    if (folder / "program.json").is_file():
+        if not fastpath.enabled():
+            note = "NBDEPLOY_PROGRAM=0"
+        else:
+            try:
+                program = fastpath.Program.load(folder)
+            except Exception as e:  # a damaged program: the model itself still serves
+                logger.warning("not using %s: %s: %s", folder, type(e).__name__, e)
+                note = f"the compiled program could not be read: {type(e).__name__}: {e}"
+            else:
+                return LoadedModel(_frame_predict(program), "sklearn", f"{program.model_class} (compiled program)",
+                                   program, None)
+    loaded = _load_library_model(bundle)
+    loaded.program_note = note
+    return loaded
+
+
+def _frame_predict(program: Any) -> Callable[[Any], Any]:
+    def predict(frame: Any) -> Any:  # for callers holding a DataFrame
+        return program.predict(fastpath.Table([str(c) for c in frame.columns],
+                                              [frame[c].to_numpy() for c in frame.columns]))
+
+    return predict
+
+
+def _load_library_model(bundle: Bundle) -> LoadedModel:
     flavors = bundle.flavors
     pyfunc = flavors.get("python_function") or {}
     _add_code_paths(bundle.model_dir, [pyfunc, *flavors.values()])

@@ -6,12 +6,14 @@ signature (``long`` -> int64, ``double`` -> float64, ...), as MLflow's pyfunc do
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
 
 from .batcher import Part
-from .bundle import Bundle
+from .bundle import Bundle, Column
+from .fastpath import Table
 from .model import LoadedModel
 from .payload import Tensor
 
@@ -30,51 +32,89 @@ class Predictor:
         tensor = bundle.tensor_input or {}
         self.tensor_dtype = tensor.get("dtype")
 
-    def frame(self, parts: list[Part]) -> Any:
-        import pandas as pd
-
+    def merged(self, parts: list[Part]) -> Any:
+        """The batch's rows: one column dict, or one array for a tensor model."""
         if isinstance(parts[0].data, Tensor):
             rows: list[Any] = []
             for p in parts:
                 rows.extend(p.data.data)
             return np.asarray(rows, dtype=self.tensor_dtype)
         if len(parts) == 1:
-            merged = parts[0].data
-        else:
-            merged = {name: [] for name in parts[0].data}
-            for p in parts:
-                for name, values in p.data.items():
-                    merged[name].extend(values)
-        if self.columns is None:
-            return pd.DataFrame(merged)
-        data: dict[str, Any] = {}
-        for col in self.columns:
-            values = merged[col.name]
-            dtype = _NUMPY.get(col.type)
-            if dtype is not None and None in values:
-                dtype = "float64" if col.type != "boolean" else "object"
-            if col.type == "datetime":
-                data[col.name] = pd.to_datetime(values)
-            elif dtype is not None:
-                data[col.name] = np.asarray(values, dtype=dtype)
-            else:
-                data[col.name] = values
-        return pd.DataFrame(data)
+            return parts[0].data
+        merged: dict[str, list[Any]] = {name: [] for name in parts[0].data}
+        for p in parts:
+            for name, values in p.data.items():
+                merged[name].extend(values)
+        return merged
+
+    def frame(self, parts: list[Part]) -> Any:
+        merged = self.merged(parts)
+        if isinstance(merged, np.ndarray):
+            return merged
+        return build_frame(self.columns, merged)
 
     def run_batch(self, parts: list[Part]) -> list[Any]:
-        raw = self.model.predict(self.frame(parts))
+        program = self.model.program
+        if program is not None:
+            raw = program.predict(build_table(self.columns, self.merged(parts)))
+        else:
+            raw = self.model.predict(self.frame(parts))
         total = sum(p.n for p in parts)
         return split_output(raw, [p.n for p in parts], total)
 
 
-def split_output(raw: Any, sizes: list[int], total: int) -> list[Any]:
-    """Cut the model output into one JSON-able piece per request, in order."""
+def _column_dtype(col: Column, values: list[Any]) -> str | None:
+    dtype = _NUMPY.get(col.type)
+    if dtype is not None and None in values:
+        dtype = "float64" if col.type != "boolean" else "object"
+    return dtype
+
+
+def build_frame(columns: list[Column] | None, merged: dict[str, list[Any]]) -> Any:
+    """The DataFrame a model gets: columns typed by the signature, as MLflow's pyfunc does."""
     import pandas as pd
 
-    if isinstance(raw, pd.DataFrame):
+    if columns is None:
+        return pd.DataFrame(merged)
+    data: dict[str, Any] = {}
+    for col in columns:
+        values = merged[col.name]
+        dtype = _column_dtype(col, values)
+        if col.type == "datetime":
+            data[col.name] = pd.to_datetime(values)
+        elif dtype is not None:
+            data[col.name] = np.asarray(values, dtype=dtype)
+        else:
+            data[col.name] = values
+        # (a None in a string column becomes pandas' missing value, NaN, in the frame)
+    return pd.DataFrame(data)
+
+
+def build_table(columns: list[Column] | None, merged: dict[str, list[Any]]) -> Table:
+    """The same columns for a compiled program: numpy arrays, no pandas."""
+    if columns is None:
+        raise ValueError("a compiled program needs the signature's columns")
+    arrays = []
+    for col in columns:
+        values = merged[col.name]
+        dtype = _column_dtype(col, values)
+        if dtype is not None:
+            arrays.append(np.asarray(values, dtype=dtype))
+        else:
+            arr = np.empty(len(values), dtype=object)
+            arr[:] = [np.nan if v is None else v for v in values]
+            arrays.append(arr)
+    return Table([c.name for c in columns], arrays)
+
+
+def split_output(raw: Any, sizes: list[int], total: int) -> list[Any]:
+    """Cut the model output into one JSON-able piece per request, in order."""
+    pd = sys.modules.get("pandas")  # a pandas result implies pandas is imported; never import it here
+
+    if pd is not None and isinstance(raw, pd.DataFrame):
         _check(len(raw), total, sizes)
         return _cut(raw, sizes, lambda x: x.to_dict("records"))
-    if isinstance(raw, pd.Series):
+    if pd is not None and isinstance(raw, pd.Series):
         _check(len(raw), total, sizes)
         return _cut(raw, sizes, lambda x: x.tolist())
     if isinstance(raw, np.ndarray):

@@ -184,6 +184,8 @@ async def metadata(app: ServeApp, *_: Any) -> Any:
         "version": b.version,
         "flavor": app.model.flavor,
         "model": app.model.detail,
+        "program": ({"used": True, "checked_rows": app.model.program.checked_rows}
+                    if app.model.program is not None else {"used": False, "why": app.model.program_note}),
         "mlflow_version": b.mlmodel.get("mlflow_version"),
         "signature": b.signature_dict(),
         "summary": b.summary,

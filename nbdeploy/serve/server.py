@@ -90,7 +90,9 @@ def check(bundle_dir: str | Path, config: ServeConfig | None = None, compile_imp
         raise ServeError(f"the model loaded but could not predict its input example: {app.warm_up_error}")
     what = ("and predicted its input example" if app.warmed
             else "(no prediction: no input_example.json with named columns)")
-    summary = f"{app.bundle.name} v{app.bundle.version}: {app.model.flavor} model loaded {what} in {seconds:.2f} s"
+    how = " (its compiled program)" if app.model.program is not None else ""
+    summary = (f"{app.bundle.name} v{app.bundle.version}: {app.model.flavor} model{how} loaded {what} "
+               f"in {seconds:.2f} s")
     if compile_imported:
         summary += f"; bytecode written for {compile_loaded_modules()} imported modules"
     return summary
@@ -130,7 +132,8 @@ def run(bundle_dir: str | Path, config: ServeConfig | None = None) -> None:
         app = create_app(bundle_dir, config)  # load before listening: /health means ready
         sock = bind_socket(config.host, config.port)
         server = uvicorn.Server(uvicorn.Config(app, **options))
-        print(f"nbdeploy: serving {app.bundle.name} v{app.bundle.version} ({app.model.flavor}) "
+        how = ", compiled program" if app.model.program is not None else ""
+        print(f"nbdeploy: serving {app.bundle.name} v{app.bundle.version} ({app.model.flavor}{how}) "
               f"on http://{config.host}:{sock.getsockname()[1]}", file=sys.stderr, flush=True)
         # uvicorn re-raises SIGTERM after its graceful shutdown; a finished shutdown exits 0
         signal.signal(signal.SIGTERM, _exit_cleanly)
