@@ -57,10 +57,15 @@ class Table:
         self.names = names
         self.columns = columns
         self.n = len(columns[0]) if columns else 0
+        self._index: dict[str, int] | None = None
 
     def select(self, names: list[str]) -> Table:
-        index = {n: i for i, n in enumerate(self.names)}
-        return Table(list(names), [self.columns[index[n]] for n in names])
+        if names == self.names:
+            return self
+        if self._index is None:
+            self._index = {n: i for i, n in enumerate(self.names)}
+        index = self._index
+        return Table(names, [self.columns[index[n]] for n in names])
 
 
 def as_array(x: Any, float_only: bool) -> np.ndarray:
@@ -193,7 +198,8 @@ class Affine(Step):
         self.mode, self.a, self.b, self.clip = mode, a, b, clip
 
     def run(self, x: Any) -> Any:
-        x = np.array(as_array(x, float_only=True), copy=True, order="K")
+        x = as_array(x, float_only=True) if isinstance(x, Table) else np.array(
+            as_array(x, float_only=True), copy=True, order="K")  # a table's array is already a new one
         check_finite(x, allow_nan=True, who=self.mode)
         if self.mode == "standard":
             if self.a is not None:
@@ -273,23 +279,27 @@ class OneHot(Step):
                 out += 1
             self.maps.append(mapping)
             self.widths.append(out)
+        self.offsets = np.cumsum([0, *self.widths])[:-1].tolist()
 
     def run(self, x: Any) -> Any:
         cols = x.columns if isinstance(x, Table) else [x[:, j] for j in range(x.shape[1])]
         n = x.n if isinstance(x, Table) else x.shape[0]
         out = np.zeros((n, sum(self.widths)), dtype=self.dtype)
-        offset = 0
-        rows = np.arange(n)
         for j, (col, mapping) in enumerate(zip(cols, self.maps, strict=True)):
             if col.dtype.kind == "f" and np.isinf(col).any():
                 raise ValueError("Input X contains infinity (OneHotEncoder).")
-            codes = np.fromiter((mapping.get(_key(v), -2) for v in col.tolist()), dtype=np.int64, count=n)
-            if self.unknown == "error" and (codes == -2).any():
-                bad = col[codes == -2][0]
+            values = col.tolist()
+            codes = list(map(mapping.get, values))  # None: unknown, missing, or a key needing _key
+            if None in codes:
+                for i, c in enumerate(codes):
+                    if c is None:
+                        codes[i] = mapping.get(_key(values[i]), -2)
+            if self.unknown == "error" and -2 in codes:
+                bad = values[codes.index(-2)]
                 raise ValueError(f"Found unknown categories [{bad!r}] in column {j} during transform")
-            hit = codes >= 0
-            out[rows[hit], offset + codes[hit]] = 1
-            offset += self.widths[j]
+            c = np.array(codes, dtype=np.intp)
+            hit = np.flatnonzero(c >= 0)
+            out[hit, self.offsets[j] + c[hit]] = 1
         return out
 
     def spec(self, arrays: Arrays) -> dict[str, Any]:
@@ -324,6 +334,14 @@ class Trees(Step):
         self.feature, self.threshold, self.left, self.right = feature, threshold, left, right
         self.nan_left, self.value, self.roots, self.depth = nan_left, value, roots, depth
         self.init, self.rate, self.classes, self.n_features = init, rate, classes, n_features
+        # The input is float32, so `x <= t` (t float64, as scikit-learn compares) is the same test as
+        # `x <= t32` with t32 the largest float32 not above t: compare in float32, half the bytes.
+        t32 = threshold.astype(np.float32)
+        above = t32.astype(np.float64) > threshold
+        t32[above] = np.nextafter(t32[above], np.float32(-np.inf))
+        self._t32 = t32
+        # children side by side: the next node is child[2 * node + (went right)]
+        self._child = np.stack([left, right], axis=1).ravel().astype(np.intp)
 
     def run(self, x: Any) -> Any:
         x = np.ascontiguousarray(as_array(x, float_only=False), dtype=np.float32)
@@ -334,15 +352,19 @@ class Trees(Step):
         flat = x.ravel()
         # roots: (n_stages, K); walk every tree of every output at once
         node = np.broadcast_to(self.roots.ravel(), (n, self.roots.size)).copy()
-        base = (np.arange(n, dtype=np.int64) * f)[:, None]
+        base = (np.arange(n, dtype=np.intp) * f)[:, None]
         has_nan = self.how != "boosting" and bool(np.isnan(flat).any())
+        feature, t32, child = self.feature, self._t32, self._child
         for _ in range(self.depth):
-            v = flat[base + self.feature[node]]
-            go = v <= self.threshold[node]
-            if has_nan:
-                go |= np.isnan(v) & self.nan_left[node]
-            node = np.where(go, self.left[node], self.right[node])
-        leaves = self.value[node].reshape(n, *self.roots.shape, *self.value.shape[1:])
+            v = flat.take(feature.take(node) + base)
+            if has_nan:  # a missing value goes where training sent it (scikit-learn's missing_go_to_left)
+                right = ~((v <= t32.take(node)) | (np.isnan(v) & self.nan_left.take(node)))
+            else:
+                right = v > t32.take(node)
+            node <<= 1
+            node += right
+            node = child.take(node)
+        leaves = self.value.take(node, axis=0).reshape(n, *self.roots.shape, *self.value.shape[1:])
         raw = self._combine(leaves, n)
         return self._finish(raw)
 

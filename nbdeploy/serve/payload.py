@@ -71,17 +71,43 @@ def _split(data: Any) -> Frame:
     rows, names = data["data"], data.get("columns")
     if names is None:
         raise RequestError(400, 'dataframe_split needs "columns": the column names in row order')
-    if not isinstance(names, list) or len(set(map(str, names))) != len(names):
-        raise RequestError(400, "dataframe_split columns must be a list of distinct names")
-    names = [str(c) for c in names]
+    names = _column_names(names)
     width = len(names)
-    for i, row in enumerate(rows):
-        if not isinstance(row, list) or len(row) != width:
-            raise RequestError(
-                400, f"dataframe_split row {i} has {len(row) if isinstance(row, list) else 'no'} values; the columns are {width}"
-            )
-    columns = {name: [row[j] for row in rows] for j, name in enumerate(names)}
+    # the common case checked at C speed: every row a list of `width` values
+    if rows and (set(map(type, rows)) != {list} or set(map(len, rows)) != {width}):
+        for i, row in enumerate(rows):
+            if not isinstance(row, list) or len(row) != width:
+                raise RequestError(
+                    400, f"dataframe_split row {i} has {len(row) if isinstance(row, list) else 'no'} values; "
+                         f"the columns are {width}"
+                )
+    # (lengths are checked above, so zip need not check them again)
+    columns = dict(zip(names, map(list, zip(*rows, strict=False)), strict=False)) if rows else {n: [] for n in names}
     return Frame(columns, len(rows))
+
+
+_NAMES: dict[tuple[Any, ...], list[str]] = {}
+
+
+def _column_names(names: Any) -> list[str]:
+    """Column names as strings, each once; the last few lists seen are remembered."""
+    if not isinstance(names, list):
+        raise RequestError(400, "dataframe_split columns must be a list of distinct names")
+    try:
+        key = tuple(names)
+        known = _NAMES.get(key)
+    except TypeError:  # a name that is a list or an object
+        key, known = None, None
+    if known is not None:
+        return known
+    out = [str(c) for c in names]
+    if len(set(out)) != len(out):
+        raise RequestError(400, "dataframe_split columns must be a list of distinct names")
+    if key is not None:
+        if len(_NAMES) >= 64:
+            _NAMES.clear()
+        _NAMES[key] = out
+    return out
 
 
 def _records(rows: Any, key: str) -> Frame:

@@ -65,9 +65,12 @@ def _uvicorn_options(config: ServeConfig) -> dict[str, Any]:
         "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
         "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         "lifespan": "on",
+        "interface": "asgi3",  # ServeApp.__call__ returns the coroutine; uvicorn would guess ASGI 2
         "log_level": config.log_level,
         "access_log": False,
         "server_header": False,
+        # nothing here reads the client's address, so X-Forwarded-For parsing is pure cost
+        "proxy_headers": False,
         "timeout_graceful_shutdown": config.graceful_timeout,
         "backlog": 2048,
     }
