@@ -85,8 +85,10 @@ def _compile(est: Any, names: list[str], table: bool) -> Step:
         return _boosting(est)
     if kind in ("DecisionTreeClassifier", "DecisionTreeRegressor"):
         return _forest(est, [est], "single")
-    if kind in ("RandomForestRegressor", "ExtraTreesRegressor"):
+    if kind in ("RandomForestRegressor", "ExtraTreesRegressor", "RandomForestClassifier", "ExtraTreesClassifier"):
         return _forest(est, list(est.estimators_), "mean")
+    if kind in ("HistGradientBoostingClassifier", "HistGradientBoostingRegressor"):
+        return _hist_boosting(est)
     if kind in LINEAR:
         return _linear(est)
     raise Unsupported(f"{kind} is not among the compiled steps")
@@ -193,6 +195,45 @@ def _boosting(est: Any) -> Trees:
     return Trees("boosting", output, init=start, rate=float(est.learning_rate),
                  classes=np.asarray(est.classes_) if classifier else None, n_features=int(est.n_features_in_),
                  **arrays)
+
+
+def _hist_boosting(est: Any) -> Trees:
+    """HistGradientBoosting walks float64 input; leaf values already carry the learning rate."""
+    if getattr(est, "_preprocessor", None) is not None or (
+            getattr(est, "is_categorical_", None) is not None and np.any(est.is_categorical_)):
+        raise Unsupported("HistGradientBoosting with categorical features")
+    link = type(est._loss.link).__name__
+    classifier = hasattr(est, "classes_")
+    if not classifier and link != "IdentityLink":
+        raise Unsupported(f"HistGradientBoostingRegressor with a {link}")
+    k = est.n_trees_per_iteration_
+    feature, threshold, left, right, nan_left, value, roots = [], [], [], [], [], [], []
+    start, depth = 0, 0
+    for iteration in est._predictors:
+        for predictor in iteration:
+            nodes = predictor.nodes
+            if np.any(nodes["is_categorical"]):
+                raise Unsupported("HistGradientBoosting with categorical splits")
+            n = len(nodes)
+            leaf = nodes["is_leaf"].astype(bool)
+            ids = np.arange(start, start + n)
+            left.append(np.where(leaf, ids, nodes["left"].astype(np.intp) + start))
+            right.append(np.where(leaf, ids, nodes["right"].astype(np.intp) + start))
+            feature.append(np.where(leaf, 0, nodes["feature_idx"]))
+            threshold.append(np.where(leaf, 0.0, nodes["num_threshold"]))
+            nan_left.append(nodes["missing_go_to_left"].astype(bool))
+            value.append(nodes["value"].astype(np.float64))
+            roots.append(start)
+            start += n
+            depth = max(depth, int(nodes["depth"].max()))
+    init = np.asarray(est._baseline_prediction, dtype=np.float64).ravel()
+    output = "raw" if not classifier else ("binary_positive" if k == 1 else "argmax")
+    return Trees("boosting", output, feature=np.concatenate(feature).astype(np.intp),
+                 threshold=np.concatenate(threshold), left=np.concatenate(left).astype(np.intp),
+                 right=np.concatenate(right).astype(np.intp), nan_left=np.concatenate(nan_left),
+                 value=np.concatenate(value), roots=np.asarray(roots, dtype=np.intp).reshape(-1, k), depth=depth,
+                 init=init, rate=1.0, classes=np.asarray(est.classes_) if classifier else None,
+                 n_features=int(est.n_features_in_), dtype="float64", check="none")
 
 
 def _forest(est: Any, trees: list[Any], how: str) -> Trees:

@@ -21,7 +21,8 @@ is not compiled, and the server loads the model with its own library as before.
 Supported: ``Pipeline``, ``ColumnTransformer`` (named or positional columns,
 ``drop``/``passthrough``), ``StandardScaler``, ``MinMaxScaler``, ``SimpleImputer``
 (numeric), ``OneHotEncoder`` (no infrequent categories), ``GradientBoostingClassifier``
-/ ``Regressor``, ``DecisionTree*``, ``RandomForest*`` / ``ExtraTrees*`` regressors,
+/ ``Regressor``, ``HistGradientBoosting*`` (numeric features, identity link),
+``DecisionTree*``, ``RandomForest*`` / ``ExtraTrees*`` (classifiers and regressors),
 ``LinearRegression``, ``Ridge``, ``Lasso``, ``ElasticNet``, ``LogisticRegression``.
 
 This module is copied into bundles as part of ``nbdeploy_serve``: only numpy at run
@@ -329,32 +330,41 @@ class Trees(Step):
 
     def __init__(self, how: str, output: str, feature: np.ndarray, threshold: np.ndarray, left: np.ndarray,
                  right: np.ndarray, nan_left: np.ndarray, value: np.ndarray, roots: np.ndarray, depth: int,
-                 init: np.ndarray, rate: float, classes: np.ndarray | None, n_features: int) -> None:
+                 init: np.ndarray, rate: float, classes: np.ndarray | None, n_features: int,
+                 dtype: str = "float32", check: str | None = None) -> None:
         self.how, self.output = how, output
+        #: the input's dtype in scikit-learn's walk: float32 (trees, forests, GradientBoosting) or
+        #: float64 (HistGradientBoosting); `check`: which non-finite inputs scikit-learn refuses
+        self.dtype = dtype
+        self.check = check or ("finite" if how == "boosting" else "allow_nan")
         self.feature, self.threshold, self.left, self.right = feature, threshold, left, right
         self.nan_left, self.value, self.roots, self.depth = nan_left, value, roots, depth
         self.init, self.rate, self.classes, self.n_features = init, rate, classes, n_features
         # The input is float32, so `x <= t` (t float64, as scikit-learn compares) is the same test as
         # `x <= t32` with t32 the largest float32 not above t: compare in float32, half the bytes.
-        t32 = threshold.astype(np.float32)
-        above = t32.astype(np.float64) > threshold
-        t32[above] = np.nextafter(t32[above], np.float32(-np.inf))
-        self._t32 = t32
+        if dtype == "float32":
+            t32 = threshold.astype(np.float32)
+            above = t32.astype(np.float64) > threshold
+            t32[above] = np.nextafter(t32[above], np.float32(-np.inf))
+            self._t = t32
+        else:
+            self._t = threshold
         # children side by side: the next node is child[2 * node + (went right)]
         self._child = np.stack([left, right], axis=1).ravel().astype(np.intp)
 
     def run(self, x: Any) -> Any:
-        x = np.ascontiguousarray(as_array(x, float_only=False), dtype=np.float32)
+        x = np.ascontiguousarray(as_array(x, float_only=False), dtype=self.dtype)
         if x.shape[1] != self.n_features:
             raise ValueError(f"X has {x.shape[1]} features, but the model expects {self.n_features}")
-        check_finite(x, allow_nan=self.how != "boosting", who="trees")
+        if self.check != "none":
+            check_finite(x, allow_nan=self.check == "allow_nan", who="trees")
         n, f = x.shape
         flat = x.ravel()
         # roots: (n_stages, K); walk every tree of every output at once
         node = np.broadcast_to(self.roots.ravel(), (n, self.roots.size)).copy()
         base = (np.arange(n, dtype=np.intp) * f)[:, None]
-        has_nan = self.how != "boosting" and bool(np.isnan(flat).any())
-        feature, t32, child = self.feature, self._t32, self._child
+        has_nan = self.check != "finite" and bool(np.isnan(flat).any())
+        feature, t32, child = self.feature, self._t, self._child
         for _ in range(self.depth):
             v = flat.take(feature.take(node) + base)
             if has_nan:  # a missing value goes where training sent it (scikit-learn's missing_go_to_left)
@@ -389,6 +399,8 @@ class Trees(Step):
             return raw.ravel() if raw.ndim == 2 and raw.shape[1] == 1 else raw
         if self.output == "binary":
             return self.classes[(raw.ravel() >= 0).astype(int)]
+        if self.output == "binary_positive":  # HistGradientBoosting: a raw score of exactly 0 is class 0
+            return self.classes[(raw.ravel() > 0).astype(int)]
         if self.output == "proba_argmax":  # a classifier tree: value rows are class fractions
             return self.classes[np.argmax(raw.reshape(raw.shape[0], -1), axis=1)]
         return self.classes[np.argmax(raw, axis=1)]
@@ -399,7 +411,8 @@ class Trees(Step):
                 "threshold": put(self.threshold), "left": put(self.left), "right": put(self.right),
                 "nan_left": put(self.nan_left), "value": put(self.value), "roots": put(self.roots),
                 "depth": self.depth, "init": put(self.init), "rate": self.rate,
-                "classes": put(self.classes), "n_features": self.n_features}
+                "classes": put(self.classes), "n_features": self.n_features, "dtype": self.dtype,
+                "check": self.check}
 
     @classmethod
     def load(cls, spec: dict[str, Any], arrays: Arrays) -> Trees:
@@ -407,7 +420,7 @@ class Trees(Step):
         return cls(spec["how"], spec["output"], get(spec["feature"]), get(spec["threshold"]), get(spec["left"]),
                    get(spec["right"]), get(spec["nan_left"]), get(spec["value"]), get(spec["roots"]),
                    int(spec["depth"]), get(spec["init"]), float(spec["rate"]), get(spec["classes"]),
-                   int(spec["n_features"]))
+                   int(spec["n_features"]), spec.get("dtype", "float32"), spec.get("check"))
 
 
 class Linear(Step):

@@ -57,6 +57,9 @@ def _models() -> dict[str, Any]:
         ExtraTreesRegressor,
         GradientBoostingClassifier,
         GradientBoostingRegressor,
+        HistGradientBoostingClassifier,
+        HistGradientBoostingRegressor,
+        RandomForestClassifier,
         RandomForestRegressor,
     )
     from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
@@ -75,6 +78,10 @@ def _models() -> dict[str, Any]:
         "forest": ("reg", pipe(_pre(drop="first"), RandomForestRegressor(n_estimators=15, random_state=0))),
         "extra-trees": ("reg", pipe(_pre(scaler="minmax"), ExtraTreesRegressor(n_estimators=10, random_state=0))),
         "tree-classifier": ("multi", pipe(_pre(), DecisionTreeClassifier(max_depth=6, random_state=0))),
+        "forest-classifier": ("multi", pipe(_pre(), RandomForestClassifier(n_estimators=12, random_state=0))),
+        "hist-gb-binary": ("binary", pipe(_pre(), HistGradientBoostingClassifier(max_iter=40, random_state=0))),
+        "hist-gb-multiclass": ("multi", pipe(_pre(), HistGradientBoostingClassifier(max_iter=15, random_state=0))),
+        "hist-gb-regressor-nan": ("reg-num", HistGradientBoostingRegressor(max_iter=40, random_state=0)),
         "ridge": ("reg", pipe(_pre(impute=True), Ridge(alpha=0.5))),
         "logistic": ("binary", pipe(_pre(scaler="minmax"), LogisticRegression(max_iter=500))),
         "scaler-ridge-on-numbers": ("reg-num", make_pipeline(StandardScaler(), Ridge())),
@@ -109,7 +116,7 @@ def _merged(X: Any) -> dict[str, list]:
 def test_program_predicts_what_the_model_predicts(name: str) -> None:
     kind, model = _models()[name]
     numeric_only = kind == "reg-num"
-    imputes = name in ("gb-regressor", "ridge")
+    imputes = name in ("gb-regressor", "ridge", "hist-gb-regressor-nan")  # trained with nulls in income
     train = _frame(600, seed=1, nulls=imputes)
     if numeric_only:
         train = train[["age", "income", "tenure"]]
@@ -118,7 +125,8 @@ def test_program_predicts_what_the_model_predicts(name: str) -> None:
     fresh = _frame(500, seed=99, nulls=imputes)
     fresh.loc[:3, "city"] = "unseen-city"  # categories never seen in training
     if numeric_only:
-        fresh = fresh[["age", "income", "tenure"]].fillna(1.0)
+        fresh = fresh[["age", "income", "tenure"]]
+        fresh = fresh if imputes else fresh.fillna(1.0)
     cols = _columns(train)
     for rows in (fresh.head(1), fresh.head(37), fresh):
         merged = _merged(rows)
