@@ -295,6 +295,7 @@ def _bundle_item(state: NotebookState) -> Item:
     if not path.is_dir():
         return Item("bundle", "Bundle and verify", "error", f"{path} no longer exists",
                     "click Build bundle again", details)
+    details.append(_served_by(path))
     verify = b.get("verify")
     if not verify:
         return Item("bundle", "Bundle and verify", "warning", f"{path.name} built, not verified",
@@ -307,6 +308,15 @@ def _bundle_item(state: NotebookState) -> Item:
                     "read the verify log, fix the notebook or the bundle, build and verify again",
                     details)
     return Item("bundle", "Bundle and verify", "ok", f"{path.name}: verified", details=details)
+
+
+def _served_by(bundle: Path) -> Detail:
+    """Whether the bundle's API runs the compiled program (see nbdeploy.serve.fastpath) or the library."""
+    program = _load_json(bundle / "model" / "nbdeploy_program" / "program.json")
+    if program is not None:
+        return Detail("served by", "compiled program", "ok",
+                      f"numpy only; checked equal to the model on {program.get('checked_rows')} rows at build")
+    return Detail("served by", "the model's library", "ok", "no compiled program for this model (see the README)")
 
 
 def latest_record(state: NotebookState) -> dict | None:

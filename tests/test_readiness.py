@@ -87,6 +87,19 @@ def test_bundle_verified_only_for_the_same_manifest(examples: Path) -> None:
     assert item.status == "error" and item.details[-1].note == "tests: 1 failed"
 
 
+def test_bundle_says_whether_its_model_runs_as_a_compiled_program(examples: Path) -> None:
+    b = examples / "churn_classifier-bundle"
+    (b / "model").mkdir(parents=True)
+    (b / "nbdeploy.json").write_text(json.dumps({"format": "nbdeploy.bundle/1", "name": "churn-classifier",
+                                                 "source": {"path": str(examples / NB)}}))
+    served = {d.label: d for d in readiness(examples / NB).item("bundle").details}["served by"]
+    assert served.value == "the model's library"
+    (b / "model" / "nbdeploy_program").mkdir()
+    (b / "model" / "nbdeploy_program" / "program.json").write_text(json.dumps({"checked_rows": 2575}))
+    served = {d.label: d for d in readiness(examples / NB).item("bundle").details}["served by"]
+    assert served.value == "compiled program" and "2575 rows" in served.note
+
+
 def test_not_a_notebook(examples: Path) -> None:
     with pytest.raises(NotebookInputError):
         readiness(examples / "data" / "churn.csv")
