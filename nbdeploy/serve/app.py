@@ -41,7 +41,7 @@ class ServeApp:
         self.config = config
         self.metrics = Metrics()
         self.validator = Validator(bundle, config.range_margin) if bundle.columns is not None else None
-        self.predictor = Predictor(bundle, model)
+        self.predictor = Predictor(bundle, model, self.validator)
         self.batcher = Batcher(
             self.predictor.run_batch, config.max_batch_size, config.max_wait_ms / 1000, self.metrics.batch,
             inline_below=config.inline_predict_ms / 1000,
@@ -234,27 +234,34 @@ class ServeApp:
             if data.n == 0:
                 raise RequestError(400, "the request has no rows")
             flags: list[dict[str, Any]] = []
-            if isinstance(data, Frame) and self.validator is not None:
-                columns, flags = self.validator.check(data, text_values=mime == "text/csv")
-                for f in flags:
-                    self.metrics.flagged(f["field"], f["kind"], f["count"])
+            # JSON columns are checked in the batch, all requests at once (each on its own only when
+            # something is wrong); CSV values arrive as text and are converted here, request by request
+            deferred = isinstance(data, Frame) and self.validator is not None and mime != "text/csv"
+            if isinstance(data, Frame) and self.validator is not None and not deferred:
+                columns, flags = self.validator.check(data, text_values=True)
                 payload: Any = columns
             else:
                 payload = data.columns if isinstance(data, Frame) else data
             if self.config.log_payloads:
                 record["inputs"] = payload if isinstance(payload, dict) else payload.data
             record["rows"] = data.n
-            if flags:
-                record["flags"] = flags
             self.batcher.reading -= 1
             reading = False
             try:
-                predictions = await self.batcher.submit(payload, data.n)
+                predictions, part = await self.batcher.submit_part(payload, data.n, check=deferred)
+            except RequestError:
+                raise
             except Exception as e:
                 raise ModelError(str(e)) from e
+            if part.flags:
+                flags = part.flags
         finally:
             if reading:
                 self.batcher.reading -= 1
+        if flags:
+            record["flags"] = flags
+            for f in flags:
+                self.metrics.flagged(f["field"], f["kind"], f["count"])
         if self.config.log_payloads:
             record["outputs"] = predictions
         if isinstance(predictions, list):

@@ -27,9 +27,13 @@ from typing import Any
 
 @dataclass(slots=True)
 class Part:
-    data: Any  # validated columns (dict name -> values) or a Tensor
+    data: Any  # columns (dict name -> values) or a Tensor
     n: int
     future: asyncio.Future[Any] = field(repr=False)
+    #: the columns still need checking against the signature (done for the whole batch at once)
+    check: bool = False
+    #: soft findings of that check (out of range, unseen category), for the response
+    flags: list[dict[str, Any]] | None = None
 
 
 class Batcher:
@@ -74,10 +78,15 @@ class Batcher:
         self._pool.shutdown(wait=True)
 
     async def submit(self, data: Any, n: int) -> Any:
+        return (await self.submit_part(data, n))[0]
+
+    async def submit_part(self, data: Any, n: int, check: bool = False) -> tuple[Any, Part]:
+        """The output for these rows, and their part (its ``flags`` when ``check``)."""
         fut = asyncio.get_running_loop().create_future()
-        self._queue.append(Part(data, n, fut))
+        part = Part(data, n, fut, check)
+        self._queue.append(part)
         self._wake()
-        return await fut
+        return await fut, part
 
     def _wake(self) -> None:
         w = self._wakeup
@@ -158,15 +167,18 @@ class Batcher:
         self.predict_seconds = seconds if p is None else 0.8 * p + 0.2 * seconds
 
     def _run_isolated(self, batch: list[Part]) -> list[tuple[bool, Any]]:
+        """Each part's (ok, output or exception). ``run_batch`` may hand back an exception for a
+        part it refused (say, a request whose columns do not match the signature)."""
         try:
-            return [(True, out) for out in self._run_batch(batch)]
+            return [(not isinstance(out, Exception), out) for out in self._run_batch(batch)]
         except Exception as e:
             if len(batch) == 1:
                 return [(False, e)]
         outcomes: list[tuple[bool, Any]] = []
         for part in batch:
             try:
-                outcomes.append((True, self._run_batch([part])[0]))
+                out = self._run_batch([part])[0]
+                outcomes.append((not isinstance(out, Exception), out))
             except Exception as e:
                 outcomes.append((False, e))
         return outcomes

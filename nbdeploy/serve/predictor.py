@@ -13,9 +13,11 @@ import numpy as np
 
 from .batcher import Part
 from .bundle import Bundle, Column
+from .errors import RequestError
 from .fastpath import Table
 from .model import LoadedModel
-from .payload import Tensor
+from .payload import Frame, Tensor
+from .validation import Validator
 
 _NUMPY = {"long": "int64", "integer": "int32", "double": "float64", "float": "float32", "boolean": "bool"}
 
@@ -25,12 +27,38 @@ class OutputMismatch(Exception):
 
 
 class Predictor:
-    def __init__(self, bundle: Bundle, model: LoadedModel) -> None:
+    def __init__(self, bundle: Bundle, model: LoadedModel, validator: Validator | None = None) -> None:
         self.bundle = bundle
         self.model = model
         self.columns = bundle.columns
         tensor = bundle.tensor_input or {}
         self.tensor_dtype = tensor.get("dtype")
+        self.validator = validator
+        self._names = frozenset(validator.rules) if validator is not None else frozenset()
+
+    def validate(self, parts: list[Part]) -> tuple[list[Part], dict[int, Exception], Any]:
+        """Check the parts that still need it: the whole batch in one pass when every value is
+        clean (the usual case: no per-request work), else each such part on its own, so each
+        request gets its own 422 or flags. Returns the parts to predict, the refused ones by
+        index, and the merged columns when they could be reused."""
+        pending = [p for p in parts if p.check]
+        if not pending or self.validator is None:
+            return parts, {}, None
+        if all(isinstance(p.data, dict) and p.data.keys() == self._names for p in parts):
+            merged = self.merged(parts)
+            if self.validator.clean(merged):
+                for p in pending:
+                    p.check = False
+                return parts, {}, merged
+        refused: dict[int, Exception] = {}
+        for i, p in enumerate(parts):
+            if p.check:
+                try:
+                    p.data, p.flags = self.validator.check(Frame(p.data, p.n))
+                except RequestError as e:
+                    refused[i] = e
+                p.check = False
+        return [p for i, p in enumerate(parts) if i not in refused], refused, None
 
     def merged(self, parts: list[Part]) -> Any:
         """The batch's rows: one column dict, or one array for a tensor model."""
@@ -54,9 +82,19 @@ class Predictor:
         return build_frame(self.columns, merged)
 
     def run_batch(self, parts: list[Part]) -> list[Any]:
+        todo, refused, merged = self.validate(parts)
+        outs = self._predict(todo, merged) if todo else []
+        if not refused:
+            return outs
+        given = iter(outs)
+        return [refused[i] if i in refused else next(given) for i in range(len(parts))]
+
+    def _predict(self, parts: list[Part], merged: Any = None) -> list[Any]:
         program = self.model.program
         if program is not None:
-            raw = program.predict(build_table(self.columns, self.merged(parts)))
+            raw = program.predict(build_table(self.columns, merged if merged is not None else self.merged(parts)))
+        elif merged is not None and not isinstance(merged, np.ndarray):
+            raw = self.model.predict(build_frame(self.columns, merged))
         else:
             raw = self.model.predict(self.frame(parts))
         total = sum(p.n for p in parts)

@@ -60,6 +60,13 @@ class Validator:
                 rule.categories = frozenset(str(v) for v in stats["values"])
             self.rules[col.name] = rule
 
+    def clean(self, columns: dict[str, list[Any]]) -> bool:
+        """True when these columns (exactly the signature's) need nothing: every value of the
+        column's type, none null, out of range or unseen. Then ``check`` would change nothing
+        and report nothing."""
+        rules = self.rules
+        return columns.keys() == rules.keys() and all(_clean(columns[name], rule) for name, rule in rules.items())
+
     def check(self, frame: Frame, text_values: bool = False) -> tuple[dict[str, list[Any]], list[dict[str, Any]]]:
         """Typed columns in signature order and the soft flags; raise RequestError(422) on errors.
 

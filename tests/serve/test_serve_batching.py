@@ -81,3 +81,42 @@ def test_a_raising_request_does_not_fail_the_requests_batched_with_it(tripwire_s
             assert status == 500 and doc["error_id"]
         else:
             assert status == 200 and doc["predictions"] == [2.0 * (1000 + i)]
+
+
+def test_bad_and_flagged_requests_in_a_batch_fail_or_flag_alone(classifier_server):
+    """Columns are checked for the whole batch at once; one wrong value must still fail only its
+    own request (422 naming the field), an out-of-range value flag only its own, and the rest
+    predict exactly what they predict alone."""
+    rows = [{"age": 20 + i % 50, "income": 30_000.0 + 250 * i, "city": ["paris", "lyon", "nice"][i % 3],
+             "member": bool(i % 2)} for i in range(150)]
+    kinds = ["bad" if i % 5 == 1 else "far" if i % 5 == 3 else "clean" for i in range(150)]
+    bodies = [{**r, "age": "old"} if k == "bad" else {**r, "age": 900} if k == "far" else r
+              for r, k in zip(rows, kinds, strict=True)]
+    alone = Client(classifier_server.url)
+    try:
+        expected = {i: alone.post("/invocations", {"dataframe_records": [b]})[2]["predictions"]
+                    for i, b in enumerate(bodies) if kinds[i] != "bad"}
+    finally:
+        alone.close()
+
+    def worker(t: int) -> list[tuple[int, int, dict, object]]:
+        c = Client(classifier_server.url)
+        try:
+            return [(i, *c.post("/invocations", {"dataframe_records": [bodies[i]]})) for i in range(t, 150, 24)]
+        finally:
+            c.close()
+
+    before = _batch_stats(Client(classifier_server.url).get("/metrics")[2])
+    with ThreadPoolExecutor(24) as pool:
+        results = [r for rs in pool.map(worker, range(24)) for r in rs]
+    assert len(results) == 150
+    for i, status, headers, doc in results:
+        if kinds[i] == "bad":
+            assert status == 422, (i, doc)
+            assert [e["field"] for e in doc["errors"]] == ["age"] and doc["errors"][0]["problem"] == "wrong_type"
+        else:
+            assert status == 200 and doc["predictions"] == expected[i], (i, doc)
+            flagged = "age:out_of_range" in headers.get("x-nbdeploy-flags", "")
+            assert flagged == (kinds[i] == "far"), (i, headers)
+    after = _batch_stats(Client(classifier_server.url).get("/metrics")[2])
+    assert after[0] - before[0] < after[1] - before[1], "no request was coalesced with another"
