@@ -25,7 +25,10 @@ UNLOGGED = frozenset({"health", "v2_live", "v2_ready", "metrics"})
 
 
 def content_type(headers: dict[bytes, bytes], kind: str) -> str:
-    raw = headers.get(b"content-type", b"").decode("latin-1")
+    value = headers.get(b"content-type", b"")
+    if value == JSON and (kind != "v2" or b"inference-header-content-length" not in headers):
+        return "application/json"  # what nearly every request sends
+    raw = value.decode("latin-1")
     mime, _, params = raw.partition(";")
     mime = mime.strip().lower()
     for param in params.split(";"):
