@@ -94,6 +94,19 @@ def check_finite(x: np.ndarray, allow_nan: bool, who: str) -> None:
         raise ValueError(f"Input X contains NaN or infinity ({who}).")
 
 
+def in_order_sum(terms: np.ndarray) -> np.ndarray:
+    """``terms[0] + terms[1] + ...``, added in that order, elementwise: what scikit-learn's loops
+    over stages and trees compute, bit for bit.
+
+    ``np.add.reduce`` along the first axis adds row after row while each row has two values
+    or more; a reduce along a single contiguous run of values would sum it pairwise instead
+    (other roundings), so one value per row goes through ``accumulate``, which is always in order.
+    """
+    if terms[0].size > 1:
+        return np.add.reduce(terms, axis=0)
+    return np.add.accumulate(terms, axis=0)[-1]
+
+
 # -- the steps ----------------------------------------------------------------
 # Each step is `run(x) -> y` plus a JSON spec whose arrays live in one .npz file.
 
@@ -281,27 +294,36 @@ class OneHot(Step):
             self.maps.append(mapping)
             self.widths.append(out)
         self.offsets = np.cumsum([0, *self.widths])[:-1].tolist()
+        self._width = sum(self.widths)
+        # category -> its column in the output; a dropped category -> the spare column past the end
+        self._columns = [{k: self._width if c < 0 else offset + c for k, c in mapping.items()}
+                         for mapping, offset in zip(self.maps, self.offsets, strict=True)]
 
     def run(self, x: Any) -> Any:
         cols = x.columns if isinstance(x, Table) else [x[:, j] for j in range(x.shape[1])]
         n = x.n if isinstance(x, Table) else x.shape[0]
-        out = np.zeros((n, sum(self.widths)), dtype=self.dtype)
-        for j, (col, mapping) in enumerate(zip(cols, self.maps, strict=True)):
+        width = self._width
+        codes: list[int] = []  # every column's output column per row; `width` (a spare column): none
+        for j, (col, mapping) in enumerate(zip(cols, self._columns, strict=True)):
             if col.dtype.kind == "f" and np.isinf(col).any():
                 raise ValueError("Input X contains infinity (OneHotEncoder).")
             values = col.tolist()
-            codes = list(map(mapping.get, values))  # None: unknown, missing, or a key needing _key
-            if None in codes:
-                for i, c in enumerate(codes):
+            found: list[Any] = list(map(mapping.get, values))  # None: unknown, missing, or a key needing _key
+            if None in found:
+                for i, c in enumerate(found):
                     if c is None:
-                        codes[i] = mapping.get(_key(values[i]), -2)
-            if self.unknown == "error" and -2 in codes:
-                bad = values[codes.index(-2)]
-                raise ValueError(f"Found unknown categories [{bad!r}] in column {j} during transform")
-            c = np.array(codes, dtype=np.intp)
-            hit = np.flatnonzero(c >= 0)
-            out[hit, self.offsets[j] + c[hit]] = 1
-        return out
+                        c = mapping.get(_key(values[i]))
+                        if c is None:
+                            if self.unknown == "error":
+                                raise ValueError(f"Found unknown categories [{values[i]!r}] in column {j} "
+                                                 "during transform")
+                            c = width
+                        found[i] = c
+            codes += found
+        out = np.zeros((n, width + 1), dtype=self.dtype)
+        if codes:
+            out[np.arange(n), np.array(codes, dtype=np.intp).reshape(len(cols), n)] = 1
+        return out[:, :width]
 
     def spec(self, arrays: Arrays) -> dict[str, Any]:
         return {"kind": self.kind, "categories": [[_jsonable(c) for c in cats] for cats in self.categories],
@@ -338,8 +360,8 @@ class Trees(Step):
         self.dtype = dtype
         self.check = check or ("finite" if how == "boosting" else "allow_nan")
         self.feature, self.threshold, self.left, self.right = feature, threshold, left, right
-        self.nan_left, self.value, self.roots, self.depth = nan_left, value, roots, depth
         self.init, self.rate, self.classes, self.n_features = init, rate, classes, n_features
+        self.nan_left, self.value, self.roots, self.depth = nan_left, value, roots, depth
         # The input is float32, so `x <= t` (t float64, as scikit-learn compares) is the same test as
         # `x <= t32` with t32 the largest float32 not above t: compare in float32, half the bytes.
         if dtype == "float32":
@@ -351,6 +373,24 @@ class Trees(Step):
             self._t = threshold
         # children side by side: the next node is child[2 * node + (went right)]
         self._child = np.stack([left, right], axis=1).ravel().astype(np.intp)
+        # the first level is the same for every row: each tree's root split, read straight from x
+        flat_roots = roots.ravel()
+        self._root_feature = feature.take(flat_roots)
+        self._root_t = self._t.take(flat_roots)[:, None]
+        self._root_nan_left = nan_left.take(flat_roots)[:, None]
+        self._root_left = left.take(flat_roots).astype(np.intp)[:, None]
+        self._root_right = right.take(flat_roots).astype(np.intp)[:, None]
+
+    @property
+    def value(self) -> np.ndarray:
+        return self._value
+
+    @value.setter
+    def value(self, value: np.ndarray) -> None:
+        self._value = value
+        # boosting adds `rate * leaf` stage after stage: the product of the same two doubles is the
+        # same double, so it is taken once here instead of on every call
+        self._terms = self.rate * value if self.how == "boosting" else value
 
     def run(self, x: Any) -> Any:
         x = np.ascontiguousarray(as_array(x, float_only=False), dtype=self.dtype)
@@ -360,38 +400,41 @@ class Trees(Step):
             check_finite(x, allow_nan=self.check == "allow_nan", who="trees")
         n, f = x.shape
         flat = x.ravel()
-        # roots: (n_stages, K); walk every tree of every output at once
-        node = np.broadcast_to(self.roots.ravel(), (n, self.roots.size)).copy()
-        base = (np.arange(n, dtype=np.intp) * f)[:, None]
+        # one row of nodes per tree (trees in stage order, then output), one column per input row
         has_nan = self.check != "finite" and bool(np.isnan(flat).any())
+        v = x.T.take(self._root_feature, axis=0)
+        if has_nan:  # a missing value goes where training sent it (scikit-learn's missing_go_to_left)
+            right = ~((v <= self._root_t) | (np.isnan(v) & self._root_nan_left))
+        else:
+            right = v > self._root_t
+        node = np.where(right, self._root_right, self._root_left)
+        base = np.arange(n, dtype=np.intp) * f
         feature, t32, child = self.feature, self._t, self._child
-        for _ in range(self.depth):
+        for _ in range(self.depth - 1):
             v = flat.take(feature.take(node) + base)
-            if has_nan:  # a missing value goes where training sent it (scikit-learn's missing_go_to_left)
+            if has_nan:
                 right = ~((v <= t32.take(node)) | (np.isnan(v) & self.nan_left.take(node)))
             else:
                 right = v > t32.take(node)
             node <<= 1
             node += right
             node = child.take(node)
-        leaves = self.value.take(node, axis=0).reshape(n, *self.roots.shape, *self.value.shape[1:])
-        raw = self._combine(leaves, n)
-        return self._finish(raw)
+        return self._finish(self._combine(node, n))
 
-    def _combine(self, leaves: np.ndarray, n: int) -> np.ndarray:
-        if self.how == "boosting":  # leaves: (n, stages, K)
-            # scikit-learn adds `rate * leaf` to `raw` stage after stage; np.add.accumulate is that
-            # same sequence of additions (never pairwise), so the sums are equal bit for bit
-            terms = np.empty((n, self.roots.shape[0] + 1, self.roots.shape[1]), dtype=np.float64)
-            terms[:, 0, :] = self.init
-            np.multiply(self.rate, leaves, out=terms[:, 1:, :])
-            return np.add.accumulate(terms, axis=1)[:, -1, :]
-        # forests and single trees: leaves (n, trees, 1, *value_shape)
-        out = leaves[:, 0, 0].copy()
-        for t in range(1, self.roots.shape[0]):
-            out += leaves[:, t, 0]
+    def _combine(self, node: np.ndarray, n: int) -> np.ndarray:
+        """The trees' leaves summed in tree order: ``(n, K)`` for boosting, ``(n, *value)`` else."""
+        value_shape = self._terms.shape[1:]
+        if self.how == "boosting":  # raw = init; raw += rate * leaf, stage after stage
+            stages, k = self.roots.shape
+            terms = np.empty((stages + 1, k, n, *value_shape), dtype=np.float64)
+            terms[0] = self.init.reshape(k, *([1] * (1 + len(value_shape))))
+            self._terms.take(node.reshape(stages, k, n), axis=0, out=terms[1:])
+            return in_order_sum(terms).T.reshape(n, k)
+        # forests and single trees: the sum of the trees' leaves (then their mean)
+        trees = self.roots.shape[0]
+        out = in_order_sum(self._terms.take(node.reshape(trees, n), axis=0))
         if self.how == "mean":
-            out /= self.roots.shape[0]
+            out /= trees
         return out
 
     def _finish(self, raw: np.ndarray) -> np.ndarray:

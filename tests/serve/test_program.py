@@ -314,3 +314,39 @@ def test_object_labels_come_back_as_the_models_own_strings() -> None:
     got = program.predict(build_table(_columns(X), _merged(fresh)))
     want = model.predict(fresh)
     assert got.dtype == object and got.tolist() == want.tolist()
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 7, 64, 1000])
+@pytest.mark.parametrize("width", [1, 3])
+def test_tree_sums_are_added_in_tree_order(rows: int, width: int) -> None:
+    """in_order_sum is the left-to-right sum, not numpy's pairwise one: on terms of very
+    different sizes the two round differently, so an unordered sum would show here."""
+    from nbdeploy.serve.fastpath import in_order_sum
+
+    rng = np.random.default_rng(rows * 10 + width)
+    terms = rng.normal(size=(301, rows, width)) * 10.0 ** rng.integers(-8, 9, size=(301, rows, width))
+    want = terms[0].copy()
+    for t in terms[1:]:
+        want = want + t
+    assert in_order_sum(terms).tobytes() == want.tobytes()
+    assert in_order_sum(terms[:, :, 0]).tobytes() == want[:, 0].tobytes()
+
+
+def test_one_hot_with_drop_and_unknown_error_behaves_as_scikit_learn() -> None:
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    X = pd.DataFrame({"city": ["paris", "lyon", "nice", "lille"] * 20, "plan": ["a", "b"] * 40})
+    y = (X["city"] == "nice").astype(int)
+    model = make_pipeline(OneHotEncoder(drop="first", handle_unknown="error"), LogisticRegression()).fit(X, y)
+    program = compile_model(model)
+    cols = _columns(X)
+    merged = {"city": ["lyon", "paris", "nice", "lille"], "plan": ["b", "a", "a", "b"]}
+    assert np.array_equal(program.predict(build_table(cols, merged)), model.predict(build_frame(cols, merged)))
+    merged["city"][2] = "rome"
+    with pytest.raises(ValueError, match="rome"):
+        model.predict(build_frame(cols, merged))
+    with pytest.raises(ValueError, match="unknown categories \\['rome'\\] in column 0"):
+        program.predict(build_table(cols, merged))
