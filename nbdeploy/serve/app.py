@@ -6,6 +6,7 @@ microseconds; the model call is shared between concurrent requests by the batche
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import hmac
 import logging
@@ -29,6 +30,9 @@ from .requestlog import RequestLog
 from .validation import Validator
 
 logger = logging.getLogger("nbdeploy.serve")
+#: the folder in which the workers of one server share their metrics (set by the supervisor)
+METRICS_DIR_ENV = "NBDEPLOY_METRICS_DIR"
+METRICS_SHARE_SECONDS = 1.0
 
 PROBES = frozenset({"/health", "/ping", "/v2/health/live", "/v2/health/ready"})
 _JSON = [(b"content-type", b"application/json")]
@@ -41,7 +45,7 @@ class ServeApp:
         self.config = config
         self.metrics = Metrics()
         self.validator = Validator(bundle, config.range_margin) if bundle.columns is not None else None
-        self.predictor = Predictor(bundle, model, self.validator)
+        self.predictor = Predictor(bundle, model, self.validator, on_output=self.metrics.outputs)
         self.batcher = Batcher(
             self.predictor.run_batch, config.max_batch_size, config.max_wait_ms / 1000, self.metrics.batch,
             inline_below=config.inline_predict_ms / 1000,
@@ -53,6 +57,8 @@ class ServeApp:
         self._static: dict[str, bytes] = {}
         self._rid_prefix = os.urandom(4).hex()
         self._served = 0
+        self._sharing: asyncio.Task[None] | None = None
+        self._model_name, self._model_version = bundle.name, bundle.version
         #: whether the start-up prediction of the input example ran, and why it failed if it did not
         self.warmed = False
         self.warm_up_error: str | None = None
@@ -100,10 +106,14 @@ class ServeApp:
                 return
             columns, _ = self.validator.check(frame)
             times = []
-            for _ in range(3):
-                t0 = time.perf_counter()
-                self.predictor.run_batch([Part(columns, frame.n, None)])  # type: ignore[arg-type]
-                times.append(time.perf_counter() - t0)
+            on_output, self.predictor.on_output = self.predictor.on_output, None  # not a served prediction
+            try:
+                for _ in range(3):
+                    t0 = time.perf_counter()
+                    self.predictor.run_batch([Part(columns, frame.n, None)])  # type: ignore[arg-type]
+                    times.append(time.perf_counter() - t0)
+            finally:
+                self.predictor.on_output = on_output
             # the first call pays one-off costs (lazy imports, caches): the steady cost is the fastest
             self.batcher.predict_seconds = min(times)
             self.warmed = True
@@ -123,9 +133,32 @@ class ServeApp:
                 path = path.with_name(f"{path.stem}.{os.getpid()}{path.suffix}")
             self.log = RequestLog(path, self.config.log_max_bytes, self.config.log_backups)
         self.batcher.start()
+        shared = os.environ.get(METRICS_DIR_ENV)
+        if self.config.workers > 1 and shared and Path(shared).is_dir():
+            self.metrics.shared = Path(shared)
+            self._sharing = asyncio.get_running_loop().create_task(self._share_metrics())
+
+    async def _share_metrics(self) -> None:
+        """Every second, this worker's counts for the other workers' scrapes (only when they changed)."""
+        last = -1
+        while True:
+            if self._served != last:
+                last = self._served
+                try:
+                    self.metrics.share()
+                except OSError as e:
+                    logger.warning("cannot share this worker's metrics: %s", e)
+            await asyncio.sleep(METRICS_SHARE_SECONDS)
 
     async def shutdown(self) -> None:
+        if self._sharing is not None:
+            self._sharing.cancel()
         await self.batcher.stop()
+        if self.metrics.shared is not None:
+            try:
+                self.metrics.share()  # the final counts stay in the sums after this worker exits
+            except OSError:
+                pass
         if self.log is not None:
             self.log.close()
 
@@ -139,54 +172,54 @@ class ServeApp:
         headers = {k: v for k, v in scope["headers"] if k in _WANTED}
         endpoint, handler = protocol.route(method, path)
         record: dict[str, Any] = {}
-        extra: list[tuple[bytes, bytes]] = []
-        v2 = path.startswith("/v2")
-        self.metrics.inflight += 1
+        metrics = self.metrics
+        metrics.inflight += 1
         try:
             if self._token is not None and path not in PROBES:
                 self._authorize(headers)
             status, body, content_type, extra = await handler(self, scope, receive, headers, record)
         except RequestError as e:
-            status, content_type = e.status, b"application/json"
-            body = protocol.error_body(e, v2)
+            status, content_type, extra = e.status, b"application/json", []
+            body = protocol.error_body(e, path.startswith("/v2"))
             record["error"] = {"message": e.message, "errors": e.errors}
             for err in e.errors:
-                self.metrics.validation_failure(str(err.get("field")), str(err.get("problem")))
+                metrics.validation_failure(str(err.get("field")), str(err.get("problem")))
             if e.status == 401:
                 extra = [(b"www-authenticate", b"Bearer")]
         except Exception as e:  # a model exception or a server bug: 500 with an error id
-            status, content_type = 500, b"application/json"
+            status, content_type, extra = 500, b"application/json", []
             is_model = getattr(e, "from_model", False)
             if is_model:
-                self.metrics.model_errors += 1
+                metrics.model_errors += 1
             cause = e.__cause__ if is_model and e.__cause__ else e
             logger.error("error_id=%s %s %s: %s", rid, method, path, f"{type(cause).__name__}: {cause}",
                          exc_info=cause)
-            body = protocol.internal_error_body(rid, cause, is_model, v2)
+            body = protocol.internal_error_body(rid, cause, is_model, path.startswith("/v2"))
             record["error"] = {"error_id": rid, "type": type(cause).__name__, "message": str(cause)}
         finally:
-            self.metrics.inflight -= 1
+            metrics.inflight -= 1
         await send({
             "type": "http.response.start",
             "status": status,
             "headers": [
                 (b"content-type", content_type),
-                (b"content-length", str(len(body)).encode()),
+                (b"content-length", b"%d" % len(body)),
                 (b"x-request-id", rid.encode()),
                 *extra,
             ],
         })
         await send({"type": "http.response.body", "body": body})
         seconds = time.perf_counter() - t0
-        self.metrics.request(endpoint, status, seconds)
-        if self.log is not None and (self.config.log_probes or endpoint not in protocol.UNLOGGED):
-            record.update(
-                ts=time.time(), id=rid, method=method, path=path, endpoint=endpoint, status=status,
-                latency_ms=round(seconds * 1000, 3), model=self.bundle.name, version=self.bundle.version,
-            )
-            self.log.write(record)
-            if self.log.full:
-                await self.log.wait_for_space()
+        metrics.request(endpoint, status, seconds)
+        log = self.log
+        if log is not None and (self.config.log_probes or endpoint not in protocol.UNLOGGED):
+            log.write({
+                "ts": time.time(), "id": rid, "method": method, "path": path, "endpoint": endpoint,
+                "status": status, "latency_ms": int(seconds * 1e6) / 1000, "model": self._model_name,
+                "version": self._model_version, **record,
+            })
+            if log.full:
+                await log.wait_for_space()
 
     def _authorize(self, headers: dict[bytes, bytes]) -> None:
         auth = headers.get(b"authorization", b"")
@@ -196,12 +229,16 @@ class ServeApp:
 
     async def read_body(self, receive: Any, headers: dict[bytes, bytes]) -> bytes:
         limit = self.config.max_body_bytes
-        declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise RequestError(413, f"the body is {int(declared)} bytes; the limit is {limit}")
+        if _declared_length(headers) > limit:
+            raise RequestError(413, f"the body is {_declared_length(headers)} bytes; the limit is {limit}")
+        message = await receive()
+        if message["type"] == "http.request" and not message.get("more_body", False):  # the whole body
+            body: bytes = message.get("body", b"")
+            if len(body) > limit:
+                raise RequestError(413, f"the body is over the limit of {limit} bytes")
+            return body
         chunks, total = [], 0
         while True:
-            message = await receive()
             if message["type"] == "http.disconnect":
                 raise RequestError(400, "the client disconnected before sending the whole body")
             chunk = message.get("body", b"")
@@ -211,7 +248,8 @@ class ServeApp:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            message = await receive()
+        return b"".join(chunks)
 
     # -- inference ------------------------------------------------------------
     async def infer(
@@ -264,8 +302,6 @@ class ServeApp:
                 self.metrics.flagged(f["field"], f["kind"], f["count"])
         if self.config.log_payloads:
             record["outputs"] = predictions
-        if isinstance(predictions, list):
-            self.metrics.predictions(predictions)
         return predictions, flags, data.n, v2req
 
     def flag_headers(self, flags: list[dict[str, Any]]) -> list[tuple[bytes, bytes]]:
@@ -293,6 +329,11 @@ class ModelError(Exception):
 
 
 _WANTED = frozenset({b"authorization", b"content-type", b"content-length", b"inference-header-content-length"})
+
+
+def _declared_length(headers: dict[bytes, bytes]) -> int:
+    declared = headers.get(b"content-length")
+    return int(declared) if declared is not None and declared.isdigit() else 0
 
 
 def create_app(bundle_dir: str | Path, config: ServeConfig | None = None) -> ServeApp:

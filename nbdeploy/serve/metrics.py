@@ -1,19 +1,26 @@
 """Prometheus metrics, kept in plain dicts and rendered in the text exposition format.
 
-Each worker process keeps its own metrics (label ``worker`` = its pid), so with
-``--workers N`` a scrape shows the worker that answered it.
+With ``--workers N`` every worker process keeps its own counts and writes a snapshot of
+them (JSON, replaced atomically) into a folder the workers share, once a second and on
+every scrape; a scrape then answers with the sum over all workers, whichever worker it
+reaches. Counts of a worker that has exited stay in the sums (counters never go
+down); its in-flight requests do not.
 """
 
 from __future__ import annotations
 
 import bisect
 import os
+import sys
+from pathlib import Path
 from typing import Any
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+VALUE_BUCKETS = (-1e6, -1e3, -100.0, -10.0, -1.0, 0.0, 0.25, 0.5, 0.75, 1.0, 10.0, 100.0, 1e3, 1e6)
 #: distinct class labels tracked in nbdeploy_predictions_total before lumping into "other"
 MAX_LABELS = 50
+FORMAT = "nbdeploy.metrics/1"
 
 
 class Histogram:
@@ -32,6 +39,27 @@ class Histogram:
         self.sum += value
         self.count += 1
 
+    def observe_array(self, values: Any) -> None:
+        """Every value of a 1-D float array at once (the same buckets as ``observe``)."""
+        import numpy as np
+
+        index = np.searchsorted(self.buckets, values, side="left")
+        per_bucket = np.bincount(index, minlength=len(self.buckets) + 1)
+        for i, c in enumerate(per_bucket[: len(self.counts)].tolist()):
+            self.counts[i] += c
+        self.sum += float(values.sum())
+        self.count += int(values.size)
+
+    def state(self) -> list[Any]:
+        return [list(self.counts), self.sum, self.count]
+
+    def add(self, state: list[Any]) -> None:
+        counts, total, count = state
+        if len(counts) == len(self.counts):
+            self.counts = [a + b for a, b in zip(self.counts, counts, strict=True)]
+            self.sum += total
+            self.count += count
+
     def lines(self, name: str, labels: str) -> list[str]:
         sep = "," if labels else ""
         out, running = [], 0
@@ -39,52 +67,80 @@ class Histogram:
             running += c
             out.append(f'{name}_bucket{{{labels}{sep}le="{_fmt(bound)}"}} {running}')
         out.append(f'{name}_bucket{{{labels}{sep}le="+Inf"}} {self.count}')
-        out.append(f"{name}_sum{{{labels}}} {_fmt(self.sum)}")
-        out.append(f"{name}_count{{{labels}}} {self.count}")
+        braces = f"{{{labels}}}" if labels else ""
+        out.append(f"{name}_sum{braces} {_fmt(self.sum)}")
+        out.append(f"{name}_count{braces} {self.count}")
         return out
 
 
 class Metrics:
     def __init__(self) -> None:
-        self.worker = str(os.getpid())
-        self.requests: dict[tuple[str, int], int] = {}
+        #: request latency per (endpoint, status); its count is the request counter
         self.latency: dict[tuple[str, int], Histogram] = {}
         self.batch_rows = Histogram(BATCH_BUCKETS)
         self.batch_requests = Histogram(BATCH_BUCKETS)
         self.predict_seconds = Histogram(LATENCY_BUCKETS)
-        self.prediction_values = Histogram(
-            (-1e6, -1e3, -100.0, -10.0, -1.0, 0.0, 0.25, 0.5, 0.75, 1.0, 10.0, 100.0, 1e3, 1e6)
-        )
+        self.prediction_values = Histogram(VALUE_BUCKETS)
         self.prediction_labels: dict[str, int] = {}
         self.validation_failures: dict[tuple[str, str], int] = {}
         self.out_of_range: dict[tuple[str, str], int] = {}
         self.model_errors = 0
         self.inflight = 0
+        self.workers = 1
+        #: the folder the workers share their snapshots in (None: this process only)
+        self.shared: Path | None = None
 
     def request(self, endpoint: str, status: int, seconds: float) -> None:
-        key = (endpoint, status)
-        self.requests[key] = self.requests.get(key, 0) + 1
-        h = self.latency.get(key)
+        h = self.latency.get((endpoint, status))
         if h is None:
-            h = self.latency[key] = Histogram(LATENCY_BUCKETS)
+            h = self.latency[(endpoint, status)] = Histogram(LATENCY_BUCKETS)
         h.observe(seconds)
+
+    @property
+    def requests(self) -> dict[tuple[str, int], int]:
+        return {key: h.count for key, h in self.latency.items()}
 
     def batch(self, rows: int, requests: int, seconds: float) -> None:
         self.batch_rows.observe(rows)
         self.batch_requests.observe(requests)
         self.predict_seconds.observe(seconds)
 
-    def predictions(self, values: list[Any]) -> None:
-        """Floats go to a histogram; labels (ints, strings, bools) are counted, up to MAX_LABELS."""
-        labels = self.prediction_labels
+    def outputs(self, raw: Any) -> None:
+        """A batch's predictions: numbers go to a histogram, labels (ints, strings, bools) are
+        counted up to MAX_LABELS. Tables of outputs (several columns per row) are not counted."""
+        np = sys.modules.get("numpy")
+        if np is not None and isinstance(raw, np.ndarray) and raw.ndim == 1:
+            if raw.dtype.kind == "f":
+                self.prediction_values.observe_array(raw)
+                return
+            if raw.dtype.kind in "biu":
+                values, counts = np.unique(raw, return_counts=True)
+                self._labels(zip(values.tolist(), counts.tolist(), strict=True))
+                return
+            raw = raw.tolist()
+        pd = sys.modules.get("pandas")
+        if pd is not None and isinstance(raw, pd.Series):
+            raw = raw.tolist()
+        if isinstance(raw, list | tuple):
+            self.predictions(raw)
+
+    def predictions(self, values: list[Any] | tuple[Any, ...]) -> None:
+        counts: dict[str, int] = {}
         for v in values:
             if isinstance(v, float):
                 self.prediction_values.observe(v)
             elif not isinstance(v, list | dict):
                 label = str(v)
-                if label not in labels and len(labels) >= MAX_LABELS:
-                    label = "other"
-                labels[label] = labels.get(label, 0) + 1
+                counts[label] = counts.get(label, 0) + 1
+        self._labels(counts.items())
+
+    def _labels(self, counted: Any) -> None:
+        labels = self.prediction_labels
+        for value, n in counted:
+            label = str(value)
+            if label not in labels and len(labels) >= MAX_LABELS:
+                label = "other"
+            labels[label] = labels.get(label, 0) + n
 
     def validation_failure(self, field: str, problem: str) -> None:
         key = (field, problem)
@@ -94,54 +150,133 @@ class Metrics:
         key = (field, kind)
         self.out_of_range[key] = self.out_of_range.get(key, 0) + count
 
+    # -- several workers ------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """This process's counts as JSON-able data (what a worker shares)."""
+        return {
+            "format": FORMAT, "pid": os.getpid(),
+            "latency": [[ep, st, h.state()] for (ep, st), h in self.latency.items()],
+            "batch_rows": self.batch_rows.state(), "batch_requests": self.batch_requests.state(),
+            "predict_seconds": self.predict_seconds.state(), "prediction_values": self.prediction_values.state(),
+            "prediction_labels": self.prediction_labels,
+            "validation_failures": [[f, p, n] for (f, p), n in self.validation_failures.items()],
+            "out_of_range": [[f, k, n] for (f, k), n in self.out_of_range.items()],
+            "model_errors": self.model_errors, "inflight": self.inflight,
+        }
+
+    def add(self, state: dict[str, Any], alive: bool = True) -> None:
+        """Add another worker's counts to these (its in-flight requests only if it is alive)."""
+        for ep, st, h in state["latency"]:
+            mine = self.latency.get((ep, st))
+            if mine is None:
+                mine = self.latency[(ep, st)] = Histogram(LATENCY_BUCKETS)
+            mine.add(h)
+        for name in ("batch_rows", "batch_requests", "predict_seconds", "prediction_values"):
+            getattr(self, name).add(state[name])
+        self._labels(state["prediction_labels"].items())
+        for f, p, n in state["validation_failures"]:
+            self.validation_failures[(f, p)] = self.validation_failures.get((f, p), 0) + n
+        for f, k, n in state["out_of_range"]:
+            self.flagged(f, k, n)
+        self.model_errors += state["model_errors"]
+        if alive:
+            self.inflight += state["inflight"]
+            self.workers += 1
+
+    def share(self) -> None:
+        """Write this worker's snapshot into the shared folder (atomically)."""
+        if self.shared is None:
+            return
+        import orjson
+
+        path = self.shared / f"{os.getpid()}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(orjson.dumps(self.state()))
+        os.replace(tmp, path)
+
+    def combined(self) -> Metrics:
+        """This worker's counts plus every other worker's latest snapshot."""
+        if self.shared is None:
+            return self
+        import orjson
+
+        self.share()
+        total = Metrics()
+        total.workers = 0
+        for path in sorted(self.shared.glob("*.json")):
+            try:
+                state = orjson.loads(path.read_bytes())
+            except (OSError, orjson.JSONDecodeError):
+                continue  # a worker's file that vanished: nothing to add
+            if not isinstance(state, dict) or state.get("format") != FORMAT:
+                continue
+            total.add(state, alive=_alive(int(state["pid"])))
+        return total
+
+    # -- exposition -----------------------------------------------------------
     def render(self) -> str:
-        w = f'worker="{self.worker}"'
+        m = self.combined()
         out = [
             "# HELP nbdeploy_requests_total HTTP requests by endpoint and status.",
             "# TYPE nbdeploy_requests_total counter",
         ]
-        for (ep, st), n in sorted(self.requests.items()):
-            out.append(f'nbdeploy_requests_total{{{w},endpoint="{ep}",status="{st}"}} {n}')
+        for (ep, st), h in sorted(m.latency.items()):
+            out.append(f'nbdeploy_requests_total{{endpoint="{ep}",status="{st}"}} {h.count}')
         out += [
             "# HELP nbdeploy_request_duration_seconds Request latency by endpoint and status.",
             "# TYPE nbdeploy_request_duration_seconds histogram",
         ]
-        for (ep, st), h in sorted(self.latency.items()):
-            out += h.lines("nbdeploy_request_duration_seconds", f'{w},endpoint="{ep}",status="{st}"')
+        for (ep, st), h in sorted(m.latency.items()):
+            out += h.lines("nbdeploy_request_duration_seconds", f'endpoint="{ep}",status="{st}"')
         for name, h, text in (
-            ("nbdeploy_batch_rows", self.batch_rows, "Rows per predict call."),
-            ("nbdeploy_batch_requests", self.batch_requests, "Requests coalesced per predict call."),
-            ("nbdeploy_predict_duration_seconds", self.predict_seconds, "Time in the model's predict."),
-            ("nbdeploy_prediction_value", self.prediction_values, "Numeric predictions."),
+            ("nbdeploy_batch_rows", m.batch_rows, "Rows per predict call."),
+            ("nbdeploy_batch_requests", m.batch_requests, "Requests coalesced per predict call."),
+            ("nbdeploy_predict_duration_seconds", m.predict_seconds, "Time in the model's predict."),
+            ("nbdeploy_prediction_value", m.prediction_values, "Numeric predictions."),
         ):
-            out += [f"# HELP {name} {text}", f"# TYPE {name} histogram", *h.lines(name, w)]
+            out += [f"# HELP {name} {text}", f"# TYPE {name} histogram", *h.lines(name, "")]
         out += [
             "# HELP nbdeploy_predictions_total Predicted labels (non-numeric or integer classes).",
             "# TYPE nbdeploy_predictions_total counter",
         ]
-        for label, n in sorted(self.prediction_labels.items()):
-            out.append(f'nbdeploy_predictions_total{{{w},label="{_esc(label)}"}} {n}')
+        for label, n in sorted(m.prediction_labels.items()):
+            out.append(f'nbdeploy_predictions_total{{label="{_esc(label)}"}} {n}')
         out += [
             "# HELP nbdeploy_validation_failures_total Rejected fields by problem.",
             "# TYPE nbdeploy_validation_failures_total counter",
         ]
-        for (f, p), n in sorted(self.validation_failures.items()):
-            out.append(f'nbdeploy_validation_failures_total{{{w},field="{_esc(f)}",problem="{p}"}} {n}')
+        for (f, p), n in sorted(m.validation_failures.items()):
+            out.append(f'nbdeploy_validation_failures_total{{field="{_esc(f)}",problem="{p}"}} {n}')
         out += [
             "# HELP nbdeploy_out_of_range_total Accepted values outside the training profile.",
             "# TYPE nbdeploy_out_of_range_total counter",
         ]
-        for (f, k), n in sorted(self.out_of_range.items()):
-            out.append(f'nbdeploy_out_of_range_total{{{w},field="{_esc(f)}",kind="{k}"}} {n}')
+        for (f, k), n in sorted(m.out_of_range.items()):
+            out.append(f'nbdeploy_out_of_range_total{{field="{_esc(f)}",kind="{k}"}} {n}')
         out += [
             "# HELP nbdeploy_model_errors_total Exceptions raised by the model.",
             "# TYPE nbdeploy_model_errors_total counter",
-            f"nbdeploy_model_errors_total{{{w}}} {self.model_errors}",
+            f"nbdeploy_model_errors_total {m.model_errors}",
             "# HELP nbdeploy_inflight_requests Requests being handled.",
             "# TYPE nbdeploy_inflight_requests gauge",
-            f"nbdeploy_inflight_requests{{{w}}} {self.inflight}",
+            f"nbdeploy_inflight_requests {m.inflight}",
+            "# HELP nbdeploy_workers Worker processes serving (whose counts are summed here).",
+            "# TYPE nbdeploy_workers gauge",
+            f"nbdeploy_workers {m.workers}",
         ]
         return "\n".join(out) + "\n"
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _fmt(x: float) -> str:

@@ -45,11 +45,14 @@ def parse_mlflow(body: bytes, bundle: Bundle) -> Frame | Tensor:
     doc = load_json(body)
     if not isinstance(doc, dict):
         raise RequestError(400, _format_message(f"got a JSON {type(doc).__name__}"))
-    keys = [k for k in doc if k in MLFLOW_FORMATS]
-    unknown = [k for k in doc if k not in MLFLOW_FORMATS and k != "params"]
-    if len(keys) != 1 or unknown:
-        raise RequestError(400, _format_message(f"got the keys {sorted(doc)}"))
-    key = keys[0]
+    if len(doc) == 1 and "dataframe_split" in doc:  # what most clients send
+        key = "dataframe_split"
+    else:
+        keys = [k for k in doc if k in MLFLOW_FORMATS]
+        unknown = [k for k in doc if k not in MLFLOW_FORMATS and k != "params"]
+        if len(keys) != 1 or unknown:
+            raise RequestError(400, _format_message(f"got the keys {sorted(doc)}"))
+        key = keys[0]
     data = doc[key]
     if key == "dataframe_split":
         return _split(data)
@@ -73,6 +76,8 @@ def _split(data: Any) -> Frame:
         raise RequestError(400, 'dataframe_split needs "columns": the column names in row order')
     names = _column_names(names)
     width = len(names)
+    if len(rows) == 1 and type(rows[0]) is list and len(rows[0]) == width:  # one row: no transposing
+        return Frame({name: [value] for name, value in zip(names, rows[0], strict=True)}, 1)
     # the common case checked at C speed: every row a list of `width` values
     if rows and (set(map(type, rows)) != {list} or set(map(len, rows)) != {width}):
         for i, row in enumerate(rows):

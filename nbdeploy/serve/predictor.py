@@ -7,6 +7,7 @@ signature (``long`` -> int64, ``double`` -> float64, ...), as MLflow's pyfunc do
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -27,8 +28,11 @@ class OutputMismatch(Exception):
 
 
 class Predictor:
-    def __init__(self, bundle: Bundle, model: LoadedModel, validator: Validator | None = None) -> None:
+    def __init__(self, bundle: Bundle, model: LoadedModel, validator: Validator | None = None,
+                 on_output: Callable[[Any], None] | None = None) -> None:
         self.bundle = bundle
+        #: called with each batch's raw predictions once they were split between its requests
+        self.on_output = on_output
         self.model = model
         self.columns = bundle.columns
         tensor = bundle.tensor_input or {}
@@ -98,7 +102,10 @@ class Predictor:
         else:
             raw = self.model.predict(self.frame(parts))
         total = sum(p.n for p in parts)
-        return split_output(raw, [p.n for p in parts], total)
+        outs = split_output(raw, [p.n for p in parts], total)
+        if self.on_output is not None:
+            self.on_output(raw)
+        return outs
 
 
 def _column_dtype(col: Column, values: list[Any]) -> str | None:

@@ -69,8 +69,10 @@ def internal_error_body(rid: str, cause: BaseException, from_model: bool, v2: bo
 # -- MLflow scoring protocol ---------------------------------------------------
 async def invocations(app: ServeApp, scope: Any, receive: Any, headers: Any, record: Any) -> Any:
     predictions, flags, _, _ = await app.infer(receive, headers, record, "mlflow")
+    if not flags:
+        return 200, app.json({"predictions": predictions}), JSON, []
     doc: dict[str, Any] = {"predictions": predictions}
-    if flags and app.flags_in_body:
+    if app.flags_in_body:
         doc["warnings"] = flags
     return 200, app.json(doc), JSON, app.flag_headers(flags)
 
@@ -247,7 +249,21 @@ ROUTES: dict[str, tuple[str, dict[str, Handler]]] = {
 }
 
 
+_ROUTED: dict[tuple[str, str], tuple[str, Handler]] = {}
+
+
 def route(method: str, path: str) -> tuple[str, Handler]:
+    """(endpoint name, handler) of a request; the answers for the fixed paths are remembered."""
+    found = _ROUTED.get((method, path))
+    if found is not None:
+        return found
+    found = _route(method, path)
+    if path in ROUTES and len(_ROUTED) < 256:
+        _ROUTED[(method, path)] = found
+    return found
+
+
+def _route(method: str, path: str) -> tuple[str, Handler]:
     entry = ROUTES.get(path)
     if entry is None and path.startswith("/v2/models/"):
         is_infer = path.endswith("/infer")

@@ -13,9 +13,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +127,7 @@ def run(bundle_dir: str | Path, config: ServeConfig | None = None) -> None:
     """Serve ``bundle_dir`` until SIGTERM or SIGINT (blocking)."""
     import uvicorn
 
-    from .app import create_app
+    from .app import METRICS_DIR_ENV, create_app
     from .bundle import read_bundle
 
     config = config or ServeConfig.from_env()
@@ -153,6 +155,12 @@ def run(bundle_dir: str | Path, config: ServeConfig | None = None) -> None:
     os.environ["NBDEPLOY_SERVE_CONFIG"] = json.dumps(data)
     ucfg = uvicorn.Config(f"{__package__}.app:app_from_env", factory=True, workers=config.workers, **options)
     sock = bind_socket(config.host, config.port)
+    # each worker writes its counts here; a scrape of any worker answers with the sum of all
+    shared = tempfile.mkdtemp(prefix="nbdeploy-metrics-")
+    os.environ[METRICS_DIR_ENV] = shared
     print(f"nbdeploy: serving {bundle.name} v{bundle.version} with {config.workers} workers "
           f"on http://{config.host}:{sock.getsockname()[1]}", file=sys.stderr, flush=True)
-    Multiprocess(ucfg, sockets=[sock]).run()
+    try:
+        Multiprocess(ucfg, sockets=[sock]).run()
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)

@@ -15,8 +15,8 @@ def _rows(i: int) -> list[float]:
 
 
 def _batch_stats(metrics: str) -> tuple[float, float]:
-    count = float(re.search(r"^nbdeploy_batch_requests_count\{[^}]*\} (\S+)$", metrics, re.M).group(1))
-    total = float(re.search(r"^nbdeploy_batch_requests_sum\{[^}]*\} (\S+)$", metrics, re.M).group(1))
+    count = float(re.search(r"^nbdeploy_batch_requests_count(?:\{[^}]*\})? (\S+)$", metrics, re.M).group(1))
+    total = float(re.search(r"^nbdeploy_batch_requests_sum(?:\{[^}]*\})? (\S+)$", metrics, re.M).group(1))
     return count, total
 
 

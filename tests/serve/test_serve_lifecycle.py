@@ -112,11 +112,29 @@ def test_two_workers_serve_and_log(classifier_bundle, tmp_path):
         with ThreadPoolExecutor(8) as pool:
             statuses = [s for ss in pool.map(calls, range(8)) for s in ss]
         assert statuses == [200] * 80
+        time.sleep(1.5)  # each worker shares its counts once a second
+        # whichever worker a scrape reaches, it answers with the sum over both workers
+        for _ in range(6):
+            c = Client(handle.url)
+            try:
+                text = c.get("/metrics")[2]
+            finally:
+                c.close()
+            assert _metric(text, 'nbdeploy_requests_total{endpoint="invocations",status="200"}') == 80
+            assert _metric(text, "nbdeploy_batch_rows_sum") == 80
+            assert _metric(text, 'nbdeploy_predictions_total{label="0"}') + _metric(
+                text, 'nbdeploy_predictions_total{label="1"}') == 80
+            assert _metric(text, "nbdeploy_workers") == 2
     finally:
         assert handle.stop() == 0
     files = sorted(tmp_path.glob("requests.*.jsonl"))
     assert 1 <= len(files) <= 2
     assert sum(len(f.read_text().splitlines()) for f in files) == 80
+
+
+def _metric(text: str, series: str) -> float:
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.rsplit(" ", 1)[0] == series]
+    return values[0] if values else 0.0
 
 
 def test_handle_round_trips_through_json_and_stops_from_elsewhere(tripwire_model, tmp_path):
