@@ -130,7 +130,8 @@ def render(ctx: dict) -> str:
         f"  -d '{json.dumps(v2)}'",
         "```",
         "",
-        "Also: `GET /health`, `GET /metadata`, `GET /metrics` (Prometheus), `GET /openapi.json`, "
+        "Also: `GET /health`, `GET /metadata`, `GET /metrics` (Prometheus), `GET /drift` (the served "
+        "inputs against the training profile: PSI per column), `GET /openapi.json`, "
         "`GET /docs`. A request missing a column gets a 422 naming it.",
         "",
         "Check that the API answers like the notebook did (the golden predictions in `tests/`):",

@@ -21,6 +21,7 @@ from . import protocol
 from .batcher import Batcher, Part
 from .bundle import Bundle, read_bundle
 from .config import ServeConfig
+from .drift import Drift
 from .errors import RequestError
 from .metrics import Metrics
 from .model import LoadedModel, load_model
@@ -45,7 +46,10 @@ class ServeApp:
         self.config = config
         self.metrics = Metrics()
         self.validator = Validator(bundle, config.range_margin) if bundle.columns is not None else None
-        self.predictor = Predictor(bundle, model, self.validator, on_output=self.metrics.outputs)
+        if bundle.columns is not None and bundle.profile and config.drift_window > 0:
+            self.metrics.drift = Drift(bundle.profile, [c.name for c in bundle.columns], config.drift_window)
+        self.predictor = Predictor(bundle, model, self.validator, on_output=self.metrics.outputs,
+                                   on_rows=self.metrics.drift.observe if self.metrics.drift is not None else None)
         self.batcher = Batcher(
             self.predictor.run_batch, config.max_batch_size, config.max_wait_ms / 1000, self.metrics.batch,
             inline_below=config.inline_predict_ms / 1000,
@@ -106,14 +110,16 @@ class ServeApp:
                 return
             columns, _ = self.validator.check(frame)
             times = []
-            on_output, self.predictor.on_output = self.predictor.on_output, None  # not a served prediction
+            # not served predictions: neither counted in the metrics nor in the drift report
+            on_output, self.predictor.on_output = self.predictor.on_output, None
+            on_rows, self.predictor.on_rows = self.predictor.on_rows, None
             try:
                 for _ in range(3):
                     t0 = time.perf_counter()
                     self.predictor.run_batch([Part(columns, frame.n, None)])  # type: ignore[arg-type]
                     times.append(time.perf_counter() - t0)
             finally:
-                self.predictor.on_output = on_output
+                self.predictor.on_output, self.predictor.on_rows = on_output, on_rows
             # the first call pays one-off costs (lazy imports, caches): the steady cost is the fastest
             self.batcher.predict_seconds = min(times)
             self.warmed = True

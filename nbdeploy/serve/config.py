@@ -38,6 +38,8 @@ class ServeConfig:
     flag_out_of_range: str = "header"
     #: numeric range accepted silently = [min, max] widened by this fraction of (max - min)
     range_margin: float = 0.05
+    #: the drift report (GET /drift) covers the last drift_window to 2 x drift_window rows; 0 = off
+    drift_window: int = 10_000
     #: bearer token; when set every endpoint but the health probes requires it
     token: str | None = field(default=None, repr=False)
     log_level: str = "warning"
@@ -53,6 +55,8 @@ class ServeConfig:
             raise ServeError(f"workers must be at least 1, not {self.workers}")
         if self.max_batch_size < 1:
             raise ServeError(f"max_batch_size must be at least 1, not {self.max_batch_size}")
+        if self.drift_window < 0:
+            raise ServeError(f"drift_window must be 0 (off) or more, not {self.drift_window}")
         if self.max_body_bytes < 1:
             raise ServeError(f"max_body_bytes must be positive, not {self.max_body_bytes}")
 

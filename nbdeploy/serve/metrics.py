@@ -13,7 +13,10 @@ import bisect
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .drift import Drift
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -89,6 +92,8 @@ class Metrics:
         self.workers = 1
         #: the folder the workers share their snapshots in (None: this process only)
         self.shared: Path | None = None
+        #: served inputs against the training profile (None without a profile)
+        self.drift: Drift | None = None
 
     def request(self, endpoint: str, status: int, seconds: float) -> None:
         h = self.latency.get((endpoint, status))
@@ -162,6 +167,7 @@ class Metrics:
             "validation_failures": [[f, p, n] for (f, p), n in self.validation_failures.items()],
             "out_of_range": [[f, k, n] for (f, k), n in self.out_of_range.items()],
             "model_errors": self.model_errors, "inflight": self.inflight,
+            "drift": self.drift.state() if self.drift is not None else None,
         }
 
     def add(self, state: dict[str, Any], alive: bool = True) -> None:
@@ -179,6 +185,8 @@ class Metrics:
         for f, k, n in state["out_of_range"]:
             self.flagged(f, k, n)
         self.model_errors += state["model_errors"]
+        if self.drift is not None and state.get("drift"):
+            self.drift.add(state["drift"])
         if alive:
             self.inflight += state["inflight"]
             self.workers += 1
@@ -203,6 +211,7 @@ class Metrics:
         self.share()
         total = Metrics()
         total.workers = 0
+        total.drift = self.drift.empty_like() if self.drift is not None else None
         for path in sorted(self.shared.glob("*.json")):
             try:
                 state = orjson.loads(path.read_bytes())
@@ -264,6 +273,17 @@ class Metrics:
             "# TYPE nbdeploy_workers gauge",
             f"nbdeploy_workers {m.workers}",
         ]
+        if m.drift is not None and m.drift.columns:
+            report = m.drift.report()
+            out += [
+                "# HELP nbdeploy_drift_psi Population stability index of served inputs against training (see /drift).",
+                "# TYPE nbdeploy_drift_psi gauge",
+                *(f'nbdeploy_drift_psi{{field="{_esc(c["field"])}"}} {c["psi"]}' for c in report["columns"]
+                  if c["psi"] is not None),
+                "# HELP nbdeploy_drift_rows Served rows the drift report covers.",
+                "# TYPE nbdeploy_drift_rows gauge",
+                f"nbdeploy_drift_rows {report['rows']}",
+            ]
         return "\n".join(out) + "\n"
 
 

@@ -58,6 +58,8 @@ def openapi_document(bundle: Bundle | str | Path) -> dict[str, Any]:
         "/health": {"get": {"summary": "Health (no auth)", "responses": {"200": _resp("Healthy")}}},
         "/metadata": {"get": {"summary": "Model name, version, signature and bundle summary", "responses": {"200": _resp("Metadata")}}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        "/drift": {"get": {"summary": "Drift of the served inputs against the training profile (PSI per column)",
+                           "responses": {"200": _resp("drift report: rows, status, columns")}}},
         "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _resp("OpenAPI document")}}},
         "/docs": {"get": {"summary": "Interactive documentation", "responses": {"200": {"description": "HTML page"}}}},
     }

@@ -6,6 +6,7 @@ signature (``long`` -> int64, ``double`` -> float64, ...), as MLflow's pyfunc do
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -29,16 +30,20 @@ class OutputMismatch(Exception):
 
 class Predictor:
     def __init__(self, bundle: Bundle, model: LoadedModel, validator: Validator | None = None,
-                 on_output: Callable[[Any], None] | None = None) -> None:
+                 on_output: Callable[[Any], None] | None = None,
+                 on_rows: Callable[[dict[str, list[Any]], int], None] | None = None) -> None:
         self.bundle = bundle
         #: called with each batch's raw predictions once they were split between its requests
         self.on_output = on_output
+        #: called with each predicted batch's columns (validated) and its number of rows
+        self.on_rows = on_rows
         self.model = model
         self.columns = bundle.columns
         tensor = bundle.tensor_input or {}
         self.tensor_dtype = tensor.get("dtype")
         self.validator = validator
         self._names = frozenset(validator.rules) if validator is not None else frozenset()
+        self._observe_failed = False
 
     def validate(self, parts: list[Part]) -> tuple[list[Part], dict[int, Exception], Any]:
         """Check the parts that still need it: the whole batch in one pass when every value is
@@ -94,18 +99,31 @@ class Predictor:
         return [refused[i] if i in refused else next(given) for i in range(len(parts))]
 
     def _predict(self, parts: list[Part], merged: Any = None) -> list[Any]:
-        program = self.model.program
-        if program is not None:
-            raw = program.predict(build_table(self.columns, merged if merged is not None else self.merged(parts)))
-        elif merged is not None and not isinstance(merged, np.ndarray):
-            raw = self.model.predict(build_frame(self.columns, merged))
+        if merged is None:
+            merged = self.merged(parts)
+        if isinstance(merged, np.ndarray):
+            raw = self.model.predict(merged)
+        elif self.model.program is not None:
+            raw = self.model.program.predict(build_table(self.columns, merged))
         else:
-            raw = self.model.predict(self.frame(parts))
+            raw = self.model.predict(build_frame(self.columns, merged))
         total = sum(p.n for p in parts)
         outs = split_output(raw, [p.n for p in parts], total)
-        if self.on_output is not None:
-            self.on_output(raw)
+        self._observe(raw, merged, total)
         return outs
+
+    def _observe(self, raw: Any, merged: Any, rows: int) -> None:
+        """Metrics and drift of a predicted batch; never the reason a request fails."""
+        try:
+            if self.on_output is not None:
+                self.on_output(raw)
+            if self.on_rows is not None and isinstance(merged, dict):
+                self.on_rows(merged, rows)
+        except Exception as e:  # a bug here must not cost the clients their predictions
+            if not self._observe_failed:
+                self._observe_failed = True
+                logging.getLogger("nbdeploy.serve").warning(
+                    "metrics/drift of a batch failed (further failures not logged): %s: %s", type(e).__name__, e)
 
 
 def _column_dtype(col: Column, values: list[Any]) -> str | None:

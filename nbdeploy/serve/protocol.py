@@ -21,7 +21,7 @@ SERVER_VERSION = "0.1.0"
 JSON = b"application/json"
 Handler = Callable[..., Awaitable[tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]]]
 #: endpoints whose requests are not written to the request log (unless log_probes)
-UNLOGGED = frozenset({"health", "v2_live", "v2_ready", "metrics"})
+UNLOGGED = frozenset({"health", "v2_live", "v2_ready", "metrics", "drift"})
 
 
 def content_type(headers: dict[bytes, bytes], kind: str) -> str:
@@ -211,6 +211,14 @@ async def metrics(app: ServeApp, *_: Any) -> Any:
     return 200, app.metrics.render().encode(), b"text/plain; version=0.0.4; charset=utf-8", []
 
 
+async def drift(app: ServeApp, *_: Any) -> Any:
+    total = app.metrics.combined()
+    if total.drift is None:
+        raise RequestError(404, "no drift report: the bundle has no training profile with the model's columns, "
+                                "or drift_window is 0")
+    return 200, app.json(total.drift.report()), JSON, []
+
+
 async def openapi_json(app: ServeApp, *_: Any) -> Any:
     from .openapi import openapi_document
 
@@ -241,6 +249,7 @@ ROUTES: dict[str, tuple[str, dict[str, Handler]]] = {
     "/version": ("version", {"GET": version}),
     "/metadata": ("metadata", {"GET": metadata}),
     "/metrics": ("metrics", {"GET": metrics}),
+    "/drift": ("drift", {"GET": drift}),
     "/openapi.json": ("openapi", {"GET": openapi_json}),
     "/docs": ("docs", {"GET": docs}),
     "/v2": ("v2_server", {"GET": v2_server}),

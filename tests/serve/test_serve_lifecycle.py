@@ -125,6 +125,7 @@ def test_two_workers_serve_and_log(classifier_bundle, tmp_path):
             assert _metric(text, 'nbdeploy_predictions_total{label="0"}') + _metric(
                 text, 'nbdeploy_predictions_total{label="1"}') == 80
             assert _metric(text, "nbdeploy_workers") == 2
+            assert _metric(text, "nbdeploy_drift_rows") == 80
     finally:
         assert handle.stop() == 0
     files = sorted(tmp_path.glob("requests.*.jsonl"))
