@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -381,6 +382,21 @@ def _serve(args: argparse.Namespace) -> int:
                                   max_batch_size=args.max_batch_size,
                                   max_wait_ms=args.max_wait_ms, log_path=args.log_path)
     run(args.bundle, config)  # prints its own "serving ... on URL" line once it listens
+    return 0
+
+
+def _drift_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("url", nargs="?", default="http://127.0.0.1:8080",
+                   help="the running API (default http://127.0.0.1:8080); its token from NBDEPLOY_API_TOKEN")
+    p.add_argument("--json", action="store_true", help="the report as JSON")
+
+
+@command("drift", "how far the inputs a running API has served drift from the training data (PSI per column)",
+         _drift_args)
+def _drift(args: argparse.Namespace) -> int:
+    from .servers import fetch_drift
+
+    _show(args, fetch_drift(args.url, os.environ.get("NBDEPLOY_API_TOKEN")))
     return 0
 
 

@@ -100,6 +100,9 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         _a("--port", type=int, default=0, help="port (default: a free one)"),
         _a("--stop", action="store_true", help="stop this notebook's server"),
     )),
+    Subcommand("drift", "drift of what this notebook's API has served against the training data", (
+        _a("url", nargs="?", help="a running API (default: the one %deploy serve started)"),
+    )),
     Subcommand("export", "export the model of this run (used by nbdeploy build)", (
         _a("--out", required=True), _a("--model"),
     ), hidden=True),
@@ -385,6 +388,20 @@ class DeployMagics(Magics):
         handle = servers.start(nb, bundle, port=args.port)
         print(f"nbdeploy: serving {bundle.name} at {handle.url} (docs: {handle.url}/docs; "
               f"stop with %deploy serve --stop)\n{servers.sample_curl(handle, bundle)}")
+
+    def _do_drift(self, args: argparse.Namespace) -> None:
+        import os
+
+        from . import servers
+
+        url = args.url
+        if url is None:
+            handle = servers.running(self._notebook())
+            if handle is None:
+                raise UsageError("%deploy drift: no API of this notebook is running; start one with "
+                                 "%deploy serve, or give its URL")
+            url = handle.url
+        print(servers.fetch_drift(url, os.environ.get("NBDEPLOY_API_TOKEN")).text())
 
     def _do_export(self, args: argparse.Namespace) -> None:
         from .bundle.export import export_model

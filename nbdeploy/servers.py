@@ -81,3 +81,66 @@ def sample_curl(handle: Any, bundle: Path) -> str:
             body = json.dumps({"dataframe_split": doc})
     return (f"curl -X POST {handle.url}/invocations -H 'Content-Type: application/json' "
             f"-d '{body}'")
+
+
+class DriftReport:
+    """The drift report of a running API (its ``GET /drift``), for the CLI and the notebook."""
+
+    def __init__(self, url: str, doc: dict[str, Any]) -> None:
+        self.url = url
+        self.doc = doc
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"url": self.url, **self.doc}
+
+    def text(self) -> str:
+        d = self.doc
+        lines = [f"drift of {self.url}: {d.get('status')} over the last {d.get('rows', 0)} rows served"
+                 + (f" (drifted: {', '.join(d['drifted'])})" if d.get("drifted") else "")]
+        lines.append(f"  {'column':24} {'PSI':>8}  {'status':12} detail")
+        for c in d.get("columns", []):
+            if c.get("kind") == "numeric":
+                detail = (f"mean {_num(c.get('training_mean'))} -> {_num(c.get('served_mean'))}, "
+                          f"above max {_pct(c.get('above_training_max'))}, below min {_pct(c.get('below_training_min'))}")
+            else:
+                top = (c.get("largest_shifts") or [{}])[0]
+                detail = (f"{top.get('value')!r} {_pct(top.get('training'))} -> {_pct(top.get('served'))}"
+                          if top else "")
+            psi = c.get("psi")
+            lines.append(f"  {str(c.get('field')):24} {psi if psi is not None else '-':>8}  "
+                         f"{str(c.get('status')):12} {detail}")
+        t = d.get("thresholds") or {}
+        lines.append(f"  PSI: < {t.get('moderate')} ok, < {t.get('drift')} moderate, above: drift; "
+                     f"fewer than {t.get('min_rows')} rows: insufficient")
+        return "\n".join(lines)
+
+
+def _num(x: Any) -> str:
+    return "-" if x is None else f"{x:.4g}"
+
+
+def _pct(x: Any) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def fetch_drift(url: str, token: str | None = None, timeout: float = 10.0) -> DriftReport:
+    """``GET {url}/drift`` of a running nbdeploy API (bearer ``token`` when it needs one)."""
+    import urllib.error
+    import urllib.request
+
+    base = url.rstrip("/")
+    req = urllib.request.Request(f"{base}/drift", headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return DriftReport(base, json.loads(r.read()))
+    except urllib.error.HTTPError as e:
+        try:
+            message = json.loads(e.read()).get("message") or e.reason
+        except (ValueError, AttributeError):
+            message = e.reason
+        hint = "set NBDEPLOY_API_TOKEN to the API's token" if e.code == 401 else None
+        raise ServeError(f"{base}/drift answered {e.code}: {message}", hint=hint) from None
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise ServeError(f"no API answers at {base}: {reason}",
+                         hint="start one with `nbdeploy serve BUNDLE` or `%deploy serve`") from None

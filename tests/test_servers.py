@@ -65,3 +65,37 @@ def test_serve_without_a_bundle_is_one_line(ipshell, tmp_path):
     ipshell.run_line_magic("deploy", "init")
     with pytest.raises(UsageError, match="is not a bundle"):
         ipshell.run_line_magic("deploy", f"serve {tmp_path}")
+
+
+def test_drift_from_the_notebook_and_the_cli(ipshell, tmp_path, small_bundle, capsys):
+    import subprocess
+    import sys
+
+    (tmp_path / "nb.ipynb").write_text("{}")
+    ipshell.run_line_magic("deploy", "init")
+    with pytest.raises(UsageError, match="no API of this notebook is running"):
+        ipshell.run_line_magic("deploy", "drift")
+    ipshell.run_line_magic("deploy", f"serve {small_bundle}")
+    from nbdeploy import servers
+
+    handle = servers.running(tmp_path / "nb.ipynb")
+    try:
+        rows = [[50.0 + i, 0.5] for i in range(120)]  # "a" far above its training range 1..4
+        _post(f"{handle.url}/invocations", {"dataframe_split": {"columns": ["a", "b"], "data": rows}})
+        capsys.readouterr()
+        ipshell.run_line_magic("deploy", "drift")
+        out = capsys.readouterr().out
+        assert f"drift of {handle.url}: drift over the last 120 rows served (drifted: a" in out
+        assert "above max 100.0%" in out
+        cli = subprocess.run([sys.executable, "-m", "nbdeploy", "drift", handle.url, "--json"],
+                             capture_output=True, text=True, timeout=60)
+        assert cli.returncode == 0, cli.stderr
+        doc = json.loads(cli.stdout)
+        assert doc["url"] == handle.url and doc["rows"] == 120 and "a" in doc["drifted"]
+    finally:
+        ipshell.run_line_magic("deploy", "serve --stop")
+    gone = subprocess.run([sys.executable, "-m", "nbdeploy", "drift", handle.url],
+                          capture_output=True, text=True, timeout=60)
+    assert gone.returncode == 2
+    assert gone.stderr.startswith(f"nbdeploy: error: no API answers at {handle.url}")
+    assert "Traceback" not in gone.stderr
