@@ -113,6 +113,21 @@ def _copy_project_modules(record: dict, dest: Path) -> list[str]:
     return out
 
 
+def _keep_program_if_proved_on(model_dir: Path, ex: dict, signature: list[list[Any]]) -> None:
+    """The compiled program was proved, in the kernel, on columns typed as the example's dtypes;
+    the server builds them from the signature MLflow has just written. If the two differ, the
+    proof does not hold for the server: drop the program (the model is served by its library)."""
+    from ..serve.fastpath import PROGRAM_DIR
+
+    program = ex.get("program") or {}
+    proved = program.get("columns")
+    if not program.get("compiled") or proved is None or proved == signature:
+        return
+    shutil.rmtree(model_dir / PROGRAM_DIR, ignore_errors=True)
+    ex["program"] = {"compiled": False, "reason": f"the program was proved on the columns {proved}, "
+                                                  f"but the signature says {signature}"}
+
+
 def write_files(root: Path, ctx: Context) -> None:
     ex, record = ctx.export, ctx.record
     python = record.get("environment", {}).get("python", {}).get("version") or "3.11"
@@ -128,6 +143,7 @@ def write_files(root: Path, ctx: Context) -> None:
             complete(root / "model", ex, ex["requirements"], python)
     ctx.signature = _signature(root / "model")
     types = {c.get("name"): c.get("type") for c in ctx.signature["inputs"]}
+    _keep_program_if_proved_on(root / "model", ex, [[c.get("name"), c.get("type")] for c in ctx.signature["inputs"]])
     if ex.get("profile"):
         atomic_write_json(root / "profile.json", ex["profile"])
     # tests: the suite, the golden rows, what the suite needs besides the API

@@ -208,7 +208,7 @@ def _export(shell: Any, session: Any, out_dir: Path, variable: str | None) -> di
                                          project_dir=session.project_dir)
         _check_round_trip(models.predict_fn(loaded, flavor)(example), predictions, variable)
     profile = _profile(entry, [str(c) for c in example.columns])
-    program = (write_program(obj, out / "model", profile) if flavor == "sklearn"
+    program = (write_program(obj, out / "model", profile, example=example) if flavor == "sklearn"
                else {"compiled": False, "reason": f"only scikit-learn models are compiled, not {flavor}"})
     marks["program"] = time.perf_counter() - started
     doc = {

@@ -338,24 +338,37 @@ def _same(got: np.ndarray, want: np.ndarray) -> None:
 
 
 def write_program(model: Any, model_dir: Path, profile: dict | None = None,
-                  predict_fn: str = "predict") -> dict[str, Any]:
-    """Compile, prove and write ``model_dir/program``; return {"compiled": bool, "reason"/"rows"}."""
+                  predict_fn: str = "predict", example: Any = None) -> dict[str, Any]:
+    """Compile, prove and write ``model_dir/program``; return {"compiled": bool, "reason"/"rows"}.
+
+    The columns (and example rows) come from ``model_dir/MLmodel``, or, where the MLmodel
+    is written later (``nbdeploy build`` writes it outside the kernel), from ``example``,
+    the DataFrame the signature will be inferred from: with MLflow's types for its dtypes.
+    The result's ``columns`` ([name, type] pairs) say which, so the build can check them
+    against the signature MLflow writes.
+    """
+    from types import SimpleNamespace
+
     from ..serve.bundle import read_bundle
 
     target = Path(model_dir) / PROGRAM_DIR
     try:
         program = compile_model(model, predict_fn)
-        bundle = read_bundle(model_dir)
-        bundle.profile = profile
+        if example is not None:
+            bundle: Any = SimpleNamespace(columns=example_columns(example), profile=profile)
+        else:
+            bundle = read_bundle(model_dir)
+            bundle.profile = profile
         columns = bundle.columns
         if not columns:
             raise Unsupported("the model's signature has no named columns")
         if [c.name for c in columns] != program.inputs and set(program.inputs) - {c.name for c in columns}:
             raise Unsupported("the signature lacks columns the model was fitted on")
-        example = _example(model_dir, columns)
+        rows = _example(model_dir, columns) if example is None else [
+            {c.name: [None if v is None or v != v else v for v in example[c.name].tolist()] for c in columns}]
         gen = generated_columns(columns, profile, GENERATED_ROWS)
         known = generated_columns(columns, profile, GENERATED_ROWS // 4, seed=1, unseen=False)
-        batches = [*example, {k: v[:1] for k, v in gen.items()}, {k: v[1:8] for k, v in gen.items()},
+        batches = [*rows, {k: v[:1] for k, v in gen.items()}, {k: v[1:8] for k, v in gen.items()},
                    {k: v[8:72] for k, v in gen.items()}, gen, known]
         program.checked_rows = prove(program, getattr(model, predict_fn), bundle, batches)
         if program.checked_rows < GENERATED_ROWS // 4:
@@ -376,7 +389,37 @@ def write_program(model: Any, model_dir: Path, profile: dict | None = None,
             staged.rename(target)
     except Exception as e:
         return {"compiled": False, "reason": f"the program could not be saved: {type(e).__name__}: {e}"}
-    return {"compiled": True, "rows": program.checked_rows, "path": f"{Path(model_dir).name}/{PROGRAM_DIR}"}
+    return {"compiled": True, "rows": program.checked_rows, "path": f"{Path(model_dir).name}/{PROGRAM_DIR}",
+            "columns": [[c.name, c.type] for c in columns]}
+
+
+def example_columns(example: Any) -> list[_Spec]:
+    """The signature MLflow's ``infer_signature`` gives a DataFrame, for the dtypes a program takes."""
+    out = []
+    for name, dtype in example.dtypes.items():
+        kind, size = getattr(dtype, "kind", ""), getattr(dtype, "itemsize", 0)
+        if kind == "i":
+            type_ = "long" if size == 8 else "integer"
+        elif kind == "f":
+            type_ = "double" if size == 8 else "float"
+        elif kind == "b":
+            type_ = "boolean"
+        elif str(dtype) in ("str", "string") or (
+                kind == "O" and all(isinstance(v, str) for v in example[name].dropna().tolist())):
+            type_ = "string"
+        else:
+            raise Unsupported(f"input column {name!r} of dtype {dtype}")
+        spec = _Spec(str(name), type_)
+        spec.required = not bool(example[name].isna().any())
+        out.append(spec)
+    return out
+
+
+class _Spec:
+    """A signature column (what nbdeploy.serve.bundle.Column holds), before MLmodel exists."""
+
+    def __init__(self, name: str, type: str) -> None:  # noqa: A002 - MLflow's word
+        self.name, self.type, self.required = name, type, True
 
 
 def _example(model_dir: Path, columns: list[Any]) -> list[dict[str, list]]:

@@ -289,6 +289,23 @@ def _verify(bundle: str | Path, *, installer: str, progress: Progress | None,
         leaks = isolation_problems(py, env_dir, root)
         if not check("isolation", not leaks, "; ".join(leaks) or "sees only its own site-packages", t0):
             return report
+        if (root / "model" / "nbdeploy_program").is_dir():
+            # the API will answer from the compiled program (numpy only); the lock must still carry
+            # everything the model itself needs, for NBDEPLOY_PROGRAM=0 and for rebuilding it
+            t0 = time.perf_counter()
+            say("loading the model through its own library from that environment ...")
+            lib = subprocess.run([str(py), "-m", "nbdeploy_serve", str(root), "--check"], cwd=root,
+                                 env=clean_env({"NBDEPLOY_PROGRAM": "0", "NBDEPLOY_LOG_PATH": ""}),
+                                 capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+            out = lib.stdout + lib.stderr
+            if lib.returncode != 0:
+                report.output = out
+                report.missing_modules = missing_modules(out)
+                detail = (f"module {report.missing_modules[0]!r} is not in the bundle's lock (requirements.lock)"
+                          if report.missing_modules else _last_line(out))
+                check("library", False, detail, t0)
+                return report
+            check("library", True, "the model loads and predicts its example without the compiled program", t0)
         t0 = time.perf_counter()
         say("starting the bundle's API from that environment ...")
         try:

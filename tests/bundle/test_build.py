@@ -145,3 +145,25 @@ def test_target_exists_is_refused_unless_force(churn_build):
     nb = Path(json.loads((churn_build.bundle / "nbdeploy.json").read_text())["source"]["path"])
     with pytest.raises(BundleError, match="already exists"):
         build_bundle(nb, output=churn_build.bundle)
+
+
+def test_the_model_is_served_by_its_compiled_program(built):
+    """The build proves the program in the kernel, before MLflow writes the signature; the
+    program in the bundle must be the one the server loads, and give the golden predictions."""
+    import numpy as np
+
+    from nbdeploy.serve.bundle import read_bundle
+    from nbdeploy.serve.model import load_model
+    from nbdeploy.serve.predictor import build_table
+
+    root = built.bundle
+    doc = json.loads((root / "model" / "nbdeploy_program" / "program.json").read_text())
+    assert doc["checked_rows"] > 1000
+    bundle = read_bundle(root)
+    loaded = load_model(bundle)
+    assert loaded.program is not None, loaded.program_note
+    golden = json.loads((root / "tests" / "golden.json").read_text())
+    merged = {c: [row[i] for row in golden["data"]] for i, c in enumerate(golden["columns"])}
+    got = loaded.program.predict(build_table(bundle.columns, merged))
+    np.testing.assert_allclose(np.asarray(got, dtype=float), np.asarray(golden["predictions"], dtype=float),
+                               rtol=1e-9)
