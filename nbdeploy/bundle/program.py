@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..serve.bundle import Column
 from ..serve.fastpath import (
     PROGRAM_DIR,
     RTOL,
@@ -393,7 +394,7 @@ def write_program(model: Any, model_dir: Path, profile: dict | None = None,
             "columns": [[c.name, c.type] for c in columns]}
 
 
-def example_columns(example: Any) -> list[_Spec]:
+def example_columns(example: Any) -> list[Column]:
     """The signature MLflow's ``infer_signature`` gives a DataFrame, for the dtypes a program takes."""
     out = []
     for name, dtype in example.dtypes.items():
@@ -409,17 +410,8 @@ def example_columns(example: Any) -> list[_Spec]:
             type_ = "string"
         else:
             raise Unsupported(f"input column {name!r} of dtype {dtype}")
-        spec = _Spec(str(name), type_)
-        spec.required = not bool(example[name].isna().any())
-        out.append(spec)
+        out.append(Column(str(name), type_, required=not bool(example[name].isna().any())))
     return out
-
-
-class _Spec:
-    """A signature column (what nbdeploy.serve.bundle.Column holds), before MLmodel exists."""
-
-    def __init__(self, name: str, type: str) -> None:  # noqa: A002 - MLflow's word
-        self.name, self.type, self.required = name, type, True
 
 
 def _example(model_dir: Path, columns: list[Any]) -> list[dict[str, list]]:

@@ -297,13 +297,9 @@ def _verify(bundle: str | Path, *, installer: str, progress: Progress | None,
             lib = subprocess.run([str(py), "-m", "nbdeploy_serve", str(root), "--check"], cwd=root,
                                  env=clean_env({"NBDEPLOY_PROGRAM": "0", "NBDEPLOY_LOG_PATH": ""}),
                                  capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
-            out = lib.stdout + lib.stderr
             if lib.returncode != 0:
-                report.output = out
-                report.missing_modules = missing_modules(out)
-                detail = (f"module {report.missing_modules[0]!r} is not in the bundle's lock (requirements.lock)"
-                          if report.missing_modules else _last_line(out))
-                check("library", False, detail, t0)
+                out = lib.stdout + lib.stderr
+                check("library", False, _failed(report, out, _last_line(out)), t0)
                 return report
             check("library", True, "the model loads and predicts its example without the compiled program", t0)
         t0 = time.perf_counter()
@@ -312,11 +308,7 @@ def _verify(bundle: str | Path, *, installer: str, progress: Progress | None,
             server = start_api(root, py, work)
         except _ServerDied as exc:
             out = exc.server.output()
-            report.output = out
-            report.missing_modules = missing_modules(out)
-            detail = (f"module {report.missing_modules[0]!r} is not in the bundle's lock (requirements.lock)"
-                      if report.missing_modules else f"{exc}: {_last_line(out)}")
-            check("api", False, detail, t0)
+            check("api", False, _failed(report, out, f"{exc}: {_last_line(out)}"), t0)
             return report
         check("api", True, f"{server.url} (pid {server.process.pid})", t0)
         t0 = time.perf_counter()
@@ -336,6 +328,15 @@ def _verify(bundle: str | Path, *, installer: str, progress: Progress | None,
             say(f"environment kept at {env_dir}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _failed(report: VerifyReport, out: str, otherwise: str) -> str:
+    """Keep a failed step's output; the module it lacked, named, or ``otherwise``."""
+    report.output = out
+    report.missing_modules = missing_modules(out)
+    if report.missing_modules:
+        return f"module {report.missing_modules[0]!r} is not in the bundle's lock (requirements.lock)"
+    return otherwise
 
 
 def _last_line(text: str) -> str:

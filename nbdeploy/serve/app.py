@@ -62,7 +62,6 @@ class ServeApp:
         self._rid_prefix = os.urandom(4).hex()
         self._served = 0
         self._sharing: asyncio.Task[None] | None = None
-        self._model_name, self._model_version = bundle.name, bundle.version
         #: whether the start-up prediction of the input example ran, and why it failed if it did not
         self.warmed = False
         self.warm_up_error: str | None = None
@@ -110,16 +109,10 @@ class ServeApp:
                 return
             columns, _ = self.validator.check(frame)
             times = []
-            # not served predictions: neither counted in the metrics nor in the drift report
-            on_output, self.predictor.on_output = self.predictor.on_output, None
-            on_rows, self.predictor.on_rows = self.predictor.on_rows, None
-            try:
-                for _ in range(3):
-                    t0 = time.perf_counter()
-                    self.predictor.run_batch([Part(columns, frame.n, None)])  # type: ignore[arg-type]
-                    times.append(time.perf_counter() - t0)
-            finally:
-                self.predictor.on_output, self.predictor.on_rows = on_output, on_rows
+            for _ in range(3):  # not served predictions: neither in the metrics nor in the drift report
+                t0 = time.perf_counter()
+                self.predictor.run_batch([Part(columns, frame.n, None)], observe=False)  # type: ignore[arg-type]
+                times.append(time.perf_counter() - t0)
             # the first call pays one-off costs (lazy imports, caches): the steady cost is the fastest
             self.batcher.predict_seconds = min(times)
             self.warmed = True
@@ -221,8 +214,8 @@ class ServeApp:
         if log is not None and (self.config.log_probes or endpoint not in protocol.UNLOGGED):
             log.write({
                 "ts": time.time(), "id": rid, "method": method, "path": path, "endpoint": endpoint,
-                "status": status, "latency_ms": int(seconds * 1e6) / 1000, "model": self._model_name,
-                "version": self._model_version, **record,
+                "status": status, "latency_ms": int(seconds * 1e6) / 1000, "model": self.bundle.name,
+                "version": self.bundle.version, **record,
             })
             if log.full:
                 await log.wait_for_space()

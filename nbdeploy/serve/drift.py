@@ -34,11 +34,10 @@ MIN_ROWS = 100
 
 
 class _Numeric:
-    def __init__(self, name: str, stats: dict[str, Any]) -> None:
+    def __init__(self, stats: dict[str, Any]) -> None:
         hist = stats["histogram"]
-        self.name = name
-        self.edges = np.asarray(hist["edges"], dtype=np.float64)
-        self._edges = self.edges.copy()
+        # the training edges, the last one moved up by one ulp so that the last bin is closed
+        self._edges = np.asarray(hist["edges"], dtype=np.float64)
         self._edges[-1] = np.nextafter(self._edges[-1], np.inf)
         counts = np.asarray(hist["counts"], dtype=np.float64)
         nulls, present = float(stats.get("nulls") or 0), float(stats.get("count") or counts.sum())
@@ -73,8 +72,7 @@ class _Numeric:
 
 
 class _Categories:
-    def __init__(self, name: str, stats: dict[str, Any]) -> None:
-        self.name = name
+    def __init__(self, stats: dict[str, Any]) -> None:
         top = stats.get("top") or []
         self.values = [t["value"] for t in top]
         self.index = {_key(v): i for i, v in enumerate(self.values)}
@@ -141,9 +139,9 @@ class Drift:
             if not s:
                 continue
             if s.get("kind") == "numeric" and (s.get("histogram") or {}).get("counts"):
-                self.columns[name] = _Numeric(name, s)
+                self.columns[name] = _Numeric(s)
             elif s.get("kind") in ("categorical", "boolean") and s.get("top"):
-                self.columns[name] = _Categories(name, s)
+                self.columns[name] = _Categories(s)
         self.window = window
         self.since = time.time()
         self.reset()

@@ -101,10 +101,6 @@ class Metrics:
             h = self.latency[(endpoint, status)] = Histogram(LATENCY_BUCKETS)
         h.observe(seconds)
 
-    @property
-    def requests(self) -> dict[tuple[str, int], int]:
-        return {key: h.count for key, h in self.latency.items()}
-
     def batch(self, rows: int, requests: int, seconds: float) -> None:
         self.batch_rows.observe(rows)
         self.batch_requests.observe(requests)

@@ -90,15 +90,17 @@ class Predictor:
             return merged
         return build_frame(self.columns, merged)
 
-    def run_batch(self, parts: list[Part]) -> list[Any]:
+    def run_batch(self, parts: list[Part], observe: bool = True) -> list[Any]:
+        """Each part's output (or the RequestError that refused it); ``observe``: count the batch
+        in the metrics and the drift report (not for the start-up prediction)."""
         todo, refused, merged = self.validate(parts)
-        outs = self._predict(todo, merged) if todo else []
+        outs = self._predict(todo, merged, observe) if todo else []
         if not refused:
             return outs
         given = iter(outs)
         return [refused[i] if i in refused else next(given) for i in range(len(parts))]
 
-    def _predict(self, parts: list[Part], merged: Any = None) -> list[Any]:
+    def _predict(self, parts: list[Part], merged: Any = None, observe: bool = True) -> list[Any]:
         if merged is None:
             merged = self.merged(parts)
         if isinstance(merged, np.ndarray):
@@ -109,7 +111,8 @@ class Predictor:
             raw = self.model.predict(build_frame(self.columns, merged))
         total = sum(p.n for p in parts)
         outs = split_output(raw, [p.n for p in parts], total)
-        self._observe(raw, merged, total)
+        if observe:
+            self._observe(raw, merged, total)
         return outs
 
     def _observe(self, raw: Any, merged: Any, rows: int) -> None:
