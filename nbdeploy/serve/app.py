@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from . import protocol
+from . import protocol, v2binary
 from .batcher import Batcher, Part
 from .bundle import Bundle, read_bundle
 from .config import ServeConfig
@@ -260,9 +260,12 @@ class ServeApp:
         try:
             mime = protocol.content_type(headers, kind)
             body = await self.read_body(receive, headers)
+            if b"content-encoding" in headers:
+                body = decompress(body, headers[b"content-encoding"], self.config.max_body_bytes)
             v2req = None
             if kind == "v2":
-                v2req = parse_v2(body, self.bundle)
+                length = v2binary.header_length(headers.get(b"inference-header-content-length"), len(body))
+                v2req = parse_v2(body, self.bundle, length)
                 data = v2req.data
             elif mime == "text/csv":
                 data = parse_csv(body, self.bundle)
@@ -327,7 +330,37 @@ class ModelError(Exception):
     from_model = True
 
 
-_WANTED = frozenset({b"authorization", b"content-type", b"content-length", b"inference-header-content-length"})
+_WANTED = frozenset({b"authorization", b"content-type", b"content-length", b"content-encoding",
+                     b"inference-header-content-length"})
+
+
+def decompress(body: bytes, encoding: bytes, limit: int) -> bytes:
+    """A gzip or deflate request body, inflated up to ``limit`` bytes (a bigger one is a 413)."""
+    import zlib
+
+    name = encoding.strip().lower()
+    if name == b"identity":
+        return body
+    if name not in (b"gzip", b"deflate"):
+        raise RequestError(415, f"Content-Encoding {encoding.decode('latin-1')!r} is not accepted; "
+                                "send gzip, deflate or an uncompressed body")
+    # gzip: a gzip header; deflate: the zlib format (what HTTP means by it), raw deflate as a fallback
+    inflater = zlib.decompressobj(31 if name == b"gzip" else 15)
+    try:
+        try:
+            out = inflater.decompress(body, limit + 1)
+        except zlib.error:
+            if name != b"deflate":
+                raise
+            inflater = zlib.decompressobj(-15)
+            out = inflater.decompress(body, limit + 1)
+    except zlib.error as e:
+        raise RequestError(400, f"the body is not valid {name.decode()} data: {e}") from None
+    if len(out) > limit:
+        raise RequestError(413, f"the body inflates past the limit of {limit} bytes")
+    if not inflater.eof:
+        raise RequestError(400, f"the {name.decode()} body is cut off")
+    return out
 
 
 def _declared_length(headers: dict[bytes, bytes]) -> int:

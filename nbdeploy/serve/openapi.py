@@ -48,7 +48,12 @@ def openapi_document(bundle: Bundle | str | Path) -> dict[str, Any]:
         }},
         f"/v2/models/{b.name}/infer": {"post": {
             "summary": "Predict (Open Inference Protocol V2)",
-            "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/V2Request"}}}},
+            "description": ("Binary tensors (the binary tensor data extension): send `application/octet-stream` "
+                            "with an `Inference-Header-Content-Length` header giving the size of the JSON part; "
+                            "inputs with `parameters.binary_data_size` take their bytes from what follows it."),
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/V2Request"}},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
             "responses": {"200": _resp("V2 inference response", "V2Response"), **errors},
         }},
         f"/v2/models/{b.name}": {"get": {"summary": "V2 model metadata", "responses": {"200": _resp("Model metadata")}}},

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from . import v2binary
 from .bundle import V2_TYPES, Bundle
 from .errors import RequestError
 
@@ -187,33 +188,66 @@ def parse_csv(body: bytes, bundle: Bundle) -> Frame:
 class V2Request:
     data: Frame | Tensor
     id: str | None
+    #: the outputs asked for by name (None: all)
     outputs: list[str] | None
+    #: outputs to send as binary data (binary tensor extension); ``binary_all``: every output
+    binary: frozenset[str] = frozenset()
+    binary_all: bool = False
+    #: outputs explicitly asked for as JSON (``binary_data: false``), which ``binary_all`` leaves alone
+    json_only: frozenset[str] = frozenset()
+
+    def wants_binary(self, name: str) -> bool:
+        return name in self.binary or (self.binary_all and name not in self.json_only)
 
 
-def parse_v2(body: bytes, bundle: Bundle) -> V2Request:
+def parse_v2(body: bytes, bundle: Bundle, header_length: int | None = None) -> V2Request:
+    """A V2 inference request; ``header_length``: the JSON part's size when binary tensors follow it."""
+    binary = b""
+    if header_length is not None:
+        body, binary = body[:header_length], body[header_length:]
     doc = load_json(body)
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list) or not doc["inputs"]:
         raise RequestError(400, 'the body must be an object with a non-empty "inputs" list of tensors')
     rid = doc.get("id")
-    outs = doc.get("outputs")
-    out_names = [o.get("name") for o in outs if isinstance(o, dict)] if isinstance(outs, list) else None
+    out_names, binary_outs, json_outs = _requested_outputs(doc.get("outputs"))
+    params = doc.get("parameters")
+    binary_all = isinstance(params, dict) and params.get("binary_data_output") is True
+    slices = v2binary.split_inputs(doc["inputs"], binary)
     tensors = []
-    for i, t in enumerate(doc["inputs"]):
-        if not isinstance(t, dict) or not {"name", "shape", "datatype", "data"} <= t.keys():
-            raise RequestError(400, f"inputs[{i}] needs name, shape, datatype and data")
+    for i, (t, raw) in enumerate(zip(doc["inputs"], slices, strict=True)):
+        needed = {"name", "shape", "datatype"} if raw is not None else {"name", "shape", "datatype", "data"}
+        if not isinstance(t, dict) or not needed <= t.keys():
+            raise RequestError(400, f"inputs[{i}] needs name, shape, datatype and data (or binary_data_size)")
         if t["datatype"] not in V2_DATATYPES:
             raise RequestError(400, f"inputs[{i}] ({t['name']}): unknown datatype {t['datatype']!r}")
         shape = t["shape"]
-        if not isinstance(shape, list) or not shape or not all(isinstance(s, int) and s >= 0 for s in shape):
+        if not isinstance(shape, list) or not shape or not all(type(s) is int and s >= 0 for s in shape):
             raise RequestError(400, f"inputs[{i}] ({t['name']}): shape must be a list of sizes")
-        flat = _flatten(t["data"])
         size = 1
         for s in shape:
             size *= s
+        where = f"inputs[{i}] ({t['name']})"
+        flat = v2binary.decode(raw, t["datatype"], size, where) if raw is not None else _flatten(t["data"])
         if size != len(flat):
-            raise RequestError(400, f"inputs[{i}] ({t['name']}): shape {shape} needs {size} values, got {len(flat)}")
+            raise RequestError(400, f"{where}: shape {shape} needs {size} values, got {len(flat)}")
         tensors.append((str(t["name"]), shape, t["datatype"], flat))
-    return V2Request(_v2_data(tensors, bundle), str(rid) if rid is not None else None, out_names)
+    return V2Request(_v2_data(tensors, bundle), str(rid) if rid is not None else None, out_names,
+                     binary_outs, binary_all, json_outs)
+
+
+def _requested_outputs(outs: Any) -> tuple[list[str] | None, frozenset[str], frozenset[str]]:
+    """(names asked for, those asked as binary data, those asked as JSON) of a V2 ``outputs`` list."""
+    if outs is None:
+        return None, frozenset(), frozenset()
+    if not isinstance(outs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outs):
+        raise RequestError(400, 'outputs must be a list of objects {"name": ..., "parameters": {...}}')
+    names, binary, as_json = [], set(), set()
+    for o in outs:
+        names.append(o["name"])
+        params = o.get("parameters")
+        if isinstance(params, dict) and "binary_data" in params:
+            (binary if params["binary_data"] is True else as_json).add(o["name"])
+    return names, frozenset(binary), frozenset(as_json)
 
 
 def _flatten(data: Any) -> list[Any]:

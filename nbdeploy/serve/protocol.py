@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from . import v2binary
 from .bundle import V2_TYPES
 from .errors import RequestError
 
@@ -36,11 +37,11 @@ def content_type(headers: dict[bytes, bytes], kind: str) -> str:
         if key.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
             raise RequestError(415, f"only UTF-8 bodies are accepted, not charset={value.strip()}")
     if kind == "v2":
-        if b"inference-header-content-length" in headers:
-            raise RequestError(415, "the binary tensor extension of the V2 protocol is not supported; send JSON")
-        if mime in ("", "application/json"):
+        binary = b"inference-header-content-length" in headers
+        if mime in ("", "application/json") or (binary and mime == "application/octet-stream"):
             return "application/json"
-        raise RequestError(415, f"content type {mime!r} is not accepted; send application/json")
+        raise RequestError(415, f"content type {mime!r} is not accepted; send application/json"
+                                + (" (or application/octet-stream with binary tensors)" if binary else ""))
     if mime in ("application/json", "text/csv"):
         return mime
     raise RequestError(
@@ -94,16 +95,30 @@ def _model_path(app: ServeApp, path: str) -> str:
 async def v2_infer(app: ServeApp, scope: Any, receive: Any, headers: Any, record: Any) -> Any:
     _model_path(app, scope["path"])
     predictions, flags, n, req = await app.infer(receive, headers, record, "v2")
-    doc: dict[str, Any] = {
-        "model_name": app.bundle.name,
-        "model_version": app.bundle.version,
-        "outputs": v2_outputs(predictions, n, app.bundle.outputs, req.outputs if req else None),
-    }
+    outputs = v2_outputs(predictions, n, app.bundle.outputs, req.outputs if req else None)
+    doc: dict[str, Any] = {"model_name": app.bundle.name, "model_version": app.bundle.version, "outputs": outputs}
     if req is not None and req.id is not None:
         doc["id"] = req.id
     if flags and app.flags_in_body:
         doc["parameters"] = {"nbdeploy_flags": flags}
-    return 200, app.json(doc), JSON, app.flag_headers(flags)
+    blobs = []
+    if req is not None and (req.binary or req.binary_all):
+        for out in outputs:
+            if req.wants_binary(out["name"]):
+                blob = v2binary.encode(out.pop("data"), out["datatype"])
+                out["parameters"] = {"binary_data_size": len(blob)}
+                blobs.append(blob)
+    if not blobs:
+        return 200, app.json(doc), JSON, app.flag_headers(flags)
+    header = app.json(doc)
+    extra = [(b"inference-header-content-length", b"%d" % len(header)), *app.flag_headers(flags)]
+    return 200, header + b"".join(blobs), b"application/octet-stream", extra
+
+
+def v2_output_names(signature_outputs: list[dict[str, Any]]) -> list[str]:
+    """The names of the V2 outputs: the signature's column names, or "predict" for one unnamed output."""
+    names = [str(o["name"]) for o in signature_outputs if o.get("name")]
+    return names if len(names) > 1 else names or ["predict"]
 
 
 def v2_outputs(preds: Any, n: int, signature_outputs: list[dict[str, Any]], wanted: list[str] | None) -> list[dict[str, Any]]:
@@ -112,8 +127,11 @@ def v2_outputs(preds: Any, n: int, signature_outputs: list[dict[str, Any]], want
     elif isinstance(preds, list) and preds and isinstance(preds[0], dict):
         columns = {str(k): [row.get(k) for row in preds] for k in preds[0]}
     else:
-        names = [o.get("name") for o in signature_outputs if o.get("name")]
-        columns = {names[0] if len(names) == 1 else "predict": preds}
+        columns = {v2_output_names(signature_outputs)[0]: preds}
+    if wanted:
+        unknown = [w for w in wanted if w not in columns]
+        if unknown:
+            raise RequestError(400, f"the model has no output {unknown[0]!r}; its outputs are {sorted(columns)}")
     outputs = []
     for name, values in columns.items():
         if wanted and name not in wanted:
@@ -125,6 +143,19 @@ def v2_outputs(preds: Any, n: int, signature_outputs: list[dict[str, Any]], want
             data = [x for row in values for x in row]
         outputs.append({"name": name, "datatype": _datatype(data), "shape": shape, "data": data})
     return outputs
+
+
+def _signature_datatype(signature_outputs: list[dict[str, Any]], name: str) -> str:
+    for o in signature_outputs:
+        if o.get("name") in (name, None) and o.get("type") in V2_TYPES:
+            return V2_TYPES[o["type"]]
+        if o.get("type") == "tensor":
+            return _TENSOR_TYPES.get(str(o.get("tensor-spec", {}).get("dtype")), "FP64")
+    return "FP64"
+
+
+_TENSOR_TYPES = {"int64": "INT64", "int32": "INT32", "float64": "FP64", "float32": "FP32", "bool": "BOOL",
+                 "object": "BYTES", "str": "BYTES"}
 
 
 def _datatype(data: list[Any]) -> str:
@@ -155,13 +186,14 @@ async def v2_model(app: ServeApp, scope: Any, receive: Any, headers: Any, record
         "versions": [b.version],
         "platform": f"mlflow_{app.model.flavor}",
         "inputs": inputs,
-        "outputs": [{"name": "predict", "datatype": "FP64", "shape": [-1]}],
+        "outputs": [{"name": name, "datatype": _signature_datatype(b.outputs, name), "shape": [-1]}
+                    for name in v2_output_names(b.outputs)],
     }
     return 200, orjson.dumps(doc), JSON, []
 
 
 async def v2_server(app: ServeApp, *_: Any) -> Any:
-    return 200, orjson.dumps({"name": "nbdeploy", "version": SERVER_VERSION, "extensions": []}), JSON, []
+    return 200, orjson.dumps({"name": "nbdeploy", "version": SERVER_VERSION, "extensions": ["binary_tensor_data"]}), JSON, []
 
 
 async def v2_live(app: ServeApp, *_: Any) -> Any:

@@ -157,7 +157,9 @@ class Client:
         r = self.conn.getresponse()
         raw = r.read()
         hdrs = {k.lower(): v for k, v in r.getheaders()}
-        parsed = json.loads(raw) if hdrs.get("content-type", "").startswith("application/json") else raw.decode()
+        kind = hdrs.get("content-type", "")
+        parsed = (json.loads(raw) if kind.startswith("application/json")
+                  else raw if kind == "application/octet-stream" else raw.decode())
         return r.status, hdrs, parsed
 
     def post(self, path: str, body: Any, **kw: Any) -> tuple[int, dict[str, str], Any]:

@@ -21,7 +21,7 @@ PACKAGE = Path(nbdeploy.serve.__file__).parent
 ALLOWED = {
     "__future__", "argparse", "asyncio", "bisect", "collections", "concurrent", "csv", "dataclasses",
     "datetime", "gc", "hmac", "math", "html", "importlib", "io", "json", "logging", "os", "pathlib", "pickle", "signal",
-    "py_compile", "shutil", "socket", "subprocess", "sys", "tempfile", "threading", "time", "types", "typing", "urllib",
+    "py_compile", "shutil", "socket", "struct", "subprocess", "sys", "tempfile", "threading", "time", "types", "typing", "urllib", "zlib",
     "numpy", "pandas", "orjson", "uvicorn", "yaml",
     "sklearn", "skops", "cloudpickle", "xgboost", "lightgbm", "mlflow",
 }
