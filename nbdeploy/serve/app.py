@@ -34,6 +34,8 @@ logger = logging.getLogger("nbdeploy.serve")
 #: the folder in which the workers of one server share their metrics (set by the supervisor)
 METRICS_DIR_ENV = "NBDEPLOY_METRICS_DIR"
 METRICS_SHARE_SECONDS = 1.0
+#: allocations between two collections of the youngest generation (Python's default: 700)
+GC_YOUNG_THRESHOLD = 10_000
 
 PROBES = frozenset({"/health", "/ping", "/v2/health/live", "/v2/health/ready"})
 _JSON = [(b"content-type", b"application/json")]
@@ -125,6 +127,10 @@ class ServeApp:
         # the cyclic collector's way, so the collections that requests trigger only scan what requests made
         gc.collect()
         gc.freeze()
+        # each request allocates a few dozen containers that die with it; with the default 700,
+        # a young collection ran every few requests, each scanning what the requests in flight
+        # hold (~3 % of a 1-row request's instructions, measured by benchmarks/serve_instructions.py)
+        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         self._rid_prefix = os.urandom(4).hex()  # per worker process, even when workers were forked
         if self.config.log_path:
             path = Path(self.config.log_path)
@@ -281,14 +287,23 @@ class ServeApp:
                 columns, flags = self.validator.check(data, text_values=True)
                 payload: Any = columns
             else:
-                payload = data.columns if isinstance(data, Frame) else data
+                payload = data.columns if isinstance(data, Frame) and not deferred else data
             if self.config.log_payloads:
-                record["inputs"] = payload if isinstance(payload, dict) else payload.data
+                if isinstance(data, Frame):  # CSV: the values as validation converted them
+                    record["inputs"] = (data if payload is data else Frame(payload, data.n)).split()
+                else:
+                    record["inputs"] = payload.data
             record["rows"] = data.n
             self.batcher.reading -= 1
             reading = False
             try:
-                predictions, part = await self.batcher.submit_part(payload, data.n, check=deferred)
+                if deferred:  # one row as it came (turned into columns with the batch), or its columns
+                    row = data.row
+                    predictions, part = await self.batcher.submit_part(
+                        row if row is not None else data.columns, data.n, check=True,
+                        names=data.names if row is not None else None)
+                else:
+                    predictions, part = await self.batcher.submit_part(payload, data.n)
             except RequestError:
                 raise
             except Exception as e:
@@ -317,7 +332,10 @@ class ServeApp:
         return self._flag_body
 
     def json(self, obj: Any) -> bytes:
-        return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS, default=str)
+        try:  # the non-string-keys option slows every dict down: only for an output that needs it
+            return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY, default=str)
+        except TypeError:
+            return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS, default=str)
 
 
 async def _nothing() -> None:

@@ -34,6 +34,8 @@ class Part:
     check: bool = False
     #: soft findings of that check (out of range, unseen category), for the response
     flags: list[dict[str, Any]] | None = None
+    #: when set, ``data`` is one row (a list of values in the order of these column names)
+    names: list[str] | None = None
 
 
 class Batcher:
@@ -80,10 +82,11 @@ class Batcher:
     async def submit(self, data: Any, n: int) -> Any:
         return (await self.submit_part(data, n))[0]
 
-    async def submit_part(self, data: Any, n: int, check: bool = False) -> tuple[Any, Part]:
+    async def submit_part(self, data: Any, n: int, check: bool = False,
+                          names: list[str] | None = None) -> tuple[Any, Part]:
         """The output for these rows, and their part (its ``flags`` when ``check``)."""
         fut = asyncio.get_running_loop().create_future()
-        part = Part(data, n, fut, check)
+        part = Part(data, n, fut, check, None, names)
         self._queue.append(part)
         self._wake()
         return await fut, part

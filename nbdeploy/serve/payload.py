@@ -23,10 +23,37 @@ V2_NUMERIC = {"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "U
 V2_DATATYPES = V2_NUMERIC | {"BOOL", "BYTES"}
 
 
-@dataclass
 class Frame:
-    columns: dict[str, list[Any]]
-    n: int
+    """Rows as columns (name -> values). A one-row request may keep its row as it came
+    (``row``, in the order of ``names``): a batch of such rows is turned into columns at
+    once, and ``columns`` builds this request's own only when asked."""
+
+    __slots__ = ("_columns", "n", "row", "names", "_rows")
+
+    def __init__(self, columns: dict[str, list[Any]] | None, n: int, row: list[Any] | None = None,
+                 names: list[str] | None = None, rows: list[list[Any]] | None = None) -> None:
+        self._columns = columns
+        self.n = n
+        self.row = row
+        self.names = names
+        self._rows = rows  # the rows as they came (dataframe_split), in the order of ``names``
+
+    def split(self) -> dict[str, Any]:
+        """The rows in MLflow's dataframe_split form, ``{"columns": [...], "data": [[...], ...]}``:
+        what the request log keeps, and a body /invocations takes as it is."""
+        if self._rows is not None and self.names is not None:
+            return {"columns": self.names, "data": self._rows}
+        columns = self.columns
+        return {"columns": list(columns), "data": [list(r) for r in zip(*columns.values(), strict=True)]}
+
+    @property
+    def columns(self) -> dict[str, list[Any]]:
+        if self._columns is None:
+            self._columns = {name: [value] for name, value in zip(self.names or (), self.row or (), strict=True)}
+        return self._columns
+
+    def __repr__(self) -> str:
+        return f"Frame({self.columns!r}, {self.n})"
 
 
 @dataclass
@@ -77,8 +104,8 @@ def _split(data: Any) -> Frame:
         raise RequestError(400, 'dataframe_split needs "columns": the column names in row order')
     names = _column_names(names)
     width = len(names)
-    if len(rows) == 1 and type(rows[0]) is list and len(rows[0]) == width:  # one row: no transposing
-        return Frame({name: [value] for name, value in zip(names, rows[0], strict=True)}, 1)
+    if len(rows) == 1 and type(rows[0]) is list and len(rows[0]) == width:  # one row: kept as it came
+        return Frame(None, 1, rows[0], names, rows)
     # the common case checked at C speed: every row a list of `width` values
     if rows and (set(map(type, rows)) != {list} or set(map(len, rows)) != {width}):
         for i, row in enumerate(rows):
@@ -89,7 +116,7 @@ def _split(data: Any) -> Frame:
                 )
     # (lengths are checked above, so zip need not check them again)
     columns = dict(zip(names, map(list, zip(*rows, strict=False)), strict=False)) if rows else {n: [] for n in names}
-    return Frame(columns, len(rows))
+    return Frame(columns, len(rows), names=names, rows=rows)
 
 
 _NAMES: dict[tuple[Any, ...], list[str]] = {}

@@ -53,7 +53,7 @@ class Predictor:
         pending = [p for p in parts if p.check]
         if not pending or self.validator is None:
             return parts, {}, None
-        if all(isinstance(p.data, dict) and p.data.keys() == self._names for p in parts):
+        if self._same_columns(parts):
             merged = self.merged(parts)
             if self.validator.clean(merged):
                 for p in pending:
@@ -63,24 +63,36 @@ class Predictor:
         for i, p in enumerate(parts):
             if p.check:
                 try:
-                    p.data, p.flags = self.validator.check(Frame(p.data, p.n))
+                    p.data, p.flags = self.validator.check(Frame(_columns_of(p), p.n))
                 except RequestError as e:
                     refused[i] = e
                 p.check = False
         return [p for i, p in enumerate(parts) if i not in refused], refused, None
 
+    def _same_columns(self, parts: list[Part]) -> bool:
+        """Whether every part has exactly the signature's columns (then one check covers the batch)."""
+        names = parts[0].names
+        if names is not None and all(p.names is names for p in parts):  # rows parsed with one header
+            return len(names) == len(self._names) and self._names.issuperset(names)
+        return all(isinstance(_columns_of(p), dict) and p.data.keys() == self._names for p in parts)
+
     def merged(self, parts: list[Part]) -> Any:
         """The batch's rows: one column dict, or one array for a tensor model."""
-        if isinstance(parts[0].data, Tensor):
+        first = parts[0]
+        if isinstance(first.data, Tensor):
             rows: list[Any] = []
             for p in parts:
                 rows.extend(p.data.data)
             return np.asarray(rows, dtype=self.tensor_dtype)
+        names = first.names
+        if names is not None and all(p.names is names for p in parts):
+            # one-row requests that came with the same column list: one transpose for the batch
+            return dict(zip(names, map(list, zip(*[p.data for p in parts], strict=True)), strict=True))
         if len(parts) == 1:
-            return parts[0].data
-        merged: dict[str, list[Any]] = {name: [] for name in parts[0].data}
+            return _columns_of(first)
+        merged: dict[str, list[Any]] = {name: [] for name in _columns_of(first)}
         for p in parts:
-            for name, values in p.data.items():
+            for name, values in _columns_of(p).items():
                 merged[name].extend(values)
         return merged
 
@@ -127,6 +139,14 @@ class Predictor:
                 self._observe_failed = True
                 logging.getLogger("nbdeploy.serve").warning(
                     "metrics/drift of a batch failed (further failures not logged): %s: %s", type(e).__name__, e)
+
+
+def _columns_of(part: Part) -> Any:
+    """A part's data as columns: a one-row part (``names`` set) is turned into its own columns."""
+    if part.names is not None:
+        part.data = {name: [value] for name, value in zip(part.names, part.data, strict=True)}
+        part.names = None
+    return part.data
 
 
 def _column_dtype(col: Column, values: list[Any]) -> str | None:

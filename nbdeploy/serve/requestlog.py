@@ -19,7 +19,10 @@ from typing import Any
 
 import orjson
 
-_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE
+_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
+# keys that are not strings (a model's output dict with integer class labels) need this
+# option, which makes every dict slower to write: only a record that needs it gets it
+_ANY_KEYS = _OPTIONS | orjson.OPT_NON_STR_KEYS
 
 
 class RequestLog:
@@ -142,6 +145,10 @@ class RequestLog:
 def _line(record: dict[str, Any]) -> bytes:
     try:
         return orjson.dumps(record, default=str, option=_OPTIONS)
+    except (TypeError, orjson.JSONEncodeError):
+        pass
+    try:
+        return orjson.dumps(record, default=str, option=_ANY_KEYS)
     except (TypeError, orjson.JSONEncodeError) as e:
         keep = {k: record.get(k) for k in ("ts", "id", "method", "path", "endpoint", "status", "latency_ms")}
         return orjson.dumps({**keep, "log_error": f"{type(e).__name__}: {e}"}, default=str, option=_OPTIONS)

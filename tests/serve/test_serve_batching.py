@@ -83,10 +83,19 @@ def test_a_raising_request_does_not_fail_the_requests_batched_with_it(tripwire_s
             assert status == 200 and doc["predictions"] == [2.0 * (1000 + i)]
 
 
+def _one_row(row: dict, i: int) -> dict:
+    if i % 3 == 0:
+        return {"dataframe_records": [row]}
+    names = list(row) if i % 3 == 1 else list(reversed(row))
+    return {"dataframe_split": {"columns": names, "data": [[row[n] for n in names]]}}
+
+
 def test_bad_and_flagged_requests_in_a_batch_fail_or_flag_alone(classifier_server):
     """Columns are checked for the whole batch at once; one wrong value must still fail only its
     own request (422 naming the field), an out-of-range value flag only its own, and the rest
-    predict exactly what they predict alone."""
+    predict exactly what they predict alone. The bodies mix records with one-row
+    dataframe_split in two column orders, so one batch holds rows kept as they came (with
+    different column lists) beside requests parsed into columns."""
     rows = [{"age": 20 + i % 50, "income": 30_000.0 + 250 * i, "city": ["paris", "lyon", "nice"][i % 3],
              "member": bool(i % 2)} for i in range(150)]
     kinds = ["bad" if i % 5 == 1 else "far" if i % 5 == 3 else "clean" for i in range(150)]
@@ -102,7 +111,7 @@ def test_bad_and_flagged_requests_in_a_batch_fail_or_flag_alone(classifier_serve
     def worker(t: int) -> list[tuple[int, int, dict, object]]:
         c = Client(classifier_server.url)
         try:
-            return [(i, *c.post("/invocations", {"dataframe_records": [bodies[i]]})) for i in range(t, 150, 24)]
+            return [(i, *c.post("/invocations", _one_row(bodies[i], i))) for i in range(t, 150, 24)]
         finally:
             c.close()
 
@@ -120,3 +129,48 @@ def test_bad_and_flagged_requests_in_a_batch_fail_or_flag_alone(classifier_serve
             assert flagged == (kinds[i] == "far"), (i, headers)
     after = _batch_stats(Client(classifier_server.url).get("/metrics")[2])
     assert after[0] - before[0] < after[1] - before[1], "no request was coalesced with another"
+
+
+def test_rows_kept_as_they_came_predict_what_their_columns_predict(classifier_bundle):
+    """One-row parts keep their row and column list; a batch of them is transposed at once.
+    Every mix (one column list, two lists, rows beside columns, a bad row) gives each part
+    what it gets alone, from columns."""
+    from nbdeploy.serve.app import create_app
+    from nbdeploy.serve.batcher import Part
+    from nbdeploy.serve.config import ServeConfig
+    from nbdeploy.serve.errors import RequestError
+
+    app = create_app(classifier_bundle, ServeConfig(log_path=""))
+    names = ["age", "income", "city", "member"]
+    other = list(reversed(names))
+    rows = [[20 + i, 30_000.0 + 997 * i, ["paris", "lyon", "nice"][i % 3], bool(i % 2)] for i in range(40)]
+
+    def alone(row):
+        return app.predictor.run_batch([Part({n: [v] for n, v in zip(names, row, strict=True)}, 1, None, True)])[0]
+
+    expected = [alone(r) for r in rows]
+    assert len({str(e) for e in expected}) > 1  # the rows do not all predict the same
+    same = [Part(list(r), 1, None, True, None, names) for r in rows]
+    assert app.predictor.run_batch(same) == expected
+    mixed = []
+    for i, r in enumerate(rows):
+        if i % 3 == 0:
+            mixed.append(Part(list(r), 1, None, True, None, names))
+        elif i % 3 == 1:
+            mixed.append(Part(list(reversed(r)), 1, None, True, None, other))
+        else:
+            mixed.append(Part({n: [v] for n, v in zip(names, r, strict=True)}, 1, None, True))
+    mixed[7] = Part(["old", 1.0, "paris", True], 1, None, True, None, names)
+    got = app.predictor.run_batch(mixed)
+    assert isinstance(got[7], RequestError) and got[7].errors[0]["field"] == "age"
+    assert [g for i, g in enumerate(got) if i != 7] == [e for i, e in enumerate(expected) if i != 7]
+
+
+def test_outputs_with_keys_that_are_not_strings_are_answered(classifier_bundle):
+    """Responses are written without orjson's non-string-keys option unless an output needs it."""
+    from nbdeploy.serve.app import create_app
+    from nbdeploy.serve.config import ServeConfig
+
+    app = create_app(classifier_bundle, ServeConfig(log_path=""))
+    assert app.json({"predictions": [1, 0]}) == b'{"predictions":[1,0]}'
+    assert app.json({"predictions": [{0: 0.25, 1: 0.75}]}) == b'{"predictions":[{"0":0.25,"1":0.75}]}'

@@ -43,7 +43,8 @@ def test_log_has_one_record_per_request_under_load_with_rotation(tripwire_model,
     ok = [r for r in records if r["status"] == 200]
     assert len(ok) == 540
     for r in ok:
-        assert r["outputs"] == [2 * r["inputs"]["x"][0]]
+        assert r["inputs"]["columns"] == ["x"] and len(r["inputs"]["data"]) == r["rows"]
+        assert r["outputs"] == [2 * row[0] for row in r["inputs"]["data"]]
         assert r["model"] == "tripwire" and r["version"] == "1" and r["latency_ms"] > 0
     bad = [r for r in records if r["status"] == 422]
     assert all(r["error"]["errors"] for r in bad)

@@ -39,3 +39,57 @@ def test_reopening_appends(tmp_path):
         log.write({"a": 1})
         log.close()
     assert len(_records(tmp_path / "r.jsonl")) == 2
+
+
+def test_logged_inputs_replay_as_they_were_answered(classifier_bundle, training_frame, tmp_path):
+    """Whatever format a request came in (split, records, instances, CSV, V2 tensors), its
+    record keeps the inputs in dataframe_split form; sent back to /invocations as they are,
+    they get the same predictions."""
+    import csv
+    import io
+
+    from conftest import Client, read_log, start
+
+    rows = training_frame.dropna().iloc[40:46].reset_index(drop=True)
+    cols = list(rows.columns)
+    buf = io.StringIO()
+    csv.writer(buf).writerows([cols, *rows.values.tolist()])
+    v2 = {"inputs": [{"name": c, "shape": [len(rows)], "datatype": t, "data": rows[c].tolist()}
+                     for c, t in zip(cols, ["INT64", "FP64", "BYTES", "BOOL"], strict=True)]}
+    handle = start(classifier_bundle, tmp_path)
+    c = Client(handle.url)
+    try:
+        sent = [
+            c.post("/invocations", {"dataframe_split": {"columns": cols, "data": rows.values.tolist()}}),
+            c.post("/invocations", {"dataframe_split": {"columns": cols, "data": rows.values.tolist()[:1]}}),
+            c.post("/invocations", {"dataframe_records": rows.to_dict(orient="records")}),
+            c.post("/invocations", {"instances": rows.values.tolist()}),
+            c.post("/invocations", buf.getvalue(), content_type="text/csv"),
+            c.post("/v2/models/churn/infer", v2),
+        ]
+        assert [s for s, _, _ in sent] == [200] * 6
+    finally:
+        c.close()
+        assert handle.stop() == 0
+    records = [r for r in read_log(tmp_path / "requests.jsonl") if r["endpoint"] in ("invocations", "v2_infer")]
+    assert len(records) == 6
+    replay = start(classifier_bundle, tmp_path / "replay")
+    c = Client(replay.url)
+    try:
+        for r in records:
+            assert set(r["inputs"]) == {"columns", "data"} and len(r["inputs"]["data"]) == r["rows"]
+            status, _, doc = c.post("/invocations", json.dumps({"dataframe_split": r["inputs"]}))
+            assert status == 200 and doc["predictions"] == r["outputs"], (r, doc)
+    finally:
+        c.close()
+        replay.stop()
+
+
+def test_records_with_keys_that_are_not_strings_are_written(tmp_path):
+    """Written without orjson's non-string-keys option (faster), and with it when a record needs it."""
+    log = RequestLog(tmp_path / "r.jsonl")
+    log.write({"id": "a", "outputs": {"p": 0.5}})
+    log.write({"id": "b", "outputs": [{0: 0.25, 1: 0.75}]})
+    log.close()
+    assert _records(tmp_path / "r.jsonl") == [{"id": "a", "outputs": {"p": 0.5}},
+                                              {"id": "b", "outputs": [{"0": 0.25, "1": 0.75}]}]
