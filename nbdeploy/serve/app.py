@@ -283,27 +283,22 @@ class ServeApp:
             # JSON columns are checked in the batch, all requests at once (each on its own only when
             # something is wrong); CSV values arrive as text and are converted here, request by request
             deferred = isinstance(data, Frame) and self.validator is not None and mime != "text/csv"
-            if isinstance(data, Frame) and self.validator is not None and not deferred:
-                columns, flags = self.validator.check(data, text_values=True)
-                payload: Any = columns
+            shown, names = data, None  # what the log keeps; the column names of a row kept as it came
+            if deferred and data.row is not None:  # one row: turned into columns with its batch
+                payload: Any = data.row
+                names = data.names
+            elif isinstance(data, Frame) and self.validator is not None and not deferred:
+                payload, flags = self.validator.check(data, text_values=True)
+                shown = Frame(payload, data.n)  # CSV: the values as validation converted them
             else:
-                payload = data.columns if isinstance(data, Frame) and not deferred else data
+                payload = data.columns if isinstance(data, Frame) else data
             if self.config.log_payloads:
-                if isinstance(data, Frame):  # CSV: the values as validation converted them
-                    record["inputs"] = (data if payload is data else Frame(payload, data.n)).split()
-                else:
-                    record["inputs"] = payload.data
+                record["inputs"] = shown.split() if isinstance(shown, Frame) else shown.data
             record["rows"] = data.n
             self.batcher.reading -= 1
             reading = False
             try:
-                if deferred:  # one row as it came (turned into columns with the batch), or its columns
-                    row = data.row
-                    predictions, part = await self.batcher.submit_part(
-                        row if row is not None else data.columns, data.n, check=True,
-                        names=data.names if row is not None else None)
-                else:
-                    predictions, part = await self.batcher.submit_part(payload, data.n)
+                predictions, part = await self.batcher.submit_part(payload, data.n, check=deferred, names=names)
             except RequestError:
                 raise
             except Exception as e:
@@ -363,17 +358,15 @@ def decompress(body: bytes, encoding: bytes, limit: int) -> bytes:
         raise RequestError(415, f"Content-Encoding {encoding.decode('latin-1')!r} is not accepted; "
                                 "send gzip, deflate or an uncompressed body")
     # gzip: a gzip header; deflate: the zlib format (what HTTP means by it), raw deflate as a fallback
-    inflater = zlib.decompressobj(31 if name == b"gzip" else 15)
-    try:
+    for wbits in (31,) if name == b"gzip" else (15, -15):
+        inflater = zlib.decompressobj(wbits)
         try:
             out = inflater.decompress(body, limit + 1)
-        except zlib.error:
-            if name != b"deflate":
-                raise
-            inflater = zlib.decompressobj(-15)
-            out = inflater.decompress(body, limit + 1)
-    except zlib.error as e:
-        raise RequestError(400, f"the body is not valid {name.decode()} data: {e}") from None
+            break
+        except zlib.error as e:
+            error = e
+    else:
+        raise RequestError(400, f"the body is not valid {name.decode()} data: {error}") from None
     if len(out) > limit:
         raise RequestError(413, f"the body inflates past the limit of {limit} bytes")
     if not inflater.eof:

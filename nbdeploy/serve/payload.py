@@ -49,11 +49,16 @@ class Frame:
     @property
     def columns(self) -> dict[str, list[Any]]:
         if self._columns is None:
-            self._columns = {name: [value] for name, value in zip(self.names or (), self.row or (), strict=True)}
+            self._columns = row_columns(self.names or [], self.row or [])
         return self._columns
 
     def __repr__(self) -> str:
         return f"Frame({self.columns!r}, {self.n})"
+
+
+def row_columns(names: list[str], row: list[Any]) -> dict[str, list[Any]]:
+    """One row (values in the order of ``names``) as columns of one value each."""
+    return {name: [value] for name, value in zip(names, row, strict=True)}
 
 
 @dataclass

@@ -18,7 +18,7 @@ from .bundle import Bundle, Column
 from .errors import RequestError
 from .fastpath import Table
 from .model import LoadedModel
-from .payload import Frame, Tensor
+from .payload import Frame, Tensor, row_columns
 from .validation import Validator
 
 _NUMPY = {"long": "int64", "integer": "int32", "double": "float64", "float": "float32", "boolean": "bool"}
@@ -71,8 +71,8 @@ class Predictor:
 
     def _same_columns(self, parts: list[Part]) -> bool:
         """Whether every part has exactly the signature's columns (then one check covers the batch)."""
-        names = parts[0].names
-        if names is not None and all(p.names is names for p in parts):  # rows parsed with one header
+        names = _shared_names(parts)
+        if names is not None:  # rows parsed with one header
             return len(names) == len(self._names) and self._names.issuperset(names)
         return all(isinstance(_columns_of(p), dict) and p.data.keys() == self._names for p in parts)
 
@@ -84,8 +84,8 @@ class Predictor:
             for p in parts:
                 rows.extend(p.data.data)
             return np.asarray(rows, dtype=self.tensor_dtype)
-        names = first.names
-        if names is not None and all(p.names is names for p in parts):
+        names = _shared_names(parts)
+        if names is not None:
             # one-row requests that came with the same column list: one transpose for the batch
             return dict(zip(names, map(list, zip(*[p.data for p in parts], strict=True)), strict=True))
         if len(parts) == 1:
@@ -144,9 +144,15 @@ class Predictor:
 def _columns_of(part: Part) -> Any:
     """A part's data as columns: a one-row part (``names`` set) is turned into its own columns."""
     if part.names is not None:
-        part.data = {name: [value] for name, value in zip(part.names, part.data, strict=True)}
+        part.data = row_columns(part.names, part.data)
         part.names = None
     return part.data
+
+
+def _shared_names(parts: list[Part]) -> list[str] | None:
+    """The column list when every part is one row kept as it came with that same list, else None."""
+    names = parts[0].names
+    return names if names is not None and all(p.names is names for p in parts) else None
 
 
 def _column_dtype(col: Column, values: list[Any]) -> str | None:
