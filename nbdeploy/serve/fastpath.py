@@ -339,8 +339,126 @@ def _jsonable(value: Any) -> Any:
     return None if value is _MISSING else value
 
 
+class TooLarge(Exception):
+    """A faster layout would take too much memory for these trees; they are walked instead."""
+
+
+class LeafMasks:
+    """Every tree's exit leaf from bit masks (QuickScorer, Lucchese et al., SIGIR 2015).
+
+    A tree's leaves, left to right, are the bits of one word. A split that sends a row
+    right rules out the leaves of its left subtree: its mask has their bits clear. The
+    row's leaf is the lowest bit left set once the masks of all its right-going splits
+    are ANDed, which is the leaf the walk from the root ends on. A row goes right at
+    ``x[f] > t``, so for feature f the splits it goes right at are those with the
+    smallest thresholds: with each feature's splits sorted by threshold, the AND of
+    the first k masks is one stored row, and the row a value picks is found by
+    ``searchsorted``. Per input row that is one search per feature, one copy of a
+    stored row per feature and an AND, instead of several lookups per tree and level.
+
+    float32 input only (the walk compares float32), and no missing values: NaN goes
+    the walk's way. Thresholds compare as integers: a float32's bits, with the
+    magnitude bits flipped when negative, order as the numbers do (-0.0 sits just
+    below +0.0, and a threshold of -0.0 is stored as +0.0, so it compares as floats do).
+    """
+
+    #: the stored rows may take this many bytes at most (else the trees are walked)
+    MAX_BYTES = 8 << 20
+    #: leaves of a tree, at most
+    MAX_LEAVES = 64
+
+    def __init__(self, roots: np.ndarray, feature: np.ndarray, t32: np.ndarray, left: np.ndarray,
+                 right: np.ndarray) -> None:
+        trees = len(roots)
+        split_tree, split_node, split_mask, leaves, leaf_base = [], [], [], [], []
+        width = 0
+        for tree, root in enumerate(roots.tolist()):
+            order: list[int] = []  # the tree's leaves, left to right
+            stack = [(int(root), False)]
+            pending: list[tuple[int, int]] = []  # (split, index of its first left leaf)
+            while stack:  # depth first, left subtree before right
+                node, done = stack.pop()
+                if done:  # the left subtree of `node` is finished: its leaves are order[first:]
+                    split, first = pending.pop()
+                    split_tree.append(tree)
+                    split_node.append(split)
+                    split_mask.append(((1 << (len(order) - first)) - 1) << first)
+                    continue
+                lo, hi = int(left[node]), int(right[node])
+                if lo == node:  # a leaf loops to itself
+                    order.append(node)
+                    continue
+                stack.append((hi, False))
+                stack.append((node, True))
+                pending.append((node, len(order)))
+                stack.append((lo, False))
+            if len(order) > self.MAX_LEAVES:
+                raise TooLarge(f"a tree with {len(order)} leaves")
+            width = max(width, len(order))
+            leaf_base.append(len(leaves))
+            leaves.extend(order)
+        self.dtype = next(np.dtype(d) for d in ("u1", "u2", "u4", "u8") if np.dtype(d).itemsize * 8 >= width)
+        self.leaves = np.asarray(leaves, dtype=np.intp)  # node of each leaf slot, trees one after another
+        self.leaf_base = np.asarray(leaf_base, dtype=np.intp)[:, None]
+        node = np.asarray(split_node, dtype=np.intp)
+        used = np.unique(feature.take(node)) if len(node) else np.zeros(0, np.intp)
+        rows = len(node) + len(used)
+        if rows * trees * self.dtype.itemsize > self.MAX_BYTES:
+            raise TooLarge(f"{rows} x {trees} stored masks")
+        self.features = used
+        full = np.iinfo(self.dtype).max
+        keys = _order_keys(t32.take(node) + np.float32(0)).astype(np.int64)  # + 0: -0.0 -> +0.0
+        slot = np.searchsorted(used, feature.take(node))  # which used feature each split tests
+        keys += slot.astype(np.int64) << 32  # features one after another, each sorted by threshold
+        by = np.argsort(keys, kind="stable")
+        self.keys = keys[by]
+        self.offsets = np.arange(len(used), dtype=np.int64) << 32
+        # feature j's stored rows start at (splits of the features before j) + j; its first row is
+        # every leaf still possible (no split went right), row k the AND of its k lowest splits' masks
+        table = np.full((rows, trees), full, dtype=self.dtype)
+        at = np.arange(len(node)) + slot[by] + 1
+        table[at, np.asarray(split_tree, dtype=np.intp)[by]] = (
+            np.asarray(split_mask, dtype=np.uint64)[by] ^ np.uint64(full)).astype(self.dtype)
+        starts = np.searchsorted(slot[by], np.arange(len(used))) + np.arange(len(used))
+        for j, start in enumerate(starts.tolist()):
+            end = starts[j + 1] if j + 1 < len(starts) else rows
+            np.bitwise_and.accumulate(table[start:end], axis=0, out=table[start:end])
+        self.table = table
+        self.shift = np.arange(len(used), dtype=np.intp)
+        # the lowest set bit of a byte or a 16-bit word, looked up; of wider words, from frexp
+        if self.dtype.itemsize <= 2:
+            values = np.arange(1 << (8 * self.dtype.itemsize), dtype=np.int64)
+            lowest = np.frexp((values & -values).astype(np.float64))[1] - 1
+            self.lowest: np.ndarray | None = lowest.astype(np.intp)
+        else:
+            self.lowest = None
+
+    def slots(self, x: np.ndarray) -> np.ndarray:
+        """``(trees, rows)``: the leaf slot each tree sends each row of float32 ``x`` to."""
+        keys = _order_keys(x.take(self.features, axis=1)).astype(np.int64)
+        keys += self.offsets
+        at = np.searchsorted(self.keys, keys)
+        at += self.shift
+        bits = np.bitwise_and.reduce(self.table.take(at, axis=0), axis=1)  # (rows, trees)
+        if self.lowest is not None:
+            leaf = self.lowest.take(bits)
+        else:
+            leaf = np.frexp((bits & (~bits + np.array(1, self.dtype))).astype(np.float64))[1] - 1
+        return leaf.T + self.leaf_base
+
+
+def _order_keys(values: np.ndarray) -> np.ndarray:
+    """int32 keys that order as the float32 ``values`` do (no NaN; -0.0 below +0.0)."""
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.int32)
+    return bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))
+
+
 class Trees(Step):
-    """Tree ensembles: every tree walked at once over float32 input, leaves summed in tree order.
+    """Tree ensembles: every tree's leaf found at once, leaves summed in tree order.
+
+    Trees of up to 64 leaves on float32 input find their leaves from bit masks
+    (:class:`LeafMasks`); deeper trees, float64 input and rows with missing values walk
+    all trees level by level, one vectorized step per level.
 
     ``how`` is ``boosting`` (``raw = init; raw += rate * leaf`` for each stage, as
     scikit-learn's ``predict_stages``), ``mean`` (forests: ``sum += leaf`` per tree,
@@ -371,15 +489,23 @@ class Trees(Step):
             self._t = t32
         else:
             self._t = threshold
-        # children side by side: the next node is child[2 * node + (went right)]
-        self._child = np.stack([left, right], axis=1).ravel().astype(np.intp)
         # the first level is the same for every row: each tree's root split, read straight from x
         flat_roots = roots.ravel()
         self._root_feature = feature.take(flat_roots)
         self._root_t = self._t.take(flat_roots)[:, None]
         self._root_nan_left = nan_left.take(flat_roots)[:, None]
+        self._masks: LeafMasks | None = None
+        if dtype == "float32":
+            try:
+                self._masks = LeafMasks(flat_roots, feature, self._t, left, right)
+            except TooLarge:
+                pass
+        # the walk (deep trees, or missing values): children side by side, the next node is
+        # child[2 * node + (went right)]
+        self._child = np.stack([left, right], axis=1).ravel().astype(np.intp)
         self._root_left = left.take(flat_roots).astype(np.intp)[:, None]
         self._root_right = right.take(flat_roots).astype(np.intp)[:, None]
+        self._set_terms()
 
     @property
     def value(self) -> np.ndarray:
@@ -388,9 +514,15 @@ class Trees(Step):
     @value.setter
     def value(self, value: np.ndarray) -> None:
         self._value = value
+        if hasattr(self, "_masks"):  # set again after __init__
+            self._set_terms()
+
+    def _set_terms(self) -> None:
         # boosting adds `rate * leaf` stage after stage: the product of the same two doubles is the
         # same double, so it is taken once here instead of on every call
-        self._terms = self.rate * value if self.how == "boosting" else value
+        terms = self.rate * self.value if self.how == "boosting" else self.value
+        self._terms = terms  # by node, where the walk ends
+        self._mask_terms = None if self._masks is None else terms.take(self._masks.leaves, axis=0)
 
     def run(self, x: Any) -> Any:
         x = np.ascontiguousarray(as_array(x, float_only=False), dtype=self.dtype)
@@ -400,18 +532,23 @@ class Trees(Step):
             check_finite(x, allow_nan=self.check == "allow_nan", who="trees")
         n, f = x.shape
         flat = x.ravel()
-        # one row of nodes per tree (trees in stage order, then output), one column per input row
         has_nan = self.check != "finite" and bool(np.isnan(flat).any())
+        if self._masks is not None and not has_nan:
+            return self._finish(self._combine(self._masks.slots(x), n, self._mask_terms))
+        # the walk: one row of nodes per tree (trees in stage order, then output), one column per input row
         v = x.T.take(self._root_feature, axis=0)
         if has_nan:  # a missing value goes where training sent it (scikit-learn's missing_go_to_left)
             right = ~((v <= self._root_t) | (np.isnan(v) & self._root_nan_left))
         else:
             right = v > self._root_t
+        base = np.arange(n, dtype=np.intp) * f if n > 1 else None  # row r's values start at r * f
         node = np.where(right, self._root_right, self._root_left)
-        base = np.arange(n, dtype=np.intp) * f
         feature, t32, child = self.feature, self._t, self._child
         for _ in range(self.depth - 1):
-            v = flat.take(feature.take(node) + base)
+            at = feature.take(node)
+            if base is not None:
+                at += base
+            v = flat.take(at)
             if has_nan:
                 right = ~((v <= t32.take(node)) | (np.isnan(v) & self.nan_left.take(node)))
             else:
@@ -419,20 +556,22 @@ class Trees(Step):
             node <<= 1
             node += right
             node = child.take(node)
-        return self._finish(self._combine(node, n))
+        return self._finish(self._combine(node, n, self._terms))
 
-    def _combine(self, node: np.ndarray, n: int) -> np.ndarray:
-        """The trees' leaves summed in tree order: ``(n, K)`` for boosting, ``(n, *value)`` else."""
-        value_shape = self._terms.shape[1:]
+    def _combine(self, node: np.ndarray, n: int, leaf_terms: np.ndarray) -> np.ndarray:
+        """The trees' leaves summed in tree order: ``(n, K)`` for boosting, ``(n, *value)`` else.
+
+        ``node`` is ``(trees, n)`` indices into ``leaf_terms``, the leaves' terms in the walk's layout."""
+        value_shape = leaf_terms.shape[1:]
         if self.how == "boosting":  # raw = init; raw += rate * leaf, stage after stage
             stages, k = self.roots.shape
             terms = np.empty((stages + 1, k, n, *value_shape), dtype=np.float64)
             terms[0] = self.init.reshape(k, *([1] * (1 + len(value_shape))))
-            self._terms.take(node.reshape(stages, k, n), axis=0, out=terms[1:])
+            leaf_terms.take(node.reshape(stages, k, n), axis=0, out=terms[1:])
             return in_order_sum(terms).T.reshape(n, k)
         # forests and single trees: the sum of the trees' leaves (then their mean)
         trees = self.roots.shape[0]
-        out = in_order_sum(self._terms.take(node.reshape(trees, n), axis=0))
+        out = in_order_sum(leaf_terms.take(node.reshape(trees, n), axis=0))
         if self.how == "mean":
             out /= trees
         return out

@@ -350,3 +350,64 @@ def test_one_hot_with_drop_and_unknown_error_behaves_as_scikit_learn() -> None:
         model.predict(build_frame(cols, merged))
     with pytest.raises(ValueError, match="unknown categories \\['rome'\\] in column 0"):
         program.predict(build_table(cols, merged))
+
+
+def _edge_rows(model: Any, X: Any, seed: int) -> Any:
+    """Rows at, just below and just above every threshold the trees test (in float32), with
+    signed zeros and random values: where a wrong comparison would pick another leaf."""
+    import pandas as pd
+
+    trees = list(np.ravel(getattr(model, "estimators_", [model])))
+    cols: list[list[float]] = [[] for _ in X.columns]
+    for tree in trees:
+        t = tree.tree_
+        for f, thr in zip(t.feature, t.threshold, strict=True):
+            if f >= 0:
+                t32 = np.float32(thr)
+                cols[f] += [float(t32), float(np.nextafter(t32, np.float32(-np.inf))),
+                            float(np.nextafter(t32, np.float32(np.inf))), thr]
+    rng = np.random.default_rng(seed)
+    n = max(len(c) for c in cols) + 40
+    data = {}
+    for j, name in enumerate(X.columns):
+        base = np.asarray(cols[j] + [0.0, -0.0], dtype=np.float64)
+        extra = rng.choice(X[name].to_numpy(np.float64), n - len(base))
+        data[name] = rng.permutation(np.concatenate([base, extra]))
+    return pd.DataFrame(data)
+
+
+@pytest.mark.parametrize("name", ["gb-depth3", "gb-multiclass-depth5", "tree-depth6", "extra-trees-16-leaves"])
+def test_leaf_masks_find_the_leaves_the_walk_finds(name: str) -> None:
+    """Trees of up to 64 leaves find their leaves from bit masks (8, 16, 32 and 64 bits per tree
+    here); on values at each threshold, both ways give scikit-learn's predictions bit for bit."""
+    import pandas as pd
+    from sklearn.ensemble import (
+        ExtraTreesRegressor,
+        GradientBoostingClassifier,
+        GradientBoostingRegressor,
+    )
+    from sklearn.tree import DecisionTreeRegressor
+
+    rng = np.random.default_rng(7)
+    X = pd.DataFrame({"a": rng.normal(0, 1, 700), "b": rng.integers(-3, 4, 700).astype(np.float64),
+                      "c": rng.exponential(2, 700) - 1})
+    score = X["a"] * 2 + X["b"] - X["c"] ** 2
+    model, bits = {
+        "gb-depth3": (GradientBoostingRegressor(n_estimators=30, random_state=0), 8),
+        "gb-multiclass-depth5": (GradientBoostingClassifier(n_estimators=8, max_depth=5, random_state=0), 32),
+        "tree-depth6": (DecisionTreeRegressor(max_depth=6, random_state=0), 64),
+        "extra-trees-16-leaves": (ExtraTreesRegressor(n_estimators=6, max_leaf_nodes=16, random_state=0), 16),
+    }[name]
+    y = np.digitize(score, np.quantile(score, [0.3, 0.7])) if name.startswith("gb-multi") else score
+    model.fit(X, y)
+    program = Program.load(_saved(compile_model(model)))
+    trees = program.root if not hasattr(program.root, "steps") else program.root.steps[-1]
+    assert trees._masks is not None and trees._masks.dtype.itemsize * 8 == bits
+    fresh = _edge_rows(model, X, seed=1)
+    table = build_table(_columns(X), _merged(fresh))
+    want = np.asarray(model.predict(fresh))
+    by_masks = program.predict(table)
+    trees._masks = None  # the level-by-level walk
+    by_walk = program.predict(table)
+    assert by_masks.tobytes() == want.tobytes()
+    assert by_walk.tobytes() == want.tobytes()
