@@ -1,7 +1,7 @@
 """Drift of the served inputs against the training profile: per column, the population stability index.
 
 Every predicted batch adds its rows to per-column counts in the training profile's own
-buckets: for a number, the 20 bins of its training histogram plus "below the training
+buckets (gathered, and counted a few thousand rows at a time or when a report is asked for): for a number, the 20 bins of its training histogram plus "below the training
 minimum", "above the maximum" and "null"; for a category (or boolean), each of its
 most frequent training values, "any other value" and "null". ``report()`` compares the
 served shares with the training shares:
@@ -20,6 +20,7 @@ counts and a report sums them (see metrics.py).
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import Counter
 from typing import Any
@@ -144,18 +145,25 @@ class Drift:
                 self.columns[name] = _Categories(s)
         self.window = window
         self.since = time.time()
+        # observe() runs where predict runs (a thread, or the event loop), report() on the loop
+        self._lock = threading.Lock()
         self.reset()
 
     def empty_like(self) -> Drift:
         """The same columns and buckets with no rows (to sum several workers' counts into)."""
         other = Drift.__new__(Drift)
         other.columns, other.window, other.since = self.columns, self.window, self.since
+        other._lock = threading.Lock()
         other.reset()
         return other
 
     def reset(self) -> None:
         self._old: dict[str, Any] = self._empty()
         self._new: dict[str, Any] = self._empty()
+        # rows observed but not yet counted: counting a batch of one row costs as much as one of
+        # thousands, so batches are gathered and counted together
+        self._pending: dict[str, list[Any]] = {n: [] for n in self.columns}
+        self._pending_rows = 0
 
     def _empty(self) -> dict[str, Any]:
         return {"rows": 0, "counts": {n: np.zeros(c.size, dtype=np.int64) for n, c in self.columns.items()},
@@ -165,10 +173,26 @@ class Drift:
         """Add the rows of a predicted batch (columns of plain values, as validated)."""
         if not self.columns or not rows:
             return
-        new = self._new
+        with self._lock:
+            pending = self._pending
+            for name in self.columns:
+                values = merged.get(name)
+                if values is not None:
+                    pending[name] += values
+            self._pending_rows += rows
+            # counted by the time the newer generation is full, so generations end where they would
+            if self._pending_rows >= min(self.CHUNK, self.window - self._new["rows"]):
+                self._count()
+
+    #: observed rows are counted once this many are waiting (or the newer generation is full)
+    CHUNK = 4096
+
+    def _count(self) -> None:
+        """Count the pending rows into the newer generation (the lock is held)."""
+        new, pending = self._new, self._pending
         for name, col in self.columns.items():
-            values = merged.get(name)
-            if values is None:
+            values = pending[name]
+            if not values:
                 continue
             if isinstance(col, _Numeric):
                 counts, total, n = col.counts(np.asarray(values, dtype=np.float64))  # None -> nan
@@ -178,9 +202,18 @@ class Drift:
                 s[1] += n
             else:
                 new["counts"][name] += col.counts(values)
-        new["rows"] += rows
+            pending[name] = []
+        new["rows"] += self._pending_rows
+        self._pending_rows = 0
         if new["rows"] >= self.window:
             self._old, self._new = new, self._empty()
+
+    def _counted(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Both generations with every observed row counted."""
+        with self._lock:
+            if self._pending_rows:
+                self._count()
+            return self._old, self._new
 
     # -- several workers ------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -188,11 +221,13 @@ class Drift:
             return {"rows": g["rows"], "counts": {n: c.tolist() for n, c in g["counts"].items()},
                     "sums": {n: list(s) for n, s in g["sums"].items()}}
 
-        return {"since": self.since, "old": plain(self._old), "new": plain(self._new)}
+        old, new = self._counted()
+        return {"since": self.since, "old": plain(old), "new": plain(new)}
 
     def add(self, state: dict[str, Any]) -> None:
         """Add another worker's counts (both its generations into this one's newer one)."""
         self.since = min(self.since, float(state.get("since", self.since)))
+        self._counted()
         for g in (state["old"], state["new"]):
             self._new["rows"] += g["rows"]
             for n, c in g["counts"].items():
@@ -205,7 +240,7 @@ class Drift:
 
     # -- the report -----------------------------------------------------------
     def report(self) -> dict[str, Any]:
-        old, new = self._old, self._new
+        old, new = self._counted()
         rows = old["rows"] + new["rows"]
         out = []
         for name, col in self.columns.items():

@@ -65,10 +65,30 @@ def test_buckets_are_those_of_the_training_histogram() -> None:
     served = [0.0, 0.5, 5.0, 9.99, 10.0, -1.0, 11.0, None]
     drift = Drift(profile, ["x"])
     drift.observe({"x": served}, len(served))
-    counts = drift._new["counts"]["x"]
+    counts = drift._counted()[1]["counts"]["x"]
     inside = [v for v in served if v is not None and 0.0 <= v <= 10.0]
     assert counts[1:-2].tolist() == np.histogram(inside, bins=hist["edges"])[0].tolist()
     assert counts[0] == 1 and counts[-2] == 1 and counts[-1] == 1  # below, above, null
+
+
+def test_rows_served_one_by_one_count_as_rows_served_at_once() -> None:
+    """Observed rows wait to be counted in chunks; the report still covers exactly the rows of
+    the last generations, ending where they end when every batch is counted at once."""
+    train = _frame(2000, seed=11)
+    served = _frame(2500, seed=12, shift=3.0)
+    one_by_one = Drift(profile_frame(train), list(train.columns), window=1000)
+    for i in range(len(served)):
+        one_by_one.observe(_columns(served.iloc[i:i + 1]), 1)
+    at_once = Drift(profile_frame(train), list(train.columns), window=10_000)
+    at_once.observe(_columns(served.iloc[1000:]), 1500)  # the two newest generations: rows 1000..2499
+    a, b = one_by_one.report(), at_once.report()
+    assert a["rows"] == b["rows"] == 1500
+    fa, fb = _by_field(a), _by_field(b)
+    for name in fa:  # the means are sums in another order: equal to rounding
+        if fa[name]["kind"] == "numeric":
+            assert fa[name].pop("served_mean") == pytest.approx(fb[name].pop("served_mean"), rel=1e-12)
+    assert fa == fb
+    assert one_by_one.state()["old"]["rows"] == 1000 and one_by_one.state()["new"]["rows"] == 500
 
 
 def test_psi_is_the_textbook_sum() -> None:
