@@ -505,7 +505,11 @@ class Trees(Step):
         self._child = np.stack([left, right], axis=1).ravel().astype(np.intp)
         self._root_left = left.take(flat_roots).astype(np.intp)[:, None]
         self._root_right = right.take(flat_roots).astype(np.intp)[:, None]
+        self._is_leaf = left == np.arange(len(left))
         self._set_terms()
+
+    #: in the walk of deep trees, every this many levels the walks that reached a leaf are set aside
+    SETTLE_EVERY = 4
 
     @property
     def value(self) -> np.ndarray:
@@ -541,10 +545,23 @@ class Trees(Step):
             right = ~((v <= self._root_t) | (np.isnan(v) & self._root_nan_left))
         else:
             right = v > self._root_t
-        base = np.arange(n, dtype=np.intp) * f if n > 1 else None  # row r's values start at r * f
-        node = np.where(right, self._root_right, self._root_left)
+        node = np.where(right, self._root_right, self._root_left).ravel()  # tree after tree, row after row
+        trees = len(self._root_feature)
+        base = np.tile(np.arange(n, dtype=np.intp) * f, trees) if n > 1 else None  # where each row's values start
         feature, t32, child = self.feature, self._t, self._child
-        for _ in range(self.depth - 1):
+        done, slot = None, None  # (deep trees) the nodes of walks that reached a leaf; where the rest go
+        for level in range(1, self.depth):
+            if level % self.SETTLE_EVERY == 0:  # leaves loop to themselves: stop walking the finished
+                leaf = self._is_leaf.take(node)
+                if leaf.any():
+                    if done is None:
+                        done, slot = np.empty(trees * n, dtype=np.intp), np.arange(trees * n)
+                    done[slot[leaf]] = node[leaf]
+                    going = ~leaf
+                    node, slot = node[going], slot[going]
+                    base = base[going] if base is not None else None
+                    if not node.size:
+                        break
             at = feature.take(node)
             if base is not None:
                 at += base
@@ -556,6 +573,10 @@ class Trees(Step):
             node <<= 1
             node += right
             node = child.take(node)
+        if done is not None:
+            done[slot] = node
+            node = done
+        node = node.reshape(trees, n)
         return self._finish(self._combine(node, n, self._terms))
 
     def _combine(self, node: np.ndarray, n: int, leaf_terms: np.ndarray) -> np.ndarray:
