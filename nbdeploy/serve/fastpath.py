@@ -387,13 +387,13 @@ class LeafMasks:
                 lo, hi = int(left[node]), int(right[node])
                 if lo == node:  # a leaf loops to itself
                     order.append(node)
+                    if len(order) > self.MAX_LEAVES:
+                        raise TooLarge(f"a tree with more than {self.MAX_LEAVES} leaves")
                     continue
                 stack.append((hi, False))
                 stack.append((node, True))
                 pending.append((node, len(order)))
                 stack.append((lo, False))
-            if len(order) > self.MAX_LEAVES:
-                raise TooLarge(f"a tree with {len(order)} leaves")
             width = max(width, len(order))
             leaf_base.append(len(leaves))
             leaves.extend(order)
