@@ -425,11 +425,10 @@ class LeafMasks:
             np.bitwise_and.accumulate(table[start:end], axis=0, out=table[start:end])
         self.table = table
         self.shift = np.arange(len(used), dtype=np.intp)
-        # the lowest set bit of a byte or a 16-bit word, looked up; of wider words, from frexp
+        # the lowest set bit of a byte or a 16-bit word, looked up; of wider words, computed
         if self.dtype.itemsize <= 2:
-            values = np.arange(1 << (8 * self.dtype.itemsize), dtype=np.int64)
-            lowest = np.frexp((values & -values).astype(np.float64))[1] - 1
-            self.lowest: np.ndarray | None = lowest.astype(np.intp)
+            self.lowest: np.ndarray | None = _lowest_bit(
+                np.arange(1 << (8 * self.dtype.itemsize), dtype=np.int64)).astype(np.intp)
         else:
             self.lowest = None
 
@@ -440,11 +439,15 @@ class LeafMasks:
         at = np.searchsorted(self.keys, keys)
         at += self.shift
         bits = np.bitwise_and.reduce(self.table.take(at, axis=0), axis=1)  # (rows, trees)
-        if self.lowest is not None:
-            leaf = self.lowest.take(bits)
-        else:
-            leaf = np.frexp((bits & (~bits + np.array(1, self.dtype))).astype(np.float64))[1] - 1
+        leaf = self.lowest.take(bits) if self.lowest is not None else _lowest_bit(bits)
         return leaf.T + self.leaf_base
+
+
+def _lowest_bit(words: np.ndarray) -> np.ndarray:
+    """The index of each word's lowest set bit: ``w & -w`` isolates it (a power of two, exact
+    as a double), and frexp gives its exponent."""
+    isolated = words & (~words + np.array(1, words.dtype))
+    return np.frexp(isolated.astype(np.float64))[1] - 1
 
 
 def _order_keys(values: np.ndarray) -> np.ndarray:
