@@ -1,7 +1,8 @@
 """Drift of the served inputs against the training profile: per column, the population stability index.
 
 Every predicted batch adds its rows to per-column counts in the training profile's own
-buckets (gathered, and counted a few thousand rows at a time or when a report is asked for): for a number, the 20 bins of its training histogram plus "below the training
+buckets (gathered, and counted a few thousand rows at a time or when a report is asked
+for): for a number, the 20 bins of its training histogram plus "below the training
 minimum", "above the maximum" and "null"; for a category (or boolean), each of its
 most frequent training values, "any other value" and "null". ``report()`` compares the
 served shares with the training shares:
