@@ -240,6 +240,7 @@ def _k8s(args: argparse.Namespace) -> int:
     for path in write_bundle_k8s(args.bundle, image=args.image, opts=opts,
                                  kserve=True if args.kserve else None):
         print(f"wrote {path}")
+    print(f"sealed {args.bundle}/nbdeploy.json again with the new checksums (the bundle still verifies)")
     return 0
 
 

@@ -7,6 +7,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 from IPython.core.error import UsageError
 
 
@@ -26,7 +27,11 @@ def small_bundle(tmp_path_factory) -> Path:
     mlflow.sklearn.save_model(model, str(root / "model"),
                               signature=infer_signature(X, model.predict(X)), input_example=X.head(2))
     (root / "profile.json").write_text(json.dumps(profile_frame(X)))
-    (root / "nbdeploy.json").write_text(json.dumps({"name": "lin", "version": "1"}))
+    from nbdeploy.serve.seal import checksums
+
+    fmt = yaml.safe_load((root / "model" / "MLmodel").read_text())["flavors"]["sklearn"]["serialization_format"]
+    (root / "nbdeploy.json").write_text(json.dumps({"name": "lin", "version": "1", "model": {"serialization": fmt},
+                                                    "files": checksums(root)}))
     return root
 
 

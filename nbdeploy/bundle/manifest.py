@@ -3,6 +3,8 @@
 ``files`` maps every file of the bundle (POSIX relative path) to its sha256;
 the manifest itself is the only file not listed. :func:`check_files` is the
 first step of ``nbdeploy verify``: a changed, missing or extra file is named.
+The hashing and the comparison are the serving runtime's own (:mod:`nbdeploy.serve.seal`),
+so ``verify`` and ``serve`` can never disagree on what a sealed bundle is.
 """
 
 from __future__ import annotations
@@ -10,26 +12,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..capture.hashing import sha256_file
 from ..errors import VerifyError
+from ..serve.seal import IGNORED_PARTS, MANIFEST, bundle_files, checksums, compare
+from ..state import atomic_write_json
 
-MANIFEST = "nbdeploy.json"
 FORMAT = "nbdeploy.bundle/1"
-#: caches that running the bundle's tests by hand may leave behind; never part of the bundle
-IGNORED_PARTS = {"__pycache__", ".pytest_cache", ".ipynb_checkpoints"}  # made by tools, not content
 
-
-def bundle_files(root: Path) -> list[str]:
-    out = []
-    for p in root.rglob("*"):
-        rel = p.relative_to(root)
-        if p.is_file() and rel.as_posix() != MANIFEST and not IGNORED_PARTS & set(rel.parts):
-            out.append(rel.as_posix())
-    return sorted(out)
-
-
-def checksums(root: Path) -> dict[str, str]:
-    return {rel: sha256_file(root / rel)[0] for rel in bundle_files(root)}
+__all__ = ["FORMAT", "IGNORED_PARTS", "MANIFEST", "bundle_files", "check_files", "checksums", "read_manifest",
+           "reseal"]
 
 
 def read_manifest(root: Path) -> dict:
@@ -50,16 +40,24 @@ def read_manifest(root: Path) -> dict:
 
 def check_files(root: Path, manifest: dict) -> list[str]:
     """Problems, one line per file: changed, missing or not in the manifest."""
+    return compare(Path(root), manifest["files"]).problems(strict=True)
+
+
+def reseal(root: Path, changed: list[str]) -> dict:
+    """Record the new checksums of ``changed`` (POSIX paths that nbdeploy itself just rewrote).
+
+    Every other file must still match the manifest: a bundle changed by someone else is
+    never sealed again behind their back (VerifyError naming the files).
+    """
     root = Path(root)
-    listed: dict[str, str] = manifest["files"]
-    problems = []
-    for rel, digest in sorted(listed.items()):
-        p = root / rel
-        if not p.is_file():
-            problems.append(f"{rel}: missing")
-        elif sha256_file(p)[0] != digest:
-            problems.append(f"{rel}: changed (sha256 differs from the manifest)")
-    for rel in bundle_files(root):
-        if rel not in listed:
-            problems.append(f"{rel}: not in the manifest")
-    return problems
+    manifest = read_manifest(root)
+    listed = {k: v for k, v in manifest["files"].items() if k not in changed}
+    problems = [p for p in compare(root, listed).problems(strict=True)
+                if p.split(":", 1)[0] not in changed]
+    if problems:
+        raise VerifyError(f"{root} does not match its manifest, so it was not sealed again: {'; '.join(problems)}",
+                          hint="rebuild the bundle with `nbdeploy build`")
+    fresh = checksums(root)
+    manifest["files"] = {**listed, **{rel: fresh[rel] for rel in changed if rel in fresh}}
+    atomic_write_json(root / MANIFEST, manifest)
+    return manifest

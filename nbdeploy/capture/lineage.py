@@ -138,6 +138,16 @@ class LineageRecorder:
             self._hook = _PostImportHook("pandas", self._patch)
             sys.meta_path.insert(0, self._hook)
 
+    def ensure_patched(self) -> None:
+        """Patch pandas now if it was imported and is not patched yet (called before each cell).
+
+        The post-import hook patches pandas as it is imported; this is the second line:
+        however pandas got imported (a finder ahead of ours, a reload), the next cell's
+        reads are recorded.
+        """
+        if self._hook is not None and not self._originals and "pandas" in sys.modules:
+            self._hook.fire(sys.modules["pandas"])
+
     def uninstall(self) -> None:
         if self._hook and self._hook in sys.meta_path:
             sys.meta_path.remove(self._hook)
@@ -281,21 +291,33 @@ def _done(value: Any) -> Future:
 
 
 class _PostImportHook(importlib.abc.MetaPathFinder):
-    """Calls ``callback(module)`` right after ``name`` has been imported."""
+    """Calls ``callback(module)`` right after ``name`` has been imported, and only then.
+
+    The hook stays on ``sys.meta_path`` until the module has really been executed: a
+    probe such as ``importlib.util.find_spec(name)`` (made by the user's code, by a
+    library, or by capture's own writer thread while it resolves a cell's imports)
+    gets a spec and leaves the hook armed. While the hook looks up the real spec it
+    steps aside for its own thread only, so a probe in another thread at that moment
+    still finds it.
+    """
 
     def __init__(self, name: str, callback: Callable[[Any], None]) -> None:
         self.name = name
         self.callback = callback
+        self._busy = threading.local()
+        self._fired = False
 
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-        if fullname != self.name:
+        if fullname != self.name or getattr(self._busy, "value", False) or self._fired:
             return None
-        if self in sys.meta_path:
-            sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(fullname)
+        self._busy.value = True
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            self._busy.value = False
         if spec is None or spec.loader is None:
             return spec
-        loader, callback = spec.loader, self.callback
+        loader, hook = spec.loader, self
 
         class _Loader(importlib.abc.Loader):
             def create_module(self, spec: Any) -> Any:
@@ -305,7 +327,15 @@ class _PostImportHook(importlib.abc.MetaPathFinder):
                 module.__loader__ = loader  # the real loader, for resource readers
                 module.__spec__.loader = loader
                 loader.exec_module(module)
-                callback(module)
+                hook.fire(module)
 
         spec.loader = _Loader()
         return spec
+
+    def fire(self, module: Any) -> None:
+        if self._fired:
+            return
+        self._fired = True
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        self.callback(module)

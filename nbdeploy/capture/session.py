@@ -117,6 +117,7 @@ class CaptureSession:
         if count is not None and getattr(info, "store_history", False):
             count -= 1
         self._cell_now = count
+        self.lineage.ensure_patched()
         src = getattr(info, "raw_cell", "") or ""
         self.scan(src, cell=self._cell_now)
 

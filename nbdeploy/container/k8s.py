@@ -244,8 +244,9 @@ def write_bundle_k8s(bundle: str | Path, *, image: str | None = None,
 
     The bundle's Deployment keeps its own settings (security context, volumes, sizing) and
     gets the image, the replica count and any missing probes; the HPA, PDB and KServe
-    variant are written from ``opts``; the Service is kept. The bundle manifest's checksums
-    of these files then differ, as for any deployment-time edit.
+    variant are written from ``opts``; the Service is kept. The manifest is sealed again
+    with the new files' checksums (only when every other file still matches it), so the
+    bundle still verifies and serves.
     """
     import json
 
@@ -272,10 +273,19 @@ def write_bundle_k8s(bundle: str | Path, *, image: str | None = None,
             docs["deployment.yaml"] = complete_deployment(dep, opts)
     if (folder / "service.yaml").is_file():
         docs.pop("service.yaml")
+    from ..bundle.manifest import check_files, read_manifest, reseal
+
+    rels = [f"k8s/{rel}" for rel in docs]
+    untouched = {k: v for k, v in read_manifest(root)["files"].items() if k not in rels}
+    problems = [p for p in check_files(root, {"files": untouched}) if p.split(":", 1)[0] not in rels]
+    if problems:  # before writing anything: never seal someone else's change
+        raise BundleError(f"{root} does not match its manifest ({'; '.join(problems[:3])}): not changing it",
+                          hint="rebuild the bundle with `nbdeploy build`, then run `nbdeploy k8s` again")
     written = []
     for rel, doc in docs.items():
         path = folder / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
         written.append(path)
+    reseal(root, rels)
     return written

@@ -381,7 +381,10 @@ def _declared_length(headers: dict[bytes, bytes]) -> int:
 
 def create_app(bundle_dir: str | Path, config: ServeConfig | None = None) -> ServeApp:
     config = config or ServeConfig.from_env()
-    bundle = read_bundle(bundle_dir)
+    bundle = read_bundle(bundle_dir)  # checks every file against the manifest before loading
+    if bundle.unlisted:
+        logger.warning("%s holds %d file(s) its manifest does not list (never loaded): %s", bundle.root,
+                       len(bundle.unlisted), ", ".join(bundle.unlisted[:5]))
     app = ServeApp(bundle, load_model(bundle), config)
     app.warm_up()
     return app

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import seal
 from .errors import ServeError
 
 #: MLflow column types -> V2 (Open Inference Protocol) datatypes
@@ -47,6 +48,11 @@ class Bundle:
     tensor_input: dict[str, Any] | None = None
     outputs: list[dict[str, Any]] = field(default_factory=list)
     profile: dict[str, Any] | None = None
+    #: the loaders the manifest allows for the model (see :func:`.seal.allowed_loaders`);
+    #: None for a bare MLflow model folder, which has no manifest
+    loaders: frozenset[str] | None = None
+    #: files outside the loaded folders that the manifest does not list (never loaded)
+    unlisted: list[str] = field(default_factory=list)
 
     @property
     def flavors(self) -> dict[str, Any]:
@@ -61,8 +67,13 @@ class Bundle:
         }
 
 
-def read_bundle(path: str | Path) -> Bundle:
-    """Read a bundle (or bare MLflow model) folder; raise ServeError when it is not one."""
+def read_bundle(path: str | Path, *, check: bool = True) -> Bundle:
+    """Read a bundle (or bare MLflow model) folder; raise ServeError when it is not one.
+
+    A bundle's files are checked against its manifest first (``check``), before any of
+    them is parsed: see :mod:`.seal`. ``check=False`` is for callers that read only the
+    signature (the OpenAPI document, while the bundle is being assembled).
+    """
     import yaml
 
     root = Path(path).expanduser().resolve()
@@ -74,23 +85,31 @@ def read_bundle(path: str | Path) -> Bundle:
         model_dir = root
     else:
         raise ServeError(
-            f"no MLmodel file in {root} or {root / 'model'}",
-            hint="build the bundle with `nbdeploy bundle` or point at an MLflow model folder",
+            f"no MLmodel file in {root} or {root / 'model'}: not a bundle",
+            hint="build the bundle with `nbdeploy build NOTEBOOK` or point at an MLflow model folder",
         )
+    manifest: dict[str, Any] = {}
+    unlisted: list[str] = []
+    if model_dir != root:
+        if check:
+            manifest, report = seal.check_seal(root)
+            unlisted = report.unlisted
+        else:
+            manifest = _read_json(root / seal.MANIFEST) or {}
     try:
         mlmodel = yaml.load((model_dir / "MLmodel").read_text(), Loader=_loader()) or {}
     except yaml.YAMLError as e:
         raise ServeError(f"{model_dir / 'MLmodel'} is not valid YAML: {e}") from None
-    manifest = _read_json(root / "nbdeploy.json") if model_dir != root else None
-    manifest = manifest or {}
     bundle = Bundle(
         root=root,
         model_dir=model_dir,
-        mlmodel=mlmodel,
+        mlmodel=mlmodel if isinstance(mlmodel, dict) else {},
         name=str(manifest.get("name") or root.name),
         version=str(manifest.get("version") or "1"),
         summary=manifest.get("summary") or {},
         profile=_read_json(root / "profile.json"),
+        loaders=seal.allowed_loaders(manifest) if model_dir != root else None,
+        unlisted=unlisted,
     )
     _read_signature(bundle)
     return bundle

@@ -76,18 +76,33 @@ def _frame_predict(program: Any) -> Callable[[Any], Any]:
     return predict
 
 
+def _allow(bundle: Bundle, loader: str) -> None:
+    """Refuse a loader the bundle's manifest did not record: a pickle the build never wrote
+    (an ``MLmodel`` edited to point at one) is never opened."""
+    if bundle.loaders is not None and loader not in bundle.loaders:
+        recorded = ", ".join(sorted(bundle.loaders)) or "none"
+        raise ServeError(
+            f"refusing to load the model in {bundle.model_dir} as {loader}: the bundle's manifest "
+            f"records it as {recorded}",
+            hint="the MLmodel file does not match what nbdeploy built: rebuild the bundle",
+        )
+
+
 def _load_library_model(bundle: Bundle) -> LoadedModel:
     flavors = bundle.flavors
     pyfunc = flavors.get("python_function") or {}
     _add_code_paths(bundle.model_dir, [pyfunc, *flavors.values()])
+    allowed = bundle.loaders
     try:
         if "sklearn" in flavors and pyfunc.get("loader_module", "mlflow.sklearn") == "mlflow.sklearn":
-            return _sklearn(bundle.model_dir, flavors["sklearn"], pyfunc)
+            return _sklearn(bundle.model_dir, flavors["sklearn"], pyfunc, allowed)
         if "xgboost" in flavors:
+            _allow(bundle, "xgboost")
             return _xgboost(bundle.model_dir, flavors["xgboost"])
         if "lightgbm" in flavors:
-            return _lightgbm(bundle.model_dir, flavors["lightgbm"])
+            return _lightgbm(bundle.model_dir, flavors["lightgbm"], allowed)
         if pyfunc:
+            _allow(bundle, "pyfunc")
             return _pyfunc(bundle.model_dir)
     except ServeError:
         raise
@@ -111,10 +126,11 @@ def _add_code_paths(model_dir: Path, confs: list[Any]) -> None:
                 sys.path.insert(0, path)
 
 
-def _sklearn(model_dir: Path, conf: dict[str, Any], pyfunc: dict[str, Any]) -> LoadedModel:
+def _sklearn(model_dir: Path, conf: dict[str, Any], pyfunc: dict[str, Any],
+             allowed: frozenset[str] | None) -> LoadedModel:
     path = model_dir / conf.get("pickled_model", pyfunc.get("model_path", "model.pkl"))
     estimator = load_serialized(
-        path, conf.get("serialization_format", "pickle"), conf.get("skops_trusted_types")
+        path, conf.get("serialization_format", "pickle"), conf.get("skops_trusted_types"), allowed
     )
     method = pyfunc.get("predict_fn") or "predict"
     fn = getattr(estimator, method, None)
@@ -123,8 +139,19 @@ def _sklearn(model_dir: Path, conf: dict[str, Any], pyfunc: dict[str, Any]) -> L
     return LoadedModel(fn, "sklearn", f"{_qualname(estimator)}.{method}")
 
 
-def load_serialized(path: Path, fmt: str, trusted: list[str] | None) -> Any:
-    """Read an estimator the way ``mlflow.sklearn._load_model_from_local_file`` does."""
+def load_serialized(path: Path, fmt: str, trusted: list[str] | None,
+                    allowed: frozenset[str] | None = None) -> Any:
+    """Read an estimator the way ``mlflow.sklearn._load_model_from_local_file`` does.
+
+    ``allowed`` (from the bundle's manifest) names the formats that may be read; None
+    (a bare MLflow model folder) allows MLflow's own set.
+    """
+    if allowed is not None and fmt not in allowed:
+        raise ServeError(
+            f"refusing to load {path}: MLmodel says it is {fmt}, but the bundle's manifest records "
+            f"{', '.join(sorted(allowed)) or 'no such format'}",
+            hint="the MLmodel file does not match what nbdeploy built: rebuild the bundle",
+        )
     if fmt == "skops":
         return import_skops_io().load(path, trusted=trusted)
     if fmt == "cloudpickle":
@@ -234,16 +261,20 @@ def _xgboost(model_dir: Path, conf: dict[str, Any]) -> LoadedModel:
     return LoadedModel(model.predict, "xgboost", cls_name)
 
 
-def _lightgbm(model_dir: Path, conf: dict[str, Any]) -> LoadedModel:
+def _lightgbm(model_dir: Path, conf: dict[str, Any], allowed: frozenset[str] | None) -> LoadedModel:
     cls_name = conf.get("model_class", "lightgbm.basic.Booster")
     path = model_dir / conf["data"]
     if cls_name == "lightgbm.basic.Booster":
+        if allowed is not None and "lightgbm" not in allowed:
+            raise ServeError(f"refusing to load {path} as a LightGBM text model: the bundle's manifest "
+                             f"records {', '.join(sorted(allowed)) or 'another format'}",
+                             hint="the MLmodel file does not match what nbdeploy built: rebuild the bundle")
         import lightgbm as lgb
 
         model = lgb.Booster(model_file=str(path))
     else:
         model = load_serialized(
-            path, conf.get("serialization_format", "cloudpickle"), conf.get("skops_trusted_types")
+            path, conf.get("serialization_format", "cloudpickle"), conf.get("skops_trusted_types"), allowed
         )
     return LoadedModel(model.predict, "lightgbm", cls_name)
 

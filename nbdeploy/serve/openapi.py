@@ -23,7 +23,7 @@ _JSON_TYPES = {
 
 def openapi_document(bundle: Bundle | str | Path) -> dict[str, Any]:
     """The OpenAPI document for ``bundle`` (a Bundle or a bundle/model folder)."""
-    b = bundle if isinstance(bundle, Bundle) else read_bundle(bundle)
+    b = bundle if isinstance(bundle, Bundle) else read_bundle(bundle, check=False)  # reads no model bytes
     row = _row_schema(b)
     example = _example(b)
     error = {"type": "object", "properties": {

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from blake3 import blake3
 
 from nbdeploy.capture.lineage import _connection_url
@@ -109,3 +110,78 @@ def test_pandas_imported_after_init_is_still_recorded(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                          text=True, check=True).stdout.split()
     assert out == ["2", "a.csv"]
+
+
+_ORDERS = {
+    # the cell's imports are scanned first, so capture's writer resolves them (a probe of
+    # pandas' spec) while the import runs: the race seen on real notebooks
+    "pandas alone": "import pandas as pd",
+    "matplotlib first": "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\nimport pandas as pd",
+    "a probe first": "import importlib.util\nassert importlib.util.find_spec('pandas')\nimport pandas as pd",
+    "two probes, then from-import": ("import importlib.util\nimportlib.util.find_spec('pandas')\n"
+                                     "importlib.util.find_spec('pandas')\nfrom pandas import read_csv\nimport pandas as pd"),
+    "sklearn first": "import sklearn.linear_model\nimport pandas as pd",
+}
+
+
+@pytest.mark.parametrize("order", sorted(_ORDERS))
+def test_no_import_order_or_probe_loses_a_read(tmp_path, order):
+    """Whatever comes before pandas (a probe of its spec, other libraries, capture's own
+    writer resolving the cell's imports in its thread), the read is recorded."""
+    (tmp_path / "nb.ipynb").write_text("{}")
+    (tmp_path / "a.csv").write_text("v\n1\n2\n3\n")
+    cell = _ORDERS[order] + "\npd.read_csv('a.csv')\n"
+    code = (
+        "import sys, threading, importlib.util\n"
+        "from nbdeploy.capture.session import CaptureSession\n"
+        "s = CaptureSession('nb.ipynb').start()\n"
+        "assert 'pandas' not in sys.modules\n"
+        f"s.scan({cell!r}, cell=1)\n"
+        "s.request_flush()\n"  # the writer resolves the cell's imports now, racing the import below
+        "stop = threading.Event()\n"
+        "def probe():\n"
+        "    while not stop.is_set():\n"
+        "        importlib.util.find_spec('pandas')\n"
+        "t = threading.Thread(target=probe); t.start()\n"
+        f"exec({cell!r})\n"
+        "stop.set(); t.join()\n"
+        "rec = s.sync()\n"
+        "print(len(rec['lineage']), rec['lineage'][0]['rows'], rec['lineage'][0]['relative_path'])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["1", "3", "a.csv"]
+
+
+def test_a_probe_before_pandas_leaves_the_hook_armed():
+    """The hook itself: a find_spec probe returns a spec and leaves the hook waiting."""
+    code = (
+        "import sys, importlib.util\n"
+        "from nbdeploy.capture.lineage import _PostImportHook\n"
+        "seen = []\n"
+        "hook = _PostImportHook('pandas', seen.append)\n"
+        "sys.meta_path.insert(0, hook)\n"
+        "assert importlib.util.find_spec('pandas') is not None\n"
+        "assert hook in sys.meta_path and not seen\n"
+        "import pandas\n"
+        "assert seen == [pandas] and hook not in sys.meta_path\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
+
+
+def test_pandas_patched_behind_the_hooks_back_is_caught_before_the_next_cell(ipshell, tmp_path):
+    """The second line of defence: a kernel where pandas is already imported but unpatched
+    (say, imported through a finder ahead of ours) gets patched before the next cell."""
+    (tmp_path / "b.csv").write_text("w\n5\n")
+    session = _start(ipshell, tmp_path)
+    lineage = session.lineage
+    lineage.uninstall()
+    from nbdeploy.capture.lineage import _PostImportHook
+
+    lineage._hook = _PostImportHook("pandas", lineage._patch)  # armed, but pandas is already in
+    run(ipshell, "import pandas as pd\npd.read_csv('b.csv')")
+    (entry,) = session.sync()["lineage"]
+    assert entry["relative_path"] == "b.csv" and entry["rows"] == 1

@@ -125,18 +125,32 @@ def test_names_are_dns_labels():
 def test_cli_points_a_bundles_k8s_at_a_registry_image(tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]):
     from nbdeploy.bundle.deploy_files import k8s_files
+    from nbdeploy.bundle.manifest import check_files, checksums
     from nbdeploy.cli import main
 
     bundle = tmp_path / "bundle"
     (bundle / "k8s").mkdir(parents=True)
-    (bundle / "nbdeploy.json").write_text(json.dumps({"name": "churn-classifier", "version": "4"}))
     for rel, text in k8s_files("churn-classifier", "4", 5 << 20).items():
         (bundle / "k8s" / rel).parent.mkdir(parents=True, exist_ok=True)
         (bundle / "k8s" / rel).write_text(text)
+    (bundle / "README.md").write_text("the bundle's own\n")
+    (bundle / "nbdeploy.json").write_text(json.dumps({"name": "churn-classifier", "version": "4",
+                                                      "files": checksums(bundle)}))
     image = "registry.example/ml/churn-classifier:4"
     assert main(["k8s", str(bundle), "--image", image, "--canary", "10", "--max-replicas", "30",
                  "--min-available", "50%"]) == 0
-    assert "pdb.yaml" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "pdb.yaml" in out and "sealed" in out
+    manifest = json.loads((bundle / "nbdeploy.json").read_text())
+    assert check_files(bundle, manifest) == [] and "k8s/kserve/inferenceservice.yaml" in manifest["files"]
+
+    # a change nbdeploy did not make is never sealed: k8s refuses and writes nothing
+    (bundle / "README.md").write_text("edited by hand\n")
+    before = (bundle / "k8s" / "hpa.yaml").read_text()
+    assert main(["k8s", str(bundle), "--image", "other:1"]) != 0
+    assert "README.md: changed" in capsys.readouterr().err
+    assert (bundle / "k8s" / "hpa.yaml").read_text() == before
+    assert json.loads((bundle / "nbdeploy.json").read_text()) == manifest
     docs = {p.relative_to(bundle / "k8s").as_posix(): yaml.safe_load(p.read_text())
             for p in (bundle / "k8s").rglob("*.yaml")}
     dep = docs["deployment.yaml"]

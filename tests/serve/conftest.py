@@ -59,8 +59,17 @@ def _write_bundle(root: Path, model: Any, X: Any, name: str, **save_kwargs: Any)
         input_example=X.head(3), **save_kwargs,
     )
     (root / "profile.json").write_text(json.dumps(profile_frame(X)))
-    (root / "nbdeploy.json").write_text(json.dumps({"name": name, "version": "3", "summary": {"trained_on": len(X)}}))
+    seal_bundle(root, {"name": name, "version": "3", "summary": {"trained_on": len(X)},
+                       "model": {"serialization": save_kwargs.get("serialization_format", "skops")}})
     return root
+
+
+def seal_bundle(root: Path, manifest: dict) -> None:
+    """Write the manifest with every file's checksum, as ``nbdeploy build`` does: the server
+    refuses a bundle whose files do not match it."""
+    from nbdeploy.serve.seal import checksums
+
+    (root / "nbdeploy.json").write_text(json.dumps({**manifest, "files": checksums(root)}))
 
 
 @pytest.fixture(scope="session")

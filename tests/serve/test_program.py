@@ -228,6 +228,9 @@ def program_bundle(classifier_bundle: Path, tmp_path_factory: Any) -> Path:
     estimator = model.predict.__self__
     outcome = write_program(estimator, root / "model", json.loads((root / "profile.json").read_text()))
     assert outcome["compiled"] is True and outcome["rows"] > 2000
+    from conftest import seal_bundle
+
+    seal_bundle(root, json.loads((root / "nbdeploy.json").read_text()))  # as the build seals it
     return root
 
 

@@ -191,6 +191,9 @@ def test_check_loads_and_predicts_the_example_or_names_the_problem(classifier_bu
     doc = json.loads(example.read_text())
     doc["columns"] = [c if c != "age" else "years" for c in doc["columns"]]  # a column the model lacks
     example.write_text(json.dumps(doc))
+    from conftest import seal_bundle
+
+    seal_bundle(broken, json.loads((broken / "nbdeploy.json").read_text()))  # a consistent, wrong bundle
     bad = check(broken)
     assert bad.returncode == 2
     assert "could not predict its input example" in bad.stderr and "Traceback" not in bad.stderr
