@@ -66,7 +66,7 @@ def build_bundle(root: Path):
     (root / "profile.json").write_text(json.dumps(profile_frame(X)))
     (root / "nbdeploy.json").write_text(json.dumps({"name": "bench", "version": "1"}))
     # what `nbdeploy build` does after saving: compile the model, prove it equal, keep it in the bundle
-    from nbdeploy.bundle.program import write_program
+    from nbdeploy.bundle.compiler import write_program
 
     outcome = write_program(model, root / "model", json.loads((root / "profile.json").read_text()))
     print(f"compiled program: {outcome}", flush=True)
@@ -78,8 +78,8 @@ def model_floor(model, X, bundle: Path) -> dict[str, dict[int, float]]:
     (what the issue calls in-process predict) and, when there is one, the compiled program on the
     columns the server builds from a request."""
     from nbdeploy.serve.bundle import read_bundle
-    from nbdeploy.serve.fastpath import PROGRAM_DIR, Program
     from nbdeploy.serve.predictor import build_table
+    from nbdeploy.serve.program import PROGRAM_DIR, Program
 
     calls = {"sklearn": lambda df: (lambda: model.predict(df))}
     folder = bundle / "model" / PROGRAM_DIR

@@ -8,19 +8,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._version import __version__
+from nbdeploy._version import __version__
 
 __all__ = ["__version__", "load_ipython_extension", "log_metric", "unload_ipython_extension"]
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    from .magics import DeployMagics
+    from nbdeploy.frontends.magics import DeployMagics
 
     ipython.register_magics(DeployMagics(ipython))
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    from .capture.session import current_session
+    from nbdeploy.capture.session import current_session
 
     session = current_session()
     if session is not None:
@@ -29,8 +29,8 @@ def unload_ipython_extension(ipython: Any) -> None:
 
 def log_metric(name: str, value: float, step: int | None = None) -> None:
     """Record a metric of this notebook run (``%deploy metric NAME VALUE`` in code)."""
-    from .capture.session import current_session
-    from .errors import StateError
+    from nbdeploy.base.errors import StateError
+    from nbdeploy.capture.session import current_session
 
     session = current_session()
     if session is None:
@@ -40,7 +40,7 @@ def log_metric(name: str, value: float, step: int | None = None) -> None:
 
 
 def _jupyter_server_extension_points() -> list[dict]:
-    return [{"module": "nbdeploy.server"}]
+    return [{"module": "nbdeploy.frontends.jupyter"}]
 
 
 def _jupyter_labextension_paths() -> list[dict]:

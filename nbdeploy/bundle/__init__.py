@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .build import BuildResult, build_bundle
-    from .verify import VerifyReport, verify_bundle
+    from nbdeploy.bundle.build import BuildResult, build_bundle
+    from nbdeploy.bundle.verify import VerifyReport, verify_bundle
 
 __all__ = ["BuildResult", "VerifyReport", "build_bundle", "verify_bundle"]
 _WHERE = {"BuildResult": "build", "build_bundle": "build", "VerifyReport": "verify",

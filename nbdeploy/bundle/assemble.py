@@ -12,15 +12,17 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
-from .. import __version__
-from ..errors import BundleError, ModelError
-from ..state import atomic_write_json, atomic_write_text, read_json
-from . import deploy_files, readme
-from .manifest import FORMAT, MANIFEST, checksums
+from nbdeploy._version import __version__
+from nbdeploy.base.errors import BundleError, ModelError
+from nbdeploy.base.state import atomic_write_json, atomic_write_text, read_json
+from nbdeploy.bundle import deploy_files, readme
+from nbdeploy.bundle.manifest import FORMAT, MANIFEST, checksums
+from nbdeploy.bundle.records import Export, Manifest, ModelFacts, ReadmeContext, TrainingData
+from nbdeploy.capture.record import CaptureRecord
 
 SERVE_PACKAGE = Path(__file__).resolve().parent.parent / "serve"
 SUITE = Path(__file__).resolve().parent / "suite"
@@ -33,8 +35,8 @@ TOLERANCE = {"rel": 1e-6, "abs": 1e-9}
 class Context:
     notebook: Path
     name: str
-    record: dict
-    export: dict
+    record: CaptureRecord
+    export: Export
     export_dir: Path
     executed: Path
     state_dir: Path
@@ -46,12 +48,12 @@ class Context:
     signature: dict = field(default_factory=dict)
 
 
-def read_export(export_dir: Path) -> dict:
+def read_export(export_dir: Path) -> Export:
     path = export_dir / "export.json"
     if not path.exists() or not (export_dir / "model").is_dir():
         raise ModelError("the notebook run finished but exported no model",
                          hint="check the `%deploy export` cell at the end of the executed notebook")
-    return read_json(path)
+    return cast(Export, read_json(path))
 
 
 def _lock_text(entries: list[dict], header: str) -> str:
@@ -73,7 +75,7 @@ def _signature(model_dir: Path) -> dict:
 
 
 def _description(notebook: Path) -> str:
-    from ..notebook import load_notebook
+    from nbdeploy.base.notebook import load_notebook
 
     for cell in load_notebook(notebook).cells:
         if cell.cell_type == "markdown" and cell.source.strip():
@@ -98,7 +100,7 @@ def _git(notebook: Path) -> dict | None:
     return {"commit": commit, "notebook_modified": bool(dirty)}
 
 
-def _copy_project_modules(record: dict, dest: Path) -> list[str]:
+def _copy_project_modules(record: CaptureRecord, dest: Path) -> list[str]:
     out = []
     for mod in record.get("project_modules", []):
         src = Path(mod["path"])
@@ -113,11 +115,11 @@ def _copy_project_modules(record: dict, dest: Path) -> list[str]:
     return out
 
 
-def _keep_program_if_proved_on(model_dir: Path, ex: dict, signature: list[list[Any]]) -> None:
+def _keep_program_if_proved_on(model_dir: Path, ex: Export, signature: list[list[Any]]) -> None:
     """The compiled program was proved, in the kernel, on columns typed as the example's dtypes;
     the server builds them from the signature MLflow has just written. If the two differ, the
     proof does not hold for the server: drop the program (the model is served by its library)."""
-    from ..serve.fastpath import PROGRAM_DIR
+    from nbdeploy.serve.program import PROGRAM_DIR
 
     program = ex.get("program") or {}
     proved = program.get("columns")
@@ -136,7 +138,7 @@ def write_files(root: Path, ctx: Context) -> None:
     if not ex["model_data"].get("mlmodel_written"):
         import warnings
 
-        from .mlmodel import complete
+        from nbdeploy.bundle.mlmodel import complete
 
         with warnings.catch_warnings():  # MLflow's hint about integer columns is for its own users
             warnings.simplefilter("ignore")
@@ -173,7 +175,7 @@ def write_files(root: Path, ctx: Context) -> None:
     if lineage.exists():
         atomic_write_json(root / "lineage.json", read_json(lineage))
     else:
-        from ..capture.openlineage import run_events
+        from nbdeploy.capture.openlineage import run_events
 
         atomic_write_json(root / "lineage.json", run_events(record, finished=True))
     nb_dir = root / "notebook"
@@ -201,22 +203,22 @@ def _outputs_text(sig: dict, predictions: list) -> str:
     return kinds or f"{type(predictions[0]).__name__ if predictions else 'value'}"
 
 
-def finish(root: Path, ctx: Context) -> dict:
+def finish(root: Path, ctx: Context) -> Manifest:
     """Manifest (with the registry version), OpenAPI, README, container and k8s files, checksums."""
     ex, record = ctx.export, ctx.record
     version = ctx.registry["version"]
     metrics = {k: v.get("value") for k, v in record.get("metrics", {}).items()}
     description = _description(ctx.notebook)
     nb_info = record.get("notebook", {})
-    manifest: dict[str, Any] = {
+    manifest: Manifest = {
         "format": FORMAT,
         "name": ctx.name,
         "version": version,
         "created": ctx.created,
         "summary": {"description": description, "notebook": ctx.notebook.name, "flavor": ex["flavor"],
                     "model_class": ex["class"], "metrics": metrics, "trained": ctx.created},
-        "model": {k: ex.get(k) for k in ("variable", "flavor", "class", "serialization",
-                                         "trusted_types", "inputs", "example_source", "model_code")},
+        "model": cast(ModelFacts, {k: ex.get(k) for k in ("variable", "flavor", "class", "serialization",
+                                         "trusted_types", "inputs", "example_source", "model_code")}),
         "registry": ctx.registry,
         "source": {"notebook": ctx.notebook.name, "path": str(ctx.notebook),
                    "sha256": nb_info.get("sha256"),
@@ -232,7 +234,7 @@ def finish(root: Path, ctx: Context) -> dict:
         "files": {},
     }
     atomic_write_json(root / MANIFEST, manifest)  # the API's openapi document reads name/version
-    from ..serve.openapi import openapi_document
+    from nbdeploy.serve.openapi import openapi_document
 
     atomic_write_json(root / "openapi.json", openapi_document(root))
     atomic_write_text(root / "Dockerfile", deploy_files.dockerfile(ctx.name, version, ex["python"]))
@@ -240,8 +242,8 @@ def finish(root: Path, ctx: Context) -> dict:
         atomic_write_text(root / "k8s" / fname, text)
     types = {c.get("name"): c.get("type") for c in ctx.signature["inputs"]}
     golden = read_json(root / "tests" / "golden.json")
-    training = ex.get("training_data") or {}
-    atomic_write_text(root / "README.md", readme.render({
+    training: TrainingData | dict[str, Any] = ex.get("training_data") or {}
+    facts: ReadmeContext = {
         "name": ctx.name, "version": version, "description": description, "variable": ex["variable"],
         "notebook": ctx.notebook.name, "notebook_sha256": nb_info.get("sha256") or "",
         "created": ctx.created, "class": ex["class"], "flavor": ex["flavor"],
@@ -253,7 +255,8 @@ def finish(root: Path, ctx: Context) -> dict:
         "parameters": ctx.parameters, "metrics": metrics, "python": ex["python"],
         "lineage": record.get("lineage", []), "git": (manifest["git"] or {}).get("commit"),
         "program": ex.get("program"),
-    }))
+    }
+    atomic_write_text(root / "README.md", readme.render(facts))
     manifest["build"]["seconds"] = round(ctx.build_seconds, 3)
     manifest["files"] = checksums(root)
     atomic_write_json(root / MANIFEST, manifest)

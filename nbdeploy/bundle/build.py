@@ -14,16 +14,15 @@ import shlex
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import BundleError, CellExecutionError, ModelError
-from ..state import atomic_write_bytes
-from .deploy_files import k8s_name
+from nbdeploy.base.errors import BundleError, CellExecutionError, ModelError
+from nbdeploy.base.progress import Progress, ProgressEvent, silent
+from nbdeploy.base.state import atomic_write_bytes, default_bundle_dir
+from nbdeploy.bundle.deploy_files import k8s_name
 
-Progress = Callable[[str], None]
 STEPS = ("check the notebook and the target", "run the notebook in a clean kernel and export the model",
          "assemble the bundle", "register the model version", "write the manifest and move into place")
 
@@ -60,22 +59,18 @@ class BuildResult:
 
 class _Steps:
     def __init__(self, progress: Progress | None) -> None:
-        self.progress = progress or (lambda _line: None)
+        self.progress = progress or silent
         self.done: list[tuple[str, float]] = []
         self._t = 0.0
 
     def start(self, i: int) -> None:
         self._t = time.perf_counter()
-        self.progress(f"[{i + 1}/{len(STEPS)}] {STEPS[i]} ...")
+        self.progress(ProgressEvent(STEPS[i], "started", i + 1, len(STEPS)))
 
     def end(self, i: int, detail: str = "") -> None:
         took = time.perf_counter() - self._t
         self.done.append((STEPS[i], round(took, 3)))
-        self.progress(f"      ok in {took:.1f} s" + (f": {detail}" if detail else ""))
-
-
-def default_output(notebook: Path) -> Path:
-    return notebook.parent / f"{notebook.stem}-bundle"
+        self.progress(ProgressEvent(STEPS[i], "ok", i + 1, len(STEPS), detail, took))
 
 
 def _export_failure(err: CellExecutionError) -> ModelError | None:
@@ -88,7 +83,7 @@ def _export_failure(err: CellExecutionError) -> ModelError | None:
 
 def _export_message(executed: Path) -> ModelError:
     """Why the export cell wrote nothing: IPython shows a magic's UsageError on stderr, not as an error."""
-    from ..notebook import error_text, load_notebook
+    from nbdeploy.base.notebook import error_text, load_notebook
 
     for cell in reversed(load_notebook(executed).cells):
         if cell.cell_type == "code" and cell.source.startswith("%deploy export"):
@@ -100,7 +95,7 @@ def _export_message(executed: Path) -> ModelError:
 
 
 def _keep_failed_run(executed: Path, notebook: Path, err: CellExecutionError) -> None:
-    from ..state import NotebookState
+    from nbdeploy.base.state import NotebookState
 
     if not executed.exists():
         return
@@ -113,7 +108,7 @@ def _keep_failed_run(executed: Path, notebook: Path, err: CellExecutionError) ->
 def _parameters(nb: Any, cli: list[tuple[str, str]] | None, values: dict | None
                 ) -> tuple[Any, dict, dict, int | None]:
     """(job notebook, given values, effective parameters, parameters cell index)."""
-    from ..job.params import job_notebook, resolve
+    from nbdeploy.job.params import job_notebook, resolve
 
     nb, pc = job_notebook(nb)
     given = resolve(pc, cli=cli, values=values)
@@ -126,9 +121,9 @@ def build_bundle(notebook: str | Path, *, output: str | Path | None = None, mode
                  force: bool = False, progress: Progress | None = None,
                  timeout: float | None = None) -> BuildResult:
     """Run ``notebook`` clean, export its model and assemble the bundle at ``output``."""
-    from ..job.execute import execute
-    from ..notebook import load_notebook
-    from . import assemble, registry
+    from nbdeploy.base.notebook import load_notebook
+    from nbdeploy.bundle import assemble, registry
+    from nbdeploy.job.execute import execute
 
     started = time.perf_counter()
     steps = _Steps(progress)
@@ -138,7 +133,7 @@ def build_bundle(notebook: str | Path, *, output: str | Path | None = None, mode
     if model is not None and not model.isidentifier():
         raise ModelError(f"--model {model!r} is not a variable name")
     job_nb, given, effective, params_cell = _parameters(nb, cli_params, params)
-    target = Path(output).resolve() if output else default_output(nb_path)
+    target = Path(output).resolve() if output else default_bundle_dir(nb_path)
     if target.exists() and not force:
         raise BundleError(f"{target} already exists",
                           hint="pass --force to replace it, or choose another folder with -o")

@@ -153,10 +153,10 @@ def k8s_files(name: str, version: str, model_bytes: int) -> dict[str, str]:
     docs = {"deployment.yaml": deployment(name, version, model_bytes),
             "service.yaml": service(name, version),
             "hpa.yaml": autoscaler(name, version)}
-    # completed for spiky load by nbdeploy.container.k8s: a startup probe, HPA scaling
+    # completed for spiky load by nbdeploy.bundle.k8s: a startup probe, HPA scaling
     # behaviour, a PodDisruptionBudget, and the optional KServe variant (k8s/kserve/, not
     # applied by `kubectl apply -f k8s/`)
-    from ..container import k8s as spiky
+    from nbdeploy.bundle import k8s as spiky
 
     n, image = k8s_name(name), f"{k8s_name(name)}:{version}"
     docs["deployment.yaml"] = spiky.complete_deployment(docs["deployment.yaml"])

@@ -9,7 +9,7 @@ writes into ``DIR``:
 ``model/``       the MLflow model (flavor-native; scikit-learn through skops with
                  an explicit, checked list of trusted types)
 ``model/nbdeploy_program/``  the model compiled to a numpy program, when it could be
-                 and was proved equal to the model (see nbdeploy.bundle.program)
+                 and was proved equal to the model (see nbdeploy.bundle.compiler)
 ``export.json``  variable, flavor, input columns, example, golden predictions,
                  training profile of the input columns, serving lock, program outcome
 """
@@ -21,14 +21,15 @@ import logging
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from ..capture.hashing import recorded_hash
-from ..errors import ModelError
-from ..state import atomic_write_json
-from . import models
-from .program import write_program
-from .savers import save_pyfunc, write_model_data
+from nbdeploy.base.errors import ModelError
+from nbdeploy.base.state import atomic_write_json
+from nbdeploy.bundle import models
+from nbdeploy.bundle.compiler import write_program
+from nbdeploy.bundle.records import Export, Flavor, ProgramOutcome
+from nbdeploy.bundle.savers import save_pyfunc, write_model_data
+from nbdeploy.capture.hashing import recorded_hash
 
 EXAMPLE_ROWS = 10
 #: what the API itself imports, besides the model's own libraries (see nbdeploy.serve)
@@ -130,7 +131,7 @@ def _profile(entry: dict | None, columns: list[str]) -> dict | None:
 
 
 def _distributions(modules: set[str], project_dir: Path) -> tuple[set[str], list[dict]]:
-    from ..capture.deps import resolve
+    from nbdeploy.capture.deps import resolve
 
     dists, project = set(), []
     for mod in sorted(modules):
@@ -144,9 +145,9 @@ def _distributions(modules: set[str], project_dir: Path) -> tuple[set[str], list
     return dists, project
 
 
-def export_model(shell: Any, out_dir: str | Path, variable: str | None = None) -> dict:
+def export_model(shell: Any, out_dir: str | Path, variable: str | None = None) -> Export:
     """Write the model and its evidence into ``out_dir``; return the export record."""
-    from ..capture.session import current_session
+    from nbdeploy.capture.session import current_session
 
     session = current_session()
     if session is None:
@@ -158,8 +159,8 @@ def export_model(shell: Any, out_dir: str | Path, variable: str | None = None) -
         session.lineage._depth.value -= 1
 
 
-def _export(shell: Any, session: Any, out_dir: Path, variable: str | None) -> dict:
-    from ..capture.lock import build_lock
+def _export(shell: Any, session: Any, out_dir: Path, variable: str | None) -> Export:
+    from nbdeploy.capture.lock import build_lock
 
     started = time.perf_counter()
     out = Path(out_dir).resolve()
@@ -211,15 +212,15 @@ def _export(shell: Any, session: Any, out_dir: Path, variable: str | None) -> di
     program = (write_program(obj, out / "model", profile, example=example) if flavor == "sklearn"
                else {"compiled": False, "reason": f"only scikit-learn models are compiled, not {flavor}"})
     marks["program"] = time.perf_counter() - started
-    doc = {
-        "variable": variable, "flavor": flavor, "class": f"{type(obj).__module__}.{type(obj).__qualname__}",
+    doc: Export = {
+        "variable": variable, "flavor": cast(Flavor, flavor), "class": f"{type(obj).__module__}.{type(obj).__qualname__}",
         "inputs": [str(c) for c in example.columns],
         "dtypes": {str(c): str(t) for c, t in example.dtypes.items()},
         "example_source": source,
         "example": json.loads(example.to_json(orient="split", index=False, date_format="iso")),
         "predictions": _jsonable(predictions),
         "profile": profile,
-        "program": program,
+        "program": cast(ProgramOutcome, program),
         "training_data": ({"path": entry.get("path"), "relative_path": entry.get("relative_path"),
                            "hash": recorded_hash(entry), "rows": entry.get("rows")} if entry else None),
         "serving_direct": sorted(direct),

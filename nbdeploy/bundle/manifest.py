@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import VerifyError
-from ..serve.seal import IGNORED_PARTS, MANIFEST, bundle_files, checksums, compare
-from ..state import atomic_write_json
+from nbdeploy.base.errors import VerifyError
+from nbdeploy.base.state import atomic_write_json
+from nbdeploy.serve.seal import IGNORED_PARTS, MANIFEST, bundle_files, checksums, compare
 
 FORMAT = "nbdeploy.bundle/1"
 

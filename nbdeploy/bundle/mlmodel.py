@@ -10,6 +10,7 @@ process's: the model is loaded where the kernel's lock is installed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ def example_frame(export: dict) -> Any:
     return df
 
 
-def complete(model_dir: Path, export: dict, requirements: list[str], python_version: str) -> None:
+def complete(model_dir: Path, export: Mapping[str, Any], requirements: list[str], python_version: str) -> None:
     import numpy as np
     import pandas as pd
     from mlflow import pyfunc

@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from ..errors import ModelError
+from nbdeploy.base.errors import ModelError
 
 FLAVORS = ("xgboost", "lightgbm", "sklearn", "pyfunc")
 _SCALARS = (str, bytes, int, float, bool, complex, type(None))

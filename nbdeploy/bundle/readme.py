@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Mapping
 from typing import Any
 
-from ..capture.hashing import recorded_hash, short_hash
-from .deploy_files import PORT, k8s_name
+from nbdeploy.bundle.deploy_files import PORT, k8s_name
+from nbdeploy.bundle.records import ReadmeContext
+from nbdeploy.capture.hashing import recorded_hash, short_hash
 
 LAYOUT = [
     ("nbdeploy.json", "manifest: name, version, source notebook and its hash, parameters, metrics, "
@@ -63,7 +65,7 @@ def _param_flags(params: dict, style: str) -> str:
     return " ".join(parts)
 
 
-def _program_text(program: dict | None) -> list[str]:
+def _program_text(program: Mapping[str, Any] | None) -> list[str]:
     if not program:
         return []
     if program.get("compiled"):
@@ -75,7 +77,7 @@ def _program_text(program: dict | None) -> list[str]:
     return [f"The model is served through its own library (no compiled program: {program.get('reason')}).", ""]
 
 
-def render(ctx: dict) -> str:
+def render(ctx: ReadmeContext) -> str:
     name, version = ctx["name"], ctx["version"]
     example_row = dict(zip(ctx["golden"]["columns"], ctx["golden"]["data"][0], strict=True))
     split = {"dataframe_split": {"columns": ctx["golden"]["columns"], "data": ctx["golden"]["data"][:2]}}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from ..errors import BundleError
+from nbdeploy.base.errors import BundleError
 
 EXPERIMENT = "nbdeploy-bundles"
 
@@ -37,7 +37,7 @@ def _client(project_dir: Path):  # noqa: ANN202
     from mlflow import MlflowClient
     from mlflow.models import Model  # noqa: F401  (warm: the model folder is completed next)
 
-    from ..job.tracking import tracking_uri
+    from nbdeploy.job.tracking import tracking_uri
 
     uri = tracking_uri(project_dir)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -49,7 +49,7 @@ def register(model_dir: Path, name: str, project_dir: Path, tags: dict[str, str]
     """Log ``model_dir`` and register it as a new version of ``name``: {uri, name, version, run_id}."""
     from mlflow.exceptions import MlflowException
 
-    from ..job.tracking import artifact_location
+    from nbdeploy.job.tracking import artifact_location
 
     try:
         client, uri = _client(project_dir)

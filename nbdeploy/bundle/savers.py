@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelError
+from nbdeploy.base.errors import ModelError
 
 #: standard-library containers that hold data only (MLflow trusts OrderedDict for LightGBM too)
 STDLIB_DATA_TYPES = {"collections.OrderedDict", "collections.defaultdict", "collections.Counter"}
@@ -30,7 +30,7 @@ STDLIB_DATA_TYPES = {"collections.OrderedDict", "collections.defaultdict", "coll
 
 def trusted_types(untrusted: list[str], allowed_dists: set[str], project_dir: Path) -> list[str]:
     """``untrusted``, once each type is checked against where it comes from."""
-    from ..capture.deps import resolve
+    from nbdeploy.capture.deps import resolve
 
     bad = []
     for name in untrusted:
@@ -54,7 +54,7 @@ def trusted_types(untrusted: list[str], allowed_dists: set[str], project_dir: Pa
 
 
 def _skops(obj: Any, path: Path, allowed_dists: set[str], project_dir: Path) -> tuple[Any, list[str]]:
-    from ..serve.model import import_skops_io
+    from nbdeploy.serve.model import import_skops_io
 
     sio = import_skops_io()  # skops' default trusted types from nbdeploy's cache: seconds saved
     try:
@@ -109,7 +109,7 @@ def save_pyfunc(obj: Any, model_dir: Path, *, example: Any, predictions: Any,
     import mlflow.pyfunc
     from mlflow.models import infer_signature
 
-    from . import pyfunc_wrapper
+    from nbdeploy.bundle import pyfunc_wrapper
 
     cloudpickle.register_pickle_by_value(pyfunc_wrapper)
     try:

@@ -26,14 +26,13 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import VerifyError
-from .manifest import check_files, read_manifest
+from nbdeploy.base.errors import VerifyError
+from nbdeploy.base.progress import Progress, ProgressEvent, note, silent
+from nbdeploy.bundle.manifest import check_files, read_manifest
 
-Progress = Callable[[str], None]
 _MISSING = re.compile(r"No module named '([\w.]+)'")
 
 
@@ -240,10 +239,10 @@ def verify_bundle(bundle: str | Path, *, installer: str = "auto", progress: Prog
                   keep_env: bool = False, python: str | None = None) -> VerifyReport:
     """Verify ``bundle``; the report says what passed. Raises VerifyError only for a non-bundle.
 
-    The outcome is recorded beside the bundle (:func:`nbdeploy.readiness.record_verify`), so
+    The outcome is recorded beside the bundle (:func:`nbdeploy.bundle.readiness.record_verify`), so
     the panel and ``%deploy status`` show it whichever front end ran the check.
     """
-    from ..readiness import record_verify
+    from nbdeploy.bundle.catalog import record_verify
 
     report = _verify(bundle, installer=installer, progress=progress, keep_env=keep_env,
                      python=python)
@@ -253,18 +252,32 @@ def verify_bundle(bundle: str | Path, *, installer: str = "auto", progress: Prog
 
 def _verify(bundle: str | Path, *, installer: str, progress: Progress | None,
             keep_env: bool, python: str | None) -> VerifyReport:
-    say = progress or (lambda _line: None)
+    say = progress or silent
     root = Path(bundle).resolve()
     manifest = read_manifest(root)
     report = VerifyReport(root)
+    has_program = (root / "model" / "nbdeploy_program").is_dir()
+    steps = ["checksums", "environment", "isolation", *(["library"] if has_program else []), "api", "tests"]
+    titles = {"checksums": "check every file against the manifest",
+              "environment": "create a virtual environment from requirements.lock alone",
+              "isolation": "check that it sees only its own packages",
+              "library": "load the model through its own library from that environment",
+              "api": "start the bundle's API from that environment",
+              "tests": "run the bundle's tests against it"}
+
+    def begin(name: str) -> float:
+        say(ProgressEvent(titles[name], "started", steps.index(name) + 1, len(steps)))
+        return time.perf_counter()
 
     def check(name: str, ok: bool, detail: str, t0: float) -> bool:
-        report.checks.append(Check(name, ok, detail, round(time.perf_counter() - t0, 3)))
-        say(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
+        took = time.perf_counter() - t0
+        report.checks.append(Check(name, ok, detail, round(took, 3)))
+        say(ProgressEvent(titles[name], "ok" if ok else "failed", steps.index(name) + 1, len(steps),
+                          f"{name}: {detail}", took))
         return ok
 
-    t0 = time.perf_counter()
-    say(f"verifying {manifest.get('name')} v{manifest.get('version')} in {root}")
+    say(note(f"verifying {manifest.get('name')} v{manifest.get('version')} in {root}"))
+    t0 = begin("checksums")
     problems = check_files(root, manifest)
     if not check("checksums", not problems, "; ".join(problems) or f"{len(manifest['files'])} files match", t0):
         return report
@@ -272,8 +285,7 @@ def _verify(bundle: str | Path, *, installer: str, progress: Progress | None,
     env_dir = work / "venv"
     server = None
     try:
-        t0 = time.perf_counter()
-        say("creating a virtual environment from requirements.lock alone ...")
+        t0 = begin("environment")
         wanted = str(manifest.get("python") or "")
         if python is None and wanted and wanted != platform.python_version() and installer != "pip" and _uv():
             python = wanted  # uv finds (or fetches) the Python the model was trained with
@@ -285,15 +297,14 @@ def _verify(bundle: str | Path, *, installer: str, progress: Progress | None,
             return report
         report.env_seconds = round(time.perf_counter() - t0, 3)
         check("environment", True, f"{report.installer}, {report.env_seconds:.1f} s, outside the bundle", t0)
-        t0 = time.perf_counter()
+        t0 = begin("isolation")
         leaks = isolation_problems(py, env_dir, root)
         if not check("isolation", not leaks, "; ".join(leaks) or "sees only its own site-packages", t0):
             return report
-        if (root / "model" / "nbdeploy_program").is_dir():
+        if has_program:
             # the API will answer from the compiled program (numpy only); the lock must still carry
             # everything the model itself needs, for NBDEPLOY_PROGRAM=0 and for rebuilding it
-            t0 = time.perf_counter()
-            say("loading the model through its own library from that environment ...")
+            t0 = begin("library")
             lib = subprocess.run([str(py), "-m", "nbdeploy_serve", str(root), "--check"], cwd=root,
                                  env=clean_env({"NBDEPLOY_PROGRAM": "0", "NBDEPLOY_LOG_PATH": ""}),
                                  capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
@@ -302,8 +313,7 @@ def _verify(bundle: str | Path, *, installer: str, progress: Progress | None,
                 check("library", False, _failed(report, out, _last_line(out)), t0)
                 return report
             check("library", True, "the model loads and predicts its example without the compiled program", t0)
-        t0 = time.perf_counter()
-        say("starting the bundle's API from that environment ...")
+        t0 = begin("api")
         try:
             server = start_api(root, py, work)
         except _ServerDied as exc:
@@ -311,8 +321,7 @@ def _verify(bundle: str | Path, *, installer: str, progress: Progress | None,
             check("api", False, _failed(report, out, f"{exc}: {_last_line(out)}"), t0)
             return report
         check("api", True, f"{server.url} (pid {server.process.pid})", t0)
-        t0 = time.perf_counter()
-        say("running the bundle's tests against it ...")
+        t0 = begin("tests")
         passed, summary, out = run_tests(root, py, server.url)
         server.stop()
         report.output = out
@@ -325,7 +334,7 @@ def _verify(bundle: str | Path, *, installer: str, progress: Progress | None,
         if server is not None:
             server.stop()
         if keep_env:
-            say(f"environment kept at {env_dir}")
+            say(note(f"environment kept at {env_dir}"))
         else:
             shutil.rmtree(work, ignore_errors=True)
 

@@ -1,7 +1,7 @@
 """The machine and interpreter a notebook ran on, without a single secret.
 
 Only allow-listed environment variables are recorded, and even those are
-dropped when their name looks like a secret (see :mod:`nbdeploy.redact`).
+dropped when their name looks like a secret (see :mod:`nbdeploy.base.redact`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..redact import is_secret_name
+from nbdeploy.base.redact import is_secret_name
 
 ALLOWED_VARIABLES = (
     "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",

@@ -28,9 +28,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..redact import strip_url_password
-from .hashing import content_hash
-from .profile import profile_frame, schema_of
+from nbdeploy.base.redact import strip_url_password
+from nbdeploy.capture.hashing import content_hash
+from nbdeploy.capture.profile import profile_frame, schema_of
 
 log = logging.getLogger("nbdeploy.capture")
 

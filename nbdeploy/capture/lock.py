@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from packaging.markers import default_environment
 from packaging.requirements import InvalidRequirement, Requirement
 
-from .deps import canonical
+from nbdeploy.capture.deps import canonical
 
 
 @dataclass

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from .hashing import recorded_hash
+from nbdeploy.capture.hashing import recorded_hash
 
 PRODUCER = "https://github.com/nbdeploy/nbdeploy"
 NAMESPACE = "nbdeploy"
@@ -36,7 +37,7 @@ def _dataset(entry: dict, cls: Any) -> Any:
     return cls(**kwargs)
 
 
-def run_events(record: dict, *, finished: bool) -> list[dict]:
+def run_events(record: Mapping[str, Any], *, finished: bool) -> list[dict]:
     """A START event and a RUNNING/COMPLETE/FAIL event for the record's session."""
     from openlineage.client.event_v2 import (
         InputDataset,

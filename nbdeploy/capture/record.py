@@ -22,19 +22,83 @@ from __future__ import annotations
 import datetime as dt
 import importlib.metadata as md
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict
 
 from packaging.requirements import InvalidRequirement, Requirement
 
-from .. import __version__
-from .deps import ImportSite, canonical, resolve
-from .hashing import sha256_file
-from .lock import Lock, build_lock
+from nbdeploy._version import __version__
+from nbdeploy.capture.deps import ImportSite, canonical, resolve
+from nbdeploy.capture.hashing import sha256_file
+from nbdeploy.capture.lock import Lock, build_lock
 
 if TYPE_CHECKING:
-    from .session import CaptureSession
+    from nbdeploy.capture.deps import Resolution
+    from nbdeploy.capture.lineage import LineageRecorder
+
+
+class CaptureSession(Protocol):
+    """What the record is assembled from: the live session of :mod:`.session` (which
+    imports this module, so the record names only the attributes it reads)."""
+
+    id: str
+    mode: SessionMode
+    status: SessionStatus
+    started: str
+    notebook: Path
+    project_dir: Path
+    sites: list[ImportSite]
+    resolutions: dict[str, Resolution]
+    failed_imports: dict[str, int | None]
+    metrics: dict[str, dict]
+    model: dict | None
+    parameters: dict[str, Any]
+    params_cell: int | None
+    environment: dict
+    lineage: LineageRecorder
+    lock_cache: tuple[frozenset, Any] | None
+
+    def scan_file(self, path: Path, found_by: str) -> None: ...
 
 FORMAT = "nbdeploy.capture/2"
+
+SessionMode = Literal["interactive", "job"]
+SessionStatus = Literal["running", "completed", "failed"]
+
+
+class NotebookRef(TypedDict):
+    path: str
+    name: str
+    sha256: str | None
+
+
+class SessionInfo(TypedDict):
+    id: str
+    mode: SessionMode
+    started: str
+    status: SessionStatus
+
+
+class CaptureRecord(TypedDict):
+    """The capture record (``.nbdeploy/<notebook>/capture.json``): what the later stages read."""
+
+    format: str
+    nbdeploy_version: str
+    notebook: NotebookRef
+    session: SessionInfo
+    updated: str
+    dependencies: list[dict[str, Any]]  # name, version, found_by, modules, cells
+    requirements: list[str]
+    lock: list[dict[str, Any]]
+    lock_missing: list[dict[str, Any]]
+    project_modules: list[dict[str, Any]]  # module, path, relative_path, sha256
+    pip_installs: list[dict[str, Any]]
+    unresolved: list[dict[str, Any]]  # module, reason, cells
+    environment: dict[str, Any]
+    lineage: list[dict[str, Any]]  # LineageEntry.to_dict()
+    metrics: dict[str, dict[str, Any]]
+    model: dict[str, Any] | None
+    parameters: dict[str, Any]
+    parameters_cell: int | None
 
 
 def _resolve_all(session: CaptureSession) -> list[ImportSite]:
@@ -67,7 +131,7 @@ def _pip_dependency(req_text: str) -> tuple[str | None, set[str], str | None]:
     return dist.metadata["Name"], set(req.extras), dist.version
 
 
-def assemble(session: CaptureSession, sites: list[ImportSite], pip: list[dict]) -> tuple[dict, Lock]:
+def assemble(session: CaptureSession, sites: list[ImportSite], pip: list[dict]) -> tuple[CaptureRecord, Lock]:
     sites = _resolve_all(session)
     deps: dict[str, dict] = {}
     extras: dict[str, set[str]] = {}
@@ -118,11 +182,11 @@ def assemble(session: CaptureSession, sites: list[ImportSite], pip: list[dict]) 
                 f"`pip install {item['requirement']}` ran but {name} is not installed in this kernel"})
     direct = {d["name"]: extras.get(key, set()) for key, d in deps.items()}
     cache_key = frozenset((k, frozenset(v)) for k, v in direct.items())
-    if session._lock_cache is None or session._lock_cache[0] != cache_key:
-        session._lock_cache = (cache_key, build_lock(direct))
-    lock = session._lock_cache[1]
+    if session.lock_cache is None or session.lock_cache[0] != cache_key:
+        session.lock_cache = (cache_key, build_lock(direct))
+    lock = session.lock_cache[1]
     nb = session.notebook
-    record = {
+    record: CaptureRecord = {
         "format": FORMAT,
         "nbdeploy_version": __version__,
         "notebook": {"path": str(nb), "name": nb.name,

@@ -16,13 +16,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .base_image import BaseImage, build_base_image
-    from .config import HostSettings, apply_host_config, check_host_config
-    from .engine import Engine, detect_engine
-    from .image import ImageResult, build_image
-    from .k8s import K8sOptions, k8s_manifests, write_k8s_manifests
-    from .options import ContainerOptions
-    from .verify import ContainerVerifyResult, verify_container
+    from nbdeploy.bundle.k8s import K8sOptions, k8s_manifests, write_k8s_manifests
+    from nbdeploy.container.base_image import BaseImage, build_base_image
+    from nbdeploy.container.config import HostSettings, apply_host_config, check_host_config
+    from nbdeploy.container.engine import Engine, detect_engine
+    from nbdeploy.container.image import ImageResult, build_image
+    from nbdeploy.container.options import ContainerOptions
+    from nbdeploy.container.verify import ContainerVerifyResult, verify_container
 
 _WHERE = {
     "BaseImage": "base_image", "build_base_image": "base_image",

@@ -18,9 +18,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ContainerError
-from .engine import Engine, detect_engine
-from .process import OnLine, run, stream
+from nbdeploy.base.errors import ContainerError
+from nbdeploy.container.engine import Engine, detect_engine
+from nbdeploy.container.process import OnLine, run, stream
 
 PACKAGES = ("python3", "python3-venv", "python3-pip", "ca-certificates")
 APT_SOURCES = Path("/etc/apt")
@@ -160,7 +160,7 @@ def build_base_image(tag: str | None = None, *, engine: Engine | None = None,
         image_id = _import(engine, tarball, tag, python, suite)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    from .image import inspect_image
+    from nbdeploy.container.image import inspect_image
 
     info = inspect_image(engine, tag)
     return BaseImage(tag, image_id or info.image_id, info.size_bytes, python, m,

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ContainerError
+from nbdeploy.base.errors import ContainerError
 
 CONTAINERS_CONF = Path("/etc/containers/containers.conf")
 

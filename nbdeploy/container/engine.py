@@ -13,7 +13,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-from ..errors import ContainerError
+from nbdeploy.base.errors import ContainerError
 
 ENGINES = ("docker", "podman", "buildah")
 

@@ -9,10 +9,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ContainerError
-from .engine import Engine, detect_engine
-from .options import CA_TARGET, ContainerOptions
-from .process import OnLine, run, stream
+from nbdeploy.base.errors import ContainerError
+from nbdeploy.container.engine import Engine, detect_engine
+from nbdeploy.container.options import CA_TARGET, ContainerOptions
+from nbdeploy.container.process import OnLine, run, stream
 
 #: label holding a fingerprint of the bundle's files, so an unchanged bundle reuses its image
 FINGERPRINT_LABEL = "io.nbdeploy.bundle.fingerprint"

@@ -7,7 +7,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ..errors import ContainerError
+from nbdeploy.base.errors import ContainerError
 
 OnLine = Callable[[str], None]
 

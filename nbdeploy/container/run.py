@@ -17,9 +17,9 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from ..errors import ContainerError
-from .engine import Engine
-from .process import run
+from nbdeploy.base.errors import ContainerError
+from nbdeploy.container.engine import Engine
+from nbdeploy.container.process import run
 
 CONTAINER_PORT = 8080
 READY_PATH = "/v2/health/ready"

@@ -15,12 +15,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ContainerError, VerifyError
-from .engine import detect_engine
-from .image import ImageResult, build_image
-from .options import ContainerOptions
-from .process import OnLine
-from .run import running_container
+from nbdeploy.base.errors import ContainerError, VerifyError
+from nbdeploy.container.engine import detect_engine
+from nbdeploy.container.image import ImageResult, build_image
+from nbdeploy.container.options import ContainerOptions
+from nbdeploy.container.process import OnLine
+from nbdeploy.container.run import running_container
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def first_prediction_seconds(engine_name: str | None, image: str, payload: bytes
     import urllib.error
     import urllib.request
 
-    from .run import remove_container, start_container
+    from nbdeploy.container.run import remove_container, start_container
 
     engine = detect_engine(engine_name).runner()
     c = start_container(engine, image, run_flags=run_flags)

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import NbdeployError, ParameterError
-from ..state import NotebookState, atomic_write_bytes, atomic_write_json, read_json
-from . import params as P
-from .run import RunRecord, load_run, new_run_id, prepare_job
+from nbdeploy.base.errors import NbdeployError, ParameterError
+from nbdeploy.base.state import NotebookState, atomic_write_bytes, atomic_write_json, read_json
+from nbdeploy.job import params as P
+from nbdeploy.job.run import RunRecord, load_run, new_run_id, prepare_job
 
 BatchProgress = Callable[[int, int, RunRecord | None], None]
 
@@ -128,7 +128,7 @@ class BatchResult:
         return headers, rows
 
     def view(self) -> Any:
-        from ..render import View
+        from nbdeploy.base.tables import View
 
         headers, rows = self.table()
         keep = [i for i, h in enumerate(headers) if h not in ("output", "run_id")]
@@ -177,7 +177,7 @@ def _worker_run(notebook: str, values: dict[str, Any], run_id: str, batch_id: st
 
 def _run_isolated(notebook: str, values: dict[str, Any], run_id: str, batch_id: str,
                   timeout: float | None, warm: bool) -> dict:
-    from .run import run_notebook
+    from nbdeploy.job.run import run_notebook
 
     try:
         rec = run_notebook(notebook, parameters=values, timeout=timeout, tracking="off",
@@ -232,7 +232,7 @@ def _cluster(workers: int, scheduler: str | None) -> Iterator[Any]:
         with client:
             yield client
         return
-    from .kernels import warm_starts
+    from nbdeploy.job.kernels import warm_starts
 
     # Local workers fork their kernels from one kernel server (see .kernels). It
     # starts first: its imports run while this process imports and starts Dask.
@@ -337,7 +337,7 @@ def run_batch(notebook: str | Path, grid: str | Path | list[dict[str, Any]] | di
 
 
 def _track(run_dirs: list[Path], mode: str) -> None:
-    from . import tracking as T
+    from nbdeploy.job import tracking as T
 
     if mode == "sync":
         for d in run_dirs:

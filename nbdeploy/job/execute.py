@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import CellExecutionError, NbdeployError
-from ..notebook import (
+from nbdeploy.base.errors import CellExecutionError, NbdeployError
+from nbdeploy.base.notebook import (
     INJECTED_TAG,
     error_text,
     failed_cell,
@@ -28,7 +28,7 @@ from ..notebook import (
     load_notebook,
     user_cell_index,
 )
-from ..state import read_json
+from nbdeploy.base.state import read_json
 
 
 @dataclass
@@ -104,7 +104,7 @@ def execute(notebook: str | Path, output: str | Path, state_dir: str | Path, *,
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
-    from . import engine
+    from nbdeploy.job import engine
 
     src = Path(notebook).resolve()
     out = Path(output).resolve()
@@ -119,7 +119,7 @@ def execute(notebook: str | Path, output: str | Path, state_dir: str | Path, *,
     # their changes started kernels in the wrong folder).
     options: dict[str, Any] = {"resources": {"metadata": {"path": str(src.parent)}}}
     if warm:
-        from .kernels import manager_class
+        from nbdeploy.job.kernels import manager_class
 
         km = manager_class()
         if km is not None:

@@ -51,7 +51,7 @@ from typing import Any
 
 #: what every job kernel imports before the notebook's first cell: the kernel, and
 #: nbdeploy's capture (the injected first cell runs ``%load_ext nbdeploy`` and ``%deploy init``)
-PRELOAD = ("ipykernel.kernelapp", "ipykernel.ipkernel", "nbdeploy.magics",
+PRELOAD = ("ipykernel.kernelapp", "ipykernel.ipkernel", "nbdeploy.frontends.magics",
            "nbdeploy.capture.session")
 _START_TIMEOUT = 120.0  # seconds the driver waits for the server to fork a kernel
 _GRACE = 10.0  # seconds the server gives its kernels to exit once the driver is gone

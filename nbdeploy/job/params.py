@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ParameterError
+from nbdeploy.base.errors import ParameterError
 
 PARAMS_TAG = "parameters"
 MAGIC_LINE = "%%deploy params"
@@ -239,17 +239,14 @@ def run_params_cell(shell: Any, body: str) -> dict[str, Any]:
 
     Returns the parameters (name -> value) the cell defined.
     """
-    from ..capture.session import current_session
+    from nbdeploy.capture.session import current_session
 
     specs = infer_specs(body)
     session = current_session()
-    cell = session._cell() if session is not None else None
+    cell = session.current_cell if session is not None else None
     code = compile(shell.transform_cell(body), "<%%deploy params>", "exec")
     exec(code, shell.user_global_ns, shell.user_ns)  # noqa: S102 - the user's own cell
     values = {name: shell.user_ns.get(name) for name in specs}
     if session is not None:
-        session.parameters = {k: v if isinstance(v, bool | int | float | str | list | dict | None)
-                              else repr(v) for k, v in values.items()}
-        session.params_cell = cell
-        session.request_flush()
+        session.set_parameters(values, cell)
     return values

@@ -28,8 +28,8 @@ def _plain(values: Any) -> list:
 
 def save_predictions(path: str) -> None:
     """Run in the job kernel; never raises (a failure is written to the file instead)."""
-    from ..capture.session import current_session
-    from ..state import atomic_write_json
+    from nbdeploy.base.state import atomic_write_json
+    from nbdeploy.capture.session import current_session
 
     s = current_session()
     model = s.model if s is not None else None
@@ -58,10 +58,9 @@ def _bundle_golden(notebook: str | Path | None, example: str) -> tuple[dict | No
     if notebook is None:
         return None, ""
     try:
-        from ..bundle.build import default_output
-        from ..state import read_json
+        from nbdeploy.base.state import default_bundle_dir, read_json
 
-        path = default_output(Path(notebook)) / "tests" / "golden.json"
+        path = default_bundle_dir(Path(notebook)) / "tests" / "golden.json"
         golden = read_json(path) if path.is_file() else None
     except Exception:  # no bundle module or an unreadable bundle: nothing to compare with
         return None, ""
@@ -72,13 +71,13 @@ def _bundle_golden(notebook: str | Path | None, example: str) -> tuple[dict | No
 
 def compare_predictions(base_dir: str | None, run_dir: str, rtol: float, atol: float,
                         notebook: str | Path | None = None) -> Any:
-    """A :class:`~.reproduce.Check` for the predictions, or None when no model is registered.
+    """A :class:`~.checks.Check` for the predictions, or None when no model is registered.
 
     The expected predictions are the baseline run's, else those of the notebook's
     bundle (``tests/golden.json``) when it was built on the same example.
     """
-    from ..state import read_json
-    from .reproduce import DIFFERED, MATCHED, SKIPPED, Check
+    from nbdeploy.base.state import read_json
+    from nbdeploy.job.checks import DIFFERED, MATCHED, SKIPPED, Check
 
     new = Path(run_dir) / PREDICTIONS
     if not new.exists():

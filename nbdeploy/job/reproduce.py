@@ -15,26 +15,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..capture.hashing import algorithm_of, content_hash, recorded_hash, short_hash
-from ..errors import StateError
-from ..state import NotebookState, atomic_write_json, read_json
-from .run import RunRecord, get_run, last_run, run_notebook
-
-MATCHED, DIFFERED, MISSING, NEW, SKIPPED = "matched", "differed", "missing", "new", "skipped"
-
-
-@dataclass
-class Check:
-    kind: str  # status | input | output | metric | prediction
-    name: str
-    status: str  # matched | differed | missing | new | skipped
-    expected: Any = None
-    actual: Any = None
-    detail: str = ""
-
-    @property
-    def failed(self) -> bool:
-        return self.status in (DIFFERED, MISSING)
+from nbdeploy.base.errors import StateError
+from nbdeploy.base.progress import Progress, note, silent
+from nbdeploy.base.state import NotebookState, atomic_write_json, read_json
+from nbdeploy.capture.hashing import algorithm_of, content_hash, recorded_hash, short_hash
+from nbdeploy.job.checks import DIFFERED, MATCHED, MISSING, NEW, SKIPPED, Check
+from nbdeploy.job.run import RunRecord, get_run, last_run, run_notebook
 
 
 @dataclass
@@ -81,7 +67,7 @@ class ReproduceReport:
                 f"re-run {self.run.run_id} -> {self.run.output}")
 
     def view(self) -> Any:
-        from ..render import View
+        from nbdeploy.base.tables import View
 
         rows = [[c.status, c.kind, c.name, c.detail] for c in self.checks]
         bad = {i for i, c in enumerate(self.checks) if c.failed}
@@ -197,13 +183,13 @@ def compare_metrics(before: dict[str, float], after: dict[str, float], rtol: flo
 
 def reproduce(notebook: str | Path, *, run_id: str | None = None, rtol: float = 1e-6,
               atol: float = 1e-9, timeout: float | None = None, tracking: str = "background",
-              progress: Any = None) -> ReproduceReport:
-    from .predictions import compare_predictions
+              progress: Progress | None = None) -> ReproduceReport:
+    from nbdeploy.job.predictions import compare_predictions
 
     src = Path(notebook).resolve()
     base = baseline_for(src, run_id)
-    say = progress or (lambda _m: None)
-    say(f"reproduce {src.name}: baseline is the {base.source}")
+    say = progress or silent
+    say(note(f"reproduce {src.name}: baseline is the {base.source}"))
     rec = run_notebook(src, parameters=base.parameters, timeout=timeout, tracking=tracking,
                        kind="reproduce", reproduces=base.source, progress=progress)
     report = ReproduceReport(str(src), base.source, rec, rtol, atol)

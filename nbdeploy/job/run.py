@@ -16,19 +16,18 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 import uuid
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from ..errors import CellExecutionError, NbdeployError, StateError
-from ..notebook import load_notebook
-from ..state import NotebookState, atomic_write_json, read_json
-from . import params as P
+from nbdeploy.base.errors import CellExecutionError, NbdeployError, StateError
+from nbdeploy.base.notebook import load_notebook
+from nbdeploy.base.progress import Progress, ProgressEvent, silent
+from nbdeploy.base.state import NotebookState, atomic_write_json, read_json
+from nbdeploy.job import params as P
 
 RUN_FILE = "run.json"
 EXECUTED = "executed.ipynb"
-Progress = Callable[[str], None]
 
 
 def _now() -> str:
@@ -39,12 +38,16 @@ def new_run_id() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")[:-3] + "-" + uuid.uuid4().hex[:6]
 
 
+RunStatus = Literal["running", "completed", "failed"]
+RunKind = Literal["run", "batch", "reproduce"]
+
+
 @dataclass
 class RunRecord:
     run_id: str
     notebook: str
     run_dir: str
-    status: str  # running | completed | failed
+    status: RunStatus
     parameters: dict[str, Any] = field(default_factory=dict)  # effective values (defaults + given)
     given: dict[str, Any] = field(default_factory=dict)  # the values passed in
     started: str = ""
@@ -54,7 +57,7 @@ class RunRecord:
     metrics: dict[str, float] = field(default_factory=dict)
     lineage: list[dict] = field(default_factory=list)  # path, role, hash, rows, cells
     error: dict | None = None  # CellExecutionError.to_dict()
-    kind: str = "run"  # run | batch | reproduce
+    kind: RunKind = "run"
     batch_id: str | None = None
     reproduces: str | None = None
     tracking: dict = field(default_factory=dict)
@@ -105,7 +108,7 @@ def prepare_job(notebook: str | Path, *, parameters: dict[str, Any] | None = Non
                 params_file: str | Path | None = None) -> tuple[Path, Any, P.ParametersCell | None,
                                                                  dict[str, Any]]:
     """(path, job notebook, parameters cell, checked values); raises before any kernel starts."""
-    from .execute import skip_slow_schema_formats
+    from nbdeploy.job.execute import skip_slow_schema_formats
 
     skip_slow_schema_formats()
     src = Path(notebook).resolve()
@@ -128,11 +131,11 @@ def run_notebook(notebook: str | Path, *, parameters: dict[str, Any] | None = No
     the record has ``status == "failed"`` and ``error`` names the cell. ``warm``:
     fork the kernel from a running kernel server (:mod:`.kernels`; a local batch).
     """
-    from ..capture.headless import _cells_to_indices
-    from .execute import execute
-    from .predictions import tail_cell
+    from nbdeploy.job.capture_run import _cells_to_indices
+    from nbdeploy.job.execute import execute
+    from nbdeploy.job.predictions import tail_cell
 
-    say = progress or (lambda _msg: None)
+    say = progress or silent
     src, nb, pc, values = prepared or prepare_job(notebook, parameters=parameters, cli=cli,
                                                   params_file=params_file)
     effective = {**(pc.defaults() if pc else {}), **values}
@@ -143,7 +146,7 @@ def run_notebook(notebook: str | Path, *, parameters: dict[str, Any] | None = No
                     reproduces=reproduces)
     _save(rec)
     shown = " ".join(f"{k}={v!r}" for k, v in values.items()) or "defaults"
-    say(f"[1/2] run {run_id}: executing a copy of {src.name} in a fresh kernel ({shown})")
+    say(ProgressEvent(f"run {run_id}: executing a copy of {src.name} in a fresh kernel ({shown})", "started", 1, 2))
     try:
         result = execute(src, run_dir / EXECUTED, run_dir, parameters=values, nb=nb,
                          timeout=timeout, recorded=effective, tail=[tail_cell(run_dir)],
@@ -168,7 +171,7 @@ def run_notebook(notebook: str | Path, *, parameters: dict[str, Any] | None = No
         shutil.copyfile(run_dir / EXECUTED, out)
         rec.copied_to = str(out)
     _save(rec)
-    say(f"[2/2] run {run_id}: {rec.status} in {rec.duration:.1f}s")
+    say(ProgressEvent(f"run {run_id}: {rec.status} in {rec.duration:.1f}s", "ok" if rec.ok else "failed", 2, 2))
     if tracking != "off":
         rec.tracking = _track(run_dir, tracking)
         if tracking == "sync":
@@ -177,7 +180,7 @@ def run_notebook(notebook: str | Path, *, parameters: dict[str, Any] | None = No
 
 
 def _track(run_dir: Path, mode: str) -> dict:
-    from . import tracking as T
+    from nbdeploy.job import tracking as T
 
     if mode == "sync":
         return T.log_run(run_dir)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..state import STATE_DIRNAME
+from nbdeploy.base.state import STATE_DIRNAME
 
 
 def tracking_uri(project_dir: str | Path) -> str:
@@ -72,7 +72,7 @@ def _ms(iso: str | None) -> int | None:
 
 def log_run(run_dir: str | Path) -> dict:
     """Log a stored run (``run.json`` + executed notebook + capture record) to MLflow."""
-    from ..state import atomic_write_json, read_json
+    from nbdeploy.base.state import atomic_write_json, read_json
 
     run_dir = Path(run_dir)
     run = read_json(run_dir / "run.json")
@@ -144,8 +144,8 @@ def log_run_background(*run_dirs: str | Path) -> subprocess.Popen:
 
 def wait_logged(run_dir: str | Path, timeout: float = 180.0) -> dict:
     """The ``tracking.json`` of a run, waiting for a background logger to write it."""
-    from ..errors import NbdeployError
-    from ..state import read_json
+    from nbdeploy.base.errors import NbdeployError
+    from nbdeploy.base.state import read_json
 
     path = Path(run_dir) / TRACKING_FILE
     deadline = time.monotonic() + timeout

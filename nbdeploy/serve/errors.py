@@ -1,7 +1,9 @@
 """Errors of the serving runtime.
 
 The package is self-contained (it is copied into every bundle as ``nbdeploy_serve``),
-so it has its own small exception classes instead of importing ``nbdeploy.errors``.
+so it has its own small exception family instead of importing ``nbdeploy.base.errors``:
+everything it raises on purpose derives from :class:`ServingError`, which the core
+(:mod:`nbdeploy.bundle.servers`) translates into nbdeploy's own ``ServeError`` in one place.
 """
 
 from __future__ import annotations
@@ -9,7 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 
-class ServeError(Exception):
+class ServingError(Exception):
+    """The base of every error the serving runtime raises on purpose."""
+
+
+class ServeError(ServingError):
     """A serving failure the caller can act on: ``message`` says what, ``hint`` what to do."""
 
     def __init__(self, message: str, hint: str | None = None) -> None:
@@ -21,7 +27,7 @@ class ServeError(Exception):
         return f"{self.message} (hint: {self.hint})" if self.hint else self.message
 
 
-class RequestError(Exception):
+class RequestError(ServingError):
     """A client mistake: answered with a 4xx JSON body, never a 500.
 
     ``errors`` lists one dict per offending field: ``{"field", "problem", "expected", ...}``.

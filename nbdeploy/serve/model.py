@@ -12,7 +12,7 @@ Importing all of MLflow costs seconds, so the common flavors are loaded directly
 Anything else goes through ``mlflow.pyfunc.load_model``, the general fallback.
 
 Before any of these: a model folder holding a compiled program (``nbdeploy_program/``,
-written and proved equal to the model by ``nbdeploy build``; see :mod:`.fastpath`) is
+written and proved equal to the model by ``nbdeploy build``; see :mod:`.program`) is
 served by that program, with numpy only. NBDEPLOY_PROGRAM=0 turns that off.
 Code shipped with the model (``code_paths``) is put on ``sys.path`` first, as MLflow does.
 """
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import fastpath
+from . import program as compiled
 from .bundle import Bundle
 from .errors import ServeError
 
@@ -50,13 +50,13 @@ class LoadedModel:
 
 def load_model(bundle: Bundle) -> LoadedModel:
     note = "the bundle has no compiled program"
-    folder = bundle.model_dir / fastpath.PROGRAM_DIR
+    folder = bundle.model_dir / compiled.PROGRAM_DIR
     if (folder / "program.json").is_file():
-        if not fastpath.enabled():
+        if not compiled.enabled():
             note = "NBDEPLOY_PROGRAM=0"
         else:
             try:
-                program = fastpath.Program.load(folder)
+                program = compiled.Program.load(folder)
             except Exception as e:  # a damaged program: the model itself still serves
                 logger.warning("not using %s: %s: %s", folder, type(e).__name__, e)
                 note = f"the compiled program could not be read: {type(e).__name__}: {e}"
@@ -70,7 +70,7 @@ def load_model(bundle: Bundle) -> LoadedModel:
 
 def _frame_predict(program: Any) -> Callable[[Any], Any]:
     def predict(frame: Any) -> Any:  # for callers holding a DataFrame
-        return program.predict(fastpath.Table([str(c) for c in frame.columns],
+        return program.predict(compiled.Table([str(c) for c in frame.columns],
                                               [frame[c].to_numpy() for c in frame.columns]))
 
     return predict

@@ -16,9 +16,9 @@ import numpy as np
 from .batcher import Part
 from .bundle import Bundle, Column
 from .errors import RequestError
-from .fastpath import Table
 from .model import LoadedModel
 from .payload import Frame, Tensor, row_columns
+from .program import Table
 from .validation import Validator
 
 _NUMPY = {"long": "int64", "integer": "int32", "double": "float64", "float": "float32", "boolean": "bool"}

@@ -7,18 +7,39 @@ Each handler takes ``(app, scope, receive, headers, record)`` and returns
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
 from . import v2binary
-from .bundle import V2_TYPES
+from .bundle import V2_TYPES, Bundle
 from .errors import RequestError
+from .version import __version__ as SERVER_VERSION
 
 if TYPE_CHECKING:
-    from .app import ServeApp
+    from .config import ServeConfig
+    from .metrics import Metrics
+    from .model import LoadedModel
 
-SERVER_VERSION = "0.1.0"
+
+class ServeApp(Protocol):
+    """What the endpoints use of the application (:class:`.app.ServeApp`, which routes to them)."""
+
+    bundle: Bundle
+    model: LoadedModel
+    config: ServeConfig
+    metrics: Metrics
+
+    @property
+    def flags_in_body(self) -> bool: ...
+
+    async def infer(self, receive: Any, headers: dict[bytes, bytes], record: dict[str, Any],
+                    kind: str) -> tuple[Any, list[dict[str, Any]], int, Any]: ...
+
+    def flag_headers(self, flags: list[dict[str, Any]]) -> list[tuple[bytes, bytes]]: ...
+
+    def json(self, obj: Any) -> bytes: ...
+
 JSON = b"application/json"
 Handler = Callable[..., Awaitable[tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]]]
 #: endpoints whose requests are not written to the request log (unless log_probes)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from nbdeploy.base.errors import BundleError, CellExecutionError, ModelError
 from nbdeploy.bundle import build_bundle
-from nbdeploy.errors import BundleError, CellExecutionError, ModelError
 
 from .conftest import READ, make_notebook
 

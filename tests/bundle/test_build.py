@@ -45,8 +45,11 @@ def test_layout_and_manifest(built):
 
 
 def test_progress_is_shown_step_by_step(built):
-    starts = [line for line in built.progress if line.startswith("[")]
-    assert [s.split("]")[0] for s in starts] == ["[1/5", "[2/5", "[3/5", "[4/5", "[5/5"]
+    starts = [e for e in built.progress if e.outcome == "started"]
+    ends = [e for e in built.progress if e.outcome == "ok"]
+    assert [(e.step, e.steps) for e in starts] == [(i, 5) for i in range(1, 6)] == [(e.step, e.steps) for e in ends]
+    assert [e.text().split("]")[0] for e in starts] == ["[1/5", "[2/5", "[3/5", "[4/5", "[5/5"]
+    assert [e.title for e in ends] == [step for step, _ in built.steps] and all(e.seconds >= 0 for e in ends)
 
 
 def test_churn_ships_its_helper_module(churn_build):
@@ -139,8 +142,8 @@ def test_openapi_and_readme(built):
 
 
 def test_target_exists_is_refused_unless_force(churn_build):
+    from nbdeploy.base.errors import BundleError
     from nbdeploy.bundle import build_bundle
-    from nbdeploy.errors import BundleError
 
     nb = Path(json.loads((churn_build.bundle / "nbdeploy.json").read_text())["source"]["path"])
     with pytest.raises(BundleError, match="already exists"):

@@ -7,7 +7,7 @@ import shutil
 import pytest
 from IPython.core.error import UsageError
 
-from nbdeploy.cli import main
+from nbdeploy.frontends.cli import main
 
 from .conftest import READ, make_notebook
 

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from nbdeploy.base.errors import ModelError
 from nbdeploy.bundle import models
 from nbdeploy.bundle.savers import trusted_types
-from nbdeploy.errors import ModelError
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from nbdeploy.base.errors import VerifyError
 from nbdeploy.bundle import verify_bundle
 from nbdeploy.bundle.manifest import checksums
-from nbdeploy.errors import VerifyError
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ def test_verify_example_bundles(which, churn_build, diabetes_build):
     assert json.loads((built.bundle / "nbdeploy.json").read_text())["files"] == checksums(built.bundle)
     assert not list(built.bundle.rglob("__pycache__")) and not list(built.bundle.rglob("*.jsonl"))
     # the outcome is recorded beside the bundle, for the panel and %deploy status
-    from nbdeploy.readiness import verify_result
+    from nbdeploy.bundle.catalog import verify_result
 
     assert verify_result(built.bundle)["ok"] is True
 

@@ -44,7 +44,7 @@ def test_init_without_a_notebook_is_a_usage_error(ipshell, tmp_path):
 
 
 def test_help_lists_subcommands_from_the_table(ipshell, capsys):
-    from nbdeploy.magics import SUBCOMMANDS
+    from nbdeploy.frontends.magics import SUBCOMMANDS
 
     ipshell.run_line_magic("deploy", "--help")
     out = capsys.readouterr().out
@@ -117,7 +117,7 @@ def test_model_records_variable_and_checks_the_example(ipshell, tmp_path):
 
 
 def test_import_of_nbdeploy_stays_cheap():
-    code = ("import sys, nbdeploy, nbdeploy.magics\n"
+    code = ("import sys, nbdeploy, nbdeploy.frontends.magics\n"
             "heavy = [m for m in ('mlflow', 'dask', 'pandas', 'sklearn', 'openlineage') if m in sys.modules]\n"
             "print(','.join(heavy))")
     out = subprocess.run([__import__("sys").executable, "-c", code], capture_output=True,

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from nbdeploy.base.errors import ContainerError
 from nbdeploy.container.base_image import find_mirror, os_codename
 from nbdeploy.container.engine import Engine
 from nbdeploy.container.image import inspect_image
-from nbdeploy.errors import ContainerError
 
 
 def _apt(tmp_path: Path, files: dict[str, str]) -> Path:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nbdeploy.cli import main
+from nbdeploy.base.errors import ContainerError
 from nbdeploy.container.config import (
     CONTAINERS_CONF,
     HostSettings,
@@ -16,7 +16,7 @@ from nbdeploy.container.config import (
     check_host_config,
     host_hard_limits,
 )
-from nbdeploy.errors import ContainerError
+from nbdeploy.frontends.cli import main
 
 
 def test_limits_never_exceed_the_hosts_hard_limits():

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from nbdeploy.cli import main
+from nbdeploy.base.errors import ContainerError
 from nbdeploy.container.engine import ENGINES, detect_engine
-from nbdeploy.errors import ContainerError
+from nbdeploy.frontends.cli import main
 
 
 def test_detects_a_working_engine():

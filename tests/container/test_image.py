@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from nbdeploy.cli import main
+from nbdeploy.base.errors import ContainerError
 from nbdeploy.container.engine import Engine
 from nbdeploy.container.image import FINGERPRINT_LABEL, build_image, default_tag, inspect_image
 from nbdeploy.container.options import ContainerOptions
-from nbdeploy.errors import ContainerError
+from nbdeploy.frontends.cli import main
 
 
 def test_build_reports_tag_digest_size_and_streams_progress(engine: Engine, opts: ContainerOptions,

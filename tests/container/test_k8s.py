@@ -10,7 +10,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from nbdeploy.container.k8s import (
+from nbdeploy.base.errors import BundleError
+from nbdeploy.bundle.k8s import (
     K8sOptions,
     complete_deployment,
     inference_service,
@@ -18,7 +19,6 @@ from nbdeploy.container.k8s import (
     k8s_name,
     write_k8s_manifests,
 )
-from nbdeploy.errors import BundleError
 
 K8S = "1.30.0"
 IMAGE = "registry.example/churn-classifier:3"
@@ -126,7 +126,7 @@ def test_cli_points_a_bundles_k8s_at_a_registry_image(tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]):
     from nbdeploy.bundle.deploy_files import k8s_files
     from nbdeploy.bundle.manifest import check_files, checksums
-    from nbdeploy.cli import main
+    from nbdeploy.frontends.cli import main
 
     bundle = tmp_path / "bundle"
     (bundle / "k8s").mkdir(parents=True)

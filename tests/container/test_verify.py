@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from nbdeploy.cli import main
+from nbdeploy.base.errors import ContainerError
 from nbdeploy.container.engine import Engine
 from nbdeploy.container.image import build_image
 from nbdeploy.container.options import ContainerOptions
 from nbdeploy.container.verify import verify_container
-from nbdeploy.errors import ContainerError
+from nbdeploy.frontends.cli import main
 
 from .conftest import containers_named
 

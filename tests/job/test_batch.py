@@ -6,7 +6,7 @@ import csv
 
 import pytest
 
-from nbdeploy import cli
+from nbdeploy.frontends import cli
 from nbdeploy.job.batch import run_batch
 from nbdeploy.job.run import list_runs
 from tests.job.conftest import VENV_BIN, free_port, wait_port

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from nbdeploy.errors import ParameterError
+from nbdeploy.base.errors import ParameterError
+from nbdeploy.base.notebook import load_notebook
 from nbdeploy.job import params as P
 from nbdeploy.job.batch import expand_grid
-from nbdeploy.notebook import load_notebook
 
 
 def test_types_are_inferred_from_the_defaults():

@@ -6,7 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from nbdeploy import cli
+from nbdeploy.frontends import cli
 from nbdeploy.job.reproduce import compare_files, compare_metrics, reproduce
 from nbdeploy.job.run import run_notebook
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from nbdeploy import cli
+from nbdeploy.frontends import cli
 from nbdeploy.job import tracking
 from nbdeploy.job.run import last_run, list_runs, run_notebook
 

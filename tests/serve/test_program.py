@@ -14,11 +14,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from nbdeploy.bundle.program import Mismatch, compile_model, generated_columns, prove, write_program
+from nbdeploy.bundle.compiler import (
+    Mismatch,
+    compile_model,
+    generated_columns,
+    prove,
+    write_program,
+)
 from nbdeploy.serve.bundle import read_bundle
-from nbdeploy.serve.fastpath import PROGRAM_DIR, Program
 from nbdeploy.serve.payload import Frame
 from nbdeploy.serve.predictor import build_frame, build_table
+from nbdeploy.serve.program import PROGRAM_DIR, Program
 from nbdeploy.serve.validation import Validator
 
 
@@ -324,7 +330,7 @@ def test_object_labels_come_back_as_the_models_own_strings() -> None:
 def test_tree_sums_are_added_in_tree_order(rows: int, width: int) -> None:
     """in_order_sum is the left-to-right sum, not numpy's pairwise one: on terms of very
     different sizes the two round differently, so an unordered sum would show here."""
-    from nbdeploy.serve.fastpath import in_order_sum
+    from nbdeploy.serve.program import in_order_sum
 
     rng = np.random.default_rng(rows * 10 + width)
     terms = rng.normal(size=(301, rows, width)) * 10.0 ** rng.integers(-8, 9, size=(301, rows, width))

@@ -88,7 +88,7 @@ def test_changed_program_arrays_are_refused_not_served(classifier_bundle: Path, 
     """Values re-saved into the compiled program's arrays: refused, naming the file."""
     from conftest import seal_bundle
 
-    from nbdeploy.bundle.program import write_program
+    from nbdeploy.bundle.compiler import write_program
 
     b = _copy(classifier_bundle, tmp_path / "b")
     estimator = load_model(read_bundle(b)).predict.__self__

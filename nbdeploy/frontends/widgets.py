@@ -1,6 +1,6 @@
 """ipywidgets for ``%deploy status|build|verify|batch``: the checklist, step progress, a summary.
 
-The widgets render what the core returns (:mod:`nbdeploy.readiness`, build and
+The widgets render what the core returns (:mod:`nbdeploy.bundle.readiness`, build and
 verify results); they hold no logic. Where widgets cannot be shown (papermill
 jobs, a terminal IPython, ipywidgets missing) :func:`available` is False and the
 magics print plain text instead.
@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import html
 import os
-import re
 from pathlib import Path
 from typing import Any
 
-from .readiness import Readiness
+from nbdeploy.base.progress import ProgressEvent
+from nbdeploy.bundle.readiness import Readiness
 
-_STEP = re.compile(r"^\s*\[(\d+)/(\d+)\]\s*(.*)$")
 _COLORS = {"ok": "#2e7d32", "warning": "#ef6c00", "missing": "#757575", "error": "#c62828"}
 _MARKS = {"ok": "✓", "warning": "!", "missing": "○", "error": "✗"}
 
@@ -30,7 +29,7 @@ def available(shell: Any = None) -> bool:
         return False
     if shell is None or type(shell).__name__ != "ZMQInteractiveShell":
         return False
-    from .capture.session import current_session
+    from nbdeploy.capture.session import current_session
 
     s = current_session()
     if s is not None and s.mode == "job":  # papermill: nobody to look at widgets
@@ -95,7 +94,7 @@ def checklist(r: Readiness) -> Any:
 
 
 class StepProgress:
-    """A progress bar fed by the core's ``[i/N] step ...`` lines, a log, and a summary at the end.
+    """A progress bar fed by the core's progress events, a log, and a summary at the end.
 
     Pass the instance as the ``progress=`` callback of ``build_bundle``/``verify_bundle``.
     """
@@ -120,17 +119,14 @@ class StepProgress:
 
         display(self.widget)
 
-    def __call__(self, line: str) -> None:
-        self.lines.append(line)
+    def __call__(self, event: ProgressEvent) -> None:
+        self.lines.append(event.text())
         self.log.value = "\n".join(self.lines[-400:])
-        m = _STEP.match(line)
-        if m:
-            i, n = int(m.group(1)), int(m.group(2))
-            self.bar.max = max(n, 1)
-            self.bar.value = min(i - 1, n)
-            self.step.value = m.group(3).rstrip(" .")
-        elif line.strip():
-            self.step.value = line.strip()[:120]
+        if event.steps:
+            self.bar.max = max(event.steps, 1)
+            self.bar.value = round((event.fraction or 0.0) * event.steps)
+        if event.outcome in ("started", "note"):
+            self.step.value = event.title[:120]
 
     def finish(self, ok: bool, summary_html: str) -> None:
         self.bar.value = self.bar.max

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
-from .run import RunRecord
+from nbdeploy.job.run import RunRecord
 
 
 def _line(done: int, total: int, rec: RunRecord) -> str:

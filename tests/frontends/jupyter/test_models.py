@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nbdeploy.server.models import typescript
+from nbdeploy.frontends.jupyter.models import typescript
 
-MODELS_TS = Path(__file__).resolve().parents[2] / "labextension" / "src" / "models.ts"
+MODELS_TS = Path(__file__).resolve().parents[3] / "labextension" / "src" / "models.ts"
 
 
 def test_models_ts_is_generated_from_python() -> None:
     assert MODELS_TS.read_text(encoding="utf-8") == typescript(), (
-        "run: python -m nbdeploy.server.models > labextension/src/models.ts")
+        "run: python -m nbdeploy.frontends.jupyter.models > labextension/src/models.ts")

@@ -12,9 +12,9 @@ from typing import Any
 
 
 def _load_jupyter_server_extension(serverapp: Any) -> None:
-    from .handlers import setup_handlers
-    from .jobs import JobManager
-    from .paths import Root
+    from nbdeploy.frontends.jupyter.handlers import setup_handlers
+    from nbdeploy.frontends.jupyter.jobs import JobManager
+    from nbdeploy.frontends.jupyter.paths import Root
 
     root = Root(serverapp.root_dir)
     jobs = JobManager(root)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from nbdeploy.readiness import readiness
-from nbdeploy.widgets import checklist_html
+from nbdeploy.bundle.readiness import readiness
+from nbdeploy.frontends.widgets import checklist_html
 
 NB = "churn_classifier.ipynb"
 
@@ -104,7 +104,7 @@ def test_widgets_in_a_kernel_after_a_build(examples: Path) -> None:
 @pytest.mark.slow
 def test_batch_widgets_in_a_kernel(tmp_path: Path) -> None:
     proj = tmp_path / "proj"
-    shutil.copytree(Path(__file__).parent / "job" / "fixtures", proj)
+    shutil.copytree(Path(__file__).parents[1] / "job" / "fixtures", proj)
     (proj / "grid.yaml").write_text("runs:\n  - {alpha: 1.0}\n  - {alpha: 2.0, fail: true}\n")
     k = _Kernel(proj)
     try:

@@ -14,9 +14,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .capture.hashing import recorded_hash, short_hash
-from .notebook import load_notebook
-from .state import NotebookState
+from nbdeploy.base.notebook import load_notebook
+from nbdeploy.base.state import NotebookState
+from nbdeploy.bundle.catalog import find_bundles
+from nbdeploy.capture.hashing import recorded_hash, short_hash
 
 Status = Literal["ok", "warning", "missing", "error"]
 PARAMETERS_TAG = "parameters"  # papermill's tag
@@ -213,68 +214,6 @@ def _run_item(state: NotebookState) -> Item:
     return Item("run", title, "ok", f"reproduced: all {len(checks)} checks matched", details=details)
 
 
-MANIFEST = "nbdeploy.json"  # a bundle's manifest (see nbdeploy.bundle.manifest)
-
-
-def find_bundles(folder: str | Path, depth: int = 2) -> list[dict]:
-    """Bundles (folders with an ``nbdeploy.json`` manifest) under ``folder``, newest first."""
-    folder = Path(folder)
-    found = []
-    for level in range(1, depth + 1):
-        for m in folder.glob("/".join(["*"] * level) + "/" + MANIFEST):
-            if any(part.startswith(".") for part in m.relative_to(folder).parts):
-                continue
-            doc = _load_json(m)
-            if doc is None or not str(doc.get("format", "")).startswith("nbdeploy.bundle/"):
-                continue
-            found.append({"path": str(m.parent), "name": doc.get("name"),
-                          "version": str(doc.get("version", "")), "created": doc.get("created"),
-                          "notebook": (doc.get("source") or {}).get("path"),
-                          "verify": verify_result(m.parent)})
-    return sorted(found, key=lambda b: b.get("created") or "", reverse=True)
-
-
-def _verify_path(bundle: Path) -> Path:
-    from .state import STATE_DIRNAME
-
-    return bundle.parent / STATE_DIRNAME / "verify" / f"{bundle.name}.json"
-
-
-def _manifest_digest(bundle: Path) -> str | None:
-    from .capture.hashing import sha256_file
-
-    try:
-        return sha256_file(bundle / MANIFEST)[0]
-    except OSError:
-        return None
-
-
-def record_verify(bundle: str | Path, ok: bool, summary: str) -> Path:
-    """Remember the outcome of verifying ``bundle`` (beside it, in ``.nbdeploy/verify/``).
-
-    Keyed by the manifest's hash: a bundle rebuilt after it was verified is not verified.
-    """
-    import datetime as dt
-
-    from .state import atomic_write_json
-
-    bundle = Path(bundle).resolve()
-    path = _verify_path(bundle)
-    atomic_write_json(path, {"bundle": str(bundle), "ok": ok, "summary": summary,
-                             "manifest_sha256": _manifest_digest(bundle),
-                             "verified": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
-    return path
-
-
-def verify_result(bundle: str | Path) -> dict | None:
-    """The last verify outcome of this very bundle (same manifest), or None."""
-    bundle = Path(bundle).resolve()
-    doc = _load_json(_verify_path(bundle))
-    if doc is None or doc.get("manifest_sha256") != _manifest_digest(bundle):
-        return None
-    return doc
-
-
 def latest_bundle(state: NotebookState) -> dict | None:
     """The newest bundle built from this notebook, in the notebook's folder or below."""
     for b in find_bundles(state.notebook.parent):
@@ -311,7 +250,7 @@ def _bundle_item(state: NotebookState) -> Item:
 
 
 def _served_by(bundle: Path) -> Detail:
-    """Whether the bundle's API runs the compiled program (see nbdeploy.serve.fastpath) or the library."""
+    """Whether the bundle's API runs the compiled program (see nbdeploy.serve.program) or the library."""
     program = _load_json(bundle / "model" / "nbdeploy_program" / "program.json")
     if program is not None:
         return Detail("served by", "compiled program", "ok",
@@ -336,7 +275,7 @@ def readiness(notebook: str | Path) -> Readiness:
     record = latest_record(state)
     stale = False
     if record is not None:
-        from .capture.hashing import sha256_file
+        from nbdeploy.capture.hashing import sha256_file
 
         captured_sha = (record.get("notebook") or {}).get("sha256")
         stale = bool(captured_sha) and captured_sha != sha256_file(state.notebook)[0]
@@ -346,22 +285,3 @@ def readiness(notebook: str | Path) -> Readiness:
         notebook=str(state.notebook), state_dir=str(state.root),
         ready=all(i.status == "ok" for i in items),
         captured=(record or {}).get("updated"), stale=stale, items=items)
-
-
-_MARK = {"ok": "✓", "warning": "!", "missing": "·", "error": "✗"}
-
-
-def readiness_text(r: Readiness) -> str:
-    """Plain-text checklist (papermill runs, terminals)."""
-    lines = [f"Handoff readiness of {Path(r.notebook).name}: "
-             + ("READY" if r.ready else "not ready yet")]
-    if r.stale:
-        lines.append("  (the notebook changed since it was last captured)")
-    for it in r.items:
-        lines.append(f"[{_MARK[it.status]}] {it.title}: {it.summary}")
-        for d in it.details:
-            if d.status == "error":
-                lines.append(f"      ✗ {d.label} {d.value} {d.note}".rstrip())
-        if it.action and it.status != "ok":
-            lines.append(f"      -> {it.action}")
-    return "\n".join(lines)

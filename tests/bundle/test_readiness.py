@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from nbdeploy.errors import NotebookInputError
-from nbdeploy.readiness import readiness, readiness_text, record_verify
+from nbdeploy.base.errors import NotebookInputError
+from nbdeploy.bundle.catalog import record_verify
+from nbdeploy.bundle.readiness import readiness
+from nbdeploy.frontends.render import readiness_text
 
 NB = "churn_classifier.ipynb"
 

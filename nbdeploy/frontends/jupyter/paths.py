@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath
 
-from ..errors import NbdeployError
+from nbdeploy.base.errors import NbdeployError
 
 
 class PathError(NbdeployError):

@@ -11,21 +11,33 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .errors import ServeError
-from .state import NotebookState, atomic_write_json
+from nbdeploy.base.errors import ServeError
+from nbdeploy.base.state import NotebookState, atomic_write_json
 
 
 def _handle_path(notebook: Path) -> Path:
     return NotebookState.for_notebook(notebook).root / "server.json"
 
 
-def _translate(exc: Exception) -> ServeError:
+def _translate(exc: Any) -> ServeError:
+    """The serving runtime's error (:class:`nbdeploy.serve.errors.ServingError`) as nbdeploy's."""
     return ServeError(getattr(exc, "message", str(exc)), hint=getattr(exc, "hint", None))
+
+
+def serve_forever(bundle: str | Path, config: Any) -> None:
+    """``nbdeploy serve``: serve ``bundle`` in this process until SIGTERM or SIGINT."""
+    from nbdeploy.serve import run
+    from nbdeploy.serve.errors import ServingError
+
+    try:
+        run(bundle, config)  # prints its own "serving ... on URL" line once it listens
+    except ServingError as exc:
+        raise _translate(exc) from None
 
 
 def running(notebook: Path) -> Any | None:
     """The live server of this notebook, or None."""
-    from .serve import ServerHandle
+    from nbdeploy.serve import ServerHandle
 
     path = _handle_path(notebook)
     if not path.exists():
@@ -39,8 +51,8 @@ def running(notebook: Path) -> Any | None:
 
 def start(notebook: Path, bundle: Path, **config: Any) -> Any:
     """Serve ``bundle`` in the background (reusing a live server of the same bundle)."""
-    from .serve import ServeConfig, launch
-    from .serve.errors import ServeError as RuntimeServeError
+    from nbdeploy.serve import ServeConfig, launch
+    from nbdeploy.serve.errors import ServingError
 
     current = running(notebook)
     if current is not None:
@@ -55,7 +67,7 @@ def start(notebook: Path, bundle: Path, **config: Any) -> Any:
         if "log_path" not in config:
             cfg.log_path = str(_handle_path(notebook).parent / "requests.jsonl")
         handle = launch(bundle, cfg)
-    except RuntimeServeError as exc:
+    except ServingError as exc:
         raise _translate(exc) from None
     atomic_write_json(_handle_path(notebook), handle.to_dict())
     return handle
@@ -70,8 +82,9 @@ def stop(notebook: Path) -> Any | None:
     return handle
 
 
-def sample_curl(handle: Any, bundle: Path) -> str:
-    """A curl command that asks the server for a prediction on the bundle's example rows."""
+def sample_curl(url: str, bundle: Path) -> str:
+    """A curl command that asks the API at ``url`` for a prediction on the bundle's example rows
+    (the magics, the CLI and the panel all show this one)."""
     example = bundle / "model" / "input_example.json"
     body = '{"dataframe_split": ' + (example.read_text().strip() if example.exists() else "{}") + "}"
     if example.exists():
@@ -79,7 +92,7 @@ def sample_curl(handle: Any, bundle: Path) -> str:
         if isinstance(doc, dict) and "data" in doc:
             doc = {"columns": doc.get("columns"), "data": doc["data"][:2]}
             body = json.dumps({"dataframe_split": doc})
-    return (f"curl -X POST {handle.url}/invocations -H 'Content-Type: application/json' "
+    return (f"curl -X POST {url}/invocations -H 'Content-Type: application/json' "
             f"-d '{body}'")
 
 

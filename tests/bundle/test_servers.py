@@ -42,7 +42,7 @@ def _post(url: str, doc: dict) -> dict:
 
 
 def test_serve_start_reuse_and_stop(ipshell, tmp_path, small_bundle, capsys):
-    from nbdeploy import servers
+    from nbdeploy.bundle import servers
 
     (tmp_path / "nb.ipynb").write_text("{}")
     ipshell.run_line_magic("deploy", "init")
@@ -81,7 +81,7 @@ def test_drift_from_the_notebook_and_the_cli(ipshell, tmp_path, small_bundle, ca
     with pytest.raises(UsageError, match="no API of this notebook is running"):
         ipshell.run_line_magic("deploy", "drift")
     ipshell.run_line_magic("deploy", f"serve {small_bundle}")
-    from nbdeploy import servers
+    from nbdeploy.bundle import servers
 
     handle = servers.running(tmp_path / "nb.ipynb")
     try:

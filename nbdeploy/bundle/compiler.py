@@ -1,6 +1,6 @@
 """Compile a fitted scikit-learn model into a numpy program, and prove it equal first.
 
-See :mod:`nbdeploy.serve.fastpath` for what a program is and what it supports. The
+See :mod:`nbdeploy.serve.program` for what a program is and what it supports. The
 compiler reads fitted attributes only; :func:`write_program` then predicts the same
 rows with the model and with the program - the rows the server would build from JSON
 for the example, and rows generated from the training profile - and writes the program
@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from ..serve.bundle import Column
-from ..serve.fastpath import (
+from nbdeploy.serve.bundle import Column
+from nbdeploy.serve.program import (
     PROGRAM_DIR,
     RTOL,
     Affine,
@@ -296,9 +296,9 @@ def generated_columns(columns: list[Any], profile: dict | None, rows: int, seed:
 def prove(program: Program, predict: Any, bundle: Any, batches: list[dict[str, list]]) -> int:
     """Predict every batch both ways, from the columns the server's validator makes of a
     request, as the server builds them; return the number of rows checked."""
-    from ..serve.payload import Frame
-    from ..serve.predictor import build_frame, build_table
-    from ..serve.validation import Validator
+    from nbdeploy.serve.payload import Frame
+    from nbdeploy.serve.predictor import build_frame, build_table
+    from nbdeploy.serve.validation import Validator
 
     validator = Validator(bundle)
     checked = 0
@@ -350,7 +350,7 @@ def write_program(model: Any, model_dir: Path, profile: dict | None = None,
     """
     from types import SimpleNamespace
 
-    from ..serve.bundle import read_bundle
+    from nbdeploy.serve.bundle import read_bundle
 
     target = Path(model_dir) / PROGRAM_DIR
     try:

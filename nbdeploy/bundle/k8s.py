@@ -191,7 +191,7 @@ def inference_service(name: str, image: str, opts: K8sOptions = K8sOptions()) ->
     }
     if opts.canary_traffic_percent is not None:
         if not 0 <= opts.canary_traffic_percent <= 100:
-            from ..errors import BundleError
+            from nbdeploy.base.errors import BundleError
 
             raise BundleError(f"canary traffic percent {opts.canary_traffic_percent} "
                               "is not between 0 and 100")
@@ -252,7 +252,7 @@ def write_bundle_k8s(bundle: str | Path, *, image: str | None = None,
 
     import yaml
 
-    from ..errors import BundleError
+    from nbdeploy.base.errors import BundleError
 
     root = Path(bundle)
     try:
@@ -273,7 +273,7 @@ def write_bundle_k8s(bundle: str | Path, *, image: str | None = None,
             docs["deployment.yaml"] = complete_deployment(dep, opts)
     if (folder / "service.yaml").is_file():
         docs.pop("service.yaml")
-    from ..bundle.manifest import check_files, read_manifest, reseal
+    from nbdeploy.bundle.manifest import check_files, read_manifest, reseal
 
     rels = [f"k8s/{rel}" for rel in docs]
     untouched = {k: v for k, v in read_manifest(root)["files"].items() if k not in rels}

@@ -18,7 +18,8 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from traitlets import Bool
 
-from .errors import NbdeployError
+from nbdeploy.base.errors import NbdeployError
+from nbdeploy.base.progress import ProgressEvent
 
 
 @dataclass(frozen=True)
@@ -210,7 +211,7 @@ class DeployMagics(Magics):
 
     # -- capture ----------------------------------------------------------
     def _session(self) -> Any:
-        from .capture.session import current_session
+        from nbdeploy.capture.session import current_session
 
         s = current_session()
         if s is None:
@@ -218,7 +219,7 @@ class DeployMagics(Magics):
         return s
 
     def _do_init(self, args: argparse.Namespace) -> None:
-        from .capture.session import CaptureSession, current_session
+        from nbdeploy.capture.session import CaptureSession, current_session
 
         s = current_session()
         if s is not None and not args.notebook and not args.state_dir:
@@ -237,13 +238,13 @@ class DeployMagics(Magics):
             print(f"nbdeploy: capturing {nb.name} -> {s.state.root}")
 
     def _widgets(self) -> bool:
-        from .widgets import available
+        from nbdeploy.frontends.widgets import available
 
         return bool(self.widgets) and available(self.shell)
 
     def _do_status(self, args: argparse.Namespace) -> Any:
-        from .readiness import readiness, readiness_text
-        from .render import status_view
+        from nbdeploy.bundle.readiness import readiness
+        from nbdeploy.frontends.render import readiness_text, status_view
 
         s = self._session()
         view = status_view(s.sync(), str(s.state.root))
@@ -251,7 +252,7 @@ class DeployMagics(Magics):
         if self._widgets():
             from IPython.display import display
 
-            from .widgets import checklist
+            from nbdeploy.frontends.widgets import checklist
 
             display(checklist(ready))
         else:
@@ -259,12 +260,12 @@ class DeployMagics(Magics):
         return view
 
     def _do_deps(self, args: argparse.Namespace) -> Any:
-        from .render import deps_view
+        from nbdeploy.frontends.render import deps_view
 
         return deps_view(self._session().sync())
 
     def _do_lineage(self, args: argparse.Namespace) -> Any:
-        from .render import lineage_view
+        from nbdeploy.frontends.render import lineage_view
 
         return lineage_view(self._session().sync())
 
@@ -288,19 +289,19 @@ class DeployMagics(Magics):
 
     # -- bundle -----------------------------------------------------------
     def _notebook(self) -> Path:
-        from .capture.session import current_session
+        from nbdeploy.capture.session import current_session
 
         s = current_session()
         return s.notebook if s is not None else find_notebook(self.shell)
 
     def _do_build(self, args: argparse.Namespace) -> None:
-        from .bundle import build_bundle
+        from nbdeploy.bundle import build_bundle
 
         ui = self._progress("Build bundle")
         try:
             result = build_bundle(self._notebook(), output=args.output, model=args.model,
                                   cli_params=[tuple(p) for p in args.param], force=args.force,
-                                  progress=ui or (lambda line: print(line, flush=True)))
+                                  progress=ui or (_print_event))
         except Exception as exc:
             if ui is not None:
                 ui.finish(False, f"<b style='color:#c62828'>build failed</b>: {exc}")
@@ -308,7 +309,7 @@ class DeployMagics(Magics):
         if ui is None:
             print(result.text())
             return
-        from .widgets import build_summary
+        from nbdeploy.frontends.widgets import build_summary
 
         ui.finish(True, build_summary(result, self._notebook()))
         self._show_checklist()
@@ -319,7 +320,7 @@ class DeployMagics(Magics):
             return None
         from IPython.display import display
 
-        from .widgets import StepProgress
+        from nbdeploy.frontends.widgets import StepProgress
 
         ui = StepProgress(title)
         display(ui)
@@ -328,8 +329,8 @@ class DeployMagics(Magics):
     def _show_checklist(self) -> None:
         from IPython.display import display
 
-        from .readiness import readiness
-        from .widgets import checklist
+        from nbdeploy.bundle.readiness import readiness
+        from nbdeploy.frontends.widgets import checklist
 
         try:
             display(checklist(readiness(self._notebook())))
@@ -337,19 +338,19 @@ class DeployMagics(Magics):
             pass
 
     def _do_verify(self, args: argparse.Namespace) -> None:
-        from .bundle import verify_bundle
-        from .bundle.build import default_output
+        from nbdeploy.base.state import default_bundle_dir
+        from nbdeploy.bundle import verify_bundle
 
-        bundle = Path(args.bundle) if args.bundle else default_output(self._notebook())
+        bundle = Path(args.bundle) if args.bundle else default_bundle_dir(self._notebook())
         if args.container:
             return self._verify_container(bundle, args)
         ui = self._progress("Verify")
         report = verify_bundle(bundle, installer="pip" if args.pip else "auto",
-                               progress=ui or (lambda line: print(line, flush=True)))
+                               progress=ui or (_print_event))
         if ui is None:
             print(report.text(checks=False))
         else:
-            from .widgets import verify_summary
+            from nbdeploy.frontends.widgets import verify_summary
 
             ui.finish(report.ok, verify_summary(report, self._notebook()))
             self._show_checklist()
@@ -357,42 +358,42 @@ class DeployMagics(Magics):
             raise UsageError(f"%deploy verify: {report.failure}")
 
     def _verify_container(self, bundle: Path, args: argparse.Namespace) -> None:
-        from .container import ContainerOptions, verify_container
+        from nbdeploy.container import ContainerOptions, verify_container
 
         opts = ContainerOptions.from_env(base=args.base, engine=args.engine)
         result = verify_container(bundle, opts, rebuild=args.rebuild,
-                                  on_line=lambda line: print(line, flush=True))
+                                  on_line=_print_event)
         print(result.text())
         if not result.passed:
             raise UsageError(f"%deploy verify --container: {result.summary}")
 
     def _do_image(self, args: argparse.Namespace) -> None:
-        from .bundle.build import default_output
-        from .container import ContainerOptions, build_image
+        from nbdeploy.base.state import default_bundle_dir
+        from nbdeploy.container import ContainerOptions, build_image
 
-        bundle = Path(args.bundle) if args.bundle else default_output(self._notebook())
+        bundle = Path(args.bundle) if args.bundle else default_bundle_dir(self._notebook())
         opts = ContainerOptions.from_env(base=args.base, engine=args.engine, tag=args.tag)
         print(build_image(bundle, opts, save=args.save,
-                          on_line=lambda line: print(line, flush=True)).text())
+                          on_line=_print_event).text())
 
     def _do_serve(self, args: argparse.Namespace) -> None:
-        from . import servers
-        from .bundle.build import default_output
+        from nbdeploy.base.state import default_bundle_dir
+        from nbdeploy.bundle import servers
 
         nb = self._notebook()
         if args.stop:
             stopped = servers.stop(nb)
             print(f"nbdeploy: stopped {stopped.url}" if stopped else "nbdeploy: no server running")
             return
-        bundle = Path(args.bundle).resolve() if args.bundle else default_output(nb)
+        bundle = Path(args.bundle).resolve() if args.bundle else default_bundle_dir(nb)
         handle = servers.start(nb, bundle, port=args.port)
         print(f"nbdeploy: serving {bundle.name} at {handle.url} (docs: {handle.url}/docs; "
-              f"stop with %deploy serve --stop)\n{servers.sample_curl(handle, bundle)}")
+              f"stop with %deploy serve --stop)\n{servers.sample_curl(handle.url, bundle)}")
 
     def _do_drift(self, args: argparse.Namespace) -> None:
         import os
 
-        from . import servers
+        from nbdeploy.bundle import servers
 
         url = args.url
         if url is None:
@@ -404,7 +405,7 @@ class DeployMagics(Magics):
         print(servers.fetch_drift(url, os.environ.get("NBDEPLOY_API_TOKEN")).text())
 
     def _do_export(self, args: argparse.Namespace) -> None:
-        from .bundle.export import export_model
+        from nbdeploy.bundle.export import export_model
 
         doc = export_model(self.shell, args.out, args.model)
         print(f"nbdeploy: exported {doc['variable']} ({doc['class']}, {doc['flavor']}) "
@@ -412,13 +413,13 @@ class DeployMagics(Magics):
 
     # -- job --------------------------------------------------------------
     def _job_notebook(self) -> Path:
-        from .capture.session import current_session
+        from nbdeploy.capture.session import current_session
 
         s = current_session()
         return s.notebook if s is not None else find_notebook(self.shell)
 
     def _do_params(self, args: argparse.Namespace, cell: str | None) -> None:
-        from .job.params import run_params_cell
+        from nbdeploy.job.params import run_params_cell
 
         if cell is None:
             raise UsageError("%deploy params is a cell magic: put %%deploy params on the first "
@@ -426,25 +427,25 @@ class DeployMagics(Magics):
         run_params_cell(self.shell, cell)
 
     def _do_run(self, args: argparse.Namespace) -> None:
-        from .job.run import run_notebook
+        from nbdeploy.job.run import run_notebook
 
         rec = run_notebook(self._job_notebook(), cli=[tuple(p) for p in args.param],
                            params_file=args.params_file, output=args.output, timeout=args.timeout,
-                           progress=lambda line: print(line, flush=True))
+                           progress=_print_event)
         print(rec.summary())
         if rec.error:
             raise UsageError(f"%deploy run: {rec.cell_error() or rec.error.get('message')}")
 
     def _do_reproduce(self, args: argparse.Namespace) -> Any:
-        from .job.reproduce import reproduce
+        from nbdeploy.job.reproduce import reproduce
 
         report = reproduce(self._job_notebook(), run_id=args.run_id, rtol=args.rtol,
-                           atol=args.atol, progress=lambda line: print(line, flush=True))
+                           atol=args.atol, progress=_print_event)
         return report.view()
 
     def _do_batch(self, args: argparse.Namespace) -> Any:
-        from .job import progress
-        from .job.batch import run_batch
+        from nbdeploy.frontends import progress
+        from nbdeploy.job.batch import run_batch
 
         result = run_batch(self._job_notebook(), args.grid, workers=args.workers,
                            scheduler=args.scheduler, force=args.force,
@@ -452,7 +453,11 @@ class DeployMagics(Magics):
         if self._widgets():
             from IPython.display import display
 
-            from .widgets import batch_summary, summary
+            from nbdeploy.frontends.widgets import batch_summary, summary
 
             display(summary(batch_summary(result)))
         return result.view()
+
+
+def _print_event(event: ProgressEvent) -> None:
+    print(event.text(), flush=True)

@@ -3,7 +3,7 @@
 The kernel writes capture records here, and the CLI and the server extension
 read them without a kernel. Every write is atomic (temporary file in the same
 folder, fsync, rename), so a crash never leaves half a record, and every JSON
-document passes through :func:`nbdeploy.redact.scrub` on its way to disk.
+document passes through :func:`nbdeploy.base.redact.scrub` on its way to disk.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import StateError
-from .redact import scrub
+from nbdeploy.base.errors import StateError
+from nbdeploy.base.redact import scrub
 
 STATE_DIRNAME = ".nbdeploy"
 _UMASK = os.umask(0o022)
@@ -99,3 +99,8 @@ class NotebookState:
                 hint=f"run `%deploy init` in the notebook or `nbdeploy capture {self.notebook.name}`",
             )
         return read_json(self.capture_path)
+
+
+def default_bundle_dir(notebook: Path) -> Path:
+    """Where ``nbdeploy build NB`` puts the bundle when no ``-o`` is given: ``NB-bundle`` beside it."""
+    return Path(notebook).parent / f"{Path(notebook).stem}-bundle"

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from tornado.httpclient import HTTPClientError
 
+from nbdeploy.base.progress import Finished, ProgressEvent
+
 NB = "churn_classifier.ipynb"
 
 
@@ -121,11 +123,18 @@ async def test_unknown_job_and_bad_offset(jp_fetch, root: Path) -> None:
 def fake_cli(jp_serverapp, tmp_path: Path):
     """Jobs run this script instead of ``python -m nbdeploy`` (fast and controllable)."""
     script = tmp_path / "fake-python"
+    # it writes what the real CLI writes: lines for the log, typed events to $NBDEPLOY_EVENTS
+    first = ProgressEvent("first step", "started", 1, 2).to_dict()
+    second = ProgressEvent("second step", "started", 2, 2).to_dict()
+    broke = Finished(False, "it broke", {"error": "NbdeployError", "message": "it broke", "hint": None}).to_dict()
     script.write_text("#!/bin/sh\n"
                       "echo \"args: $*\"\n"
                       "echo '[1/2] first step ...'\n"
-                      "if [ -n \"$FAKE_FAIL\" ]; then echo 'nbdeploy: error: it broke'; exit 2; fi\n"
+                      f"echo '{json.dumps(first)}' >> \"$NBDEPLOY_EVENTS\"\n"
+                      "if [ -n \"$FAKE_FAIL\" ]; then echo 'nbdeploy: error: it broke'; "
+                      f"echo '{json.dumps(broke)}' >> \"$NBDEPLOY_EVENTS\"; exit 2; fi\n"
                       "echo '[2/2] second step ...'\n"
+                      f"echo '{json.dumps(second)}' >> \"$NBDEPLOY_EVENTS\"\n"
                       "exec sleep ${FAKE_SLEEP:-0}\n")
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     jobs = jp_serverapp.web_app.settings["nbdeploy_jobs"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pytest_jupyter.jupyter_server import *  # noqa: F403
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "example_notebooks"
+EXAMPLES = Path(__file__).resolve().parents[3] / "example_notebooks"
 
 
 @pytest.fixture

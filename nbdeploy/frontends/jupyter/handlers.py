@@ -28,10 +28,10 @@ from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
-from ..errors import NbdeployError
-from .jobs import JobManager
-from .models import JOB_KINDS, BundleInfo, JobRequest, to_json
-from .paths import Root
+from nbdeploy.base.errors import NbdeployError
+from nbdeploy.frontends.jupyter.jobs import JobManager
+from nbdeploy.frontends.jupyter.models import JOB_KINDS, BundleInfo, JobRequest, to_json
+from nbdeploy.frontends.jupyter.paths import Root
 
 AUTH_RESOURCE = "nbdeploy"
 
@@ -85,7 +85,7 @@ class ReadinessHandler(_Handler):
     @tornado.web.authenticated
     @authorized
     async def get(self) -> None:
-        from ..readiness import readiness
+        from nbdeploy.bundle.readiness import readiness
 
         nb = self.root.resolve(self.get_query_argument("path", None))
         r = await asyncio.to_thread(readiness, nb)
@@ -101,7 +101,7 @@ class BundlesHandler(_Handler):
     @tornado.web.authenticated
     @authorized
     async def get(self) -> None:
-        from ..readiness import find_bundles
+        from nbdeploy.bundle.catalog import find_bundles
 
         folder = self.root.resolve(self.get_query_argument("path", "") or ".")
         if not folder.is_dir():

@@ -2,52 +2,12 @@
 
 from __future__ import annotations
 
-import html
+from pathlib import Path
 from typing import Any
 
-from .capture.hashing import recorded_hash, short_hash
-
-
-def _table_text(headers: list[str], rows: list[list[Any]]) -> str:
-    cells = [[str(c) for c in r] for r in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
-              for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
-    out = [line, "  ".join("-" * w for w in widths)]
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
-    return "\n".join(out)
-
-
-def _table_html(title: str, headers: list[str], rows: list[list[Any]],
-                bad: set[int] = frozenset()) -> str:
-    head = "".join(f"<th style='text-align:left'>{html.escape(h)}</th>" for h in headers)
-    body = "".join(
-        ("<tr style='color:#c62828'>" if i in bad else "<tr>")
-        + "".join(f"<td style='text-align:left'>{html.escape(str(c))}</td>" for c in r) + "</tr>"
-        for i, r in enumerate(rows))
-    return f"<h4>{html.escape(title)}</h4><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-class View:
-    """A titled table renderable as text or HTML (IPython picks HTML in a notebook)."""
-
-    def __init__(self, sections: list[tuple[str, list[str], list[list[Any]], set[int]]],
-                 footer: str = "") -> None:
-        self.sections = sections
-        self.footer = footer
-
-    def text(self) -> str:
-        parts = [f"{t}\n{_table_text(h, r) if r else '(none)'}" for t, h, r, _ in self.sections]
-        return "\n\n".join(parts) + (f"\n\n{self.footer}" if self.footer else "")
-
-    def _repr_html_(self) -> str:
-        parts = [_table_html(t, h, r, bad) if r else f"<h4>{html.escape(t)}</h4><p>(none)</p>"
-                 for t, h, r, bad in self.sections]
-        foot = f"<p>{html.escape(self.footer)}</p>" if self.footer else ""
-        return "<div class='nbdeploy'>" + "".join(parts) + foot + "</div>"
-
-    def __repr__(self) -> str:
-        return self.text()
+from nbdeploy.base.tables import View
+from nbdeploy.bundle.readiness import Readiness
+from nbdeploy.capture.hashing import recorded_hash, short_hash
 
 
 def deps_section(record: dict) -> tuple[str, list[str], list[list[Any]], set[int]]:
@@ -115,3 +75,22 @@ def deps_view(record: dict) -> View:
 
 def lineage_view(record: dict) -> View:
     return View([lineage_section(record)])
+
+
+_MARK = {"ok": "✓", "warning": "!", "missing": "·", "error": "✗"}
+
+
+def readiness_text(r: Readiness) -> str:
+    """Plain-text checklist (papermill runs, terminals)."""
+    lines = [f"Handoff readiness of {Path(r.notebook).name}: "
+             + ("READY" if r.ready else "not ready yet")]
+    if r.stale:
+        lines.append("  (the notebook changed since it was last captured)")
+    for it in r.items:
+        lines.append(f"[{_MARK[it.status]}] {it.title}: {it.summary}")
+        for d in it.details:
+            if d.status == "error":
+                lines.append(f"      ✗ {d.label} {d.value} {d.note}".rstrip())
+        if it.action and it.status != "ok":
+            lines.append(f"      -> {it.action}")
+    return "\n".join(lines)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .errors import NotebookInputError
+from nbdeploy.base.errors import NotebookInputError
 
 INJECTED_TAG = "nbdeploy-injected"
 PAPERMILL_INJECTED_TAG = "injected-parameters"

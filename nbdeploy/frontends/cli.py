@@ -14,8 +14,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from . import __version__
-from .errors import CellExecutionError, NbdeployError
+from nbdeploy._version import __version__
+from nbdeploy.base.errors import CellExecutionError, NbdeployError
+from nbdeploy.base.progress import Finished, Progress, event_writer, fan_out
 
 Handler = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handler]] = {}
@@ -29,17 +30,35 @@ def command(name: str, help: str, configure: Callable[[argparse.ArgumentParser],
 
 
 def _say(args: argparse.Namespace) -> Callable[[str], None]:
-    """Progress lines: stdout, or stderr when stdout carries one JSON document (--json)."""
+    """Output lines of a tool nbdeploy drives (a container engine): stdout, or stderr when
+    stdout carries one JSON document (--json)."""
     out = sys.stderr if getattr(args, "json", False) else sys.stdout
     return lambda line: print(line, file=out, flush=True)
 
 
+def _progress(args: argparse.Namespace) -> Progress:
+    """The core's progress events: their text on the terminal (as :func:`_say`), and as JSON
+    lines to ``$NBDEPLOY_EVENTS`` when a caller (the Jupyter server extension) set it."""
+    say = _say(args)
+    return fan_out(event_writer(), lambda event: say(event.text()))  # the event first: a reader woken by the line finds it
+
+
+def _finished(ok: bool, summary: str, result: Any = None, error: NbdeployError | None = None) -> None:
+    """The last event for a caller that follows ``$NBDEPLOY_EVENTS``: the typed outcome."""
+    write = event_writer()
+    if write is not None:
+        write(Finished(ok, summary, error.to_dict() if error is not None else None,
+                       result.to_dict() if result is not None and hasattr(result, "to_dict") else None))
+
+
 def _show(args: argparse.Namespace, result: Any) -> None:
     """A result as one JSON document (--json) or as its text."""
+    text = result.text()
+    _finished(True, text.strip().splitlines()[-1] if text.strip() else "", result)
     if getattr(args, "json", False):
         _emit_json(result.to_dict())
     else:
-        print(result.text())
+        print(text)
 
 
 def _emit_json(doc: Any) -> None:
@@ -56,8 +75,8 @@ def _capture_args(p: argparse.ArgumentParser) -> None:
 @command("capture", "execute a notebook headlessly with capture on and write its record",
          _capture_args)
 def _capture(args: argparse.Namespace) -> int:
-    from .capture.headless import capture_notebook
-    from .render import status_view
+    from nbdeploy.frontends.render import status_view
+    from nbdeploy.job.capture_run import capture_notebook
 
     result = capture_notebook(args.notebook, timeout=args.timeout)
     if result.error is not None:
@@ -76,9 +95,9 @@ def _status_args(p: argparse.ArgumentParser) -> None:
 
 @command("status", "show the last capture record of a notebook (no kernel needed)", _status_args)
 def _status(args: argparse.Namespace) -> int:
-    from .notebook import load_notebook
-    from .render import status_view
-    from .state import NotebookState
+    from nbdeploy.base.notebook import load_notebook
+    from nbdeploy.base.state import NotebookState
+    from nbdeploy.frontends.render import status_view
 
     load_notebook(args.notebook)
     st = NotebookState.for_notebook(args.notebook)
@@ -104,12 +123,12 @@ def _build_args(p: argparse.ArgumentParser) -> None:
 
 @command("build", "build the handoff bundle from a clean papermill run of the notebook", _build_args)
 def _build(args: argparse.Namespace) -> int:
-    from .bundle import build_bundle
+    from nbdeploy.bundle import build_bundle
 
     result = build_bundle(args.notebook, output=args.output, model=args.model,
                           cli_params=[tuple(p) for p in args.param], force=args.force,
                           timeout=args.timeout,
-                          progress=_say(args))
+                          progress=_progress(args))
     _show(args, result)
     return 0
 
@@ -125,7 +144,7 @@ def _verify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rebuild", action="store_true", help="with --container: always rebuild")
     p.add_argument("--health-timeout", type=float, default=120.0, metavar="SECONDS",
                    help="with --container: how long the container may take to become ready")
-    from .container.options import add_arguments
+    from nbdeploy.container.options import add_arguments
 
     add_arguments(p)
 
@@ -135,11 +154,12 @@ def _verify_args(p: argparse.ArgumentParser) -> None:
 def _verify(args: argparse.Namespace) -> int:
     if args.container:
         return _verify_container(args)
-    from .bundle import verify_bundle
+    from nbdeploy.bundle import verify_bundle
 
     report = verify_bundle(args.bundle, installer="pip" if args.pip else "auto",
                            keep_env=args.keep_env,
-                           progress=_say(args))
+                           progress=_progress(args))
+    _finished(report.ok, report.failure or "verified", report)
     if args.json:
         _emit_json(report.to_dict())
     else:
@@ -149,7 +169,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 # -- container ---------------------------------------------------------------
 def _image_args(p: argparse.ArgumentParser) -> None:
-    from .container.options import add_arguments
+    from nbdeploy.container.options import add_arguments
 
     p.add_argument("bundle", help="the bundle folder (its Dockerfile is built)")
     add_arguments(p)
@@ -161,8 +181,8 @@ def _image_args(p: argparse.ArgumentParser) -> None:
 
 @command("image", "build the bundle's container image (docker, podman or buildah)", _image_args)
 def _image(args: argparse.Namespace) -> int:
-    from .container.image import build_image
-    from .container.options import from_args
+    from nbdeploy.container.image import build_image
+    from nbdeploy.container.options import from_args
 
     result = build_image(args.bundle, from_args(args), reuse=args.reuse, save=args.save,
                          on_line=_say(args))
@@ -183,8 +203,8 @@ def _base_image_args(p: argparse.ArgumentParser) -> None:
 @command("base-image", "build a Python base image from the host's Debian mirror (no registry "
          "needed)", _base_image_args)
 def _base_image(args: argparse.Namespace) -> int:
-    from .container.base_image import build_base_image
-    from .container.engine import detect_engine
+    from nbdeploy.container.base_image import build_base_image
+    from nbdeploy.container.engine import detect_engine
 
     result = build_base_image(args.tag, engine=detect_engine(args.engine), mirror=args.mirror,
                               suite=args.suite, on_line=_say(args))
@@ -206,7 +226,7 @@ def _container_setup_args(p: argparse.ArgumentParser) -> None:
 def _container_setup(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .container.config import HostSettings, apply_host_config, check_host_config
+    from nbdeploy.container.config import HostSettings, apply_host_config, check_host_config
 
     settings = HostSettings(runtime=args.runtime, cgroup_manager=args.cgroup_manager)
     fn = check_host_config if args.check else apply_host_config
@@ -231,7 +251,7 @@ def _k8s_args(p: argparse.ArgumentParser) -> None:
 @command("k8s", "rewrite the bundle's k8s/ manifests (image, HPA, PDB, optional KServe canary)",
          _k8s_args)
 def _k8s(args: argparse.Namespace) -> int:
-    from .container.k8s import K8sOptions, write_bundle_k8s
+    from nbdeploy.bundle.k8s import K8sOptions, write_bundle_k8s
 
     min_available = int(args.min_available) if args.min_available.isdigit() else args.min_available
     opts = K8sOptions(replicas=args.min_replicas, min_replicas=args.min_replicas,
@@ -245,8 +265,8 @@ def _k8s(args: argparse.Namespace) -> int:
 
 
 def _verify_container(args: argparse.Namespace) -> int:
-    from .container.options import from_args
-    from .container.verify import verify_container
+    from nbdeploy.container.options import from_args
+    from nbdeploy.container.verify import verify_container
 
     result = verify_container(args.bundle, from_args(args), rebuild=args.rebuild,
                               health_timeout=args.health_timeout,
@@ -279,11 +299,12 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 @command("run", "run a copy of a notebook in a fresh kernel with parameters, and record the run",
          _run_args)
 def _run(args: argparse.Namespace) -> int:
-    from .job.run import run_notebook
+    from nbdeploy.job.run import run_notebook
 
     rec = run_notebook(args.notebook, cli=[tuple(p) for p in args.param],
                        params_file=args.params_file, output=args.output, timeout=args.timeout,
-                       tracking=args.tracking, progress=_say(args))
+                       tracking=args.tracking, progress=_progress(args))
+    _finished(rec.ok, rec.summary(), rec)
     if args.json:
         _emit_json(rec.to_dict())
         return 0 if rec.ok else 1
@@ -306,14 +327,16 @@ def _reproduce_args(p: argparse.ArgumentParser) -> None:
 @command("reproduce", "re-run a notebook from a clean kernel and compare data hashes and metrics "
          "with the captured run", _reproduce_args)
 def _reproduce(args: argparse.Namespace) -> int:
-    from .job.reproduce import reproduce
+    from nbdeploy.job.reproduce import reproduce
 
     report = reproduce(args.notebook, run_id=args.run_id, rtol=args.rtol, atol=args.atol,
-                       timeout=args.timeout, tracking=args.tracking, progress=_say(args))
+                       timeout=args.timeout, tracking=args.tracking, progress=_progress(args))
+    text = report.text()
+    _finished(report.ok, text.strip().splitlines()[0] if text.strip() else "", report)
     if args.json:
         _emit_json(report.to_dict())
     else:
-        print(report.text(), flush=True)
+        print(text, flush=True)
     return 0 if report.ok else 1
 
 
@@ -330,8 +353,8 @@ def _batch_args(p: argparse.ArgumentParser) -> None:
 
 @command("batch", "run a notebook over a grid of parameters in parallel on Dask", _batch_args)
 def _batch(args: argparse.Namespace) -> int:
-    from .job import progress
-    from .job.batch import run_batch
+    from nbdeploy.frontends import progress
+    from nbdeploy.job.batch import run_batch
 
     stream = sys.stderr if args.json else sys.stdout
     tick = progress.tqdm_bar() if sys.stderr.isatty() else progress.lines(stream)
@@ -352,7 +375,7 @@ def _runs_args(p: argparse.ArgumentParser) -> None:
 
 @command("runs", "list the recorded runs of a notebook (no kernel needed)", _runs_args)
 def _runs(args: argparse.Namespace) -> int:
-    from .job.run import list_runs
+    from nbdeploy.job.run import list_runs
 
     runs = list_runs(args.notebook)
     if args.json:
@@ -377,12 +400,13 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
 @command("serve", "serve a bundle's API (MLflow scoring protocol and Open Inference Protocol V2)",
          _serve_args)
 def _serve(args: argparse.Namespace) -> int:
-    from .serve import ServeConfig, run
+    from nbdeploy.bundle.servers import serve_forever
+    from nbdeploy.serve import ServeConfig
 
     config = ServeConfig.from_env(host=args.host, port=args.port, workers=args.workers,
                                   max_batch_size=args.max_batch_size,
                                   max_wait_ms=args.max_wait_ms, log_path=args.log_path)
-    run(args.bundle, config)  # prints its own "serving ... on URL" line once it listens
+    serve_forever(args.bundle, config)
     return 0
 
 
@@ -395,7 +419,7 @@ def _drift_args(p: argparse.ArgumentParser) -> None:
 @command("drift", "how far the inputs a running API has served drift from the training data (PSI per column)",
          _drift_args)
 def _drift(args: argparse.Namespace) -> int:
-    from .servers import fetch_drift
+    from nbdeploy.bundle.servers import fetch_drift
 
     _show(args, fetch_drift(args.url, os.environ.get("NBDEPLOY_API_TOKEN")))
     return 0
@@ -427,16 +451,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command][2](args)
     except CellExecutionError as exc:
+        _finished(False, exc.message, error=exc)
         print(f"nbdeploy: error: {exc}", file=sys.stderr)
         return 1
     except NbdeployError as exc:
-        print(f"nbdeploy: error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # the serving runtime is self-contained: its own ServeError
-        from .serve.errors import ServeError
-
-        if not isinstance(exc, ServeError):
-            raise
+        _finished(False, exc.message, error=exc)
         print(f"nbdeploy: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

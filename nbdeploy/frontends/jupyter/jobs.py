@@ -1,10 +1,10 @@
 """Long operations of the panel as jobs: ``python -m nbdeploy run|reproduce|build|verify|serve``.
 
 Each job is a subprocess started with asyncio (the server's event loop never
-waits on it). Its output goes line by line into a log file; lines such as
-``[2/5] assemble the bundle ...`` update the job's progress. When the process
-ends, the result is read from what the command wrote (the bundle folder, the
-run records). A serve job keeps running until it is stopped.
+waits on it). Its output goes line by line into a log file for the user to read;
+the job's progress, error and summary come from the typed events the command
+writes to the file named by ``NBDEPLOY_EVENTS`` (:mod:`nbdeploy.base.progress`),
+never from its printed text. A serve job keeps running until it is stopped.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import asyncio
 import atexit
 import datetime as dt
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -23,11 +22,18 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from ..errors import NbdeployError
-from .models import JOB_KINDS, Job, JobRequest, JobResult, LogChunk
-from .paths import NotFoundError, Root
+from nbdeploy.base.errors import NbdeployError
+from nbdeploy.base.progress import EVENTS_ENV, Finished, ProgressEvent, read_events
+from nbdeploy.frontends.jupyter.models import (
+    JOB_KINDS,
+    Job,
+    JobRequest,
+    JobResult,
+    JobState,
+    LogChunk,
+)
+from nbdeploy.frontends.jupyter.paths import NotFoundError, Root
 
-_STEP = re.compile(r"^\s*\[(\d+)/(\d+)\]\s*(.*)$")
 _MAX_CHUNK = 256 * 1024
 _NOTEBOOK_KINDS = {"run", "reproduce", "build"}
 
@@ -51,15 +57,17 @@ def _free_port() -> int:
 
 
 def _cli_commands() -> set[str]:
-    from ..cli import COMMANDS
+    from nbdeploy.frontends.cli import COMMANDS
 
     return set(COMMANDS)
 
 
 class _Running:
-    def __init__(self, job: Job, log: Path, proc: asyncio.subprocess.Process, bundle: Path | None,
-                 port: int | None) -> None:
+    def __init__(self, job: Job, log: Path, events: Path, proc: asyncio.subprocess.Process,
+                 bundle: Path | None, port: int | None) -> None:
         self.job, self.log, self.proc, self.bundle, self.port = job, log, proc, bundle, port
+        self.events, self.events_offset = events, 0
+        self.finished: Finished | None = None
         self.stopping = False
         self.last_lines: list[str] = []
         self.task: asyncio.Task | None = None
@@ -116,10 +124,10 @@ class JobManager:
                 raise NbdeployError(f"{req.path} is not a notebook", hint="give a .ipynb file")
             cwd = target.parent
             if req.kind == "build":
-                from ..bundle.build import default_output
+                from nbdeploy.base.state import default_bundle_dir
 
                 out = (self.root.resolve(req.output, must_exist=False) if req.output
-                       else default_output(target))
+                       else default_bundle_dir(target))
                 argv = cli + ["build", str(target), "-o", str(out)] + params
                 return argv + (["--force"] if req.force else []), cwd, out, None
             if req.kind == "run":
@@ -145,13 +153,14 @@ class JobManager:
         job_id = uuid.uuid4().hex[:12]
         log = self.log_dir / f"{job_id}.log"
         log.write_text(f"$ {shlex.join(argv[1:])}\n", encoding="utf-8")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "NBDEPLOY_JOB": job_id}
+        events = self.log_dir / f"{job_id}.events.jsonl"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "NBDEPLOY_JOB": job_id, EVENTS_ENV: str(events)}
         proc = await asyncio.create_subprocess_exec(
             *argv, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             start_new_session=True)
         job = Job(job_id, req.kind, req.path, "running", argv, _now())
-        run = _Running(job, log, proc, bundle, port)
+        run = _Running(job, log, events, proc, bundle, port)
         self._jobs[job_id] = run
         run.task = asyncio.create_task(self._follow(run))
         return job
@@ -160,16 +169,20 @@ class JobManager:
     async def _follow(self, run: _Running) -> None:
         assert run.proc.stdout is not None
         ready = asyncio.create_task(self._wait_ready(run)) if run.port else None
+        poll = asyncio.create_task(self._poll_events(run))  # steps that print nothing for minutes
         with open(run.log, "ab", buffering=0) as fh:
             while line := await run.proc.stdout.readline():
                 fh.write(line)
                 self._on_line(run, line.decode("utf-8", "replace").rstrip())
+                self._read_events(run)
         rc = await run.proc.wait()
+        poll.cancel()
+        self._read_events(run)
         if ready is not None:
             ready.cancel()
         job = run.job
         job.returncode = rc
-        state = "stopped" if run.stopping else "succeeded" if rc == 0 else "failed"
+        state: JobState = "stopped" if run.stopping else "succeeded" if rc == 0 else "failed"
         if state == "failed":
             job.error = self._error_line(run)
         result = await asyncio.to_thread(self._result, run, state)
@@ -180,24 +193,38 @@ class JobManager:
         with open(run.log, "a", encoding="utf-8") as fh:
             fh.write(f"\n[{job.kind} {job.state}, exit code {rc}]\n")
 
-    def _on_line(self, run: _Running, line: str) -> None:
-        if not line.strip():
+    @staticmethod
+    def _on_line(run: _Running, line: str) -> None:
+        if line.strip():
+            run.last_lines = (run.last_lines + [line])[-20:]
+
+    async def _poll_events(self, run: _Running) -> None:
+        while run.proc.returncode is None:
+            await asyncio.sleep(0.5)
+            self._read_events(run)
+
+    @staticmethod
+    def _read_events(run: _Running) -> None:
+        """Apply the typed events the command wrote since the last read."""
+        try:
+            events, run.events_offset = read_events(run.events, run.events_offset)
+        except ValueError:  # not an event file of this nbdeploy: progress stays as it is
             return
-        run.last_lines = (run.last_lines + [line])[-20:]
-        m = _STEP.match(line)
-        if m:
-            i, n = int(m.group(1)), int(m.group(2))
-            if n > 0:
-                run.job.progress = max(0.0, min(1.0, (i - 1) / n))
-                run.job.step = m.group(3).rstrip(" .")
+        for event in events:
+            if isinstance(event, Finished):
+                run.finished = event
+            elif isinstance(event, ProgressEvent):
+                if event.fraction is not None:
+                    run.job.progress = event.fraction
+                if event.outcome in ("started", "note"):
+                    run.job.step = event.title
 
     @staticmethod
     def _error_line(run: _Running) -> str:
-        for prefix in ("nbdeploy: error: ", "error: ", "FAIL "):
-            for line in reversed(run.last_lines):
-                if line.startswith(prefix):
-                    return line[len(prefix):].strip()
-        return run.last_lines[-1] if run.last_lines else f"exit code {run.job.returncode}"
+        f = run.finished
+        if f is not None and not f.ok:
+            return (f.error or {}).get("message") or f.summary or f"exit code {run.job.returncode}"
+        return f"exit code {run.job.returncode}" + (f": {run.last_lines[-1]}" if run.last_lines else "")
 
     async def _wait_ready(self, run: _Running) -> None:
         """Serve jobs: publish the URL once the API accepts connections."""
@@ -216,8 +243,7 @@ class JobManager:
         job = run.job
         state = state or job.state
         ok = state == "succeeded" or (job.kind == "serve" and state == "running")
-        tail = [ln for ln in run.last_lines if not ln.startswith("[")]
-        summary = (tail[-1] if tail else "") if ok else (job.error or "")
+        summary = (run.finished.summary if run.finished is not None else "") if ok else (job.error or "")
         res = JobResult(ok=ok, summary=summary)
         if run.bundle is not None and run.bundle.is_dir():
             res.bundle = self.root.relative(run.bundle)
@@ -225,15 +251,13 @@ class JobManager:
                 res.readme = self.root.relative(run.bundle / "README.md")
         if job.kind == "serve" and run.port:
             res.url = f"http://127.0.0.1:{run.port}"
-            example = run.bundle / "model" / "serving_input_example.json" if run.bundle else None
-            data = f"@{shlex.quote(str(example))}" if example and example.is_file() else (
-                "'{\"dataframe_records\": [{...}]}'")
-            res.curl = (f"curl -s -X POST {res.url}/invocations "
-                        f"-H 'Content-Type: application/json' -d {data}")
+            from nbdeploy.bundle.servers import sample_curl
+
+            res.curl = sample_curl(res.url, run.bundle) if run.bundle else None
             res.summary = f"serving {run.bundle.name if run.bundle else ''} at {res.url}"
         if job.kind in ("run", "reproduce"):
-            from ..readiness import latest_run
-            from ..state import NotebookState
+            from nbdeploy.base.state import NotebookState
+            from nbdeploy.bundle.readiness import latest_run
 
             last = latest_run(NotebookState.for_notebook(self.root.resolve(job.path)))
             res.run_id = last.get("run_id") if last else None

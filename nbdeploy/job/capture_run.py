@@ -5,14 +5,14 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from ..job.execute import ExecutionResult, execute
-from ..notebook import load_notebook
-from ..state import NotebookState, atomic_write_json, atomic_write_text
+from nbdeploy.base.notebook import load_notebook
+from nbdeploy.base.state import NotebookState, atomic_write_json, atomic_write_text
+from nbdeploy.job.execute import ExecutionResult, execute
 
 
 def _cells_to_indices(record: dict, executed: Path) -> dict:
     """Add ``cell_index`` (position in the user's notebook) next to execution counts."""
-    from ..notebook import is_injected
+    from nbdeploy.base.notebook import is_injected
 
     nb = load_notebook(executed)
     index_of, i = {}, 0
