@@ -8,7 +8,9 @@ Layers, lowest first (docs/architecture.md):
     job         nbdeploy.job.*                              + capture
     bundle      nbdeploy.bundle.*                           + job
     container   nbdeploy.container.*                        + bundle
-    frontends   nbdeploy.frontends.*                        + container (never imported by the core)
+    release     nbdeploy.release.*  (registry, promote)     + container
+    score       nbdeploy.score.*    (batch scoring)         + container
+    frontends   nbdeploy.frontends.*                        + all of the core (never imported by it)
     entry       nbdeploy/__init__.py, nbdeploy/__main__.py  the package's hooks: anything
 
 Every import counts, also one inside a function: a lazy import is still a dependency.
@@ -22,7 +24,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "nbdeploy"
-RANKS = {"serve": 0, "base": 1, "capture": 2, "job": 3, "bundle": 4, "container": 5, "frontends": 6}
+RANKS = {"serve": 0, "base": 1, "capture": 2, "job": 3, "bundle": 4, "container": 5, "release": 6, "score": 6,
+         "frontends": 7}
 
 
 def _module_name(path: Path) -> str:
