@@ -301,7 +301,7 @@ class DeployMagics(Magics):
         try:
             result = build_bundle(self._notebook(), output=args.output, model=args.model,
                                   cli_params=[tuple(p) for p in args.param], force=args.force,
-                                  progress=ui or (_print_event))
+                                  progress=ui or _print_event)
         except Exception as exc:
             if ui is not None:
                 ui.finish(False, f"<b style='color:#c62828'>build failed</b>: {exc}")
@@ -346,7 +346,7 @@ class DeployMagics(Magics):
             return self._verify_container(bundle, args)
         ui = self._progress("Verify")
         report = verify_bundle(bundle, installer="pip" if args.pip else "auto",
-                               progress=ui or (_print_event))
+                               progress=ui or _print_event)
         if ui is None:
             print(report.text(checks=False))
         else:
@@ -362,7 +362,7 @@ class DeployMagics(Magics):
 
         opts = ContainerOptions.from_env(base=args.base, engine=args.engine)
         result = verify_container(bundle, opts, rebuild=args.rebuild,
-                                  on_line=_print_event)
+                                  on_line=_print_line)
         print(result.text())
         if not result.passed:
             raise UsageError(f"%deploy verify --container: {result.summary}")
@@ -374,7 +374,7 @@ class DeployMagics(Magics):
         bundle = Path(args.bundle) if args.bundle else default_bundle_dir(self._notebook())
         opts = ContainerOptions.from_env(base=args.base, engine=args.engine, tag=args.tag)
         print(build_image(bundle, opts, save=args.save,
-                          on_line=_print_event).text())
+                          on_line=_print_line).text())
 
     def _do_serve(self, args: argparse.Namespace) -> None:
         from nbdeploy.base.state import default_bundle_dir
@@ -461,3 +461,7 @@ class DeployMagics(Magics):
 
 def _print_event(event: ProgressEvent) -> None:
     print(event.text(), flush=True)
+
+
+def _print_line(line: str) -> None:
+    print(line, flush=True)

@@ -20,7 +20,7 @@ import nbdeploy.serve
 PACKAGE = Path(nbdeploy.serve.__file__).parent
 ALLOWED = {
     "__future__", "argparse", "asyncio", "bisect", "collections", "concurrent", "csv", "dataclasses",
-    "datetime", "gc", "hmac", "math", "html", "importlib", "io", "json", "logging", "os", "pathlib", "pickle", "signal",
+    "datetime", "gc", "hashlib", "hmac", "math", "html", "importlib", "io", "json", "logging", "os", "pathlib", "pickle", "signal",
     "py_compile", "shutil", "socket", "struct", "subprocess", "sys", "tempfile", "threading", "time", "types", "typing", "urllib", "zlib",
     "numpy", "pandas", "orjson", "uvicorn", "yaml",
     "sklearn", "skops", "cloudpickle", "xgboost", "lightgbm", "mlflow",
