@@ -66,6 +66,38 @@ def _training_entry(record: dict, columns: list[str] | None) -> dict | None:
     return None
 
 
+#: names notebooks give the frames a model is fitted on or tested with, in the order preferred
+_FRAME_NAMES = ("X_test", "X_val", "X_valid", "X_validation", "X_holdout", "X_train", "X", "features", "df_test",
+                "test", "df")
+
+
+def kernel_rows(user_ns: dict[str, Any], columns: list[str]) -> tuple[Any, str] | None:
+    """Example rows from a DataFrame the notebook holds whose columns include the model's inputs.
+
+    The kernel's own frame is what the model saw: no file is re-read, so a read with
+    options (``header=None, names=...``, ``index_col=``, ``sep=';'``) or a path in a
+    variable needs nothing more. Conventional names (``X_test``, ``X_train``, ``X``, ...)
+    come first, then any other frame, fewest extra columns first. Returns (rows, source).
+    """
+    import pandas as pd
+
+    wanted = set(columns)
+    found = []
+    for name, value in list(user_ns.items()):
+        if name.startswith("_") or not isinstance(value, pd.DataFrame) or not len(value):
+            continue
+        names = {str(c) for c in value.columns}
+        if wanted <= names:
+            rank = _FRAME_NAMES.index(name) if name in _FRAME_NAMES else len(_FRAME_NAMES)
+            found.append((rank, len(names) - len(wanted), name, value))
+    if not found:
+        return None
+    _, _, name, frame = min(found, key=lambda f: f[:3])
+    rows = frame.head(EXAMPLE_ROWS).copy()
+    rows.columns = [str(c) for c in rows.columns]
+    return rows[columns].reset_index(drop=True), f"first {min(len(frame), EXAMPLE_ROWS)} rows of {name}"
+
+
 def _training_rows(session: Any, entry: dict, columns: list[str]) -> Any:
     import pandas as pd
 
@@ -173,9 +205,12 @@ def _export(shell: Any, session: Any, out_dir: Path, variable: str | None) -> Ex
     flavor = models.check_supported(variable, obj)
     inputs = models.input_columns(obj)
     entry = _training_entry(record, inputs)
+    in_kernel = kernel_rows(shell.user_ns, inputs) if inputs is not None and not example_expr else None
     if example_expr:
         example = _frame(shell.ev(example_expr), inputs)
         source = f"--example {example_expr}"
+    elif in_kernel is not None:
+        example, source = in_kernel
     elif inputs is not None and entry is not None:
         example = _training_rows(session, entry, inputs)
         source = f"first {EXAMPLE_ROWS} rows of {entry.get('relative_path') or entry['path']}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -134,11 +135,22 @@ def _row_schema(b: Bundle) -> dict[str, Any]:
 
 
 def _example(b: Bundle) -> dict[str, Any] | None:
+    """MLflow's serving example, with missing values as JSON null (MLflow writes NaN, which JSON lacks)."""
     path = b.model_dir / "serving_input_example.json"
     try:
-        return json.loads(path.read_text()) if path.is_file() else None
+        return _json_safe(json.loads(path.read_text())) if path.is_file() else None
     except (OSError, ValueError):
         return None
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def _resp(description: str, schema: str | None = None) -> dict[str, Any]:

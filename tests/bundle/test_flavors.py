@@ -61,8 +61,13 @@ def test_xgboost_native_booster_with_training_rows_as_example(xgb_nb, fixture_di
     r = build_bundle(xgb_nb, output=fixture_dir / "xgb-booster", model="booster")
     _check(r, "xgboost", "xgboost.core.Booster")
     golden = json.loads((r.bundle / "tests" / "golden.json").read_text())
-    assert golden["source"].startswith("first 10 rows of data.csv")
+    # the rows come from the kernel's own frame X (the training rows), not from re-reading the file
+    assert golden["source"] == "first 10 rows of X"
     assert golden["columns"] == ["a", "b", "c"]
+    import pandas as pd
+
+    want = pd.read_csv(fixture_dir / "data.csv")[["a", "b", "c"]].head(10).values.tolist()
+    assert golden["data"] == [pytest.approx(row, rel=1e-9) for row in want]
 
 
 def test_lightgbm_sklearn_api(lgb_nb, fixture_dir):
