@@ -210,7 +210,9 @@ def _run_item(state: NotebookState) -> Item:
         return Item("run", title, "error", f"reproduce differed: {len(bad)} of {len(checks)} checks",
                     "make the notebook deterministic (seeds, fixed inputs), then Reproduce again",
                     details)
-    return Item("run", title, "ok", f"reproduced: all {len(checks)} checks matched", details=details)
+    from .job.reproduce import count_checks
+
+    return Item("run", title, "ok", f"reproduced: {count_checks(checks)}", details=details)
 
 
 MANIFEST = "nbdeploy.json"  # a bundle's manifest (see nbdeploy.bundle.manifest)

@@ -74,9 +74,7 @@ class ReproduceReport:
 
     def summary(self) -> str:
         verdict = "REPRODUCED" if self.ok else "DIFFERED"
-        n = len(self.checks)
-        tail = (f"all {n} checks matched" if self.ok
-                else f"{len(self.differed)} of {n} checks differ")
+        tail = count_checks([asdict(c) for c in self.checks])
         return (f"reproduce {Path(self.notebook).name}: {verdict} ({tail}); baseline {self.baseline}; "
                 f"re-run {self.run.run_id} -> {self.run.output}")
 
@@ -90,6 +88,34 @@ class ReproduceReport:
 
     def text(self) -> str:
         return self.view().text()
+
+
+def count_checks(checks: list[dict]) -> str:
+    """How the checks came out, every one counted once under its own status.
+
+    ``all 6 checks matched``; ``5 of 6 checks matched; 1 skipped: input data.csv``;
+    ``1 of 6 checks differ: metric auc; 4 matched; 1 new: metric f1``.
+    """
+    n = len(checks)
+    named: dict[str, list[str]] = {}
+    for c in checks:
+        named.setdefault(c.get("status", ""), []).append(f"{c.get('kind')} {c.get('name')}")
+    matched = len(named.get(MATCHED, []))
+    if n == 0:
+        return "no checks"
+    if matched == n:
+        return f"all {n} checks matched"
+
+    def listed(names: list[str]) -> str:
+        return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+    bad = named.get(DIFFERED, []) + named.get(MISSING, [])
+    others = [f"{len(named[s])} {s}: {listed(named[s])}" for s in (SKIPPED, NEW) if named.get(s)]
+    if bad:
+        parts = [f"{len(bad)} of {n} checks differ: {listed(bad)}", f"{matched} matched"]
+    else:
+        parts = [f"{matched} of {n} checks matched"]
+    return "; ".join(parts + others)
 
 
 # -- the baseline -------------------------------------------------------------
