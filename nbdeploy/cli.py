@@ -352,14 +352,16 @@ def _runs_args(p: argparse.ArgumentParser) -> None:
 
 @command("runs", "list the recorded runs of a notebook (no kernel needed)", _runs_args)
 def _runs(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from .job.run import list_runs
+    from .render import runs_view
 
     runs = list_runs(args.notebook)
     if args.json:
         _emit_json([r.to_dict() for r in runs])
     else:
-        for r in runs:
-            print(f"{r.kind:9} {r.summary()}")
+        print(runs_view(Path(args.notebook).name, runs).text())
     return 0
 
 

@@ -95,6 +95,7 @@ class BatchResult:
     reused: list[str] = field(default_factory=list)  # run ids kept from an earlier batch
     duration: float = 0.0
     scheduler: str = ""
+    tracking: str = ""  # where the runs are logged (MLflow), one line
 
     @property
     def failed(self) -> list[RunRecord]:
@@ -106,12 +107,14 @@ class BatchResult:
                 f"runs completed, {len(self.failed)} failed")
         if self.reused:
             line += f", {len(self.reused)} reused from an earlier batch"
-        return line + f" in {self.duration:.1f}s; results {self.csv}"
+        line += f" in {self.duration:.1f}s; results {self.csv}"
+        return line + (f"\n{self.tracking}" if self.tracking else "")
 
     def to_dict(self) -> dict:
         return {"notebook": self.notebook, "name": self.name, "batch_dir": self.batch_dir,
                 "csv": self.csv, "duration": self.duration, "scheduler": self.scheduler,
-                "reused": self.reused, "runs": [r.to_dict() for r in self.runs]}
+                "reused": self.reused, "tracking": self.tracking,
+                "runs": [r.to_dict() for r in self.runs]}
 
     def table(self) -> tuple[list[str], list[list[Any]]]:
         pnames = list(dict.fromkeys(k for r in self.runs for k in r.given))
@@ -329,6 +332,10 @@ def run_batch(notebook: str | Path, grid: str | Path | list[dict[str, Any]] | di
                 tick(done, total, rec)
     result.runs = [s for s in slots if s is not None]
     result.duration = round(time.perf_counter() - started, 3)
+    if tracking != "off" and fresh:
+        from .tracking import where_logged
+
+        result.tracking = where_logged(src.parent, tracking)
     result.write()
     if tracking != "off" and fresh:
         _track([Path(r.run_dir) for r in fresh if (Path(r.run_dir) / "run.json").exists()],

@@ -173,7 +173,16 @@ def run_notebook(notebook: str | Path, *, parameters: dict[str, Any] | None = No
         rec.tracking = _track(run_dir, tracking)
         if tracking == "sync":
             _save(rec)
+        say(_tracking_line(src.parent, tracking, rec.tracking))
     return rec
+
+
+def _tracking_line(project_dir: Path, mode: str, doc: dict) -> str:
+    from .tracking import where_logged
+
+    if doc.get("status") == "failed":
+        return f"MLflow: the run was not logged: {doc.get('error')} (the run itself is recorded)"
+    return where_logged(project_dir, mode)
 
 
 def _track(run_dir: Path, mode: str) -> dict:
