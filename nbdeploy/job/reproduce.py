@@ -223,7 +223,7 @@ def compare_metrics(before: dict[str, float], after: dict[str, float], rtol: flo
 
 def reproduce(notebook: str | Path, *, run_id: str | None = None, rtol: float = 1e-6,
               atol: float = 1e-9, timeout: float | None = None, tracking: str = "background",
-              progress: Any = None) -> ReproduceReport:
+              progress: Any = None, kernel: str | None = None) -> ReproduceReport:
     from .predictions import compare_predictions
 
     src = Path(notebook).resolve()
@@ -231,7 +231,7 @@ def reproduce(notebook: str | Path, *, run_id: str | None = None, rtol: float = 
     say = progress or (lambda _m: None)
     say(f"reproduce {src.name}: baseline is the {base.source}")
     rec = run_notebook(src, parameters=base.parameters, timeout=timeout, tracking=tracking,
-                       kind="reproduce", reproduces=base.source, progress=progress)
+                       kind="reproduce", reproduces=base.source, progress=progress, kernel=kernel)
     report = ReproduceReport(str(src), base.source, rec, rtol, atol)
     detail = (f"{rec.error.get('message')}" if rec.error else f"completed in {rec.duration:.1f}s")
     report.checks.append(Check("status", "run", MATCHED if rec.ok else DIFFERED, "completed",

@@ -58,6 +58,7 @@ class RunRecord:
     batch_id: str | None = None
     reproduces: str | None = None
     tracking: dict = field(default_factory=dict)
+    kernel: str = ""  # the kernel spec the run used
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -120,34 +121,39 @@ def run_notebook(notebook: str | Path, *, parameters: dict[str, Any] | None = No
                  tracking: str = "background", kind: str = "run", batch_id: str | None = None,
                  reproduces: str | None = None, run_id: str | None = None,
                  progress: Progress | None = None, prepared: tuple | None = None,
-                 warm: bool = False) -> RunRecord:
+                 warm: bool = False, kernel: str | None = None) -> RunRecord:
     """Run a copy of ``notebook`` in a fresh kernel with papermill and capture on.
 
     ``tracking``: ``"background"`` (log to MLflow from a detached process),
     ``"sync"`` (log before returning) or ``"off"``. A failing cell does not raise:
     the record has ``status == "failed"`` and ``error`` names the cell. ``warm``:
     fork the kernel from a running kernel server (:mod:`.kernels`; a local batch).
+    ``kernel``: the kernel spec to run in (default: the notebook's, else this Python's).
     """
     from ..capture.headless import _cells_to_indices
     from .execute import execute
+    from .kernelspec import choose_kernel
     from .predictions import tail_cell
 
     say = progress or (lambda _msg: None)
     src, nb, pc, values = prepared or prepare_job(notebook, parameters=parameters, cli=cli,
                                                   params_file=params_file)
     effective = {**(pc.defaults() if pc else {}), **values}
+    choice = choose_kernel(nb, src, kernel)  # before the run is recorded: a wrong name is no run
     run_id = run_id or new_run_id()
     run_dir = NotebookState.for_notebook(src).runs_dir / run_id
     rec = RunRecord(run_id, str(src), str(run_dir), "running", effective, values, _now(),
                     output=str(run_dir / EXECUTED), kind=kind, batch_id=batch_id,
-                    reproduces=reproduces)
+                    reproduces=reproduces, kernel=choice.name)
     _save(rec)
     shown = " ".join(f"{k}={v!r}" for k, v in values.items()) or "defaults"
+    if choice.note:
+        say(choice.note)
     say(f"[1/2] run {run_id}: executing a copy of {src.name} in a fresh kernel ({shown})")
     try:
         result = execute(src, run_dir / EXECUTED, run_dir, parameters=values, nb=nb,
                          timeout=timeout, recorded=effective, tail=[tail_cell(run_dir)],
-                         params_cell=pc.index if pc else None, warm=warm)
+                         params_cell=pc.index if pc else None, warm=warm, kernel_name=choice.name)
     except NbdeployError as exc:  # the kernel did not start: still a recorded (failed) run
         rec.status, rec.error = "failed", exc.to_dict()
         _save(rec)
