@@ -41,12 +41,12 @@ def where_logged(project_dir: str | Path, mode: str = "sync") -> str:
     """One line for the user: which MLflow store the runs go to, and how to look at them."""
     import shlex
 
-    how = " (from a background process)" if mode == "background" else ""
+    how = "logging from a background process" if mode == "background" else "logged"
     uri = tracking_uri(project_dir)
     if os.environ.get("MLFLOW_TRACKING_URI"):
-        return f"MLflow: logged{how} to the tracking server {uri} (MLFLOW_TRACKING_URI); its UI is there"
+        return f"MLflow: {how} to the tracking server {uri} (MLFLOW_TRACKING_URI); its UI is there"
     db = uri.removeprefix("sqlite:///")
-    return (f"MLflow: logged{how} to the store {db}; browse it with: "
+    return (f"MLflow: {how} to the store {db}; browse it with: "
             f"mlflow ui --backend-store-uri {shlex.quote(uri)}")
 
 

@@ -30,7 +30,7 @@ def test_cli_run_records_parameters_metrics_lineage_and_logs_to_embedded_mlflow(
     assert lines[1].startswith("[2/2] run ") and "completed" in lines[1]
     assert lines[-1].startswith("run ") and "score=43" in lines[-1]
     store = proj / ".nbdeploy" / "mlflow.db"  # where it goes, and how to look at it
-    assert lines[2] == (f"MLflow: logged (from a background process) to the store {store}; "
+    assert lines[2] == (f"MLflow: logging from a background process to the store {store}; "
                         f"browse it with: mlflow ui --backend-store-uri sqlite:///{store}")
 
     rec = last_run(proj / "tiny.ipynb")
