@@ -64,6 +64,10 @@ class CellExecutionError(NbdeployError):
         return d
 
 
+class KernelError(NbdeployError):
+    """The kernel asked for (or a fallback for the notebook's) is not on this machine."""
+
+
 class StateError(NbdeployError):
     """Nothing captured yet, or the state folder is unreadable."""
 

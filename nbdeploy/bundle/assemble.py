@@ -65,6 +65,28 @@ def _lock_text(entries: list[dict], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def suite_lock(serving_lock: list[dict]) -> list[dict]:
+    """pytest and what it needs, pinned from the environment nbdeploy runs in.
+
+    Not from the notebook's kernel: a kernel without pytest gave an empty list and a
+    bundle that could never verify. pytest is a dependency of nbdeploy, so this
+    environment has it. What ``serving_lock`` pins already is left out: both files are
+    installed together with ``--no-deps``, and two pins of one name would conflict.
+    """
+    import sys
+
+    from nbdeploy.capture.deps import canonical
+    from nbdeploy.capture.lock import build_lock
+
+    lock = build_lock({"pytest": set()}, exclude={canonical(p["name"]) for p in serving_lock})
+    if lock.missing:
+        names = ", ".join(sorted({m["name"] for m in lock.missing}))
+        raise BundleError(f"writing the bundle's tests/requirements.txt: {names} not installed in "
+                          f"the environment nbdeploy runs in ({sys.prefix})",
+                          hint=f"{sys.executable} -m pip install pytest (a dependency of nbdeploy)")
+    return lock.to_list()
+
+
 def _signature(model_dir: Path) -> dict:
     doc = yaml.safe_load((model_dir / "MLmodel").read_text())
     sig = doc.get("signature") or {}
@@ -154,8 +176,9 @@ def write_files(root: Path, ctx: Context) -> None:
               "data": ex["example"]["data"], "types": types, "predictions": ex["predictions"],
               "tolerance": TOLERANCE}
     atomic_write_json(root / "tests" / "golden.json", golden)
-    atomic_write_text(root / "tests" / "requirements.txt",
-                      _lock_text(ex["tests_lock"], "what the bundle's tests need besides the API"))
+    atomic_write_text(root / "tests" / "requirements.txt", _lock_text(
+        suite_lock(ex["serving_lock"]), "what the bundle's tests need besides the API, from the "
+        f"environment nbdeploy {__version__} ran in"))
     # environments: the API's, and the notebook's own for rebuilding
     if ex.get("serving_lock_missing"):
         missing = ", ".join(m["name"] for m in ex["serving_lock_missing"])

@@ -119,11 +119,15 @@ def _parameters(nb: Any, cli: list[tuple[str, str]] | None, values: dict | None
 def build_bundle(notebook: str | Path, *, output: str | Path | None = None, model: str | None = None,
                  cli_params: list[tuple[str, str]] | None = None, params: dict | None = None,
                  force: bool = False, progress: Progress | None = None,
-                 timeout: float | None = None) -> BuildResult:
-    """Run ``notebook`` clean, export its model and assemble the bundle at ``output``."""
+                 timeout: float | None = None, kernel: str | None = None) -> BuildResult:
+    """Run ``notebook`` clean, export its model and assemble the bundle at ``output``.
+
+    ``kernel``: the kernel spec to run it in (default: the notebook's, else this Python's).
+    """
     from nbdeploy.base.notebook import load_notebook
     from nbdeploy.bundle import assemble, registry
     from nbdeploy.job.execute import execute
+    from nbdeploy.job.kernelspec import choose_kernel
 
     started = time.perf_counter()
     steps = _Steps(progress)
@@ -139,6 +143,7 @@ def build_bundle(notebook: str | Path, *, output: str | Path | None = None, mode
                           hint="pass --force to replace it, or choose another folder with -o")
     if target == nb_path.parent or nb_path.is_relative_to(target):
         raise BundleError(f"{target} holds the notebook itself; choose another output folder")
+    choose_kernel(job_nb, nb_path, kernel)  # a missing --kernel fails here, before any run
     target.parent.mkdir(parents=True, exist_ok=True)
     name = k8s_name(nb_path.stem)
     steps.end(0, f"{nb_path.name} -> {target}")
@@ -151,7 +156,8 @@ def build_bundle(notebook: str | Path, *, output: str | Path | None = None, mode
         tail = f"%deploy export --out {shlex.quote(str(export_dir))}"
         tail += f" --model {model}" if model else ""
         result = execute(nb_path, executed, work / "state", nb=job_nb, parameters=given,
-                         tail=[tail], timeout=timeout, recorded=effective, params_cell=params_cell)
+                         tail=[tail], timeout=timeout, recorded=effective, params_cell=params_cell,
+                         kernel_name=kernel, progress=steps.progress)
         if result.error is not None:
             failure = _export_failure(result.error)
             if failure is not None:

@@ -260,7 +260,6 @@ def _export(shell: Any, session: Any, out_dir: Path, variable: str | None) -> Ex
                            "hash": recorded_hash(entry), "rows": entry.get("rows")} if entry else None),
         "serving_direct": sorted(direct),
         "serving_lock": lock.to_list(), "serving_lock_missing": lock.missing,
-        "tests_lock": build_lock({"pytest": set()}).to_list(),
         "model_code": [p["module"] for p in project],
         "model_code_paths": [p["path"] for p in project],
         "model_data": facts, "serialization": facts["serialization"],

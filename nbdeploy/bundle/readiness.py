@@ -211,7 +211,9 @@ def _run_item(state: NotebookState) -> Item:
         return Item("run", title, "error", f"reproduce differed: {len(bad)} of {len(checks)} checks",
                     "make the notebook deterministic (seeds, fixed inputs), then Reproduce again",
                     details)
-    return Item("run", title, "ok", f"reproduced: all {len(checks)} checks matched", details=details)
+    from nbdeploy.job.reproduce import count_checks
+
+    return Item("run", title, "ok", f"reproduced: {count_checks(checks)}", details=details)
 
 
 def latest_bundle(state: NotebookState) -> dict | None:

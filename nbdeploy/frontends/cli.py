@@ -70,6 +70,12 @@ def _capture_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("notebook", help="the .ipynb file")
     p.add_argument("--json", action="store_true", help="print the capture record as JSON")
     p.add_argument("--timeout", type=float, default=None, help="per-cell timeout in seconds")
+    _kernel_arg(p)
+
+
+def _kernel_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kernel", metavar="NAME", help="the kernel spec to run the notebook in (default: "
+                   "the one its metadata names, else the Python nbdeploy runs in)")
 
 
 @command("capture", "execute a notebook headlessly with capture on and write its record",
@@ -78,7 +84,8 @@ def _capture(args: argparse.Namespace) -> int:
     from nbdeploy.frontends.render import status_view
     from nbdeploy.job.capture_run import capture_notebook
 
-    result = capture_notebook(args.notebook, timeout=args.timeout)
+    result = capture_notebook(args.notebook, timeout=args.timeout, kernel=args.kernel,
+                              progress=_say(args))
     if result.error is not None:
         raise result.error
     if args.json:
@@ -118,6 +125,7 @@ def _build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", help="bundle folder (default: NOTEBOOK-bundle beside the notebook)")
     p.add_argument("--force", action="store_true", help="replace an existing bundle folder")
     p.add_argument("--timeout", type=float, default=None, help="per-cell timeout in seconds")
+    _kernel_arg(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -127,7 +135,7 @@ def _build(args: argparse.Namespace) -> int:
 
     result = build_bundle(args.notebook, output=args.output, model=args.model,
                           cli_params=[tuple(p) for p in args.param], force=args.force,
-                          timeout=args.timeout,
+                          timeout=args.timeout, kernel=args.kernel,
                           progress=_progress(args))
     _show(args, result)
     return 0
@@ -286,6 +294,7 @@ def _job_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=None, help="per-cell timeout in seconds")
     p.add_argument("--tracking", choices=["background", "sync", "off"], default="background",
                    help="log to MLflow from a detached process (default), before exiting, or not")
+    _kernel_arg(p)
     p.add_argument("--json", action="store_true", help="print the result as one JSON document")
 
 
@@ -303,7 +312,7 @@ def _run(args: argparse.Namespace) -> int:
 
     rec = run_notebook(args.notebook, cli=[tuple(p) for p in args.param],
                        params_file=args.params_file, output=args.output, timeout=args.timeout,
-                       tracking=args.tracking, progress=_progress(args))
+                       tracking=args.tracking, progress=_progress(args), kernel=args.kernel)
     _finished(rec.ok, rec.summary(), rec)
     if args.json:
         _emit_json(rec.to_dict())
@@ -330,7 +339,8 @@ def _reproduce(args: argparse.Namespace) -> int:
     from nbdeploy.job.reproduce import reproduce
 
     report = reproduce(args.notebook, run_id=args.run_id, rtol=args.rtol, atol=args.atol,
-                       timeout=args.timeout, tracking=args.tracking, progress=_progress(args))
+                       timeout=args.timeout, tracking=args.tracking, progress=_progress(args),
+                       kernel=args.kernel)
     text = report.text()
     _finished(report.ok, text.strip().splitlines()[0] if text.strip() else "", report)
     if args.json:
@@ -360,7 +370,8 @@ def _batch(args: argparse.Namespace) -> int:
     tick = progress.tqdm_bar() if sys.stderr.isatty() else progress.lines(stream)
     result = run_batch(args.notebook, args.grid, workers=args.workers, scheduler=args.scheduler,
                        force=args.force, name=args.name, timeout=args.timeout,
-                       tracking=args.tracking, progress=tick)
+                       tracking=args.tracking, progress=tick, kernel=args.kernel,
+                       say=lambda line: print(line, file=stream, flush=True))
     if args.json:
         _emit_json(result.to_dict())
     else:
@@ -375,14 +386,16 @@ def _runs_args(p: argparse.ArgumentParser) -> None:
 
 @command("runs", "list the recorded runs of a notebook (no kernel needed)", _runs_args)
 def _runs(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from nbdeploy.frontends.render import runs_view
     from nbdeploy.job.run import list_runs
 
     runs = list_runs(args.notebook)
     if args.json:
         _emit_json([r.to_dict() for r in runs])
     else:
-        for r in runs:
-            print(f"{r.kind:9} {r.summary()}")
+        print(runs_view(Path(args.notebook).name, runs).text())
     return 0
 
 

@@ -94,3 +94,22 @@ def readiness_text(r: Readiness) -> str:
         if it.action and it.status != "ok":
             lines.append(f"      -> {it.action}")
     return "\n".join(lines)
+def _short(text: str, width: int = 60) -> str:
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def runs_view(notebook_name: str, runs: list[Any]) -> View:
+    """The recorded runs of a notebook (``RunRecord``s, oldest first), one row each."""
+    rows, bad = [], set()
+    for i, r in enumerate(runs):
+        given = " ".join(f"{k}={v!r}" for k, v in r.given.items()) or "defaults"
+        metrics = " ".join(f"{k}={v:.6g}" for k, v in r.metrics.items())
+        error = (r.error or {}).get("message", "")
+        rows.append([r.run_id, r.kind, r.status, f"{r.duration:.1f}s" if r.duration is not None
+                     else "-", _short(given), _short(metrics), _short(error, 80)])
+        if not r.ok:
+            bad.add(i)
+    footer = (f"{len(runs)} run(s); details: nbdeploy runs {notebook_name} --json" if runs else
+              f"no runs of {notebook_name} yet: `nbdeploy run {notebook_name}` records one")
+    return View([(f"runs of {notebook_name}", ["run", "kind", "status", "duration", "parameters",
+                                                 "metrics", "error"], rows, bad)], footer)

@@ -95,6 +95,7 @@ class BatchResult:
     reused: list[str] = field(default_factory=list)  # run ids kept from an earlier batch
     duration: float = 0.0
     scheduler: str = ""
+    tracking: str = ""  # where the runs are logged (MLflow), one line
 
     @property
     def failed(self) -> list[RunRecord]:
@@ -106,12 +107,14 @@ class BatchResult:
                 f"runs completed, {len(self.failed)} failed")
         if self.reused:
             line += f", {len(self.reused)} reused from an earlier batch"
-        return line + f" in {self.duration:.1f}s; results {self.csv}"
+        line += f" in {self.duration:.1f}s; results {self.csv}"
+        return line + (f"\n{self.tracking}" if self.tracking else "")
 
     def to_dict(self) -> dict:
         return {"notebook": self.notebook, "name": self.name, "batch_dir": self.batch_dir,
                 "csv": self.csv, "duration": self.duration, "scheduler": self.scheduler,
-                "reused": self.reused, "runs": [r.to_dict() for r in self.runs]}
+                "reused": self.reused, "tracking": self.tracking,
+                "runs": [r.to_dict() for r in self.runs]}
 
     def table(self) -> tuple[list[str], list[list[Any]]]:
         pnames = list(dict.fromkeys(k for r in self.runs for k in r.given))
@@ -164,7 +167,7 @@ def _previous(batch_dir: Path) -> dict[str, RunRecord]:
 
 # -- running --------------------------------------------------------------------
 def _worker_run(notebook: str, values: dict[str, Any], run_id: str, batch_id: str,
-                timeout: float | None, warm: bool = False) -> dict:
+                timeout: float | None, warm: bool = False, kernel: str | None = None) -> dict:
     """Runs on a Dask worker: one job, never raising (a failure is a failed record).
 
     In an empty context: jupyter_core keeps the event loop that papermill runs on in a
@@ -172,16 +175,17 @@ def _worker_run(notebook: str, values: dict[str, Any], run_id: str, batch_id: st
     workers would otherwise share (and both try to run) one loop.
     """
     return contextvars.Context().run(_run_isolated, notebook, values, run_id, batch_id, timeout,
-                                     warm)
+                                     warm, kernel)
 
 
 def _run_isolated(notebook: str, values: dict[str, Any], run_id: str, batch_id: str,
-                  timeout: float | None, warm: bool) -> dict:
+                  timeout: float | None, warm: bool, kernel: str | None) -> dict:
     from nbdeploy.job.run import run_notebook
 
     try:
         rec = run_notebook(notebook, parameters=values, timeout=timeout, tracking="off",
-                           kind="batch", batch_id=batch_id, run_id=run_id, warm=warm)
+                           kind="batch", batch_id=batch_id, run_id=run_id, warm=warm,
+                           kernel=kernel)
         return rec.to_dict()
     except Exception as exc:
         return _failed(notebook, values, run_id, batch_id, f"{type(exc).__name__}: {exc}")
@@ -265,14 +269,14 @@ def _local_cluster(workers: int) -> Any:
 
 
 def _results(client: Any, notebook: str, todo: list[tuple[int, dict]], batch_id: str,
-             timeout: float | None, warm: bool) -> Iterator[tuple[int, RunRecord]]:
+             timeout: float | None, warm: bool, kernel: str) -> Iterator[tuple[int, RunRecord]]:
     """Submit one task per parameter set; yield (grid index, record) as runs finish."""
     from dask.distributed import as_completed
 
     futures = {}
     for i, values in todo:
         rid = new_run_id()
-        args = (notebook, values, rid, batch_id, timeout) + ((True,) if warm else ())
+        args = (notebook, values, rid, batch_id, timeout, warm, kernel)
         fut = client.submit(_worker_run, *args, pure=False, key=f"nbdeploy-{rid}")
         futures[fut] = (i, values, rid)
     for fut in as_completed(list(futures)):
@@ -288,10 +292,19 @@ def _results(client: Any, notebook: str, todo: list[tuple[int, dict]], batch_id:
 def run_batch(notebook: str | Path, grid: str | Path | list[dict[str, Any]] | dict, *,
               workers: int = 2, scheduler: str | None = None, force: bool = False,
               name: str | None = None, timeout: float | None = None,
-              tracking: str = "background", progress: BatchProgress | None = None) -> BatchResult:
+              tracking: str = "background", progress: BatchProgress | None = None,
+              kernel: str | None = None, say: Callable[[str], None] | None = None) -> BatchResult:
+    """Run ``notebook`` once per parameter set of ``grid``; see the module's docstring.
+
+    ``kernel``: the kernel spec every run uses (default: the notebook's, else this
+    Python's, which ``say`` is told in one line). Checked, like the grid, before any run.
+    """
+    from nbdeploy.job.kernelspec import choose_kernel
+
     started = time.perf_counter()
     sets = load_grid(grid) if isinstance(grid, str | Path) else expand_grid(grid)
-    src, _nb, pc, _ = prepare_job(notebook)
+    src, nb, pc, _ = prepare_job(notebook)
+    choice = choose_kernel(nb, src, kernel)
     checked = []
     for i, values in enumerate(sets):
         try:
@@ -299,6 +312,8 @@ def run_batch(notebook: str | Path, grid: str | Path | list[dict[str, Any]] | di
         except ParameterError as exc:
             raise ParameterError(f"grid entry {i} ({_key(values)}): {exc.message}",
                                  hint=exc.hint) from None
+    if choice.note and say is not None:
+        say(choice.note)
     name = name or (Path(grid).stem if isinstance(grid, str | Path) else "batch")
     batch_dir = NotebookState.for_notebook(src).root / "batches" / name
     result = BatchResult(str(src), name, str(batch_dir), str(batch_dir / "results.csv"),
@@ -319,7 +334,8 @@ def run_batch(notebook: str | Path, grid: str | Path | list[dict[str, Any]] | di
     fresh: list[RunRecord] = []
     if todo:
         with _cluster(workers, scheduler) as client:
-            for i, rec in _results(client, str(src), todo, name, timeout, warm=not scheduler):
+            for i, rec in _results(client, str(src), todo, name, timeout, not scheduler,
+                                   choice.name):
                 slots[i] = rec
                 fresh.append(rec)
                 done += 1
@@ -329,6 +345,10 @@ def run_batch(notebook: str | Path, grid: str | Path | list[dict[str, Any]] | di
                 tick(done, total, rec)
     result.runs = [s for s in slots if s is not None]
     result.duration = round(time.perf_counter() - started, 3)
+    if tracking != "off" and fresh:
+        from nbdeploy.job.tracking import where_logged
+
+        result.tracking = where_logged(src.parent, tracking)
     result.write()
     if tracking != "off" and fresh:
         _track([Path(r.run_dir) for r in fresh if (Path(r.run_dir) / "run.json").exists()],

@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 
 from nbdeploy.base.notebook import load_notebook
+from nbdeploy.base.progress import Progress
 from nbdeploy.base.state import NotebookState, atomic_write_json, atomic_write_text
 from nbdeploy.job.execute import ExecutionResult, execute
 
@@ -29,18 +30,22 @@ def _cells_to_indices(record: dict, executed: Path) -> dict:
     return record
 
 
-def capture_notebook(notebook: str | Path, *, timeout: float | None = None) -> ExecutionResult:
+def capture_notebook(notebook: str | Path, *, timeout: float | None = None,
+                     kernel: str | None = None,
+                     progress: Progress | None = None) -> ExecutionResult:
     """Run ``notebook`` in a fresh kernel with capture on; its record replaces the notebook's state.
 
     The record is written to ``.nbdeploy/<notebook>/`` only when the run is
-    complete, so a failing run leaves the previous record as it was.
+    complete, so a failing run leaves the previous record as it was. ``kernel``: the
+    kernel spec to run in (default: the notebook's, else this Python's, told to ``progress``).
     """
     nb_path = Path(notebook).resolve()
     nb = load_notebook(nb_path)
     state = NotebookState.for_notebook(nb_path)
     with tempfile.TemporaryDirectory(prefix="nbdeploy-capture-") as tmp:
         tmp_state = Path(tmp) / "state"
-        result = execute(nb_path, Path(tmp) / "executed.ipynb", tmp_state, nb=nb, timeout=timeout)
+        result = execute(nb_path, Path(tmp) / "executed.ipynb", tmp_state, nb=nb, timeout=timeout,
+                         kernel_name=kernel, progress=progress)
         if result.error is not None:
             kept = state.root / "last-failed-capture.ipynb"
             atomic_write_text(kept, (Path(tmp) / "executed.ipynb").read_text("utf-8"))

@@ -28,7 +28,9 @@ from nbdeploy.base.notebook import (
     load_notebook,
     user_cell_index,
 )
+from nbdeploy.base.progress import Progress, note
 from nbdeploy.base.state import read_json
+from nbdeploy.job.kernelspec import choose_kernel
 
 
 @dataclass
@@ -38,6 +40,7 @@ class ExecutionResult:
     state_dir: Path  # where the run's capture record was written
     duration: float
     status: str  # "completed" | "failed"
+    kernel: str = ""  # the kernel spec it ran in
     record: dict = field(default_factory=dict)
     error: CellExecutionError | None = None
 
@@ -92,13 +95,16 @@ def execute(notebook: str | Path, output: str | Path, state_dir: str | Path, *,
             parameters: dict[str, Any] | None = None, tail: list[str] | None = None,
             nb: Any = None, kernel_name: str | None = None, timeout: float | None = None,
             log_output: bool = False, recorded: dict[str, Any] | None = None,
-            params_cell: int | None = None, warm: bool = False) -> ExecutionResult:
+            params_cell: int | None = None, warm: bool = False,
+            progress: Progress | None = None) -> ExecutionResult:
     """Run a copy of ``notebook`` with papermill; raise nothing for a failing cell.
 
     A failing cell is returned as ``result.error`` (status ``failed``); errors that
     are not the notebook's (a kernel that will not start) raise ``NbdeployError``.
     ``warm``: fork the kernel from this process's kernel server when one runs
-    (:mod:`.kernels`, started by a local batch).
+    (:mod:`.kernels`, started by a local batch). ``kernel_name``: a kernel spec that must
+    exist; without it the notebook's own, else this Python's (:mod:`.kernelspec`, which
+    tells ``progress`` in one line).
     """
     skip_slow_schema_formats()
     import papermill as pm
@@ -110,6 +116,9 @@ def execute(notebook: str | Path, output: str | Path, state_dir: str | Path, *,
     out = Path(output).resolve()
     state = Path(state_dir).resolve()
     nb = load_notebook(src) if nb is None else nb
+    choice = choose_kernel(nb, src, kernel_name)
+    if choice.note and progress is not None:
+        progress(note(choice.note))
     prepared = prepare(nb, src, state, tail, recorded, params_cell)
     out.parent.mkdir(parents=True, exist_ok=True)
     state.mkdir(parents=True, exist_ok=True)
@@ -129,7 +138,7 @@ def execute(notebook: str | Path, output: str | Path, state_dir: str | Path, *,
     try:
         pm.execute_notebook(
             prepared, str(out), parameters=parameters or {}, engine_name=engine.NAME,
-            kernel_name=kernel_name, progress_bar=False, log_output=log_output,
+            kernel_name=choice.name, progress_bar=False, log_output=log_output,
             execution_timeout=timeout, report_mode=False, **options,
         )
     except PapermillExecutionError as exc:
@@ -146,4 +155,4 @@ def execute(notebook: str | Path, output: str | Path, state_dir: str | Path, *,
     duration = time.perf_counter() - started
     record = read_json(state / "capture.json") if (state / "capture.json").exists() else {}
     return ExecutionResult(src, out, state, duration, "failed" if error else "completed",
-                           record, error)
+                           choice.name, record, error)

@@ -60,9 +60,7 @@ class ReproduceReport:
 
     def summary(self) -> str:
         verdict = "REPRODUCED" if self.ok else "DIFFERED"
-        n = len(self.checks)
-        tail = (f"all {n} checks matched" if self.ok
-                else f"{len(self.differed)} of {n} checks differ")
+        tail = count_checks([asdict(c) for c in self.checks])
         return (f"reproduce {Path(self.notebook).name}: {verdict} ({tail}); baseline {self.baseline}; "
                 f"re-run {self.run.run_id} -> {self.run.output}")
 
@@ -76,6 +74,34 @@ class ReproduceReport:
 
     def text(self) -> str:
         return self.view().text()
+
+
+def count_checks(checks: list[dict]) -> str:
+    """How the checks came out, every one counted once under its own status.
+
+    ``all 6 checks matched``; ``5 of 6 checks matched; 1 skipped: input data.csv``;
+    ``1 of 6 checks differ: metric auc; 4 matched; 1 new: metric f1``.
+    """
+    n = len(checks)
+    named: dict[str, list[str]] = {}
+    for c in checks:
+        named.setdefault(c.get("status", ""), []).append(f"{c.get('kind')} {c.get('name')}")
+    matched = len(named.get(MATCHED, []))
+    if n == 0:
+        return "no checks"
+    if matched == n:
+        return f"all {n} checks matched"
+
+    def listed(names: list[str]) -> str:
+        return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+    bad = named.get(DIFFERED, []) + named.get(MISSING, [])
+    others = [f"{len(named[s])} {s}: {listed(named[s])}" for s in (SKIPPED, NEW) if named.get(s)]
+    if bad:
+        parts = [f"{len(bad)} of {n} checks differ: {listed(bad)}", f"{matched} matched"]
+    else:
+        parts = [f"{matched} of {n} checks matched"]
+    return "; ".join(parts + others)
 
 
 # -- the baseline -------------------------------------------------------------
@@ -183,7 +209,7 @@ def compare_metrics(before: dict[str, float], after: dict[str, float], rtol: flo
 
 def reproduce(notebook: str | Path, *, run_id: str | None = None, rtol: float = 1e-6,
               atol: float = 1e-9, timeout: float | None = None, tracking: str = "background",
-              progress: Progress | None = None) -> ReproduceReport:
+              progress: Progress | None = None, kernel: str | None = None) -> ReproduceReport:
     from nbdeploy.job.predictions import compare_predictions
 
     src = Path(notebook).resolve()
@@ -191,7 +217,7 @@ def reproduce(notebook: str | Path, *, run_id: str | None = None, rtol: float = 
     say = progress or silent
     say(note(f"reproduce {src.name}: baseline is the {base.source}"))
     rec = run_notebook(src, parameters=base.parameters, timeout=timeout, tracking=tracking,
-                       kind="reproduce", reproduces=base.source, progress=progress)
+                       kind="reproduce", reproduces=base.source, progress=progress, kernel=kernel)
     report = ReproduceReport(str(src), base.source, rec, rtol, atol)
     detail = (f"{rec.error.get('message')}" if rec.error else f"completed in {rec.duration:.1f}s")
     report.checks.append(Check("status", "run", MATCHED if rec.ok else DIFFERED, "completed",

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from nbdeploy.base.errors import CellExecutionError, NbdeployError, StateError
 from nbdeploy.base.notebook import load_notebook
-from nbdeploy.base.progress import Progress, ProgressEvent, silent
+from nbdeploy.base.progress import Progress, ProgressEvent, note, silent
 from nbdeploy.base.state import NotebookState, atomic_write_json, read_json
 from nbdeploy.job import params as P
 
@@ -61,6 +61,7 @@ class RunRecord:
     batch_id: str | None = None
     reproduces: str | None = None
     tracking: dict = field(default_factory=dict)
+    kernel: str = ""  # the kernel spec the run used
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -123,34 +124,39 @@ def run_notebook(notebook: str | Path, *, parameters: dict[str, Any] | None = No
                  tracking: str = "background", kind: str = "run", batch_id: str | None = None,
                  reproduces: str | None = None, run_id: str | None = None,
                  progress: Progress | None = None, prepared: tuple | None = None,
-                 warm: bool = False) -> RunRecord:
+                 warm: bool = False, kernel: str | None = None) -> RunRecord:
     """Run a copy of ``notebook`` in a fresh kernel with papermill and capture on.
 
     ``tracking``: ``"background"`` (log to MLflow from a detached process),
     ``"sync"`` (log before returning) or ``"off"``. A failing cell does not raise:
     the record has ``status == "failed"`` and ``error`` names the cell. ``warm``:
     fork the kernel from a running kernel server (:mod:`.kernels`; a local batch).
+    ``kernel``: the kernel spec to run in (default: the notebook's, else this Python's).
     """
     from nbdeploy.job.capture_run import _cells_to_indices
     from nbdeploy.job.execute import execute
+    from nbdeploy.job.kernelspec import choose_kernel
     from nbdeploy.job.predictions import tail_cell
 
     say = progress or silent
     src, nb, pc, values = prepared or prepare_job(notebook, parameters=parameters, cli=cli,
                                                   params_file=params_file)
     effective = {**(pc.defaults() if pc else {}), **values}
+    choice = choose_kernel(nb, src, kernel)  # before the run is recorded: a wrong name is no run
     run_id = run_id or new_run_id()
     run_dir = NotebookState.for_notebook(src).runs_dir / run_id
     rec = RunRecord(run_id, str(src), str(run_dir), "running", effective, values, _now(),
                     output=str(run_dir / EXECUTED), kind=kind, batch_id=batch_id,
-                    reproduces=reproduces)
+                    reproduces=reproduces, kernel=choice.name)
     _save(rec)
     shown = " ".join(f"{k}={v!r}" for k, v in values.items()) or "defaults"
+    if choice.note:
+        say(note(choice.note))
     say(ProgressEvent(f"run {run_id}: executing a copy of {src.name} in a fresh kernel ({shown})", "started", 1, 2))
     try:
         result = execute(src, run_dir / EXECUTED, run_dir, parameters=values, nb=nb,
                          timeout=timeout, recorded=effective, tail=[tail_cell(run_dir)],
-                         params_cell=pc.index if pc else None, warm=warm)
+                         params_cell=pc.index if pc else None, warm=warm, kernel_name=choice.name)
     except NbdeployError as exc:  # the kernel did not start: still a recorded (failed) run
         rec.status, rec.error = "failed", exc.to_dict()
         _save(rec)
@@ -176,7 +182,16 @@ def run_notebook(notebook: str | Path, *, parameters: dict[str, Any] | None = No
         rec.tracking = _track(run_dir, tracking)
         if tracking == "sync":
             _save(rec)
+        say(note(_tracking_line(src.parent, tracking, rec.tracking)))
     return rec
+
+
+def _tracking_line(project_dir: Path, mode: str, doc: dict) -> str:
+    from nbdeploy.job.tracking import where_logged
+
+    if doc.get("status") == "failed":
+        return f"MLflow: the run was not logged: {doc.get('error')} (the run itself is recorded)"
+    return where_logged(project_dir, mode)
 
 
 def _track(run_dir: Path, mode: str) -> dict:

@@ -37,6 +37,19 @@ def artifact_location(project_dir: str | Path) -> str | None:
     return (Path(project_dir).resolve() / STATE_DIRNAME / "mlartifacts").as_uri()
 
 
+def where_logged(project_dir: str | Path, mode: str = "sync") -> str:
+    """One line for the user: which MLflow store the runs go to, and how to look at them."""
+    import shlex
+
+    how = "logging from a background process" if mode == "background" else "logged"
+    uri = tracking_uri(project_dir)
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return f"MLflow: {how} to the tracking server {uri} (MLFLOW_TRACKING_URI); its UI is there"
+    db = uri.removeprefix("sqlite:///")
+    return (f"MLflow: {how} to the store {db}; browse it with: "
+            f"mlflow ui --backend-store-uri {shlex.quote(uri)}")
+
+
 # -- logging runs ------------------------------------------------------------
 # MLflow costs seconds to import (and the first use of a SQLite store runs its
 # migrations), which would dominate a small notebook job. So ``nbdeploy run``

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.metadata as md
 import json
 from pathlib import Path
 
 import pytest
 import yaml
 
+from nbdeploy.bundle.assemble import suite_lock
 from nbdeploy.bundle.manifest import checksums
 
 pytestmark = pytest.mark.slow
@@ -99,7 +101,20 @@ def test_serving_lock_is_lean_and_complete(built):
     assert not names & {"nbdeploy", "mlflow", "jupyter", "notebook", "ipykernel", "papermill"}
     direct = (built.bundle / "requirements.txt").read_text()
     assert all("==" in line for line in direct.splitlines())
-    assert "pytest==" in (built.bundle / "tests" / "requirements.txt").read_text()
+    tests_lock = (built.bundle / "tests" / "requirements.txt").read_text().lower()
+    pins = dict(ln.split("==") for ln in tests_lock.splitlines() if "==" in ln and not ln.startswith(" "))
+    assert pins["pytest"] == md.version("pytest")  # from nbdeploy's own environment
+    assert not set(pins) & names  # installed together with --no-deps: one pin per name
+
+
+def test_tests_lock_comes_from_nbdeploys_environment_and_leaves_serving_pins_alone():
+    """Issue 15: a kernel without pytest gave an empty tests/requirements.txt; this environment
+    has pytest (a dependency of nbdeploy), and the serving lock's own pins win."""
+    alone = {p["name"].lower(): p["version"] for p in suite_lock([])}
+    assert alone["pytest"] == md.version("pytest") and alone["pluggy"] == md.version("pluggy")
+    assert "packaging" in alone  # pytest needs it
+    serving = [{"name": "Packaging", "version": "0.0"}]
+    assert "packaging" not in {p["name"].lower() for p in suite_lock(serving)}
 
 
 def test_profile_covers_the_model_inputs(built):

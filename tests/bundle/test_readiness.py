@@ -67,6 +67,12 @@ def test_last_run_reproduced_or_not(examples: Path) -> None:
     item = readiness(examples / NB).item("run")
     assert item.status == "error" and "1 of 1" in item.summary
     assert any(d.status == "error" and d.label == "metric accuracy" for d in item.details)
+    _run(examples, "20261122T070150000-dddddd", reproduce={"ok": True, "checks": [
+        {"kind": "status", "name": "run", "status": "matched"},
+        {"kind": "input", "name": "data/churn.csv", "status": "skipped"}]})
+    item = readiness(examples / NB).item("run")
+    assert item.status == "ok" and item.summary == \
+        "reproduced: 1 of 2 checks matched; 1 skipped: input data/churn.csv"
     _run(examples, "20261122T070200000-cccccc", status="failed")
     item = readiness(examples / NB).item("run")
     assert item.status == "error" and "KeyError" in item.action

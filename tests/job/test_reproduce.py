@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from nbdeploy.frontends import cli
-from nbdeploy.job.reproduce import compare_files, compare_metrics, reproduce
+from nbdeploy.job.reproduce import compare_files, compare_metrics, count_checks, reproduce
 from nbdeploy.job.run import run_notebook
 
 
@@ -111,3 +111,31 @@ def test_reproduce_with_a_failing_rerun_reports_the_cell(proj):
     assert not report.ok and status.status == "differed"
     assert "cell 4 ('raise RuntimeError" in status.detail
     assert any(c.kind == "output" and c.status == "missing" for c in report.checks)
+
+
+def test_the_verdict_counts_each_check_under_its_own_status(proj, capsys):
+    """Issue 15: 'all 6 checks matched' was printed when the table showed a check that did not match."""
+    assert cli.main(["capture", str(proj / "tiny.ipynb"), "--json"]) == 0
+    capsys.readouterr()
+    path = proj / ".nbdeploy" / "tiny" / "capture.json"
+    record = json.loads(path.read_text())
+    del record["metrics"]["rows"]  # the re-run reports a metric the baseline did not have
+    path.write_text(json.dumps(record))
+    assert cli.main(["reproduce", str(proj / "tiny.ipynb"), "--tracking", "off"]) == 0
+    out = capsys.readouterr().out
+    assert "REPRODUCED (4 of 5 checks matched; 1 new: metric rows)" in out
+    assert "all 5" not in out
+
+
+def test_count_checks_names_what_did_not_match():
+    def checks(*statuses):
+        return [{"kind": "input", "name": f"f{i}.csv", "status": s} for i, s in enumerate(statuses)]
+
+    assert count_checks(checks(*["matched"] * 6)) == "all 6 checks matched"
+    assert count_checks(checks(*["matched"] * 5, "skipped")) == \
+        "5 of 6 checks matched; 1 skipped: input f5.csv"
+    assert count_checks(checks("differed", "missing", "matched", "new", "skipped")) == \
+        ("2 of 5 checks differ: input f0.csv, input f1.csv; 1 matched; 1 skipped: input f4.csv; "
+         "1 new: input f3.csv")
+    assert count_checks(checks(*["skipped"] * 5)).endswith(
+        "5 skipped: input f0.csv, input f1.csv, input f2.csv and 2 more")

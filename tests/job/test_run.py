@@ -29,6 +29,9 @@ def test_cli_run_records_parameters_metrics_lineage_and_logs_to_embedded_mlflow(
     assert lines[0].startswith("[1/2] run ") and "alpha=2.0" in lines[0]
     assert lines[1].startswith("[2/2] run ") and "completed" in lines[1]
     assert lines[-1].startswith("run ") and "score=43" in lines[-1]
+    store = proj / ".nbdeploy" / "mlflow.db"  # where it goes, and how to look at it
+    assert lines[2] == (f"MLflow: logging from a background process to the store {store}; "
+                        f"browse it with: mlflow ui --backend-store-uri sqlite:///{store}")
 
     rec = last_run(proj / "tiny.ipynb")
     assert rec.status == "completed" and rec.kind == "run"
@@ -93,8 +96,18 @@ def test_magic_parameters_cell_and_json_output(proj, capsys):
     assert nb.read_bytes() == before  # the user's notebook is never rewritten
 
 
-def test_runs_are_listed_oldest_first(proj):
-    a = run_notebook(proj / "magic_params.ipynb", parameters={"alpha": 1}, tracking="off")
-    b = run_notebook(proj / "magic_params.ipynb", cli=[("label", "b")], tracking="off")
-    assert [r.run_id for r in list_runs(proj / "magic_params.ipynb")] == [a.run_id, b.run_id]
-    assert last_run(proj / "magic_params.ipynb").run_id == b.run_id
+def test_runs_are_listed_oldest_first(proj, capsys):
+    nb = proj / "magic_params.ipynb"
+    assert cli.main(["runs", str(nb)]) == 0
+    assert capsys.readouterr().out.strip().endswith(
+        "no runs of magic_params.ipynb yet: `nbdeploy run magic_params.ipynb` records one")
+    a = run_notebook(nb, parameters={"alpha": 1}, tracking="off")
+    b = run_notebook(nb, cli=[("label", "b")], tracking="off")
+    assert [r.run_id for r in list_runs(nb)] == [a.run_id, b.run_id]
+    assert last_run(nb).run_id == b.run_id
+    assert cli.main(["runs", str(nb)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == ["run", "kind", "status", "duration", "parameters", "metrics", "error"]
+    rows = [ln for ln in lines if ln.startswith((a.run_id, b.run_id))]
+    assert [r.split()[0] for r in rows] == [a.run_id, b.run_id]
+    assert "alpha=1 " in rows[0] and "label='b'" in rows[1] and "twice=" in rows[0]
