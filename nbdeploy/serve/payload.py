@@ -250,8 +250,11 @@ def parse_v2(body: bytes, bundle: Bundle, header_length: int | None = None) -> V
         needed = {"name", "shape", "datatype"} if raw is not None else {"name", "shape", "datatype", "data"}
         if not isinstance(t, dict) or not needed <= t.keys():
             raise RequestError(400, f"inputs[{i}] needs name, shape, datatype and data (or binary_data_size)")
-        if t["datatype"] not in V2_DATATYPES:
-            raise RequestError(400, f"inputs[{i}] ({t['name']}): unknown datatype {t['datatype']!r}")
+        if not isinstance(t["datatype"], str) or t["datatype"] not in V2_DATATYPES:
+            raise RequestError(
+                400, f"inputs[{i}] ({t['name']}): datatype must be one of {', '.join(sorted(V2_DATATYPES))} "
+                     f"(a string), not {repr(t['datatype'])[:80]}",
+            )
         shape = t["shape"]
         if not isinstance(shape, list) or not shape or not all(type(s) is int and s >= 0 for s in shape):
             raise RequestError(400, f"inputs[{i}] ({t['name']}): shape must be a list of sizes")
