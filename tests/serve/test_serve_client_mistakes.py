@@ -32,6 +32,25 @@ def _message(body: dict[str, Any]) -> str:
     return body.get("message") or body["error"]
 
 
+# -- CSV with a bare carriage return -------------------------------------------------
+
+
+@pytest.mark.parametrize(("body", "where"), [
+    (b"age,income,city,member\n30,1.0,pa\rris,true\n", "line 2, column 3 ('city')"),
+    (b"age,income,city,member\r30,1.0,paris,true\n", "line 1, column 4 ('member')"),
+])
+def test_a_bare_carriage_return_in_csv_is_a_400_naming_where(classifier_server: Any, client_for: Any,
+                                                             body: bytes, where: str) -> None:
+    c = client_for(classifier_server)
+    status, _, doc = c.post("/invocations", body, content_type="text/csv")
+    assert status == 400, doc
+    assert where in doc["message"] and "carriage return" in doc["message"]
+    status, _, doc = c.post("/invocations", b"age,income,city,member\r\n30,1.0,paris,true\r\n",
+                            content_type="text/csv")
+    assert status == 200 and len(doc["predictions"]) == 1  # CRLF line ends are fine
+    _still_answers(c)
+
+
 # -- a V2 datatype that is not a string -----------------------------------------------
 
 
