@@ -83,7 +83,13 @@ class Predictor:
             rows: list[Any] = []
             for p in parts:
                 rows.extend(p.data.data)
-            return np.asarray(rows, dtype=self.tensor_dtype)
+            try:
+                return np.asarray(rows, dtype=self.tensor_dtype)
+            except OverflowError:
+                raise RequestError(422, f"the input tensor has a number too large for the model's "
+                                        f"{self.tensor_dtype} input; send values that fit {self.tensor_dtype}",
+                                   [{"field": "input", "problem": "out_of_bounds",
+                                     "expected": f"numbers that fit {self.tensor_dtype}"}]) from None
         names = _shared_names(parts)
         if names is not None:
             # one-row requests that came with the same column list: one transpose for the batch
@@ -175,7 +181,7 @@ def build_frame(columns: list[Column] | None, merged: dict[str, list[Any]]) -> A
         if col.type == "datetime":
             data[col.name] = pd.to_datetime(values)
         elif dtype is not None:
-            data[col.name] = np.asarray(values, dtype=dtype)
+            data[col.name] = typed_array(col, values, dtype)
         else:
             data[col.name] = values
         # (a None in a string column becomes pandas' missing value, NaN, in the frame)
@@ -191,12 +197,49 @@ def build_table(columns: list[Column] | None, merged: dict[str, list[Any]]) -> T
         values = merged[col.name]
         dtype = _column_dtype(col, values)
         if dtype is not None:
-            arrays.append(np.asarray(values, dtype=dtype))
+            arrays.append(typed_array(col, values, dtype))
         else:
             arr = np.empty(len(values), dtype=object)
             arr[:] = [np.nan if v is None else v for v in values]
             arrays.append(arr)
     return Table([c.name for c in columns], arrays)
+
+
+def typed_array(col: Column, values: list[Any], dtype: str) -> np.ndarray:
+    """A column's values in the signature's numpy dtype; a number that dtype cannot hold (an
+    integer past int64, a float past float32's range) is the client's mistake: a 422 naming it."""
+    if dtype == "float32":
+        with np.errstate(over="ignore"):
+            arr = np.asarray(values, dtype=dtype)
+        if np.isinf(arr).any():
+            over = np.isinf(arr) & np.isfinite(np.asarray(values, dtype=np.float64))
+            if over.any():
+                f = np.finfo(np.float32)
+                raise _bounds_error(col.name, "float32 column", np.flatnonzero(over).tolist(),
+                                   float(f.min), float(f.max))
+        return arr
+    try:
+        return np.asarray(values, dtype=dtype)
+    except OverflowError:
+        if dtype not in ("int64", "int32"):
+            raise
+        i = np.iinfo(dtype)
+        rows = [r for r, v in enumerate(values) if isinstance(v, int) and not i.min <= v <= i.max]
+        raise _bounds_error(col.name, f"{dtype} column", rows, int(i.min), int(i.max)) from None
+
+
+def _bounds_error(name: str, what: str, rows: list[int], lo: Any, hi: Any) -> RequestError:
+    allowed = f"from {_number(lo)} to {_number(hi)}"
+    return RequestError(
+        422, f"{name!r} has a value too large for the model's {what} in {len(rows)} row(s) (first: "
+             f"{rows[:5]}); send values {allowed}",
+        [{"field": name, "problem": "out_of_bounds", "expected": f"a number {allowed} ({what})",
+          "allowed_range": [lo, hi], "rows": rows[:5], "count": len(rows)}],
+    )
+
+
+def _number(v: Any) -> str:
+    return str(v) if isinstance(v, int) else f"{v:.7g}"
 
 
 def split_output(raw: Any, sizes: list[int], total: int) -> list[Any]:

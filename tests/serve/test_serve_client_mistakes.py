@@ -32,6 +32,49 @@ def _message(body: dict[str, Any]) -> str:
     return body.get("message") or body["error"]
 
 
+# -- an integer past int64 ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [2**63, 2**64 + 5, -(2**64), 1e39])
+def test_an_integer_past_int64_is_a_422_naming_the_column(classifier_server: Any, client_for: Any,
+                                                          value: Any) -> None:
+    c = client_for(classifier_server)
+    status, _, body = c.post("/invocations", {"dataframe_records": [ROW, {**ROW, "age": value}]})
+    assert status == 422, body
+    assert "'age'" in body["message"] and "9223372036854775807" in body["message"]
+    (error,) = body["errors"]
+    assert error["field"] == "age" and error["problem"] == "out_of_bounds" and error["rows"] == [1]
+    assert error["allowed_range"] == [-(2**63), 2**63 - 1]
+    _still_answers(c)
+
+
+def test_an_integer_past_int64_is_a_422_over_v2(classifier_server: Any, client_for: Any) -> None:
+    c = client_for(classifier_server)
+    status, _, body = c.post(V2, _v2(age=2**63))
+    assert status == 422, body
+    assert "'age'" in body["error"] and body["errors"][0]["field"] == "age"
+    _still_answers(c)
+
+
+def test_one_clients_huge_integer_does_not_fail_its_batchmates(classifier_server: Any) -> None:
+    import concurrent.futures
+
+    from conftest import Client
+
+    def one(i: int) -> int:
+        client = Client(classifier_server.url)
+        try:
+            age = 2**63 if i % 4 == 0 else 20 + i
+            status, _, _ = client.post("/invocations", {"dataframe_records": [{**ROW, "age": age}]})
+            return status
+        finally:
+            client.close()
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(one, range(32)))
+    assert statuses == [422 if i % 4 == 0 else 200 for i in range(32)]
+
+
 # -- CSV with a bare carriage return -------------------------------------------------
 
 
@@ -64,3 +107,22 @@ def test_a_v2_datatype_that_is_not_a_string_is_a_400(classifier_server: Any, cli
     assert status == 400, body
     assert "inputs[0] (age): datatype must be one of" in body["error"]
     _still_answers(c)
+
+
+
+
+def test_a_float32_column_refuses_what_float32_cannot_hold() -> None:
+    """A signature ``float`` column is cast to float32 before the model sees it."""
+    from nbdeploy.serve.bundle import Column
+    from nbdeploy.serve.errors import RequestError
+    from nbdeploy.serve.predictor import build_table
+
+    col = Column("ratio", "float", True)
+    table = build_table([col], {"ratio": [1.5, 3e38]})
+    assert table.columns[0].dtype.name == "float32" and table.columns[0].tolist()[0] == 1.5
+    with pytest.raises(RequestError) as caught:
+        build_table([col], {"ratio": [1.5, 1e39, -1e39]})
+    assert caught.value.status == 422
+    (error,) = caught.value.errors
+    assert error["field"] == "ratio" and error["rows"] == [1, 2] and error["count"] == 2
+    assert error["allowed_range"][1] == pytest.approx(3.4028235e38)
