@@ -16,7 +16,7 @@ import numpy as np
 from .batcher import Part
 from .bundle import Bundle, Column
 from .errors import RequestError
-from .fastpath import Table
+from .fastpath import InputOverflow, Table
 from .model import LoadedModel
 from .payload import Frame, Tensor, row_columns
 from .validation import Validator
@@ -124,7 +124,10 @@ class Predictor:
         if isinstance(merged, np.ndarray):
             raw = self.model.predict(merged)
         elif self.model.program is not None:
-            raw = self.model.program.predict(build_table(self.columns, merged))
+            try:
+                raw = self.model.program.predict(build_table(self.columns, merged))
+            except InputOverflow as e:
+                raise _overflow_error(e) from None
         else:
             raw = self.model.predict(build_frame(self.columns, merged))
         total = sum(p.n for p in parts)
@@ -240,6 +243,17 @@ def _bounds_error(name: str, what: str, rows: list[int], lo: Any, hi: Any) -> Re
 
 def _number(v: Any) -> str:
     return str(v) if isinstance(v, int) else f"{v:.7g}"
+
+
+def _overflow_error(e: InputOverflow) -> RequestError:
+    """A value the compiled program's float32 trees cannot take, named by its input column."""
+    what = "trees, which compute in float32 after the model's own scaling"
+    if e.column is None or e.bounds is None:
+        return RequestError(
+            422, f"a number in the request is too large for the model's {what} (rows {e.rows[:5]}); "
+                 f"send values that stay below {_number(float(np.finfo(np.float32).max))} after scaling",
+            [{"field": "(input)", "problem": "out_of_bounds", "rows": e.rows[:5], "count": len(e.rows)}])
+    return _bounds_error(e.column, what, e.rows, *e.bounds)
 
 
 def split_output(raw: Any, sizes: list[int], total: int) -> list[Any]:

@@ -7,6 +7,9 @@ bundle with a compiled program, whose trees compute in float32).
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,6 +33,33 @@ def _still_answers(c: Any) -> None:
 
 def _message(body: dict[str, Any]) -> str:
     return body.get("message") or body["error"]
+
+
+@pytest.fixture(scope="module")
+def program_bundle(classifier_bundle: Path, tmp_path_factory: Any) -> Path:
+    """The classifier bundle with a compiled program, as ``nbdeploy build`` writes it."""
+    from conftest import seal_bundle
+
+    from nbdeploy.bundle.program import write_program
+    from nbdeploy.serve.bundle import read_bundle
+    from nbdeploy.serve.model import load_model
+
+    root = tmp_path_factory.mktemp("mistakes-prog") / "bundle"
+    shutil.copytree(classifier_bundle, root)
+    estimator = load_model(read_bundle(root)).predict.__self__
+    outcome = write_program(estimator, root / "model", json.loads((root / "profile.json").read_text()))
+    assert outcome["compiled"] is True
+    seal_bundle(root, json.loads((root / "nbdeploy.json").read_text()))
+    return root
+
+
+@pytest.fixture(scope="module")
+def program_server(program_bundle: Path, tmp_path_factory: Any) -> Any:
+    from conftest import start
+
+    handle = start(program_bundle, tmp_path_factory.mktemp("mistakes-prog-log"))
+    yield handle
+    handle.stop()
 
 
 # -- an integer past int64 ---------------------------------------------------------
@@ -109,6 +139,32 @@ def test_a_v2_datatype_that_is_not_a_string_is_a_400(classifier_server: Any, cli
     _still_answers(c)
 
 
+# -- a finite number the float32 trees see as infinity ---------------------------------
+
+
+def test_a_number_too_large_for_the_float32_trees_is_a_422_with_the_range(program_server: Any,
+                                                                          client_for: Any) -> None:
+    c = client_for(program_server)
+    status, _, meta = c.get("/metadata")
+    assert meta["program"]["used"] is True  # the compiled program, whose trees cast to float32
+    for value in (1.1e16, 1e30):  # large, but within float32 after scaling: answered
+        status, _, body = c.post("/invocations", {"dataframe_records": [{**ROW, "income": value}]})
+        assert status == 200, body
+    status, _, body = c.post("/invocations", {"dataframe_records": [ROW, ROW, {**ROW, "income": 1e300}]})
+    assert status == 422, body
+    assert "'income'" in body["message"] and "float32" in body["message"]
+    (error,) = body["errors"]
+    assert error["field"] == "income" and error["problem"] == "out_of_bounds" and error["rows"] == [2]
+    lo, hi = error["allowed_range"]
+    assert lo < -1e38 and 1e38 < hi < 1e300  # the income that the scaler keeps within float32
+    # the range is the model's: just inside it is answered, just outside it is refused
+    status, _, body = c.post("/invocations", {"dataframe_records": [{**ROW, "income": hi * 0.999}]})
+    assert status == 200, body
+    status, _, body = c.post("/invocations", {"dataframe_records": [{**ROW, "income": hi * 1.001}]})
+    assert status == 422 and body["errors"][0]["field"] == "income"
+    status, _, body = c.post(V2, _v2(income=-1e300))
+    assert status == 422 and body["errors"][0]["field"] == "income"
+    _still_answers(c)
 
 
 def test_a_float32_column_refuses_what_float32_cannot_hold() -> None:
