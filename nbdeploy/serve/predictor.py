@@ -21,6 +21,8 @@ from .model import LoadedModel
 from .payload import Frame, Tensor, row_columns
 from .validation import Validator
 
+#: what scikit-learn says when a value is too large for the float32 its trees compute in
+FLOAT32_REFUSED = "too large for dtype('float32')"
 _NUMPY = {"long": "int64", "integer": "int32", "double": "float64", "float": "float32", "boolean": "bool"}
 
 
@@ -129,12 +131,65 @@ class Predictor:
             except InputOverflow as e:
                 raise _overflow_error(e) from None
         else:
-            raw = self.model.predict(build_frame(self.columns, merged))
+            try:
+                raw = self.model.predict(build_frame(self.columns, merged))
+            except ValueError as e:
+                # scikit-learn's trees cast to float32; a batch of several requests is retried
+                # request by request (see Batcher), so only a lone request is looked into
+                if FLOAT32_REFUSED not in str(e) or len(parts) > 1:
+                    raise
+                raise self._locate_too_large(merged) or e from None
         total = sum(p.n for p in parts)
         outs = split_output(raw, [p.n for p in parts], total)
         if observe:
             self._observe(raw, merged, total)
         return outs
+
+    def _locate_too_large(self, merged: dict[str, list[Any]]) -> RequestError | None:
+        """The numeric columns whose values the library model refused as too large for float32
+        (after its own transforms): every numeric column is set to a value from training, then
+        each is given back its own values; those the model refuses again are named, with the
+        fewest of their largest values that must go. Only on that error, never on a good request."""
+        numeric = [c.name for c in self.columns or [] if c.type in ("double", "float", "long", "integer")]
+        safe = {n: [None if v is None else self._typical(n) for v in merged[n]] for n in numeric}
+        if not numeric or not self._predicts({**merged, **safe}):
+            return None
+        errors = []
+        for name in numeric:
+            values = merged[name]
+            if self._predicts({**merged, **safe, name: values}):
+                continue
+            largest = sorted((i for i, v in enumerate(values) if v is not None), key=lambda i: -abs(values[i]))
+            k = 1
+            while k < len(largest):
+                trial = list(values)
+                for i in largest[:k]:
+                    trial[i] = safe[name][i]
+                if self._predicts({**merged, **safe, name: trial}):
+                    break
+                k *= 2
+            rows = sorted(largest[:k])
+            below = min(abs(values[i]) for i in rows)
+            errors.append({"field": name, "problem": "out_of_bounds", "rows": rows[:5], "count": len(rows),
+                           "expected": f"a number of magnitude below {_number(float(below))}, which the model's "
+                                       "float32 trees see as infinity after its own transforms"})
+        if not errors:
+            return None
+        names = ", ".join(repr(e["field"]) for e in errors)
+        return RequestError(422, f"{names} has values too large for the model, which computes in float32 after "
+                                 "its own transforms; send values nearer the training range", errors)
+
+    def _typical(self, name: str) -> Any:
+        rule = self.validator.rules.get(name) if self.validator is not None else None
+        mid = 0.0 if rule is None or rule.lo is None or rule.hi is None else (rule.lo + rule.hi) / 2
+        return int(mid) if rule is not None and rule.column.type in ("long", "integer") else mid
+
+    def _predicts(self, columns: dict[str, list[Any]]) -> bool:
+        try:
+            self.model.predict(build_frame(self.columns, columns))
+        except Exception:
+            return False
+        return True
 
     def _observe(self, raw: Any, merged: Any, rows: int) -> None:
         """Metrics and drift of a predicted batch; never the reason a request fails."""

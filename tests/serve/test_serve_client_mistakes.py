@@ -182,3 +182,20 @@ def test_a_float32_column_refuses_what_float32_cannot_hold() -> None:
     (error,) = caught.value.errors
     assert error["field"] == "ratio" and error["rows"] == [1, 2] and error["count"] == 2
     assert error["allowed_range"][1] == pytest.approx(3.4028235e38)
+
+
+def test_a_number_too_large_for_the_library_models_float32_trees_is_a_422(classifier_server: Any,
+                                                                         client_for: Any) -> None:
+    """Served by scikit-learn itself (no compiled program), whose trees also cast to float32."""
+    c = client_for(classifier_server)
+    status, _, meta = c.get("/metadata")
+    assert meta["program"]["used"] is False
+    rows = [ROW, {**ROW, "income": 1e300}, ROW, {**ROW, "income": -1e299}]
+    status, _, body = c.post("/invocations", {"dataframe_records": rows})
+    assert status == 422, body
+    assert "'income'" in body["message"] and "float32" in body["message"]
+    (error,) = body["errors"]
+    assert error["field"] == "income" and error["problem"] == "out_of_bounds" and error["rows"] == [1, 3]
+    status, _, body = c.post(V2, _v2(income=1e300))
+    assert status == 422 and body["errors"][0]["field"] == "income"
+    _still_answers(c)
