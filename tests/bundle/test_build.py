@@ -204,3 +204,22 @@ def test_keys_written_in_a_cell_never_reach_the_bundle(fixture_dir: Path) -> Non
     assert "secrets scrubbed from notebook/keys.ipynb: " in "\n".join(lines)
     assert "secrets scrubbed from notebook/keys.ipynb: " in result.text()
     assert not [s for s in secrets if s.decode() in report]  # kind and file, never the value
+
+
+def test_a_project_package_is_copied_through_the_scrubber(tmp_path: Path) -> None:
+    from nbdeploy.bundle.assemble import _copy_project_modules
+    from nbdeploy.redact import recording
+
+    pkg = tmp_path / "src" / "helpers"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "client.py").write_text('API_KEY = "sk-live-4eC39HqLyjWDarjtT1zdp7dc"\ndef f():\n    return 1\n')
+    (pkg / "weights.bin").write_bytes(b"\x00\x01sk-live-4eC39HqLyjWDarjtT1zdp7dc")  # not text: copied as it is
+    record = {"project_modules": [{"path": str(pkg), "relative_path": "helpers"}]}
+    with recording() as found:
+        _copy_project_modules(record, tmp_path / "out")
+    copied = (tmp_path / "out" / "helpers" / "client.py").read_text()
+    assert "sk-live-" not in copied and copied.endswith("def f():\n    return 1\n")
+    assert (tmp_path / "out" / "helpers" / "weights.bin").read_bytes() == (pkg / "weights.bin").read_bytes()
+    assert [f["kind"] for f in found] == ["API key (sk-...)"]
+    assert found[0]["where"].endswith("helpers/client.py")
