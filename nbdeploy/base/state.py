@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nbdeploy.base.errors import StateError
-from nbdeploy.base.redact import scrub
+from nbdeploy.base.redact import scrub, scrubbing
 
 STATE_DIRNAME = ".nbdeploy"
 _UMASK = os.umask(0o022)
@@ -39,11 +39,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, scrub(text).encode("utf-8"))
+    with scrubbing(str(path)):
+        clean = scrub(text)
+    atomic_write_bytes(path, clean.encode("utf-8"))
 
 
 def atomic_write_json(path: Path, doc: Any) -> None:
-    text = json.dumps(scrub(doc), indent=2, sort_keys=False, default=str, allow_nan=False)
+    with scrubbing(str(path)):
+        clean = scrub(doc)
+    text = json.dumps(clean, indent=2, sort_keys=False, default=str, allow_nan=False)
     atomic_write_bytes(path, (text + "\n").encode("utf-8"))
 
 

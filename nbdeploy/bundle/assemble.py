@@ -130,11 +130,29 @@ def _copy_project_modules(record: CaptureRecord, dest: Path) -> list[str]:
         if src.is_dir() or src.name == "__init__.py":
             pkg = src if src.is_dir() else src.parent
             rel = Path(rel).parent.as_posix() if src.name == "__init__.py" else rel
-            shutil.copytree(pkg, dest / rel, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            shutil.copytree(pkg, dest / rel, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+                            copy_function=_copy_scrubbed)
         elif src.is_file():
             atomic_write_text(dest / rel, src.read_text(encoding="utf-8"))
         out.append(rel)
     return out
+
+
+_TEXT_SUFFIXES = {".py", ".txt", ".md", ".json", ".yaml", ".yml", ".toml", ".cfg", ".ini", ".sql", ".env", ".csv"}
+
+
+def _copy_scrubbed(src: str, dst: str) -> str:
+    """Copy one file of a project package: text files through the secret scrubber, others as they are."""
+    if Path(src).suffix.lower() in _TEXT_SUFFIXES:
+        try:
+            text = Path(src).read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            pass
+        else:
+            atomic_write_text(Path(dst), text)
+            shutil.copymode(src, dst)
+            return dst
+    return shutil.copy2(src, dst)
 
 
 def _keep_program_if_proved_on(model_dir: Path, ex: Export, signature: list[list[Any]]) -> None:

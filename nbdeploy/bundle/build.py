@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from nbdeploy.base.errors import BundleError, CellExecutionError, ModelError
-from nbdeploy.base.progress import Progress, ProgressEvent, silent
+from nbdeploy.base.progress import Progress, ProgressEvent, note, silent
+from nbdeploy.base.redact import recording
 from nbdeploy.base.state import atomic_write_bytes, default_bundle_dir
 from nbdeploy.bundle.deploy_files import k8s_name
 
@@ -40,6 +41,8 @@ class BuildResult:
     manifest: dict = field(default_factory=dict)
     #: the compiled program: {"compiled": True, "rows": N} or {"compiled": False, "reason": ...}
     program: dict = field(default_factory=dict)
+    #: secrets the scrubber took out of the bundle's files: {"file", "kind", "count"} (never the value)
+    scrubbed: list[dict] = field(default_factory=list)
 
     def text(self) -> str:
         served = (f"served by its compiled program (checked equal on {self.program.get('rows')} rows)"
@@ -47,6 +50,7 @@ class BuildResult:
                   f"served through its library ({self.program.get('reason') or 'no compiled program'})")
         return (f"bundle {self.name} v{self.version} ({self.flavor}) -> {self.bundle}\n"
                 f"the model is {served}\n"
+                + "".join(f"{line}\n" for line in scrubbed_lines(self.scrubbed)) +
                 f"built in {self.seconds:.1f} s (notebook {self.notebook_seconds:.1f} s); "
                 f"check it with: nbdeploy verify {shlex.quote(str(self.bundle))}")
 
@@ -54,7 +58,27 @@ class BuildResult:
         return {"bundle": str(self.bundle), "name": self.name, "version": self.version,
                 "flavor": self.flavor, "seconds": self.seconds,
                 "notebook_seconds": self.notebook_seconds, "export_seconds": self.export_seconds,
-                "program": self.program, "steps": [{"step": s, "seconds": t} for s, t in self.steps]}
+                "program": self.program, "steps": [{"step": s, "seconds": t} for s, t in self.steps],
+                "scrubbed": self.scrubbed}
+
+
+def scrubbed_lines(scrubbed: list[dict]) -> list[str]:
+    """One line per file the scrubber changed: what kinds of secret it took out, never the values."""
+    by_file: dict[str, list[str]] = {}
+    for s in scrubbed:
+        by_file.setdefault(s["file"], []).append(f"{s['kind']}" + (f" x{s['count']}" if s["count"] > 1 else ""))
+    return [f"secrets scrubbed from {f}: {', '.join(kinds)} (replaced by ***; keep keys out of the "
+            "notebook, read them from the environment)" for f, kinds in by_file.items()]
+
+
+def _scrubbed(found: list[dict], root: Path) -> list[dict]:
+    """The scrubber's findings as {"file" (relative to the bundle), "kind", "count"}, one per pair."""
+    counts: dict[tuple[str, str], int] = {}
+    for f in found:
+        where = Path(f["where"]) if f.get("where") else None
+        rel = where.relative_to(root).as_posix() if where is not None and where.is_relative_to(root) else str(where)
+        counts[(rel, f["kind"])] = counts.get((rel, f["kind"]), 0) + f["count"]
+    return [{"file": file, "kind": kind, "count": n} for (file, kind), n in counts.items()]
 
 
 class _Steps:
@@ -179,7 +203,11 @@ def build_bundle(notebook: str | Path, *, output: str | Path | None = None, mode
                 export_dir=export_dir, executed=executed, state_dir=work / "state",
                 parameters=effective, created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 notebook_seconds=result.duration)
-            assemble.write_files(partial, ctx)
+            with recording() as found:
+                assemble.write_files(partial, ctx)
+            scrubbed = _scrubbed(found, partial)
+            for line in scrubbed_lines(scrubbed):
+                steps.progress(note(line))
             steps.end(2, f"{len(list(partial.rglob('*')))} files")
             steps.start(3)
             warm.join()
@@ -190,7 +218,12 @@ def build_bundle(notebook: str | Path, *, output: str | Path | None = None, mode
             steps.end(3, f"{name} version {ctx.registry['version']} in {ctx.registry['tracking_uri']}")
             steps.start(4)
             ctx.build_seconds = time.perf_counter() - started
-            manifest = assemble.finish(partial, ctx)
+            with recording() as found:
+                manifest = assemble.finish(partial, ctx)
+            late = _scrubbed(found, partial)
+            for line in scrubbed_lines(late):
+                steps.progress(note(line))
+            scrubbed += late
             _move_into_place(partial, target, force)
             steps.end(4, f"{len(manifest['files'])} files checksummed")
         except BaseException:
@@ -198,7 +231,7 @@ def build_bundle(notebook: str | Path, *, output: str | Path | None = None, mode
             raise
     return BuildResult(target, name, manifest["version"], export["flavor"],
                        round(time.perf_counter() - started, 3), round(result.duration, 3),
-                       export["seconds"], steps.done, manifest, export.get("program") or {})
+                       export["seconds"], steps.done, manifest, export.get("program") or {}, scrubbed)
 
 
 def _move_into_place(partial: Path, target: Path, force: bool) -> None:

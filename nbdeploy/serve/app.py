@@ -184,7 +184,7 @@ class ServeApp:
                 self._authorize(headers)
             status, body, content_type, extra = await handler(self, scope, receive, headers, record)
         except RequestError as e:
-            status, content_type, extra = e.status, b"application/json", []
+            status, content_type, extra = e.status, b"application/json", e.headers
             body = protocol.error_body(e, path.startswith("/v2"))
             record["error"] = {"message": e.message, "errors": e.errors}
             for err in e.errors:

@@ -30,16 +30,19 @@ class ServeError(ServingError):
 class RequestError(ServingError):
     """A client mistake: answered with a 4xx JSON body, never a 500.
 
-    ``errors`` lists one dict per offending field: ``{"field", "problem", "expected", ...}``.
+    ``errors`` lists one dict per offending field: ``{"field", "problem", "expected", ...}``;
+    ``headers``: response headers the status calls for (``Allow`` on a 405).
     """
 
     def __init__(
-        self, status: int, message: str, errors: list[dict[str, Any]] | None = None
+        self, status: int, message: str, errors: list[dict[str, Any]] | None = None,
+        headers: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.errors = errors or []
+        self.headers = headers or []
 
     @property
     def code(self) -> str:

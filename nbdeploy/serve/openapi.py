@@ -35,6 +35,8 @@ def openapi_document(bundle: Bundle | str | Path) -> dict[str, Any]:
         "400": _resp("Malformed JSON or an unknown payload format", "Error"),
         "401": _resp("Missing or wrong bearer token (when NBDEPLOY_API_TOKEN is set)", "Error"),
         "413": _resp("Body over the configured limit", "Error"),
+        "405": {**_resp("The path does not take this method", "Error"), "headers": {"Allow": {
+            "description": "the methods the path takes", "schema": {"type": "string"}}}},
         "415": _resp("Unsupported content type", "Error"),
         "422": _resp("Rows do not match the training schema; each offending field is named", "Error"),
         "500": _resp("The model raised; error_id is also in the server log", "Error"),
@@ -73,34 +75,47 @@ def openapi_document(bundle: Bundle | str | Path) -> dict[str, Any]:
         "Row": row,
         "ScoringRequest": {
             "type": "object",
-            "description": "Exactly one of the keys below.",
+            "description": "Exactly one of dataframe_split, dataframe_records, instances and inputs, with at "
+                           "least one row; params is optional; any other key is refused (400).",
             "properties": {
                 "dataframe_split": {"type": "object", "properties": {
-                    "columns": {"type": "array", "items": {"type": "string"}},
-                    "data": {"type": "array", "items": {"type": "array"}}}, "required": ["columns", "data"]},
-                "dataframe_records": {"type": "array", "items": {"$ref": "#/components/schemas/Row"}},
-                "instances": {"type": "array", "items": {}},
-                "inputs": {"oneOf": [{"type": "array"}, {"type": "object"}]},
+                    "columns": {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
+                    "data": {"type": "array", "minItems": 1, "items": {"type": "array"}}},
+                    "required": ["columns", "data"]},
+                "dataframe_records": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Row"}},
+                "instances": {"$ref": "#/components/schemas/Instances"},
+                "inputs": {"$ref": "#/components/schemas/Instances"},
                 "params": {"type": "object"},
             },
+            "oneOf": [{"required": [k]} for k in ("dataframe_split", "dataframe_records", "instances", "inputs")],
+            "additionalProperties": False,
         },
+        "Instances": {"description": "Rows (a list of rows or of objects), or columns (an object of lists).",
+                      "oneOf": [{"type": "array", "minItems": 1},
+                                {"type": "object", "minProperties": 1, "additionalProperties": {
+                                    "not": {"type": "array", "maxItems": 0}}}]},
         "ScoringResponse": {"type": "object", "properties": {
             "predictions": {"type": "array", "items": {}},
             "warnings": {"type": "array", "items": {"type": "object"}}}, "required": ["predictions"]},
         "V2Tensor": {"type": "object", "required": ["name", "shape", "datatype", "data"], "properties": {
-            "name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}},
+            "name": {"type": "string"},
+            "shape": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}},
             "datatype": {"type": "string", "enum": ["BOOL", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64", "FP16", "FP32", "FP64", "BYTES"]},
             "data": {"type": "array"}}},
         "V2Request": {"type": "object", "required": ["inputs"], "properties": {
-            "id": {"type": "string"}, "inputs": {"type": "array", "items": {"$ref": "#/components/schemas/V2Tensor"}},
-            "outputs": {"type": "array", "items": {"type": "object"}}, "parameters": {"type": "object"}}},
+            "id": {"type": "string"},
+            "inputs": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/V2Tensor"}},
+            "outputs": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
+                "name": {"type": "string"}, "parameters": {"type": "object"}}}},
+            "parameters": {"type": "object"}}},
         "V2Response": {"type": "object", "properties": {
             "model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"},
             "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/V2Tensor"}}}},
         "FieldError": {"type": "object", "properties": {
-            "field": {"type": "string"}, "problem": {"type": "string", "enum": ["missing", "unexpected", "wrong_type", "null", "wrong_datatype"]},
+            "field": {"type": "string"}, "problem": {"type": "string", "enum": ["missing", "unexpected", "wrong_type", "null", "wrong_datatype", "out_of_bounds"]},
             "expected": {"type": "string"}, "got": {"type": "string"},
-            "rows": {"type": "array", "items": {"type": "integer"}}, "count": {"type": "integer"}}},
+            "rows": {"type": "array", "items": {"type": "integer"}}, "count": {"type": "integer"},
+            "allowed_range": {"type": "array", "items": {"type": "number"}}}},
         "Error": error,
     }
     return {

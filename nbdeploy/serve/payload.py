@@ -203,7 +203,11 @@ def parse_csv(body: bytes, bundle: Bundle) -> Frame:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise RequestError(400, "the CSV body is not UTF-8") from None
-    rows = list(csv.reader(io.StringIO(text)))
+    reader = csv.reader(io.StringIO(text))
+    try:
+        rows = list(reader)
+    except csv.Error as e:
+        raise RequestError(400, _csv_problem(text, reader.line_num, e)) from None
     if not rows:
         raise RequestError(400, "the CSV body is empty; it needs a header row")
     names, data = rows[0], [r for r in rows[1:] if r]
@@ -214,6 +218,21 @@ def parse_csv(body: bytes, bundle: Bundle) -> Frame:
             raise RequestError(400, f"CSV line {i + 2} has {len(row)} fields; the header has {len(names)}")
     columns = {name: [row[j] if row[j] != "" else None for row in data] for j, name in enumerate(names)}
     return Frame(columns, len(data))
+
+
+def _csv_problem(text: str, line: int, error: csv.Error) -> str:
+    """What is wrong with a body the csv module refused, and where: the line, and for the usual
+    cause (a carriage return alone, outside quotes) the field it cut."""
+    lines = text.split("\n")
+    where = lines[line - 1] if 0 < line <= len(lines) else ""
+    cr = where.rstrip("\r").find("\r")
+    if cr < 0:
+        return f"the CSV body is not valid CSV at line {line}: {error}; send RFC 4180 CSV with a header row"
+    index = max(len(next(csv.reader([where[:cr]]), [])) - 1, 0)  # the fields before the \r, quotes read
+    header = next(csv.reader([lines[0].split("\r", 1)[0]]), [])
+    field = f"column {index + 1}" + (f" ({header[index]!r})" if index < len(header) else "")
+    return (f"the CSV body has a bare carriage return (\\r) in line {line}, {field}; end lines with \\n or "
+            "\\r\\n, and put a value that holds a line break in double quotes")
 
 
 @dataclass
@@ -250,8 +269,11 @@ def parse_v2(body: bytes, bundle: Bundle, header_length: int | None = None) -> V
         needed = {"name", "shape", "datatype"} if raw is not None else {"name", "shape", "datatype", "data"}
         if not isinstance(t, dict) or not needed <= t.keys():
             raise RequestError(400, f"inputs[{i}] needs name, shape, datatype and data (or binary_data_size)")
-        if t["datatype"] not in V2_DATATYPES:
-            raise RequestError(400, f"inputs[{i}] ({t['name']}): unknown datatype {t['datatype']!r}")
+        if not isinstance(t["datatype"], str) or t["datatype"] not in V2_DATATYPES:
+            raise RequestError(
+                400, f"inputs[{i}] ({t['name']}): datatype must be one of {', '.join(sorted(V2_DATATYPES))} "
+                     f"(a string), not {repr(t['datatype'])[:80]}",
+            )
         shape = t["shape"]
         if not isinstance(shape, list) or not shape or not all(type(s) is int and s >= 0 for s in shape):
             raise RequestError(400, f"inputs[{i}] ({t['name']}): shape must be a list of sizes")

@@ -18,9 +18,11 @@ from .bundle import Bundle, Column
 from .errors import RequestError
 from .model import LoadedModel
 from .payload import Frame, Tensor, row_columns
-from .program import Table
+from .program import InputOverflow, Table
 from .validation import Validator
 
+#: what scikit-learn says when a value is too large for the float32 its trees compute in
+FLOAT32_REFUSED = "too large for dtype('float32')"
 _NUMPY = {"long": "int64", "integer": "int32", "double": "float64", "float": "float32", "boolean": "bool"}
 
 
@@ -83,7 +85,13 @@ class Predictor:
             rows: list[Any] = []
             for p in parts:
                 rows.extend(p.data.data)
-            return np.asarray(rows, dtype=self.tensor_dtype)
+            try:
+                return np.asarray(rows, dtype=self.tensor_dtype)
+            except OverflowError:
+                raise RequestError(422, f"the input tensor has a number too large for the model's "
+                                        f"{self.tensor_dtype} input; send values that fit {self.tensor_dtype}",
+                                   [{"field": "input", "problem": "out_of_bounds",
+                                     "expected": f"numbers that fit {self.tensor_dtype}"}]) from None
         names = _shared_names(parts)
         if names is not None:
             # one-row requests that came with the same column list: one transpose for the batch
@@ -118,14 +126,70 @@ class Predictor:
         if isinstance(merged, np.ndarray):
             raw = self.model.predict(merged)
         elif self.model.program is not None:
-            raw = self.model.program.predict(build_table(self.columns, merged))
+            try:
+                raw = self.model.program.predict(build_table(self.columns, merged))
+            except InputOverflow as e:
+                raise _overflow_error(e) from None
         else:
-            raw = self.model.predict(build_frame(self.columns, merged))
+            try:
+                raw = self.model.predict(build_frame(self.columns, merged))
+            except ValueError as e:
+                # scikit-learn's trees cast to float32; a batch of several requests is retried
+                # request by request (see Batcher), so only a lone request is looked into
+                if FLOAT32_REFUSED not in str(e) or len(parts) > 1:
+                    raise
+                raise self._locate_too_large(merged) or e from None
         total = sum(p.n for p in parts)
         outs = split_output(raw, [p.n for p in parts], total)
         if observe:
             self._observe(raw, merged, total)
         return outs
+
+    def _locate_too_large(self, merged: dict[str, list[Any]]) -> RequestError | None:
+        """The numeric columns whose values the library model refused as too large for float32
+        (after its own transforms): every numeric column is set to a value from training, then
+        each is given back its own values; those the model refuses again are named, with the
+        fewest of their largest values that must go. Only on that error, never on a good request."""
+        numeric = [c.name for c in self.columns or [] if c.type in ("double", "float", "long", "integer")]
+        safe = {n: [None if v is None else self._typical(n) for v in merged[n]] for n in numeric}
+        if not numeric or not self._predicts({**merged, **safe}):
+            return None
+        errors = []
+        for name in numeric:
+            values = merged[name]
+            if self._predicts({**merged, **safe, name: values}):
+                continue
+            largest = sorted((i for i, v in enumerate(values) if v is not None), key=lambda i: -abs(values[i]))
+            k = 1
+            while k < len(largest):
+                trial = list(values)
+                for i in largest[:k]:
+                    trial[i] = safe[name][i]
+                if self._predicts({**merged, **safe, name: trial}):
+                    break
+                k *= 2
+            rows = sorted(largest[:k])
+            below = min(abs(values[i]) for i in rows)
+            errors.append({"field": name, "problem": "out_of_bounds", "rows": rows[:5], "count": len(rows),
+                           "expected": f"a number of magnitude below {_number(float(below))}, which the model's "
+                                       "float32 trees see as infinity after its own transforms"})
+        if not errors:
+            return None
+        names = ", ".join(repr(e["field"]) for e in errors)
+        return RequestError(422, f"{names} has values too large for the model, which computes in float32 after "
+                                 "its own transforms; send values nearer the training range", errors)
+
+    def _typical(self, name: str) -> Any:
+        rule = self.validator.rules.get(name) if self.validator is not None else None
+        mid = 0.0 if rule is None or rule.lo is None or rule.hi is None else (rule.lo + rule.hi) / 2
+        return int(mid) if rule is not None and rule.column.type in ("long", "integer") else mid
+
+    def _predicts(self, columns: dict[str, list[Any]]) -> bool:
+        try:
+            self.model.predict(build_frame(self.columns, columns))
+        except Exception:
+            return False
+        return True
 
     def _observe(self, raw: Any, merged: Any, rows: int) -> None:
         """Metrics and drift of a predicted batch; never the reason a request fails."""
@@ -175,7 +239,7 @@ def build_frame(columns: list[Column] | None, merged: dict[str, list[Any]]) -> A
         if col.type == "datetime":
             data[col.name] = pd.to_datetime(values)
         elif dtype is not None:
-            data[col.name] = np.asarray(values, dtype=dtype)
+            data[col.name] = typed_array(col, values, dtype)
         else:
             data[col.name] = values
         # (a None in a string column becomes pandas' missing value, NaN, in the frame)
@@ -191,12 +255,60 @@ def build_table(columns: list[Column] | None, merged: dict[str, list[Any]]) -> T
         values = merged[col.name]
         dtype = _column_dtype(col, values)
         if dtype is not None:
-            arrays.append(np.asarray(values, dtype=dtype))
+            arrays.append(typed_array(col, values, dtype))
         else:
             arr = np.empty(len(values), dtype=object)
             arr[:] = [np.nan if v is None else v for v in values]
             arrays.append(arr)
     return Table([c.name for c in columns], arrays)
+
+
+def typed_array(col: Column, values: list[Any], dtype: str) -> np.ndarray:
+    """A column's values in the signature's numpy dtype; a number that dtype cannot hold (an
+    integer past int64, a float past float32's range) is the client's mistake: a 422 naming it."""
+    if dtype == "float32":
+        with np.errstate(over="ignore"):
+            arr = np.asarray(values, dtype=dtype)
+        if np.isinf(arr).any():
+            over = np.isinf(arr) & np.isfinite(np.asarray(values, dtype=np.float64))
+            if over.any():
+                f = np.finfo(np.float32)
+                raise _bounds_error(col.name, "float32 column", np.flatnonzero(over).tolist(),
+                                   float(f.min), float(f.max))
+        return arr
+    try:
+        return np.asarray(values, dtype=dtype)
+    except OverflowError:
+        if dtype not in ("int64", "int32"):
+            raise
+        i = np.iinfo(dtype)
+        rows = [r for r, v in enumerate(values) if isinstance(v, int) and not i.min <= v <= i.max]
+        raise _bounds_error(col.name, f"{dtype} column", rows, int(i.min), int(i.max)) from None
+
+
+def _bounds_error(name: str, what: str, rows: list[int], lo: Any, hi: Any) -> RequestError:
+    allowed = f"from {_number(lo)} to {_number(hi)}"
+    return RequestError(
+        422, f"{name!r} has a value too large for the model's {what} in {len(rows)} row(s) (first: "
+             f"{rows[:5]}); send values {allowed}",
+        [{"field": name, "problem": "out_of_bounds", "expected": f"a number {allowed} ({what})",
+          "allowed_range": [lo, hi], "rows": rows[:5], "count": len(rows)}],
+    )
+
+
+def _number(v: Any) -> str:
+    return str(v) if isinstance(v, int) else f"{v:.7g}"
+
+
+def _overflow_error(e: InputOverflow) -> RequestError:
+    """A value the compiled program's float32 trees cannot take, named by its input column."""
+    what = "trees, which compute in float32 after the model's own scaling"
+    if e.column is None or e.bounds is None:
+        return RequestError(
+            422, f"a number in the request is too large for the model's {what} (rows {e.rows[:5]}); "
+                 f"send values that stay below {_number(float(np.finfo(np.float32).max))} after scaling",
+            [{"field": "(input)", "problem": "out_of_bounds", "rows": e.rows[:5], "count": len(e.rows)}])
+    return _bounds_error(e.column, what, e.rows, *e.bounds)
 
 
 def split_output(raw: Any, sizes: list[int], total: int) -> list[Any]:

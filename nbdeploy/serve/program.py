@@ -51,6 +51,22 @@ class Mismatch(Exception):
     """The program and the model disagreed on a row: the program is not written."""
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+class InputOverflow(ValueError):
+    """Finite numbers that became infinite in the cast to the trees' float32: a value too large
+    for the model (scikit-learn refuses them too). ``features`` and ``rows``: where, in the
+    trees' input; :meth:`Program.predict` adds the input ``column`` they come from and the
+    ``bounds`` that column's values must keep to (None when the steps cannot be traced)."""
+
+    def __init__(self, features: list[int], rows: list[int]) -> None:
+        super().__init__(f"Input X contains a value too large for dtype('float32') (features {features}).")
+        self.features, self.rows = features, rows
+        self.column: str | None = None
+        self.bounds: tuple[float, float] | None = None
+
+
 class Table:
     """Named 1-D columns: what a pipeline step receives when it is given a DataFrame."""
 
@@ -532,11 +548,20 @@ class Trees(Step):
         self._mask_terms = None if self._masks is None else terms.take(self._masks.leaves, axis=0)
 
     def run(self, x: Any) -> Any:
-        x = np.ascontiguousarray(as_array(x, float_only=False), dtype=self.dtype)
+        given = as_array(x, float_only=False)
+        x = np.ascontiguousarray(given, dtype=self.dtype)
         if x.shape[1] != self.n_features:
             raise ValueError(f"X has {x.shape[1]} features, but the model expects {self.n_features}")
         if self.check != "none":
-            check_finite(x, allow_nan=self.check == "allow_nan", who="trees")
+            try:
+                check_finite(x, allow_nan=self.check == "allow_nan", who="trees")
+            except ValueError:
+                if x.dtype == np.float32 and given.dtype.kind in "fiu":  # finite before the cast?
+                    over = np.isinf(x) & np.isfinite(given)
+                    if over.any():
+                        rows, features = np.nonzero(over)
+                        raise InputOverflow(sorted(set(features.tolist())), sorted(set(rows.tolist()))) from None
+                raise
         n, f = x.shape
         flat = x.ravel()
         has_nan = self.check != "finite" and bool(np.isnan(flat).any())
@@ -685,7 +710,14 @@ class Program:
         self.checked_rows = checked_rows
 
     def predict(self, table: Table) -> np.ndarray:
-        return self.root.run(table.select(self.inputs))
+        try:
+            return self.root.run(table.select(self.inputs))
+        except InputOverflow as e:
+            source = _trees_inputs(self.root, self.inputs)
+            traced = source[e.features[0]] if source is not None and e.features[0] < len(source) else None
+            if traced is not None:
+                e.column, e.bounds = traced[0], _bounds(traced[1])
+            raise
 
     def save(self, folder: Path) -> None:
         """Write ``program.json`` + ``arrays.npz`` into ``folder`` (which must not exist yet)."""
@@ -706,6 +738,69 @@ class Program:
             arrays = Arrays({k: npz[k] for k in npz.files}, doc.get("object_arrays"))
         return cls(list(doc["inputs"]), load_step(doc["root"], arrays), doc.get("model_class", ""),
                    int(doc.get("checked_rows", 0)))
+
+
+# -- where a trees' input feature comes from (only when a value overflowed) -------
+
+#: each feature: (input column, the elementwise steps it went through, by feature index) or None
+Sources = list[tuple[str, list[tuple[Step, int]]] | None]
+
+
+def _trees_inputs(root: Step, names: list[str]) -> Sources | None:
+    """The sources of the features a program's trees receive (None: no trees, or a step not traced)."""
+    sources: Sources = [(n, []) for n in names]
+    for step in root.steps if isinstance(root, Chain) else [root]:
+        if isinstance(step, Trees):
+            return sources
+        traced = _through(step, sources)
+        if traced is None:
+            return None
+        sources = traced
+    return None
+
+
+def _through(step: Step, sources: Sources) -> Sources | None:
+    if isinstance(step, Chain):
+        for s in step.steps:
+            traced = _through(s, sources)
+            if traced is None:
+                return None
+            sources = traced
+        return sources
+    if isinstance(step, Columns):
+        by_name = {s[0]: s for s in sources if s is not None and not s[1]}
+        out: Sources = []
+        for sub, names in step.parts:
+            part: Sources | None = [by_name.get(n) for n in names]
+            if sub is not None and part is not None:
+                part = _through(sub, part)
+            if part is None:
+                return None
+            out += part
+        return out
+    if isinstance(step, Affine | Impute):
+        return [None if s is None else (s[0], [*s[1], (step, j)]) for j, s in enumerate(sources)]
+    if isinstance(step, OneHot):  # zeros and ones: never too large
+        return [None] * sum(step.widths)
+    return None
+
+
+def _bounds(steps: list[tuple[Step, int]]) -> tuple[float, float]:
+    """The input values that the steps keep within float32's range, undoing them from the last."""
+    lo, hi = -FLOAT32_MAX, FLOAT32_MAX
+    for step, j in reversed(steps):
+        if not isinstance(step, Affine):  # imputing changes only missing values
+            continue
+        a = 0.0 if step.a is None else float(np.ravel(step.a)[j % np.size(step.a)])
+        b = 1.0 if step.b is None else float(np.ravel(step.b)[j % np.size(step.b)])
+        if step.mode == "standard":  # y = (x - a) / b
+            ends = (lo * b + a, hi * b + a)
+        elif step.clip is not None:  # clipped: any input ends within the clip range
+            return -np.inf, np.inf
+        else:  # y = x * a + b
+            ends = ((lo - b) / a, (hi - b) / a) if a else (-np.inf, np.inf)
+        lo, hi = min(ends), max(ends)
+    return lo, hi
 
 
 def enabled() -> bool:

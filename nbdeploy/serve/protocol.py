@@ -288,9 +288,14 @@ async def not_found(app: ServeApp, scope: Any, *_: Any) -> Any:
     raise RequestError(404, f"no endpoint {scope['method']} {scope['path']}; see /docs")
 
 
-def _not_allowed(allowed: str) -> Handler:
+def _not_allowed(methods: list[str]) -> Handler:
+    """A 405 that says, in its message and in ``Allow`` (RFC 9110), which methods the path takes."""
+    allowed = ", ".join([*methods, "HEAD"] if "GET" in methods else methods)  # HEAD is answered as GET
+    header = [(b"allow", allowed.encode())]
+
     async def handler(app: ServeApp, scope: Any, *_: Any) -> Any:
-        raise RequestError(405, f"{scope['path']} accepts {allowed}, not {scope['method']}")
+        raise RequestError(405, f"{scope['path']} accepts {allowed}, not {scope['method']}; use {methods[0]}",
+                           headers=header)
 
     return handler
 
@@ -337,5 +342,5 @@ def _route(method: str, path: str) -> tuple[str, Handler]:
         method = "GET"
     handler = methods.get(method)
     if handler is None:
-        return name, _not_allowed(", ".join(methods))
+        return name, _not_allowed(list(methods))
     return name, handler

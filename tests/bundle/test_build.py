@@ -185,3 +185,59 @@ def test_the_model_is_served_by_its_compiled_program(built):
     got = loaded.program.predict(build_table(bundle.columns, merged))
     np.testing.assert_allclose(np.asarray(got, dtype=float), np.asarray(golden["predictions"], dtype=float),
                                rtol=1e-9)
+
+
+def test_keys_written_in_a_cell_never_reach_the_bundle(fixture_dir: Path) -> None:
+    """docs/bundle.md: every text file passes the secret scrubber; the build says what it took out."""
+    import nbformat
+
+    from nbdeploy.bundle import build_bundle
+
+    from .conftest import READ, make_notebook
+
+    sk = "sk-live-" + "4eC39HqLyjWDarjtT1zdp7dc"  # made up, in the shape of a live API key
+    aws_id, aws_secret = "AKIAZ7Q2MXH4RT5KPL3N", "q8Vd2LkR/3mXzT9wYpB1+nHc6fGjE4sUaK7oN0iW"
+    nb = make_notebook(
+        fixture_dir / "keys.ipynb", READ,
+        f'api_key = "{sk}"\nAWS_ACCESS_KEY_ID = "{aws_id}"\naws_secret_access_key = "{aws_secret}"\n'
+        'print("using", api_key, AWS_ACCESS_KEY_ID)',  # the executed copy has them in its output too
+        "from sklearn.linear_model import LinearRegression\nm = LinearRegression().fit(X, df['t'])")
+    lines: list[str] = []
+    result = build_bundle(nb, output=fixture_dir / "keys-bundle", progress=lambda e: lines.append(e.text()))
+
+    secrets = [s.encode() for s in (sk, aws_id, aws_secret)]
+    files = [p for p in result.bundle.rglob("*") if p.is_file()]
+    assert any(p.name == "keys.executed.ipynb" for p in files)
+    for path in files:
+        data = path.read_bytes()
+        assert not [s for s in secrets if s in data], f"a key reached {path.relative_to(result.bundle)}"
+    kept = nbformat.read(result.bundle / "notebook" / "keys.ipynb", as_version=4)
+    assert "m = LinearRegression().fit(X, df['t'])" in kept.cells[2].source  # still the notebook, code intact
+
+    found = {(s["file"], s["kind"]) for s in result.scrubbed}
+    for copy in ("notebook/keys.ipynb", "notebook/keys.executed.ipynb"):
+        assert {(copy, "API key (sk-...)"), (copy, "AWS access key id"),
+                (copy, "secret assigned to a name")} <= found
+    report = "\n".join(lines) + result.text() + json.dumps(result.to_dict())
+    assert "secrets scrubbed from notebook/keys.ipynb: " in "\n".join(lines)
+    assert "secrets scrubbed from notebook/keys.ipynb: " in result.text()
+    assert not [s for s in secrets if s.decode() in report]  # kind and file, never the value
+
+
+def test_a_project_package_is_copied_through_the_scrubber(tmp_path: Path) -> None:
+    from nbdeploy.base.redact import recording
+    from nbdeploy.bundle.assemble import _copy_project_modules
+
+    pkg = tmp_path / "src" / "helpers"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "client.py").write_text('API_KEY = "sk-live-4eC39HqLyjWDarjtT1zdp7dc"\ndef f():\n    return 1\n')
+    (pkg / "weights.bin").write_bytes(b"\x00\x01sk-live-4eC39HqLyjWDarjtT1zdp7dc")  # not text: copied as it is
+    record = {"project_modules": [{"path": str(pkg), "relative_path": "helpers"}]}
+    with recording() as found:
+        _copy_project_modules(record, tmp_path / "out")
+    copied = (tmp_path / "out" / "helpers" / "client.py").read_text()
+    assert "sk-live-" not in copied and copied.endswith("def f():\n    return 1\n")
+    assert (tmp_path / "out" / "helpers" / "weights.bin").read_bytes() == (pkg / "weights.bin").read_bytes()
+    assert [f["kind"] for f in found] == ["API key (sk-...)"]
+    assert found[0]["where"].endswith("helpers/client.py")

@@ -1,0 +1,104 @@
+"""The OpenAPI document says what the server does: a body the document accepts is answered,
+a body it refuses is refused by the server too, and a 405 says which methods a path takes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+jsonschema = pytest.importorskip("jsonschema")
+
+ROW = {"age": 30, "income": 52_000.0, "city": "paris", "member": True}
+COLUMNS = list(ROW)
+
+SCORING = [  # (body, the server answers it)
+    ({}, False),
+    ({"inputs": []}, False),
+    ({"instances": []}, False),
+    ({"inputs": {}}, False),
+    ({"inputs": {"age": []}}, False),
+    ({"instances": 5}, False),
+    ({"dataframe_records": []}, False),
+    ({"dataframe_split": {"columns": COLUMNS, "data": []}}, False),
+    ({"dataframe_split": {"data": [list(ROW.values())]}}, False),
+    ({"dataframe_records": [ROW], "instances": [ROW]}, False),
+    ({"dataframe_records": [ROW], "extra": 1}, False),
+    ({"dataframe_records": [{**ROW, "extra": 1}]}, False),
+    ({"dataframe_records": [ROW]}, True),
+    ({"dataframe_records": [ROW], "params": {}}, True),
+    ({"dataframe_records": [{**ROW, "income": None}]}, True),
+    ({"dataframe_split": {"columns": COLUMNS, "data": [list(ROW.values())]}}, True),
+    ({"instances": [ROW, ROW]}, True),
+    ({"inputs": {k: [v] for k, v in ROW.items()}}, True),
+]
+
+_KINDS = {"age": "INT64", "income": "FP64", "city": "BYTES", "member": "BOOL"}
+_TENSORS = [{"name": k, "shape": [1], "datatype": _KINDS[k], "data": [v]} for k, v in ROW.items()]
+V2 = [
+    ({}, False),
+    ({"inputs": []}, False),
+    ({"inputs": [{**_TENSORS[0], "shape": [-1]}, *_TENSORS[1:]]}, False),
+    ({"inputs": [{**_TENSORS[0], "shape": []}, *_TENSORS[1:]]}, False),
+    ({"inputs": [{**_TENSORS[0], "datatype": "INT128"}, *_TENSORS[1:]]}, False),
+    ({"inputs": [{k: v for k, v in _TENSORS[0].items() if k != "data"}, *_TENSORS[1:]]}, False),
+    ({"inputs": _TENSORS, "outputs": [{}]}, False),
+    ({"inputs": _TENSORS}, True),
+    ({"inputs": _TENSORS, "id": "r1", "outputs": [{"name": "predict"}]}, True),
+]
+
+
+def _validator(doc: dict[str, Any], schema: str) -> Any:
+    """A JSON Schema 2020-12 validator (what OpenAPI 3.1 uses) for one of the document's schemas."""
+    return jsonschema.Draft202012Validator({"$ref": f"#/components/schemas/{schema}", "components": doc["components"]})
+
+
+def _request_schema(doc: dict[str, Any], path: str) -> str:
+    ref = doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    return ref.rsplit("/", 1)[1]
+
+
+@pytest.fixture(scope="module")
+def document(classifier_server: Any) -> dict[str, Any]:
+    from conftest import Client
+
+    c = Client(classifier_server.url)
+    try:
+        status, _, doc = c.get("/openapi.json")
+    finally:
+        c.close()
+    assert status == 200
+    return doc
+
+
+@pytest.mark.parametrize(("body", "answered"), SCORING)
+def test_the_document_accepts_an_invocations_body_exactly_when_the_server_does(
+        classifier_server: Any, client_for: Any, document: dict[str, Any], body: Any, answered: bool) -> None:
+    validator = _validator(document, _request_schema(document, "/invocations"))
+    status, _, reply = client_for(classifier_server).post("/invocations", body)
+    assert (status == 200) is answered, reply
+    assert validator.is_valid(body) is answered, list(validator.iter_errors(body))
+
+
+@pytest.mark.parametrize(("body", "answered"), V2)
+def test_the_document_accepts_a_v2_body_exactly_when_the_server_does(
+        classifier_server: Any, client_for: Any, document: dict[str, Any], body: Any, answered: bool) -> None:
+    path = "/v2/models/churn/infer"
+    validator = _validator(document, _request_schema(document, path))
+    status, _, reply = client_for(classifier_server).post(path, body)
+    assert (status == 200) is answered, reply
+    assert validator.is_valid(body) is answered, list(validator.iter_errors(body))
+
+
+def test_a_405_says_which_methods_the_path_takes(classifier_server: Any, client_for: Any,
+                                                 document: dict[str, Any]) -> None:
+    c = client_for(classifier_server)
+    status, headers, body = c.get("/invocations")
+    assert status == 405 and headers["allow"] == "POST" and "use POST" in body["message"]
+    status, headers, body = c.post("/health", {})
+    assert status == 405 and headers["allow"] == "GET, HEAD"
+    status, headers, _ = c.request("DELETE", "/v2/models/churn/infer")
+    assert status == 405 and headers["allow"] == "POST"
+    assert c.get("/health")[0] == 200  # the connection and the server carry on
+    documented = document["paths"]["/invocations"]["post"]["responses"]["405"]
+    assert "Allow" in documented["headers"]
