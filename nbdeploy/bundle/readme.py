@@ -77,6 +77,15 @@ def _program_text(program: Mapping[str, Any] | None) -> list[str]:
     return [f"The model is served through its own library (no compiled program: {program.get('reason')}).", ""]
 
 
+def _source(entry: dict[str, Any]) -> str:
+    """Where a lineage entry's data came from: the file's absolute path on the build machine, the
+    URL, or the database connection and query (the record keeps them without passwords)."""
+    if entry.get("kind") == "sql":
+        what = entry.get("query") or entry.get("note") or ""
+        return f"`{entry.get('connection') or '?'}`: `{' '.join(str(what).split())[:80]}`"
+    return f"`{entry.get('path')}`"
+
+
 def render(ctx: ReadmeContext) -> str:
     name, version = ctx["name"], ctx["version"]
     example_row = dict(zip(ctx["golden"]["columns"], ctx["golden"]["data"][0], strict=True))
@@ -164,14 +173,16 @@ def render(ctx: ReadmeContext) -> str:
         "```",
         "",
         "The notebook's own dependencies are pinned in `notebook-requirements.txt` (transitive: "
-        "`notebook-requirements.lock`). It needs the data below, with the same hashes.",
+        "`notebook-requirements.lock`). It needs the data it read, with the same hashes: put each "
+        "file where the notebook reads it (\"read as\", relative to the notebook); \"source\" says "
+        "where it was on the machine that built this bundle (URLs and connections without passwords).",
         "",
         "## Lineage",
         "",
-        "| role | data | hash | rows |",
-        "| --- | --- | --- | --- |",
-        *[f"| {e['role']} | `{e.get('relative_path') or e['path']}` | `{short_hash(recorded_hash(e), 16)}` | "
-          f"{e.get('rows', '')} |" for e in ctx["lineage"]],
+        "| role | read as | source | hash | rows |",
+        "| --- | --- | --- | --- | --- |",
+        *[f"| {e['role']} | `{e.get('relative_path') or e['path']}` | {_source(e)} | "
+          f"`{short_hash(recorded_hash(e), 16)}` | {e.get('rows', '')} |" for e in ctx["lineage"]],
         "",
         "The full record, as OpenLineage events, is `lineage.json`; the run's environment is "
         "`environment.json`.",

@@ -225,6 +225,10 @@ def resolve(module: str, project_dir: Path) -> Resolution:
     top = module.split(".")[0]
     if is_stdlib(module):
         return Resolution(module, "stdlib")
+    if top == "nbdeploy":  # the tool itself (%load_ext nbdeploy): known, never something to resolve or ship
+        from nbdeploy._version import __version__
+
+        return Resolution(module, "distribution", distribution="nbdeploy", version=__version__)
     if not _is_findable(top):
         return Resolution(module, "unresolved",
                           reason=f"module {top!r} is imported but not installed in this kernel")

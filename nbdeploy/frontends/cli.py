@@ -439,7 +439,16 @@ def _drift(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nbdeploy", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="nbdeploy", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="From a Jupyter notebook to a verified, serving handoff bundle.",
+        epilog="the usual path:\n"
+               "  nbdeploy capture NB.ipynb       what the notebook depends on and reads\n"
+               "  nbdeploy run NB.ipynb -p a 1    a parameterized run in a fresh kernel, logged to MLflow\n"
+               "  nbdeploy build NB.ipynb         the handoff bundle (model, lock, Dockerfile, API, tests)\n"
+               "  nbdeploy verify NB-bundle       its tests against its API in a venv from the lock alone\n"
+               "  nbdeploy serve NB-bundle        the API on http://127.0.0.1:8080\n"
+               "`nbdeploy COMMAND --help` tells a command's options.")
     parser.add_argument("--version", action="version", version=f"nbdeploy {__version__}")
     subs = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (help_, configure, _) in COMMANDS.items():

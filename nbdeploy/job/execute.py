@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -127,12 +128,12 @@ def execute(notebook: str | Path, output: str | Path, state_dir: str | Path, *,
     # run, and batch workers are threads of one process (two of them interleaving
     # their changes started kernels in the wrong folder).
     options: dict[str, Any] = {"resources": {"metadata": {"path": str(src.parent)}}}
+    km = None
     if warm:
         from nbdeploy.job.kernels import manager_class
 
         km = manager_class()
-        if km is not None:
-            options["kernel_manager_class"] = km
+    options["kernel_manager_class"] = km or ipc_manager_class()
     started = time.perf_counter()
     error = None
     try:
@@ -156,3 +157,36 @@ def execute(notebook: str | Path, output: str | Path, state_dir: str | Path, *,
     record = read_json(state / "capture.json") if (state / "capture.json").exists() else {}
     return ExecutionResult(src, out, state, duration, "failed" if error else "completed",
                            choice.name, record, error)
+
+
+_IPC_MANAGER: type | None = None
+
+
+def ipc_manager_class() -> type | None:
+    """A kernel manager that talks to its kernel over Unix sockets (IPC), not TCP.
+
+    The kernel is this user's, on this machine: IPC keeps the traffic off the network
+    stack, and ipykernel no longer warns at every start that TCP without encryption can be
+    eavesdropped. The sockets live in Jupyter's runtime folder (never the notebook's),
+    and jupyter_client removes them when the kernel shuts down. None where IPC does not
+    exist (Windows): papermill's default manager (TCP on 127.0.0.1) is used there.
+    """
+    global _IPC_MANAGER
+    if os.name != "posix":
+        return None
+    if _IPC_MANAGER is None:
+        import uuid
+
+        from jupyter_client.manager import AsyncKernelManager
+        from jupyter_core.paths import jupyter_runtime_dir
+
+        class IPCKernelManager(AsyncKernelManager):
+            def __init__(self, **kwargs: Any) -> None:
+                super().__init__(**kwargs)
+                runtime = Path(jupyter_runtime_dir())
+                runtime.mkdir(parents=True, exist_ok=True)
+                self.transport = "ipc"
+                self.ip = str(runtime / f"nbdeploy-kernel-{uuid.uuid4().hex[:12]}")
+
+        _IPC_MANAGER = IPCKernelManager
+    return _IPC_MANAGER

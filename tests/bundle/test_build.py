@@ -154,6 +154,11 @@ def test_openapi_and_readme(built):
     for needle in ("curl", "/invocations", "/v2/models/", "podman build", "nbdeploy build",
                    "papermill", "## Lineage", "## Metrics", "requirements.lock"):
         assert needle in readme, needle
+    # the rebuild says where the training data lives: read as (relative) and its source path
+    manifest = json.loads((built.bundle / "nbdeploy.json").read_text())
+    training = manifest["training_data"]
+    row = next(line for line in readme.splitlines() if line.startswith("| read |"))
+    assert f"`{training['relative_path']}`" in row and f"`{training['path']}`" in row
 
 
 def test_target_exists_is_refused_unless_force(churn_build):

@@ -100,3 +100,15 @@ def test_a_helper_inside_an_editable_project_is_still_project_code():
     finally:
         sys.path.remove(str(examples))
     assert res.kind == "project" and Path(res.path) == examples / "features.py"
+
+
+def test_nbdeploy_itself_is_never_unresolved_nor_project_code(tmp_path: Path) -> None:
+    """A notebook beside a checkout of nbdeploy (or with nbdeploy installed any way) loads the
+    extension: capture names the tool with its version, never as something to resolve or ship."""
+    from nbdeploy._version import __version__
+
+    (tmp_path / "nbdeploy").mkdir()
+    (tmp_path / "nbdeploy" / "__init__.py").write_text("")  # a folder of that name in the project
+    for module in ("nbdeploy", "nbdeploy.frontends.magics"):
+        res = resolve(module, tmp_path)
+        assert (res.kind, res.distribution, res.version) == ("distribution", "nbdeploy", __version__)
