@@ -51,7 +51,7 @@ class Registry:
                 return self.client.get_model_version(name, str(ref))
             return self.client.get_model_version_by_alias(name, str(ref))
         except MlflowException:
-            versions = ", ".join(sorted((v.version for v in self.versions(name)), key=int))
+            versions = ", ".join(sorted((str(v.version) for v in self.versions(name)), key=int))
             what = f"version {ref}" if str(ref).isdigit() else f"alias {ref!r}"
             raise RegistryError(f"{name} has no {what} in {self.uri} (versions: {versions or 'none'})",
                                 hint=f"list them with `nbdeploy versions {name}`") from None
