@@ -428,9 +428,9 @@ class DeployMagics(Magics):
 
     # -- release ----------------------------------------------------------
     def _model_name(self, name: str | None) -> str:
-        from nbdeploy.bundle.deploy_files import k8s_name
+        from nbdeploy.release import model_name
 
-        return name or k8s_name(self._notebook().stem)
+        return name or model_name(self._notebook())
 
     def _do_versions(self, args: argparse.Namespace) -> Any:
         from nbdeploy.release import list_versions

@@ -16,14 +16,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from nbdeploy.release.history import History, Move
     from nbdeploy.release.moves import promote, read_history, rollback
+    from nbdeploy.release.store import model_name
     from nbdeploy.release.uris import ResolvedBundle, is_models_uri, resolve
     from nbdeploy.release.versions import VersionInfo, VersionList, list_versions
 
 __all__ = ["History", "Move", "ResolvedBundle", "VersionInfo", "VersionList", "is_models_uri", "list_versions",
-           "promote", "read_history", "resolve", "rollback"]
+           "model_name", "promote", "read_history", "resolve", "rollback"]
 _WHERE = {"History": "history", "Move": "history", "promote": "moves", "read_history": "moves",
           "rollback": "moves", "ResolvedBundle": "uris", "is_models_uri": "uris", "resolve": "uris",
-          "VersionInfo": "versions", "VersionList": "versions", "list_versions": "versions"}
+          "VersionInfo": "versions", "VersionList": "versions", "list_versions": "versions",
+          "model_name": "store"}
 
 
 def __getattr__(name: str) -> Any:

@@ -29,6 +29,13 @@ class Registry:
     uri: str
     project_dir: Path
 
+    @property
+    def shown(self) -> str:
+        """The URI as messages and listings show it: never a password."""
+        from nbdeploy.base.redact import strip_url_password
+
+        return strip_url_password(self.uri)
+
     def model(self, name: str) -> Any:
         """The registered model ``name`` (RegistryError naming the store when it has none)."""
         from mlflow.exceptions import MlflowException
@@ -38,7 +45,7 @@ class Registry:
         except MlflowException:
             names = sorted(m.name for m in self.client.search_registered_models(max_results=50))
             known = f"; it holds {', '.join(names)}" if names else "; it holds no model yet"
-            raise RegistryError(f"no registered model {name!r} in {self.uri}{known}",
+            raise RegistryError(f"no registered model {name!r} in {self.shown}{known}",
                                 hint="build one with `nbdeploy build NOTEBOOK`") from None
 
     def version(self, name: str, ref: str) -> Any:
@@ -53,7 +60,7 @@ class Registry:
         except MlflowException:
             versions = ", ".join(sorted((str(v.version) for v in self.versions(name)), key=int))
             what = f"version {ref}" if str(ref).isdigit() else f"alias {ref!r}"
-            raise RegistryError(f"{name} has no {what} in {self.uri} (versions: {versions or 'none'})",
+            raise RegistryError(f"{name} has no {what} in {self.shown} (versions: {versions or 'none'})",
                                 hint=f"list them with `nbdeploy versions {name}`") from None
 
     def versions(self, name: str) -> list[Any]:
@@ -64,6 +71,13 @@ class Registry:
     def aliases(self, name: str) -> dict[str, str]:
         """alias -> version of ``name``."""
         return {str(a): str(v) for a, v in (getattr(self.model(name), "aliases", None) or {}).items()}
+
+
+def model_name(notebook: str | Path) -> str:
+    """The registered model a notebook's builds are versions of (its name as a Kubernetes name)."""
+    from nbdeploy.bundle.deploy_files import k8s_name
+
+    return k8s_name(Path(notebook).stem)
 
 
 def check_alias(alias: str) -> str:
@@ -95,6 +109,8 @@ def open_registry(project_dir: str | Path | None = None) -> Registry:
     try:
         client.search_registered_models(max_results=1)
     except MlflowException as exc:
-        raise RegistryError(f"cannot open the model registry {uri}: {exc.message}",
+        from nbdeploy.base.redact import strip_url_password
+
+        raise RegistryError(f"cannot open the model registry {strip_url_password(uri)}: {exc.message}",
                             hint="check MLFLOW_TRACKING_URI, or unset it to use the local store") from None
     return Registry(client, uri, project)

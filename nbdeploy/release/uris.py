@@ -78,7 +78,7 @@ def _download(registry: Any, mv: Any, dest: Path) -> Path:
         got.rename(dest)
     except MlflowException as exc:
         raise RegistryError(f"cannot download the bundle of {mv.name} version {mv.version} from "
-                            f"{registry.uri}: {exc.message}",
+                            f"{registry.shown}: {exc.message}",
                             hint="check that the registry's artifact store is reachable") from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -93,7 +93,7 @@ def resolve(uri: str, project_dir: str | Path | None = None) -> ResolvedBundle:
     tags = mv.tags or {}
     digest = tags.get(TAG_MANIFEST)
     if not digest:
-        raise RegistryError(f"{name} version {mv.version} has no bundle attached in {registry.uri} "
+        raise RegistryError(f"{name} version {mv.version} has no bundle attached in {registry.shown} "
                             "(it was registered before nbdeploy attached bundles)",
                             hint="rebuild it with `nbdeploy build NOTEBOOK`")
     cached = cache_dir(registry, name) / str(mv.version)

@@ -121,5 +121,5 @@ def list_versions(name: str, project_dir: str | Path | None = None) -> VersionLi
     """Every version of ``name``, newest first, with its aliases and what it was built from."""
     registry = open_registry(project_dir)
     aliases = registry.aliases(name)
-    return VersionList(name, registry.uri, [version_info(registry, mv, aliases)
+    return VersionList(name, registry.shown, [version_info(registry, mv, aliases)
                                              for mv in registry.versions(name)])
