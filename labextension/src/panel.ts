@@ -176,7 +176,7 @@ export class DeployPanel extends Widget {
     rollback.onclick = () => void this._move({ path: this.notebookPath ?? '', action: 'rollback' });
     const table = el('table', { class: 'nbdeploy-versions-table' });
     table.append(
-      el('tr', {}, ...['version', 'alias', 'created', 'verify', ''].map(h => el('th', {}, h)))
+      el('tr', {}, ...['version', 'alias', 'verified', ''].map(h => el('th', {}, h)))
     );
     for (const v of r.versions) {
       const promote = el(
@@ -191,10 +191,14 @@ export class DeployPanel extends Widget {
       table.append(
         el(
           'tr',
-          { class: 'nbdeploy-version', 'data-version': v.version, 'data-aliases': v.aliases.join(',') },
+          {
+            class: 'nbdeploy-version',
+            'data-version': v.version,
+            'data-aliases': v.aliases.join(','),
+            title: `built ${v.created} from ${v.notebook}`
+          },
           el('td', {}, v.version),
           el('td', { class: 'nbdeploy-aliases' }, v.aliases.join(', ')),
-          el('td', {}, v.created.replace('T', ' ').replace('Z', '')),
           el('td', { title: v.verify_summary ?? 'not verified' }, verified),
           el('td', {}, promote)
         )

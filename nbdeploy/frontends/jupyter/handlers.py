@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import re
 from typing import Any
 
 import tornado.web
@@ -208,7 +209,7 @@ class ReleasesHandler(_Handler):
         if doc["action"] == "promote" and not isinstance(doc.get("version"), str):
             raise NbdeployError("`version` must be a string such as \"3\" to promote")
         nb = self.root.resolve(doc.get("path"))
-        user = getattr(self.current_user, "username", None) or getattr(self.current_user, "name", None)
+        user = _user_name(self.current_user)
         alias = str(doc.get("alias") or "champion")
         if doc["action"] == "promote":
             move = await asyncio.to_thread(promote, model_name(nb), doc["version"], alias=alias,
@@ -216,6 +217,12 @@ class ReleasesHandler(_Handler):
         else:
             move = await asyncio.to_thread(rollback, model_name(nb), alias=alias, project_dir=nb.parent, user=user)
         self.reply(move.to_dict())
+
+
+def _user_name(user: Any) -> str | None:
+    """Who moves an alias: the hub's user; None (the login name) for a token server's anonymous id."""
+    name = getattr(user, "username", None)
+    return None if not name or re.fullmatch(r"[0-9a-f]{32}", name) else name
 
 
 def _releases(nb: Any) -> Releases:
