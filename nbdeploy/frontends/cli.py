@@ -17,6 +17,8 @@ from typing import Any
 from nbdeploy._version import __version__
 from nbdeploy.base.errors import CellExecutionError, NbdeployError
 from nbdeploy.base.progress import Finished, Progress, event_writer, fan_out
+from nbdeploy.frontends import cli_release
+from nbdeploy.frontends.cli_release import bundle_folder, project_arg
 
 Handler = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handler]] = {}
@@ -135,7 +137,7 @@ def _build(args: argparse.Namespace) -> int:
 
 def _verify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", help="the bundle folder, or a registered version: models:/NAME/3")
-    _project_arg(p)
+    project_arg(p)
     p.add_argument("--pip", action="store_true", help="create the environment with pip, not uv")
     p.add_argument("--keep-env", action="store_true", help="keep the virtual environment (path printed)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -157,7 +159,7 @@ def _verify(args: argparse.Namespace) -> int:
         return _verify_container(args)
     from nbdeploy.bundle import verify_bundle
 
-    report = verify_bundle(_bundle_folder(args), installer="pip" if args.pip else "auto",
+    report = verify_bundle(bundle_folder(args), installer="pip" if args.pip else "auto",
                            keep_env=args.keep_env,
                            progress=_progress(args))
     _finished(report.ok, report.failure or "verified", report)
@@ -391,7 +393,7 @@ def _runs(args: argparse.Namespace) -> int:
 def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", help="the bundle folder, or a registered version: models:/NAME@champion, "
                                   "models:/NAME/3")
-    _project_arg(p)
+    project_arg(p)
     p.add_argument("--host", default=None, help="interface to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default 8080)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default 1)")
@@ -409,82 +411,7 @@ def _serve(args: argparse.Namespace) -> int:
     config = ServeConfig.from_env(host=args.host, port=args.port, workers=args.workers,
                                   max_batch_size=args.max_batch_size,
                                   max_wait_ms=args.max_wait_ms, log_path=args.log_path)
-    serve_forever(_bundle_folder(args), config)
-    return 0
-
-
-def _bundle_folder(args: argparse.Namespace) -> str:
-    """The folder of ``args.bundle``: itself, or the sealed bundle a ``models:/`` URI resolves to."""
-    from nbdeploy.release import is_models_uri, resolve
-
-    if not is_models_uri(args.bundle):
-        return args.bundle
-    resolved = resolve(args.bundle, args.project)
-    print(f"nbdeploy: {resolved.text()}", file=sys.stderr, flush=True)
-    return str(resolved.bundle)
-
-
-# -- release -------------------------------------------------------------------
-def _project_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--project", metavar="DIR", default=None,
-                   help="the notebook's folder, whose .nbdeploy/mlflow.db is the registry (default: the "
-                        "current folder; MLFLOW_TRACKING_URI, when set, names the registry instead)")
-
-
-def _promote_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", help="the registered model")
-    p.add_argument("version", help="the version number to move the alias to")
-    p.add_argument("--as", dest="alias", default="champion",
-                   help="the alias: champion (live, the default) or challenger (tried)")
-    p.add_argument("--force", action="store_true",
-                   help="promote even without a passing verify of the version's bundle (recorded)")
-    _project_arg(p)
-    p.add_argument("--json", action="store_true", help="print the move as JSON")
-
-
-@command("promote", "move an alias (champion, or --as challenger) to a verified version", _promote_args)
-def _promote(args: argparse.Namespace) -> int:
-    from nbdeploy.release import promote
-
-    _show(args, promote(args.name, args.version, alias=args.alias, force=args.force, project_dir=args.project))
-    return 0
-
-
-def _rollback_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", help="the registered model")
-    p.add_argument("--as", dest="alias", default="champion", help="the alias to move back (default champion)")
-    _project_arg(p)
-    p.add_argument("--json", action="store_true", help="print the move as JSON")
-
-
-@command("rollback", "move champion back to the version that held it before", _rollback_args)
-def _rollback(args: argparse.Namespace) -> int:
-    from nbdeploy.release import rollback
-
-    _show(args, rollback(args.name, alias=args.alias, project_dir=args.project))
-    return 0
-
-
-def _name_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", help="the registered model")
-    _project_arg(p)
-    p.add_argument("--json", action="store_true", help="print as JSON")
-
-
-@command("versions", "list a model's versions: alias, created, notebook, parameters, metrics, data, verify",
-         _name_args)
-def _versions(args: argparse.Namespace) -> int:
-    from nbdeploy.release import list_versions
-
-    _show(args, list_versions(args.name, args.project))
-    return 0
-
-
-@command("history", "which version held champion (and challenger) when, and who moved it", _name_args)
-def _history(args: argparse.Namespace) -> int:
-    from nbdeploy.release import read_history
-
-    _show(args, read_history(args.name, args.project))
+    serve_forever(bundle_folder(args), config)
     return 0
 
 
@@ -501,6 +428,10 @@ def _drift(args: argparse.Namespace) -> int:
 
     _show(args, fetch_drift(args.url, os.environ.get("NBDEPLOY_API_TOKEN")))
     return 0
+
+
+for _name, _help, _configure, _handler in cli_release.COMMANDS:  # versions, promote, rollback, history
+    command(_name, _help, _configure)(lambda args, _fn=_handler: _fn(args, _show))
 
 
 def build_parser() -> argparse.ArgumentParser:

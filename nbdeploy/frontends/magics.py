@@ -20,6 +20,7 @@ from traitlets import Bool
 
 from nbdeploy.base.errors import NbdeployError
 from nbdeploy.base.progress import ProgressEvent
+from nbdeploy.frontends.magics_release import ReleaseMagics
 
 
 @dataclass(frozen=True)
@@ -183,7 +184,7 @@ def find_notebook(shell: Any) -> Path:
 
 
 @magics_class
-class DeployMagics(Magics):
+class DeployMagics(ReleaseMagics, Magics):
     widgets = Bool(True, help="render ipywidgets where a front end can show them").tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
@@ -425,36 +426,6 @@ class DeployMagics(Magics):
                                  "%deploy serve, or give its URL")
             url = handle.url
         print(servers.fetch_drift(url, os.environ.get("NBDEPLOY_API_TOKEN")).text())
-
-    # -- release ----------------------------------------------------------
-    def _model_name(self, name: str | None) -> str:
-        from nbdeploy.release import model_name
-
-        return name or model_name(self._notebook())
-
-    def _do_versions(self, args: argparse.Namespace) -> Any:
-        from nbdeploy.release import list_versions
-
-        return list_versions(self._model_name(args.name), self._notebook().parent).view()
-
-    def _do_promote(self, args: argparse.Namespace) -> None:
-        from nbdeploy.release import promote
-
-        if len(args.words) > 2:
-            raise UsageError("%deploy promote: give [NAME] VERSION")
-        name, version = (None, *args.words) if len(args.words) == 1 else args.words
-        print(promote(self._model_name(name), version, alias=args.alias, force=args.force,
-                      project_dir=self._notebook().parent).text())
-
-    def _do_rollback(self, args: argparse.Namespace) -> None:
-        from nbdeploy.release import rollback
-
-        print(rollback(self._model_name(args.name), alias=args.alias, project_dir=self._notebook().parent).text())
-
-    def _do_history(self, args: argparse.Namespace) -> Any:
-        from nbdeploy.release import read_history
-
-        return read_history(self._model_name(args.name), self._notebook().parent).view()
 
     def _do_export(self, args: argparse.Namespace) -> None:
         from nbdeploy.bundle.export import export_model
