@@ -85,7 +85,7 @@ def cache_dir(registry: Registry, name: str) -> Path:
 
 def verify_record(registry: Registry, mv: Any) -> dict | None:
     """The last verify outcome of this version's bundle (by its manifest sha256), or None."""
-    from nbdeploy.bundle.catalog import verify_by_manifest
+    from nbdeploy.bundle.catalog import verify_by_manifest, verify_result
 
     tags = mv.tags or {}
     digest = tags.get(TAG_MANIFEST)
@@ -95,6 +95,9 @@ def verify_record(registry: Registry, mv: Any) -> dict | None:
     if tags.get(TAG_BUNDLE_PATH):
         folders.insert(0, Path(tags[TAG_BUNDLE_PATH]).parent)
     found = [doc for f in folders if (doc := verify_by_manifest(f, digest)) is not None]
+    if tags.get(TAG_BUNDLE_PATH):  # a record written before outcomes were also kept by hash
+        last = verify_result(tags[TAG_BUNDLE_PATH])
+        found += [last] if last is not None and last.get("manifest_sha256") == digest else []
     return max(found, key=lambda d: d.get("verified") or "") if found else None
 
 
