@@ -27,13 +27,16 @@ from nbdeploy.release.versions import cache_dir
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[^/@]+))$")
 
 
+Source = Literal["build folder", "download cache", "downloaded"]
+
+
 @dataclass
 class ResolvedBundle:
     uri: str
     name: str
     version: str
     bundle: Path
-    source: Literal["build folder", "download cache", "downloaded"]
+    source: Source
 
     def text(self) -> str:
         return f"{self.uri} is {self.name} version {self.version}: {self.bundle} ({self.source}, checksums match)"
@@ -97,7 +100,7 @@ def resolve(uri: str, project_dir: str | Path | None = None) -> ResolvedBundle:
                             "(it was registered before nbdeploy attached bundles)",
                             hint="rebuild it with `nbdeploy build NOTEBOOK`")
     cached = cache_dir(registry, name) / str(mv.version)
-    candidates: list[tuple[Path, Literal["build folder", "download cache"]]] = [(cached, "download cache")]
+    candidates: list[tuple[Path, Source]] = [(cached, "download cache")]
     if tags.get(TAG_BUNDLE_PATH):
         candidates.insert(0, (Path(tags[TAG_BUNDLE_PATH]), "build folder"))
     found = next(((p, how) for p, how in candidates if _digest(p) == digest), None)
