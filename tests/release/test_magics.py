@@ -63,3 +63,25 @@ def test_usage_errors_are_one_line(shell):
         shell.run_line_magic("deploy", "history nope")
     with pytest.raises(UsageError, match="'champion!' cannot be an alias"):
         shell.run_line_magic("deploy", "promote 1 --as champion!")
+
+
+def test_serve_a_registered_version_in_the_background(shell, built, capsys):
+    import json
+    import urllib.request
+
+    from nbdeploy.bundle import servers
+
+    shell.run_line_magic("deploy", "serve models:/tiny-ridge/2")
+    try:
+        out = capsys.readouterr().out
+        assert "models:/tiny-ridge/2 is tiny-ridge version 2" in out
+        handle = servers.running(built / "tiny_ridge.ipynb")
+        assert handle is not None and handle.url in out
+        body = json.dumps({"dataframe_records": [{"a": 0.0, "b": 0.0, "c": 0.0}]}).encode()
+        req = urllib.request.Request(f"{handle.url}/invocations", data=body,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            assert len(json.loads(resp.read())["predictions"]) == 1
+    finally:
+        shell.run_line_magic("deploy", "serve --stop")
+    assert "stopped" in capsys.readouterr().out
