@@ -271,7 +271,7 @@ def _verify_container(args: argparse.Namespace) -> int:
     from nbdeploy.container.options import from_args
     from nbdeploy.container.verify import verify_container
 
-    result = verify_container(args.bundle, from_args(args), rebuild=args.rebuild,
+    result = verify_container(bundle_folder(args), from_args(args), rebuild=args.rebuild,
                               health_timeout=args.health_timeout,
                               on_line=_say(args))
     _show(args, result)
