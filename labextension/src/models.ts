@@ -84,6 +84,43 @@ export interface BundleInfo {
   verified: boolean | null;
 }
 
+export interface VersionRow {
+  version: string;
+  aliases: string[];
+  created: string;
+  notebook: string;
+  notebook_sha256: string;
+  parameters: Record<string, unknown>;
+  metrics: Record<string, unknown>;
+  verified: boolean | null;
+  verify_summary: string | null;
+}
+
+export interface AliasMove {
+  time: string;
+  alias: string;
+  action: 'promote' | 'rollback';
+  from_version: string | null;
+  to_version: string;
+  user: string;
+  forced: boolean;
+}
+
+export interface Releases {
+  name: string;
+  registry: string;
+  versions: VersionRow[];
+  history: AliasMove[];
+}
+
+export interface ReleaseRequest {
+  path: string;
+  action: 'promote' | 'rollback';
+  version?: string | null;
+  alias?: string;
+  force?: boolean;
+}
+
 export interface ErrorBody {
   error: string;
   message: string;

@@ -3,19 +3,23 @@
  * buttons, and the live progress, log and result of the current job.
  *
  * It holds no logic of its own: the checklist comes from `GET nbdeploy/readiness`
- * and every button starts a job of the server extension (see `request.ts`).
+ * and every button starts a job of the server extension (see `request.ts`). The
+ * Versions section lists the notebook's registered versions (`GET nbdeploy/releases`);
+ * its Promote and Rollback buttons move the aliases (`POST nbdeploy/releases`).
  */
 import { CommandRegistry } from '@lumino/commands';
 import { Widget } from '@lumino/widgets';
 import { NotebookPanel } from '@jupyterlab/notebook';
 
-import { Item, Job, JobKind, Readiness } from './models';
+import { Item, Job, JobKind, Readiness, ReleaseRequest, Releases } from './models';
 import {
   NbdeployRequestError,
   getJob,
   getLog,
   getReadiness,
+  getReleases,
   listJobs,
+  moveAlias,
   startJob,
   stopJob
 } from './request';
@@ -66,12 +70,14 @@ export class DeployPanel extends Widget {
     this._checklist = el('div', { class: 'nbdeploy-checklist' });
     this._buttons = el('div', { class: 'nbdeploy-buttons' });
     this._job = el('div', { class: 'nbdeploy-job' });
+    this._versions = el('div', { class: 'nbdeploy-versions' });
     this.node.append(
       el('h2', { class: 'nbdeploy-title' }, 'Deploy'),
       this._header,
       this._checklist,
       this._buttons,
-      this._job
+      this._job,
+      this._versions
     );
     this._renderButtons();
     this._renderHeader();
@@ -133,6 +139,113 @@ export class DeployPanel extends Widget {
       this._checklist.replaceChildren(this._error(e));
     }
     this._updateButtons();
+    await this._refreshVersions();
+  }
+
+  // -- versions (the model registry) --------------------------------------------
+  private async _refreshVersions(): Promise<void> {
+    const path = this.notebookPath;
+    if (!path) {
+      this._versions.replaceChildren();
+      return;
+    }
+    try {
+      const r = await getReleases(path);
+      if (path === this.notebookPath) {
+        this._renderVersions(r);
+      }
+    } catch (e) {
+      const none = e instanceof NbdeployRequestError && e.status === 404;
+      this._versions.replaceChildren(
+        el('h3', { class: 'nbdeploy-versions-title' }, 'Versions'),
+        none
+          ? el('p', { class: 'nbdeploy-empty' }, 'No registered versions yet: build a bundle.')
+          : this._error(e)
+      );
+    }
+  }
+
+  private _renderVersions(r: Releases): void {
+    const champion = r.versions.find(v => v.aliases.includes('champion'));
+    const rollback = el(
+      'button',
+      { class: 'jp-Button nbdeploy-button', 'data-action': 'rollback' },
+      'Rollback champion'
+    );
+    rollback.disabled = !r.history.some(m => m.alias === 'champion' && m.to_version !== champion?.version);
+    rollback.onclick = () => void this._move({ path: this.notebookPath ?? '', action: 'rollback' });
+    const table = el('table', { class: 'nbdeploy-versions-table' });
+    table.append(
+      el('tr', {}, ...['version', 'alias', 'verified', ''].map(h => el('th', {}, h)))
+    );
+    for (const v of r.versions) {
+      const promote = el(
+        'button',
+        { class: 'jp-Button nbdeploy-button', 'data-action': 'promote', 'data-version': v.version },
+        'Promote'
+      );
+      promote.disabled = v.aliases.includes('champion');
+      promote.onclick = () =>
+        void this._move({ path: this.notebookPath ?? '', action: 'promote', version: v.version });
+      const verified = v.verified === null ? '—' : v.verified ? '✓' : '✗';
+      table.append(
+        el(
+          'tr',
+          {
+            class: 'nbdeploy-version',
+            'data-version': v.version,
+            'data-aliases': v.aliases.join(','),
+            title: `built ${v.created} from ${v.notebook}`
+          },
+          el('td', {}, v.version),
+          el('td', { class: 'nbdeploy-aliases' }, v.aliases.join(', ')),
+          el('td', { title: v.verify_summary ?? 'not verified' }, verified),
+          el('td', {}, promote)
+        )
+      );
+    }
+    const last = r.history[r.history.length - 1];
+    const note = last
+      ? el(
+          'p',
+          { class: 'nbdeploy-last-move' },
+          `Last move: ${last.alias} ${last.from_version ?? '—'} → ${last.to_version} ` +
+            `(${last.action} by ${last.user}${last.forced ? ', forced' : ''}, ${last.time})`
+        )
+      : null;
+    this._versions.replaceChildren(
+      el('h3', { class: 'nbdeploy-versions-title' }, `Versions of ${r.name}`),
+      rollback,
+      table,
+      note ?? '',
+      this._moveMessage ?? ''
+    );
+    this._moveMessage = null;
+  }
+
+  /** Promote or roll back; a refused promote offers to force it (which the history records). */
+  private async _move(request: ReleaseRequest): Promise<void> {
+    try {
+      const m = await moveAlias(request);
+      this._moveMessage = el(
+        'div',
+        { class: 'nbdeploy-result nbdeploy-ok nbdeploy-move-result' },
+        `${m.alias}: ${m.from_version ?? '—'} → ${m.to_version}${m.forced ? ' (forced)' : ''}`
+      );
+    } catch (e) {
+      const box = this._error(e);
+      if (e instanceof NbdeployRequestError && e.status === 409 && request.action === 'promote') {
+        const force = el(
+          'button',
+          { class: 'jp-Button nbdeploy-button', 'data-action': 'force-promote' },
+          'Promote anyway (recorded as forced)'
+        );
+        force.onclick = () => void this._move({ ...request, force: true });
+        box.append(el('div', {}, force));
+      }
+      this._moveMessage = box;
+    }
+    await this._refreshVersions();
   }
 
   private _onSaved(_: unknown, state: string): void {
@@ -442,4 +555,6 @@ export class DeployPanel extends Widget {
   private readonly _checklist: HTMLElement;
   private readonly _buttons: HTMLElement;
   private readonly _job: HTMLElement;
+  private readonly _versions: HTMLElement;
+  private _moveMessage: HTMLElement | null = null;
 }

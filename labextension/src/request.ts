@@ -6,12 +6,15 @@ import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
 import {
+  AliasMove,
   BundleInfo,
   ErrorBody,
   Job,
   JobRequest,
   LogChunk,
-  Readiness
+  Readiness,
+  ReleaseRequest,
+  Releases
 } from './models';
 
 /** An error answered by the server extension (its JSON body), or a network failure. */
@@ -87,4 +90,15 @@ export function stopJob(id: string): Promise<Job> {
 
 export function getLog(id: string, offset: number): Promise<LogChunk> {
   return requestAPI<LogChunk>(`jobs/${id}/log`, {}, { offset: String(offset) });
+}
+
+export function getReleases(path: string): Promise<Releases> {
+  return requestAPI<Releases>('releases', {}, { path });
+}
+
+export function moveAlias(request: ReleaseRequest): Promise<AliasMove> {
+  return requestAPI<AliasMove>('releases', {
+    method: 'POST',
+    body: JSON.stringify(request)
+  });
 }

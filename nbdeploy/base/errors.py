@@ -98,3 +98,15 @@ class ServeError(NbdeployError):
 
 class ContainerError(NbdeployError):
     """No container engine, a failed image build or an unhealthy container."""
+
+
+class RegistryError(NbdeployError):
+    """No model registry, or no such registered model, version or alias in it."""
+
+    status = 404
+
+
+class PromoteError(NbdeployError):
+    """A promote or rollback the registry's record does not allow (an unverified version, no earlier champion)."""
+
+    status = 409

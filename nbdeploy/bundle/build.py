@@ -25,7 +25,8 @@ from nbdeploy.base.state import atomic_write_bytes, default_bundle_dir
 from nbdeploy.bundle.deploy_files import k8s_name
 
 STEPS = ("check the notebook and the target", "run the notebook in a clean kernel and export the model",
-         "assemble the bundle", "register the model version", "write the manifest and move into place")
+         "assemble the bundle", "register the model version",
+         "write the manifest, attach the bundle to its version and move into place")
 
 
 @dataclass
@@ -150,6 +151,8 @@ def build_bundle(notebook: str | Path, *, output: str | Path | None = None, mode
     """
     from nbdeploy.base.notebook import load_notebook
     from nbdeploy.bundle import assemble, registry
+    from nbdeploy.bundle.manifest import MANIFEST
+    from nbdeploy.capture.hashing import sha256_file
     from nbdeploy.job.execute import execute
     from nbdeploy.job.kernelspec import choose_kernel
 
@@ -211,10 +214,14 @@ def build_bundle(notebook: str | Path, *, output: str | Path | None = None, mode
             steps.end(2, f"{len(list(partial.rglob('*')))} files")
             steps.start(3)
             warm.join()
+            metrics = {k: v.get("value") for k, v in result.record.get("metrics", {}).items()}
             ctx.registry = registry.register(
-                partial / "model", name, nb_path.parent,
+                partial / "model", name, nb_path.parent, params=effective, metrics=metrics,
                 tags={"nbdeploy.notebook": nb_path.name, "nbdeploy.notebook_sha256":
-                      result.record.get("notebook", {}).get("sha256") or ""})
+                      result.record.get("notebook", {}).get("sha256") or "",
+                      "nbdeploy.parameters": registry.json_tag(effective),
+                      "nbdeploy.metrics": registry.json_tag(metrics),
+                      "nbdeploy.training_data": registry.json_tag(export.get("training_data"))})
             steps.end(3, f"{name} version {ctx.registry['version']} in {ctx.registry['tracking_uri']}")
             steps.start(4)
             ctx.build_seconds = time.perf_counter() - started
@@ -224,8 +231,11 @@ def build_bundle(notebook: str | Path, *, output: str | Path | None = None, mode
             for line in scrubbed_lines(late):
                 steps.progress(note(line))
             scrubbed += late
+            registry.attach_bundle(partial, ctx.registry, nb_path.parent, target,
+                                   sha256_file(partial / MANIFEST)[0])
             _move_into_place(partial, target, force)
-            steps.end(4, f"{len(manifest['files'])} files checksummed")
+            steps.end(4, f"{len(manifest['files'])} files checksummed; the sealed bundle is "
+                         f"version {ctx.registry['version']}'s artifact")
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise

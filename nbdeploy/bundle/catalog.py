@@ -2,7 +2,9 @@
 
 A verify outcome is kept beside the bundle (``.nbdeploy/verify/<bundle>.json``), keyed by
 the hash of the bundle's manifest: a bundle rebuilt after it was verified is not verified.
-The readiness checklist, the panel's bundle list and ``promote`` read it from here.
+The readiness checklist, the panel's bundle list and ``promote`` read it from here. A copy
+is kept by that hash too (``.nbdeploy/verify/by-manifest/<sha256>.json``), so ``promote``
+still finds the outcome of a version whose folder was rebuilt since (:func:`verify_by_manifest`).
 """
 
 from __future__ import annotations
@@ -63,10 +65,26 @@ def record_verify(bundle: str | Path, ok: bool, summary: str) -> Path:
 
     bundle = Path(bundle).resolve()
     path = _verify_path(bundle)
-    atomic_write_json(path, {"bundle": str(bundle), "ok": ok, "summary": summary,
-                             "manifest_sha256": _manifest_digest(bundle),
-                             "verified": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
+    digest = _manifest_digest(bundle)
+    doc = {"bundle": str(bundle), "ok": ok, "summary": summary, "manifest_sha256": digest,
+           "verified": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    atomic_write_json(path, doc)
+    if digest is not None:
+        atomic_write_json(path.parent / _BY_MANIFEST / f"{digest}.json", doc)
     return path
+
+
+_BY_MANIFEST = "by-manifest"
+
+
+def verify_by_manifest(folder: str | Path, manifest_sha256: str) -> dict | None:
+    """The last verify outcome of a bundle whose manifest had this sha256, verified in ``folder``."""
+    from nbdeploy.base.state import STATE_DIRNAME
+
+    if not all(c in "0123456789abcdef" for c in manifest_sha256) or len(manifest_sha256) != 64:
+        return None
+    doc = _load_json(Path(folder) / STATE_DIRNAME / "verify" / _BY_MANIFEST / f"{manifest_sha256}.json")
+    return doc if doc is not None and doc.get("manifest_sha256") == manifest_sha256 else None
 
 
 def verify_result(bundle: str | Path) -> dict | None:

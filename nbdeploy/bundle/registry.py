@@ -5,10 +5,16 @@ store beside the notebook, or ``MLFLOW_TRACKING_URI``. The model folder is
 logged as the artifact ``model`` of a run in the experiment ``nbdeploy-bundles``,
 and that artifact becomes the version's source, so the registry never points at
 the bundle folder (which can be moved or deleted).
+
+Once the manifest is written, :func:`attach_bundle` logs the whole sealed bundle as the
+run's artifact ``bundle`` and tags the version with the manifest's sha256 and the folder
+it was built into: ``nbdeploy serve models:/NAME@champion`` and ``nbdeploy promote``
+(:mod:`nbdeploy.release`) find the bundle, and its verify outcome, from the registry alone.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -45,8 +51,13 @@ def _client(project_dir: Path):  # noqa: ANN202
     return client, uri
 
 
-def register(model_dir: Path, name: str, project_dir: Path, tags: dict[str, str]) -> dict:
-    """Log ``model_dir`` and register it as a new version of ``name``: {uri, name, version, run_id}."""
+def register(model_dir: Path, name: str, project_dir: Path, tags: dict[str, str],
+             params: dict | None = None, metrics: dict | None = None) -> dict:
+    """Log ``model_dir`` and register it as a new version of ``name``: {uri, name, version, run_id}.
+
+    The run also holds the notebook's parameters and metrics, so MLflow's own UI shows them.
+    """
+    from mlflow.entities import Metric, Param
     from mlflow.exceptions import MlflowException
 
     from nbdeploy.job.tracking import artifact_location
@@ -58,6 +69,10 @@ def register(model_dir: Path, name: str, project_dir: Path, tags: dict[str, str]
             EXPERIMENT, artifact_location=artifact_location(project_dir))
         run = client.create_run(exp_id, tags=tags, run_name=f"bundle {name}")
         run_id = run.info.run_id
+        numeric = {k: float(v) for k, v in (metrics or {}).items()
+                   if isinstance(v, int | float) and not isinstance(v, bool)}
+        client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in (params or {}).items()],
+                         metrics=[Metric(k, v, run.info.start_time, 0) for k, v in numeric.items()])
         client.log_artifacts(run_id, str(model_dir), "model")
         client.set_terminated(run_id)
         try:
@@ -71,3 +86,37 @@ def register(model_dir: Path, name: str, project_dir: Path, tags: dict[str, str]
                           hint="check MLFLOW_TRACKING_URI, or unset it to use the local store") from None
     return {"tracking_uri": uri, "name": name, "version": str(mv.version), "run_id": run_id,
             "source": mv.source}
+
+
+#: version tags the release commands read (the source notebook's tags are set at registration)
+TAG_MANIFEST = "nbdeploy.manifest_sha256"
+TAG_BUNDLE_PATH = "nbdeploy.bundle_path"
+TAG_BUNDLE_ARTIFACT = "nbdeploy.bundle_artifact"
+BUNDLE_ARTIFACT = "bundle"
+_TAG_MAX = 5000  # MLflow's limit on a model version tag's value
+
+
+def json_tag(value: object) -> str:
+    """A JSON tag value; one too long for the registry says where the whole record is."""
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= _TAG_MAX else json.dumps({"truncated": "see the bundle's nbdeploy.json"})
+
+
+def attach_bundle(bundle_dir: Path, registered: dict, project_dir: Path, target: Path,
+                  manifest_sha256: str) -> dict:
+    """Log the sealed bundle as the run's artifact ``bundle``; tag the version with where it is."""
+    from mlflow.exceptions import MlflowException
+
+    name, version = registered["name"], registered["version"]
+    try:
+        client, _ = _client(project_dir)
+        client.log_artifacts(registered["run_id"], str(bundle_dir), BUNDLE_ARTIFACT)
+        artifact = f"runs:/{registered['run_id']}/{BUNDLE_ARTIFACT}"
+        for key, value in ((TAG_MANIFEST, manifest_sha256), (TAG_BUNDLE_PATH, str(target)),
+                           (TAG_BUNDLE_ARTIFACT, artifact)):
+            client.set_model_version_tag(name, version, key, value)
+    except MlflowException as exc:
+        raise BundleError(f"attaching the bundle to {name} version {version} in the MLflow registry "
+                          f"failed: {exc.message}",
+                          hint="check MLFLOW_TRACKING_URI, or unset it to use the local store") from None
+    return {**registered, "bundle_artifact": artifact}

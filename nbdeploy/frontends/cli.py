@@ -17,6 +17,8 @@ from typing import Any
 from nbdeploy._version import __version__
 from nbdeploy.base.errors import CellExecutionError, NbdeployError
 from nbdeploy.base.progress import Finished, Progress, event_writer, fan_out
+from nbdeploy.frontends import cli_release
+from nbdeploy.frontends.cli_release import bundle_folder, project_arg
 
 Handler = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handler]] = {}
@@ -142,7 +144,8 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _verify_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("bundle", help="the bundle folder")
+    p.add_argument("bundle", help="the bundle folder, or a registered version: models:/NAME/3")
+    project_arg(p)
     p.add_argument("--pip", action="store_true", help="create the environment with pip, not uv")
     p.add_argument("--keep-env", action="store_true", help="keep the virtual environment (path printed)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -164,7 +167,7 @@ def _verify(args: argparse.Namespace) -> int:
         return _verify_container(args)
     from nbdeploy.bundle import verify_bundle
 
-    report = verify_bundle(args.bundle, installer="pip" if args.pip else "auto",
+    report = verify_bundle(bundle_folder(args), installer="pip" if args.pip else "auto",
                            keep_env=args.keep_env,
                            progress=_progress(args))
     _finished(report.ok, report.failure or "verified", report)
@@ -276,7 +279,7 @@ def _verify_container(args: argparse.Namespace) -> int:
     from nbdeploy.container.options import from_args
     from nbdeploy.container.verify import verify_container
 
-    result = verify_container(args.bundle, from_args(args), rebuild=args.rebuild,
+    result = verify_container(bundle_folder(args), from_args(args), rebuild=args.rebuild,
                               health_timeout=args.health_timeout,
                               on_line=_say(args))
     _show(args, result)
@@ -401,7 +404,9 @@ def _runs(args: argparse.Namespace) -> int:
 
 # -- serve -------------------------------------------------------------------
 def _serve_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("bundle", help="the bundle folder (or an MLflow model folder)")
+    p.add_argument("bundle", help="the bundle folder, or a registered version: models:/NAME@champion, "
+                                  "models:/NAME/3")
+    project_arg(p)
     p.add_argument("--host", default=None, help="interface to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default 8080)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default 1)")
@@ -419,7 +424,7 @@ def _serve(args: argparse.Namespace) -> int:
     config = ServeConfig.from_env(host=args.host, port=args.port, workers=args.workers,
                                   max_batch_size=args.max_batch_size,
                                   max_wait_ms=args.max_wait_ms, log_path=args.log_path)
-    serve_forever(args.bundle, config)
+    serve_forever(bundle_folder(args), config)
     return 0
 
 
@@ -436,6 +441,10 @@ def _drift(args: argparse.Namespace) -> int:
 
     _show(args, fetch_drift(args.url, os.environ.get("NBDEPLOY_API_TOKEN")))
     return 0
+
+
+for _name, _help, _configure, _handler in cli_release.COMMANDS:  # versions, promote, rollback, history
+    command(_name, _help, _configure)(lambda args, _fn=_handler: _fn(args, _show))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,6 +20,7 @@ from traitlets import Bool
 
 from nbdeploy.base.errors import NbdeployError
 from nbdeploy.base.progress import ProgressEvent
+from nbdeploy.frontends.magics_release import ReleaseMagics
 
 
 @dataclass(frozen=True)
@@ -97,12 +98,27 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         _a("--save", help="also write an OCI archive to this file"),
     )),
     Subcommand("serve", "serve the bundle's API in the background: %deploy serve [BUNDLE] [--stop]", (
-        _a("bundle", nargs="?", help="bundle folder (default: this notebook's bundle)"),
+        _a("bundle", nargs="?", help="bundle folder, or models:/NAME@champion (default: this notebook's bundle)"),
         _a("--port", type=int, default=0, help="port (default: a free one)"),
         _a("--stop", action="store_true", help="stop this notebook's server"),
     )),
     Subcommand("drift", "drift of what this notebook's API has served against the training data", (
         _a("url", nargs="?", help="a running API (default: the one %deploy serve started)"),
+    )),
+    Subcommand("versions", "this notebook's registered versions: alias, created, parameters, metrics, verify", (
+        _a("name", nargs="?", help="the registered model (default: this notebook's)"),
+    )),
+    Subcommand("promote", "move champion (or --as challenger) to a verified version: %deploy promote [NAME] VERSION", (
+        _a("words", nargs="+", metavar="[NAME] VERSION", help="the version (of this notebook's model, or of NAME)"),
+        _a("--as", dest="alias", default="champion", help="the alias: champion (default) or challenger"),
+        _a("--force", action="store_true", help="promote without a passing verify (recorded in the history)"),
+    )),
+    Subcommand("rollback", "move champion back to the version that held it before: %deploy rollback [NAME]", (
+        _a("name", nargs="?", help="the registered model (default: this notebook's)"),
+        _a("--as", dest="alias", default="champion", help="the alias to move back (default champion)"),
+    )),
+    Subcommand("history", "which version held champion (and challenger) when, and who moved it", (
+        _a("name", nargs="?", help="the registered model (default: this notebook's)"),
     )),
     Subcommand("export", "export the model of this run (used by nbdeploy build)", (
         _a("--out", required=True), _a("--model"),
@@ -168,7 +184,7 @@ def find_notebook(shell: Any) -> Path:
 
 
 @magics_class
-class DeployMagics(Magics):
+class DeployMagics(ReleaseMagics, Magics):
     widgets = Bool(True, help="render ipywidgets where a front end can show them").tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
@@ -385,7 +401,14 @@ class DeployMagics(Magics):
             stopped = servers.stop(nb)
             print(f"nbdeploy: stopped {stopped.url}" if stopped else "nbdeploy: no server running")
             return
-        bundle = Path(args.bundle).resolve() if args.bundle else default_bundle_dir(nb)
+        if args.bundle and args.bundle.startswith("models:/"):
+            from nbdeploy.release import resolve
+
+            resolved = resolve(args.bundle, nb.parent)
+            print(f"nbdeploy: {resolved.text()}")
+            bundle = resolved.bundle
+        else:
+            bundle = Path(args.bundle).resolve() if args.bundle else default_bundle_dir(nb)
         handle = servers.start(nb, bundle, port=args.port)
         print(f"nbdeploy: serving {bundle.name} at {handle.url} (docs: {handle.url}/docs; "
               f"stop with %deploy serve --stop)\n{servers.sample_curl(handle.url, bundle)}")

@@ -8,6 +8,8 @@ POST     nbdeploy/jobs                 start a job (body: JobRequest)
 GET      nbdeploy/jobs/ID              one job (state, progress, result)
 DELETE   nbdeploy/jobs/ID              stop a job (serve jobs run until stopped)
 GET      nbdeploy/jobs/ID/log?offset=N the job's log from byte N
+GET      nbdeploy/releases?path=NB     the registered versions of a notebook's model, and its history
+POST     nbdeploy/releases             promote a version or roll an alias back (body: ReleaseRequest)
 =======  ===========================  ==========================================
 
 Every method requires Jupyter's authentication; writes are XSRF-checked by
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import re
 from typing import Any
 
 import tornado.web
@@ -30,7 +33,16 @@ from jupyter_server.utils import url_path_join
 
 from nbdeploy.base.errors import NbdeployError
 from nbdeploy.frontends.jupyter.jobs import JobManager
-from nbdeploy.frontends.jupyter.models import JOB_KINDS, BundleInfo, JobRequest, to_json
+from nbdeploy.frontends.jupyter.models import (
+    JOB_KINDS,
+    AliasMove,
+    BundleInfo,
+    JobRequest,
+    ReleaseRequest,
+    Releases,
+    VersionRow,
+    to_json,
+)
 from nbdeploy.frontends.jupyter.paths import Root
 
 AUTH_RESOURCE = "nbdeploy"
@@ -175,6 +187,56 @@ class JobLogHandler(_Handler):
         self.reply(self.jobs.log(job_id, offset))
 
 
+class ReleasesHandler(_Handler):
+    @tornado.web.authenticated
+    @authorized
+    async def get(self) -> None:
+        nb = self.root.resolve(self.get_query_argument("path", None))
+        self.reply(await asyncio.to_thread(_releases, nb))
+
+    @tornado.web.authenticated
+    @authorized
+    async def post(self) -> None:
+        from nbdeploy.release import model_name, promote, rollback
+
+        doc = self.body()
+        known = {f.name for f in dataclasses.fields(ReleaseRequest)}
+        if set(doc) - known:
+            raise NbdeployError(f"unknown field(s) {', '.join(sorted(set(doc) - known))}",
+                                hint=f"a release request has {', '.join(sorted(known))}")
+        if doc.get("action") not in ("promote", "rollback"):
+            raise NbdeployError("`action` must be promote or rollback")
+        if doc["action"] == "promote" and not isinstance(doc.get("version"), str):
+            raise NbdeployError("`version` must be a string such as \"3\" to promote")
+        nb = self.root.resolve(doc.get("path"))
+        user = _user_name(self.current_user)
+        alias = str(doc.get("alias") or "champion")
+        if doc["action"] == "promote":
+            move = await asyncio.to_thread(promote, model_name(nb), doc["version"], alias=alias,
+                                           force=bool(doc.get("force", False)), project_dir=nb.parent, user=user)
+        else:
+            move = await asyncio.to_thread(rollback, model_name(nb), alias=alias, project_dir=nb.parent, user=user)
+        self.reply(move.to_dict())
+
+
+def _user_name(user: Any) -> str | None:
+    """Who moves an alias: the hub's user; None (the login name) for a token server's anonymous id."""
+    name = getattr(user, "username", None)
+    return None if not name or re.fullmatch(r"[0-9a-f]{32}", name) else name
+
+
+def _releases(nb: Any) -> Releases:
+    from nbdeploy.release import list_versions, model_name, read_history
+
+    listed = list_versions(model_name(nb), nb.parent)
+    rows = [VersionRow(v.version, v.aliases, v.created, v.notebook, v.notebook_sha256, v.parameters,
+                       v.metrics, None if v.verify is None else bool(v.verify.get("ok")),
+                       None if v.verify is None else v.verify.get("summary")) for v in listed.versions]
+    moves = [AliasMove(m.time, m.alias, m.action, m.from_version, m.to_version, m.user, m.forced)
+             for m in read_history(listed.name, nb.parent).moves]
+    return Releases(listed.name, listed.registry, rows, moves)
+
+
 def setup_handlers(web_app: Any, root: Root, jobs: JobManager) -> None:
     base = url_path_join(web_app.settings["base_url"], "nbdeploy")
     kw = {"root": root, "jobs": jobs}
@@ -185,4 +247,5 @@ def setup_handlers(web_app: Any, root: Root, jobs: JobManager) -> None:
         (url_path_join(base, "jobs"), JobsHandler, kw),
         (url_path_join(base, "jobs", job_id), JobHandler, kw),
         (url_path_join(base, "jobs", job_id, "log"), JobLogHandler, kw),
+        (url_path_join(base, "releases"), ReleasesHandler, kw),
     ])

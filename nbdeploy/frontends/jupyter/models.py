@@ -81,6 +81,55 @@ class BundleInfo:
 
 
 @dataclass
+class VersionRow:
+    """One registered version of a notebook's model (``GET /nbdeploy/releases``)."""
+
+    version: str
+    aliases: list[str]
+    created: str
+    notebook: str
+    notebook_sha256: str
+    parameters: dict[str, Any]
+    metrics: dict[str, Any]
+    verified: bool | None  # None: no verify on record for this version's bundle
+    verify_summary: str | None
+
+
+@dataclass
+class AliasMove:
+    """One promote or rollback, from the registry's history."""
+
+    time: str
+    alias: str
+    action: Literal["promote", "rollback"]
+    from_version: str | None
+    to_version: str
+    user: str
+    forced: bool
+
+
+@dataclass
+class Releases:
+    """The versions of a notebook's registered model and who moved its aliases when."""
+
+    name: str
+    registry: str
+    versions: list[VersionRow]
+    history: list[AliasMove]
+
+
+@dataclass
+class ReleaseRequest:
+    """Body of ``POST /nbdeploy/releases``: promote a version, or roll an alias back."""
+
+    path: str  # the notebook, relative to the server's root
+    action: Literal["promote", "rollback"]
+    version: str | None = None  # promote: the version number
+    alias: str = "champion"
+    force: bool = False  # promote without a passing verify (recorded in the history)
+
+
+@dataclass
 class ErrorBody:
     error: str
     message: str
@@ -88,9 +137,9 @@ class ErrorBody:
 
 
 MODELS: tuple[type, ...] = (Detail, Item, Readiness, JobRequest, JobResult, Job, LogChunk,
-                            BundleInfo, ErrorBody)
+                            BundleInfo, VersionRow, AliasMove, Releases, ReleaseRequest, ErrorBody)
 
-REQUESTS = (JobRequest,)  # bodies the client sends: fields with defaults may be left out
+REQUESTS = (JobRequest, ReleaseRequest)  # bodies the client sends: fields with defaults may be left out
 
 
 def to_json(obj: Any) -> Any:

@@ -1,0 +1,102 @@
+"""The panel's Versions section in a real JupyterLab: Promote (refused, then forced), Rollback.
+
+Two real builds of a small notebook in the lab's root; version 1's passing verify is recorded
+with :func:`nbdeploy.bundle.catalog.record_verify` (verify itself runs in test_panel.py). The
+aliases are read back from the registry with MlflowClient after each click.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.release.conftest import NAME, build_two_versions
+
+from .conftest import ARTIFACTS
+
+pytestmark = pytest.mark.slow
+NB = "proj/tiny_ridge.ipynb"
+
+
+@pytest.fixture(scope="module")
+def project(lab):
+    from nbdeploy.bundle.catalog import record_verify
+
+    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    v1, _ = build_two_versions(lab.root / "proj")
+    record_verify(v1, True, "verified")
+    yield lab.root / "proj"
+    if saved is not None:
+        os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
+@pytest.fixture(scope="module")
+def page(lab, browser, project):
+    ctx = browser.new_context(viewport={"width": 1500, "height": 950})
+    pg = ctx.new_page()
+    pg.set_default_timeout(60_000)
+    pg.goto(f"{lab.url}/lab/tree/{NB}?token={lab.token}&reset")
+    pg.wait_for_selector(".jp-Notebook .jp-Cell", state="visible")
+    pg.wait_for_timeout(1000)
+    if pg.locator(".jp-Dialog").count():
+        pg.locator(".jp-Dialog .jp-Dialog-button").last.click()
+    tab = pg.locator('.jp-SideBar li[data-id="nbdeploy-panel"]')
+    if "lm-mod-current" not in (tab.get_attribute("class") or ""):
+        tab.click()
+    yield pg
+    ARTIFACTS.mkdir(exist_ok=True)
+    pg.screenshot(path=str(ARTIFACTS / "releases-last.png"))
+    ctx.close()
+
+
+def _aliases(project) -> dict[str, str]:
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{project / '.nbdeploy' / 'mlflow.db'}"
+    model = MlflowClient(tracking_uri=uri, registry_uri=uri).get_registered_model(NAME)
+    return {a: str(v) for a, v in model.aliases.items()}
+
+
+def _row(page, version: str):
+    return page.locator(f'#nbdeploy-panel .nbdeploy-version[data-version="{version}"]')
+
+
+def test_the_panel_lists_versions(page) -> None:
+    page.wait_for_selector("#nbdeploy-panel .nbdeploy-version")
+    versions = page.locator("#nbdeploy-panel .nbdeploy-version").evaluate_all(
+        "els => els.map(e => e.dataset.version)")
+    assert versions == ["2", "1"]
+    assert "Versions of tiny-ridge" in page.locator(".nbdeploy-versions-title").inner_text()
+    assert _row(page, "1").locator("td").nth(2).inner_text() == "✓"
+    assert _row(page, "2").locator('button[data-action="promote"]').is_visible()
+    assert page.locator('#nbdeploy-panel button[data-action="rollback"]').is_disabled()
+
+
+def test_promote_refused_then_forced(page, project) -> None:
+    _row(page, "2").locator('button[data-action="promote"]').click()
+    error = page.locator("#nbdeploy-panel .nbdeploy-versions .nbdeploy-error")
+    error.wait_for()
+    assert "version 2 has no passing verify" in error.inner_text()
+    assert _aliases(project) == {}
+    page.locator('#nbdeploy-panel button[data-action="force-promote"]').click()
+    page.wait_for_selector('#nbdeploy-panel .nbdeploy-version[data-version="2"][data-aliases="champion"]')
+    assert _aliases(project) == {"champion": "2"}
+    assert "(forced)" in page.locator("#nbdeploy-panel .nbdeploy-move-result").inner_text()
+
+
+def test_promote_a_verified_version_then_roll_back(page, project) -> None:
+    _row(page, "1").locator('button[data-action="promote"]').click()
+    page.wait_for_selector('#nbdeploy-panel .nbdeploy-version[data-version="1"][data-aliases="champion"]')
+    assert _aliases(project) == {"champion": "1"}
+    page.locator('#nbdeploy-panel button[data-action="rollback"]').click()
+    page.wait_for_selector('#nbdeploy-panel .nbdeploy-version[data-version="2"][data-aliases="champion"]')
+    assert _aliases(project) == {"champion": "2"}
+    import getpass
+
+    from nbdeploy.release import read_history
+
+    assert f"rollback by {getpass.getuser()}" in page.locator("#nbdeploy-panel .nbdeploy-last-move").inner_text()
+    assert [m.user for m in read_history(NAME, project).moves] == [getpass.getuser()] * 3
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "releases-rolled-back.png"))
