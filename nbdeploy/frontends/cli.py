@@ -16,7 +16,7 @@ from typing import Any
 
 from nbdeploy._version import __version__
 from nbdeploy.base.errors import CellExecutionError, NbdeployError
-from nbdeploy.base.progress import Finished, Progress, event_writer, fan_out
+from nbdeploy.base.progress import Finished, Progress, ProgressEvent, event_writer, fan_out
 from nbdeploy.frontends import cli_release
 from nbdeploy.frontends.cli_release import bundle_folder, project_arg
 
@@ -39,10 +39,16 @@ def _say(args: argparse.Namespace) -> Callable[[str], None]:
 
 
 def _progress(args: argparse.Namespace) -> Progress:
-    """The core's progress events: their text on the terminal (as :func:`_say`), and as JSON
-    lines to ``$NBDEPLOY_EVENTS`` when a caller (the Jupyter server extension) set it."""
-    say = _say(args)
-    return fan_out(event_writer(), lambda event: say(event.text()))  # the event first: a reader woken by the line finds it
+    """The core's progress events: their text on the terminal, or with --json one JSON object a
+    line on stderr (stdout carries the result); also as JSON lines to ``$NBDEPLOY_EVENTS`` when a
+    caller (the Jupyter server extension) set it."""
+    if getattr(args, "json", False):
+        def show(event: ProgressEvent) -> None:
+            print(json.dumps(event.to_dict()), file=sys.stderr, flush=True)
+    else:
+        def show(event: ProgressEvent) -> None:
+            print(event.text(), flush=True)
+    return fan_out(event_writer(), show)  # the event first: a reader woken by the line finds it
 
 
 def _finished(ok: bool, summary: str, result: Any = None, error: NbdeployError | None = None) -> None:

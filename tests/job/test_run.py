@@ -94,7 +94,11 @@ def test_magic_parameters_cell_and_json_output(proj, capsys):
     doc = json.loads(captured.out)  # one JSON document; progress went to stderr
     assert doc["status"] == "completed" and doc["metrics"] == {"twice": 10.0}
     assert doc["parameters"] == {"alpha": 5, "label": "a"}
-    assert "[1/2]" in captured.err
+    # progress went to stderr as typed events, one JSON object a line
+    events = [json.loads(line) for line in captured.err.splitlines() if line.startswith("{")]
+    started = [e for e in events if e["type"] == "progress" and e["outcome"] == "started"]
+    assert (started[0]["step"], started[0]["steps"]) == (1, 2) and "fresh kernel" in started[0]["title"]
+    assert events[-1]["type"] == "progress" and events[-1]["outcome"] in ("ok", "note")
     assert nb.read_bytes() == before  # the user's notebook is never rewritten
 
 
