@@ -39,8 +39,8 @@ def _message(body: dict[str, Any]) -> str:
 def program_bundle(classifier_bundle: Path, tmp_path_factory: Any) -> Path:
     """The classifier bundle with a compiled program, as ``nbdeploy build`` writes it."""
     from conftest import seal_bundle
-    from nbdeploy.bundle.compiler import write_program
 
+    from nbdeploy.bundle.compiler import write_program
     from nbdeploy.serve.bundle import read_bundle
     from nbdeploy.serve.model import load_model
 
