@@ -21,6 +21,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--log-path", help='request log file ("" turns it off)')
     p.add_argument("--flag-out-of-range", choices=FLAG_MODES)
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--shadow", metavar="BUNDLE",
+                   help="a candidate bundle that gets every request's inputs after the answer (GET /shadow)")
+    p.add_argument("--shadow-max-pending", type=int, help="shadow requests waiting before new ones are dropped")
+    p.add_argument("--canary", metavar="BUNDLE", help="a candidate bundle that answers --canary-percent of requests")
+    p.add_argument("--canary-percent", type=float, help="share of requests the canary answers (default 10)")
+    p.add_argument("--canary-key-header", metavar="HEADER",
+                   help="a request header whose value keeps a client on one version (sticky canary)")
     p.add_argument("--check", action="store_true",
                    help="load the model, predict the input example, exit (an image build runs this: it proves "
                         "the model loads there and fills the start-up cache)")

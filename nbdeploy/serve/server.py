@@ -138,8 +138,12 @@ def run(bundle_dir: str | Path, config: ServeConfig | None = None) -> None:
         sock = bind_socket(config.host, config.port)
         server = uvicorn.Server(uvicorn.Config(app, **options))
         how = ", compiled program" if app.model.program is not None else ""
+        if app.canary is not None:
+            how += f"; canary v{app.canary.version} for {config.canary_percent:g}%"
+        if app.shadow is not None:
+            how += f"; shadow v{app.shadow.variant.version}"
         print(f"nbdeploy: serving {app.bundle.name} v{app.bundle.version} ({app.model.flavor}{how}) "
-              f"on http://{config.host}:{sock.getsockname()[1]}", file=sys.stderr, flush=True)
+              f"on http://{config.host}:{sock.getsockname()[1]} (pid {os.getpid()})", file=sys.stderr, flush=True)
         # uvicorn re-raises SIGTERM after its graceful shutdown; a finished shutdown exits 0
         signal.signal(signal.SIGTERM, _exit_cleanly)
         server.run(sockets=[sock])
@@ -147,7 +151,8 @@ def run(bundle_dir: str | Path, config: ServeConfig | None = None) -> None:
     from uvicorn.supervisors import Multiprocess
 
     bundle = read_bundle(bundle_dir)  # fail early on a wrong folder
-    os.environ["NBDEPLOY_SERVE_BUNDLE"] = str(bundle.root)
+    # as given, not resolved: on SIGHUP the supervisor starts new workers, which follow a symlink anew
+    os.environ["NBDEPLOY_SERVE_BUNDLE"] = os.path.abspath(bundle_dir)
     data = config.to_dict()
     data.pop("token", None)  # workers read NBDEPLOY_API_TOKEN themselves; keep it out of this variable
     if config.token:
