@@ -75,6 +75,7 @@ class ServeApp:
         self.bundle, self.model, self.validator = variant.bundle, variant.model, variant.validator
         self.predictor, self.batcher = variant.predictor, variant.batcher
         self.metrics.drift = variant.drift
+        self._version_header = (b"x-model-version", variant.version.encode())
 
     def add_canary(self, variant: Variant) -> None:
         self.canary = variant
@@ -283,7 +284,8 @@ class ServeApp:
             record["error"] = {"error_id": rid, "type": type(cause).__name__, "message": str(cause)}
         finally:
             metrics.inflight -= 1
-        version = record.get("version") or self.bundle.version
+        version = record.get("version")
+        version_header = self._version_header if version is None else (b"x-model-version", version.encode())
         await send({
             "type": "http.response.start",
             "status": status,
@@ -291,7 +293,7 @@ class ServeApp:
                 (b"content-type", content_type),
                 (b"content-length", b"%d" % len(body)),
                 (b"x-request-id", rid.encode()),
-                (b"x-model-version", version.encode()),
+                version_header,
                 *extra,
             ],
         })
@@ -299,7 +301,7 @@ class ServeApp:
         seconds = time.perf_counter() - t0
         metrics.request(endpoint, status, seconds)
         if self._split:
-            metrics.version_request(version, endpoint, status, seconds)
+            metrics.version_request(version or self.bundle.version, endpoint, status, seconds)
             shadowed = record.pop("_shadow", None)
             if shadowed is not None and self.shadow is not None:
                 self.shadow.offer(rid, shadowed, int(seconds * 1e6) / 1000)
@@ -308,7 +310,7 @@ class ServeApp:
             log.write({
                 "ts": time.time(), "id": rid, "method": method, "path": path, "endpoint": endpoint,
                 "status": status, "latency_ms": int(seconds * 1e6) / 1000, "model": self.bundle.name,
-                "version": version, **record,
+                "version": self.bundle.version, **record,
             })
             if log.full:
                 await log.wait_for_space()
@@ -348,8 +350,11 @@ class ServeApp:
         self, receive: Any, headers: dict[bytes, bytes], record: dict[str, Any], kind: str
     ) -> tuple[Any, list[dict[str, Any]], int, Any]:
         """Read, parse, validate and predict: (predictions, flags, rows, v2 request or None)."""
-        variant = self.live if self.canary is None else self._pick(headers)
-        record["version"] = variant.version
+        if self.canary is None:
+            variant = self.live
+        else:  # the record names the version that answered (the live one's is the default)
+            variant = self._pick(headers)
+            record["version"] = variant.version
         bundle, batcher = variant.bundle, variant.batcher
         validator = variant.validator
         batcher.reading += 1
@@ -405,6 +410,8 @@ class ServeApp:
                 self.metrics.flagged(f["field"], f["kind"], f["count"])
         if self.config.log_payloads:
             record["outputs"] = predictions
+        if variant is not self.live:  # a reload switched while this request was with the old version
+            record["version"] = variant.version
         if self.shadow is not None:  # handed to the shadow once the answer is sent
             record["_shadow"] = (payload, data.n, deferred, names, predictions, variant.version)
         return predictions, flags, data.n, v2req
