@@ -366,3 +366,11 @@ def test_replay_of_a_logged_day(regressor_bundle, regressor_v4, tmp_path, capsys
     out = capsys.readouterr().out
     assert "v3 (live) against v4 (candidate)" in out and f"max {max(diffs):.6g}" in out
     assert main(["compare", str(tmp_path / "requests.jsonl")]) == 2  # no shadow records in this log
+    # the bundle's own copy of the runtime runs the same replay
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "nbdeploy.serve", str(regressor_v4), "--replay",
+                          str(tmp_path / "requests.jsonl"), "--json"], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout)["max_abs_diff"] == pytest.approx(max(diffs), rel=1e-9)
