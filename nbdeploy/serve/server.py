@@ -164,7 +164,7 @@ def run(bundle_dir: str | Path, config: ServeConfig | None = None) -> None:
     shared = tempfile.mkdtemp(prefix="nbdeploy-metrics-")
     os.environ[METRICS_DIR_ENV] = shared
     print(f"nbdeploy: serving {bundle.name} v{bundle.version} with {config.workers} workers "
-          f"on http://{config.host}:{sock.getsockname()[1]}", file=sys.stderr, flush=True)
+          f"on http://{config.host}:{sock.getsockname()[1]} (pid {os.getpid()})", file=sys.stderr, flush=True)
     try:
         Multiprocess(ucfg, sockets=[sock]).run()
     finally:

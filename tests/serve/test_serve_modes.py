@@ -312,6 +312,37 @@ def test_reload_and_sighup_switch_versions_without_failing_a_request(classifier_
     assert len(logged) == len(traffic.seen) and [r["version"] for r in logged] == [v for _, v in traffic.seen]
 
 
+def test_reload_with_workers_replaces_each_worker(classifier_bundle, classifier_v4, tmp_path):
+    link = tmp_path / "current"
+    _point(link, classifier_bundle)
+    handle = start(link, tmp_path, token=TOKEN, workers=2)
+
+    def versions() -> set[str]:
+        seen = set()
+        for _ in range(8):  # a new connection each time: any worker may answer
+            c = Client(handle.url, TOKEN)
+            try:
+                status, headers, _ = c.post("/invocations", {"dataframe_records": [ROWS[0]]})
+                assert status == 200
+                seen.add(headers["x-model-version"])
+            finally:
+                c.close()
+        return seen
+
+    try:
+        assert versions() == {"3"}
+        _point(link, classifier_v4)
+        c = Client(handle.url, TOKEN)
+        try:
+            status, _, doc = c.post("/admin/reload", None, content_type=None)
+        finally:
+            c.close()
+        assert status == 200 and doc["reloading"] is True and doc["version"] == "4"
+        _wait_for(lambda: versions() == {"4"}, timeout=120)
+    finally:
+        assert handle.stop() == 0
+
+
 def test_reload_is_refused_without_a_configured_token(classifier_server):
     c = Client(classifier_server.url)
     try:
