@@ -24,6 +24,10 @@ from typing import Any
 from .config import ServeConfig
 from .errors import ServeError
 
+#: how long a new worker may take to load its model and start before the supervisor gives up on it
+#: (uvicorn also waits this long for a ping answer before it counts a worker as hung)
+WORKER_READY_SECONDS = 60
+
 
 def bind_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
     try:
@@ -158,7 +162,10 @@ def run(bundle_dir: str | Path, config: ServeConfig | None = None) -> None:
     if config.token:
         os.environ["NBDEPLOY_API_TOKEN"] = config.token
     os.environ["NBDEPLOY_SERVE_CONFIG"] = json.dumps(data)
-    ucfg = uvicorn.Config(f"{__package__}.app:app_from_env", factory=True, workers=config.workers, **options)
+    # on SIGHUP the supervisor starts a new worker and retires the old one only once the new one is
+    # ready: loading a model takes longer than uvicorn's 5 s (it would give up and keep the old one)
+    ucfg = uvicorn.Config(f"{__package__}.app:app_from_env", factory=True, workers=config.workers,
+                          timeout_worker_healthcheck=WORKER_READY_SECONDS, **options)
     sock = bind_socket(config.host, config.port)
     # each worker writes its counts here; a scrape of any worker answers with the sum of all
     shared = tempfile.mkdtemp(prefix="nbdeploy-metrics-")
