@@ -45,6 +45,9 @@ class ServeApp(Protocol):
     @property
     def shadow(self) -> Any: ...
 
+    @property
+    def canary(self) -> Any: ...
+
 JSON = b"application/json"
 Handler = Callable[..., Awaitable[tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]]]
 #: endpoints whose requests are not written to the request log (unless log_probes)
@@ -265,6 +268,12 @@ async def metadata(app: ServeApp, *_: Any) -> Any:
             "flag_out_of_range": c.flag_out_of_range,
         },
     }
+    canary, shadowing = app.canary, app.shadow
+    if canary is not None:
+        doc["canary"] = {"version": canary.version, "percent": c.canary_percent,
+                         "key_header": c.canary_key_header or None}
+    if shadowing is not None:
+        doc["shadow"] = {"version": shadowing.variant.version, "max_pending": shadowing.max_pending}
     return 200, app.json(doc), JSON, []
 
 

@@ -95,6 +95,7 @@ class Variant:
         for a tensor model), outside any batcher: what a replay does."""
         key = "dataframe_split" if isinstance(inputs, dict) and "columns" in inputs else "instances"
         data = parse_mlflow(orjson.dumps({key: inputs}), self.bundle)
+        payload: Any
         if isinstance(data, Frame) and self.validator is not None:
             payload, _ = self.validator.check(data)
         else:

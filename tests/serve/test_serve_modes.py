@@ -140,6 +140,9 @@ def test_canary_answers_its_share_sticky_per_key(classifier_bundle, classifier_v
                 seen.add(doc["model_version"])
             assert seen == {"3", "4"}
             _, _, metrics = c.get("/metrics")
+            _, _, meta = c.get("/metadata")
+            assert meta["version"] == "3"
+            assert meta["canary"] == {"version": "4", "percent": 10, "key_header": "X-Client"}
         finally:
             c.close()
         assert all(len(v) == 1 for v in by_key.values())
