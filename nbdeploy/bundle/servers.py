@@ -128,6 +128,39 @@ class DriftReport:
         return "\n".join(lines)
 
 
+class ComparisonReport:
+    """How a candidate's answers compare with the live model's (``nbdeploy compare``): the same
+    table as a shadow's ``GET /shadow``, computed by the serving runtime (:mod:`nbdeploy.serve.compare`)."""
+
+    def __init__(self, source: str, doc: dict[str, Any]) -> None:
+        self.source = source
+        self.doc = doc
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, **self.doc}
+
+    def text(self) -> str:
+        from nbdeploy.serve.compare import text
+
+        d = self.doc
+        title = f"{self.source}: v{d['primary']['version']} (live) against v{d['candidate']['version']} (candidate)"
+        return text(d, title)
+
+
+def compare(log: str | Path, candidate: str | Path | None = None) -> ComparisonReport:
+    """The shadow records of a request log, or (``candidate``) a replay of its requests through
+    that bundle, loaded here after its seal is checked."""
+    from nbdeploy.serve import compare as comparing
+    from nbdeploy.serve.errors import ServingError
+
+    try:
+        if candidate is None:
+            return ComparisonReport(f"shadow records of {log}", comparing.compare_log(log))
+        return ComparisonReport(f"replay of {log} through {candidate}", comparing.replay(log, candidate))
+    except ServingError as exc:
+        raise _translate(exc) from None
+
+
 def _num(x: Any) -> str:
     return "-" if x is None else f"{x:.4g}"
 

@@ -419,6 +419,12 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch-size", type=int, default=None, help="rows per predict call")
     p.add_argument("--max-wait-ms", type=float, default=None, help="micro-batching wait")
     p.add_argument("--log-path", default=None, help="JSON-lines request log ('' for none)")
+    p.add_argument("--shadow", metavar="BUNDLE", default=None,
+                   help="a candidate that gets every request's inputs after the answer; see GET /shadow")
+    p.add_argument("--canary", metavar="BUNDLE", default=None, help="a candidate that answers a share of requests")
+    p.add_argument("--canary-percent", type=float, default=None, help="the canary's share (default 10)")
+    p.add_argument("--canary-key-header", metavar="HEADER", default=None,
+                   help="a request header whose value keeps a client on one version")
 
 
 @command("serve", "serve a bundle's API (MLflow scoring protocol and Open Inference Protocol V2)",
@@ -429,8 +435,29 @@ def _serve(args: argparse.Namespace) -> int:
 
     config = ServeConfig.from_env(host=args.host, port=args.port, workers=args.workers,
                                   max_batch_size=args.max_batch_size,
-                                  max_wait_ms=args.max_wait_ms, log_path=args.log_path)
+                                  max_wait_ms=args.max_wait_ms, log_path=args.log_path,
+                                  shadow=args.shadow, canary=args.canary, canary_percent=args.canary_percent,
+                                  canary_key_header=args.canary_key_header)
     serve_forever(bundle_folder(args), config)
+    return 0
+
+
+def _compare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("log", nargs="?", help="a request log with shadow records (nbdeploy serve A --shadow B)")
+    p.add_argument("--replay", nargs=2, metavar=("REQUESTS.jsonl", "CANDIDATE"),
+                   help="send the logged requests to the CANDIDATE bundle offline and compare its answers")
+    p.add_argument("--json", action="store_true", help="the report as JSON")
+
+
+@command("compare", "agreement of a candidate with the live model: a shadow's log, or a replay of logged requests",
+         _compare_args)
+def _compare(args: argparse.Namespace) -> int:
+    from nbdeploy.bundle.servers import compare
+
+    if (args.log is None) == (args.replay is None):
+        raise NbdeployError("give a LOG with shadow records, or --replay REQUESTS.jsonl CANDIDATE",
+                            hint="nbdeploy compare --help")
+    _show(args, compare(args.log) if args.replay is None else compare(*args.replay))
     return 0
 
 

@@ -21,20 +21,40 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--log-path", help='request log file ("" turns it off)')
     p.add_argument("--flag-out-of-range", choices=FLAG_MODES)
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--shadow", metavar="BUNDLE",
+                   help="a candidate bundle that gets every request's inputs after the answer (GET /shadow)")
+    p.add_argument("--shadow-max-pending", type=int, help="shadow requests waiting before new ones are dropped")
+    p.add_argument("--canary", metavar="BUNDLE", help="a candidate bundle that answers --canary-percent of requests")
+    p.add_argument("--canary-percent", type=float, help="share of requests the canary answers (default 10)")
+    p.add_argument("--canary-key-header", metavar="HEADER",
+                   help="a request header whose value keeps a client on one version (sticky canary)")
     p.add_argument("--check", action="store_true",
                    help="load the model, predict the input example, exit (an image build runs this: it proves "
                         "the model loads there and fills the start-up cache)")
     p.add_argument("--compile", action="store_true",
                    help="with --check: also write the bytecode of every module it imported that has none "
                         "(an image whose base ships no .pyc files then starts faster)")
+    p.add_argument("--replay", metavar="REQUESTS.jsonl",
+                   help="send the answered requests of this request log to BUNDLE (a candidate) and print how its "
+                        "answers compare with the logged ones; exit")
+    p.add_argument("--json", action="store_true", help="with --replay: the report as JSON")
     args = vars(p.parse_args(argv))
     bundle = args.pop("bundle")
     check_only, compile_ = args.pop("check"), args.pop("compile")
+    replay_log, as_json = args.pop("replay"), args.pop("json")
     from .server import check, run
 
     if compile_ and not check_only:
         p.error("--compile goes with --check")
     try:
+        if replay_log:  # what `nbdeploy compare --replay` runs, for a bundle on its own
+            import json
+
+            from .compare import replay, text
+
+            doc = replay(replay_log, bundle, ServeConfig.from_env(**args))
+            print(json.dumps(doc, indent=2, default=str) if as_json else text(doc))
+            return 0
         if check_only:
             print(check(bundle, ServeConfig.from_env(**args), compile_imported=compile_))
             return 0

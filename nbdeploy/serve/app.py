@@ -11,24 +11,25 @@ import gc
 import hmac
 import logging
 import os
+import random
+import signal
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from . import protocol, v2binary
-from .batcher import Batcher, Part
 from .bundle import Bundle, read_bundle
 from .config import ServeConfig
-from .drift import Drift
-from .errors import RequestError
+from .errors import RequestError, ServeError
 from .metrics import Metrics
 from .model import LoadedModel, load_model
 from .payload import Frame, parse_csv, parse_mlflow, parse_v2
-from .predictor import Predictor
 from .requestlog import RequestLog
-from .validation import Validator
+from .shadow import Shadow
+from .variant import Variant, open_variant
 
 logger = logging.getLogger("nbdeploy.serve")
 #: the folder in which the workers of one server share their metrics (set by the supervisor)
@@ -43,19 +44,21 @@ _JSON = [(b"content-type", b"application/json")]
 
 class ServeApp:
     def __init__(self, bundle: Bundle, model: LoadedModel, config: ServeConfig) -> None:
-        self.bundle = bundle
-        self.model = model
         self.config = config
         self.metrics = Metrics()
-        self.validator = Validator(bundle, config.range_margin) if bundle.columns is not None else None
-        if bundle.columns is not None and bundle.profile and config.drift_window > 0:
-            self.metrics.drift = Drift(bundle.profile, [c.name for c in bundle.columns], config.drift_window)
-        self.predictor = Predictor(bundle, model, self.validator, on_output=self.metrics.outputs,
-                                   on_rows=self.metrics.drift.observe if self.metrics.drift is not None else None)
-        self.batcher = Batcher(
-            self.predictor.run_batch, config.max_batch_size, config.max_wait_ms / 1000, self.metrics.batch,
-            inline_below=config.inline_predict_ms / 1000,
-        )
+        self._use(Variant(bundle, model, config, self.metrics))
+        #: the folder a reload reads again (as given: a symlink is followed anew each time)
+        self.bundle_path: str = str(bundle.root)
+        #: answers ``canary_percent`` of the requests (set before startup)
+        self.canary: Variant | None = None
+        self._canary_cut = config.canary_percent * 100  # out of 10,000
+        self._canary_key = config.canary_key_header.lower().encode() or None
+        self._wanted = _WANTED | {self._canary_key} if self._canary_key else _WANTED
+        #: sees every request's inputs after the answer (set before startup)
+        self.shadow: Shadow | None = None
+        self._reloading = False
+        #: requests are counted per version and handed to the shadow (only with a canary or a shadow)
+        self._split = False
         self.log: RequestLog | None = None
         self._token = config.token.encode() if config.token else None
         self._flag_header = config.flag_out_of_range in ("header", "both")
@@ -64,9 +67,39 @@ class ServeApp:
         self._rid_prefix = os.urandom(4).hex()
         self._served = 0
         self._sharing: asyncio.Task[None] | None = None
-        #: whether the start-up prediction of the input example ran, and why it failed if it did not
-        self.warmed = False
-        self.warm_up_error: str | None = None
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    def _use(self, variant: Variant) -> None:
+        """Answer with ``variant`` from now on (one step on the event loop: no request sees half of it)."""
+        self.live = variant
+        self.bundle, self.model, self.validator = variant.bundle, variant.model, variant.validator
+        self.predictor, self.batcher = variant.predictor, variant.batcher
+        self.metrics.drift = variant.drift
+        self._version_header = (b"x-model-version", variant.version.encode())
+
+    def add_canary(self, variant: Variant) -> None:
+        self.canary = variant
+        self._split = True
+
+    def add_shadow(self, shadow: Shadow) -> None:
+        self.shadow = shadow
+        self._split = True
+
+    def _pick(self, headers: dict[bytes, bytes]) -> Variant:
+        """The canary for ``canary_percent`` of the requests: the same for one value of the key header."""
+        key = headers.get(self._canary_key) if self._canary_key is not None else None
+        share = zlib.crc32(key) % 10_000 if key is not None else random.random() * 10_000
+        return self.canary if share < self._canary_cut and self.canary is not None else self.live
+
+    @property
+    def warmed(self) -> bool:
+        """Whether the start-up prediction of the input example ran."""
+        return self.live.warmed
+
+    @property
+    def warm_up_error(self) -> str | None:
+        """Why the start-up prediction failed, if it did."""
+        return self.live.warm_up_error
 
     # -- ASGI -----------------------------------------------------------------
     def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
@@ -93,34 +126,8 @@ class ServeApp:
                 return
 
     def warm_up(self) -> None:
-        """Predict the bundle's input example, so the first request pays no first-call costs.
-
-        Sets ``warmed``; an example that is there but cannot be predicted sets
-        ``warm_up_error`` (not fatal here: requests will tell; ``--check`` refuses it).
-        A model without named input columns is not warmed up.
-        """
-        path = self.bundle.model_dir / "input_example.json"
-        if not path.is_file() or self.validator is None:
-            return
-        try:
-            example = orjson.loads(path.read_bytes())
-            key = "dataframe_split" if isinstance(example, dict) and "columns" in example else "dataframe_records"
-            frame = parse_mlflow(orjson.dumps({key: example}), self.bundle)
-            if not (isinstance(frame, Frame) and frame.n):
-                self.warm_up_error = "input_example.json has no rows"
-                return
-            columns, _ = self.validator.check(frame)
-            times = []
-            for _ in range(3):  # not served predictions: neither in the metrics nor in the drift report
-                t0 = time.perf_counter()
-                self.predictor.run_batch([Part(columns, frame.n, None)], observe=False)  # type: ignore[arg-type]
-                times.append(time.perf_counter() - t0)
-            # the first call pays one-off costs (lazy imports, caches): the steady cost is the fastest
-            self.batcher.predict_seconds = min(times)
-            self.warmed = True
-        except Exception as e:
-            logger.warning("warm-up prediction on input_example.json failed: %s: %s", type(e).__name__, e)
-            self.warm_up_error = f"{type(e).__name__}: {e}"
+        """Predict the bundle's input example once (see :meth:`.variant.Variant.warm_up`)."""
+        self.live.warm_up()
 
     def startup(self) -> None:
         # the model, the program and the imported modules live as long as the process: move them out of
@@ -138,6 +145,16 @@ class ServeApp:
                 path = path.with_name(f"{path.stem}.{os.getpid()}{path.suffix}")
             self.log = RequestLog(path, self.config.log_max_bytes, self.config.log_backups)
         self.batcher.start()
+        if self.canary is not None:
+            self.canary.batcher.start()
+        if self.shadow is not None:
+            self.shadow.log = self.log
+            self.shadow.start()
+        if self.config.workers == 1:  # with several workers, uvicorn's supervisor handles SIGHUP
+            try:
+                asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._hangup)
+            except (ValueError, RuntimeError, NotImplementedError, AttributeError):
+                pass  # not the main thread, or no signals here: POST /admin/reload still works
         shared = os.environ.get(METRICS_DIR_ENV)
         if self.config.workers > 1 and shared and Path(shared).is_dir():
             self.metrics.shared = Path(shared)
@@ -159,6 +176,12 @@ class ServeApp:
         if self._sharing is not None:
             self._sharing.cancel()
         await self.batcher.stop()
+        if self.canary is not None:
+            await self.canary.batcher.stop()
+        if self.shadow is not None:
+            await self.shadow.stop()
+        for task in list(self._retiring):
+            await task
         if self.metrics.shared is not None:
             try:
                 self.metrics.share()  # the final counts stay in the sums after this worker exits
@@ -167,6 +190,63 @@ class ServeApp:
         if self.log is not None:
             self.log.close()
 
+    # -- reload -----------------------------------------------------------------
+    async def reload(self) -> dict[str, Any]:
+        """Read the bundle folder again, load and check its model beside the live one, then switch.
+
+        Requests keep being answered by the old model while the new one loads; those already
+        given to it finish there. A bundle that fails to load (its seal, its model, its example)
+        is a 422 and the old one keeps serving; a reload while one runs is a 409.
+        """
+        if self._reloading:
+            raise RequestError(409, "a reload is already running; try again when it has finished")
+        self._reloading = True
+        old = self.live
+        t0 = time.perf_counter()
+        try:
+            loop = asyncio.get_running_loop()
+            try:
+                new = await loop.run_in_executor(None, open_variant, self.bundle_path, self.config, self.metrics)
+            except ServeError as e:
+                raise RequestError(422, f"{self.bundle_path} was not loaded, v{old.version} keeps serving: "
+                                        f"{e}") from None
+            except Exception as e:
+                raise RequestError(422, f"{self.bundle_path} was not loaded, v{old.version} keeps serving: "
+                                        f"{type(e).__name__}: {e}") from None
+            if self.config.workers > 1:  # the supervisor replaces each worker, one by one
+                os.kill(os.getppid(), signal.SIGHUP)
+                return {"reloading": True, "version": new.version, "previous": old.version,
+                        "workers": self.config.workers}
+            new.batcher.start()
+            self._use(new)
+        finally:
+            self._reloading = False
+        task = loop.create_task(self._retire(old))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+        logger.warning("reloaded %s: v%s -> v%s (%s)", self.bundle_path, old.version, new.version,
+                       new.bundle.root)
+        return {"reloaded": True, "name": new.bundle.name, "version": new.version, "previous": old.version,
+                "bundle": str(new.bundle.root), "seconds": round(time.perf_counter() - t0, 3)}
+
+    async def _retire(self, old: Variant) -> None:
+        """Let the old model finish what it was given, then let it go."""
+        await old.batcher.stop()
+        gc.unfreeze()  # the old model was frozen with the start-up objects: let the collector free it
+        gc.collect()
+        gc.freeze()
+
+    def _hangup(self) -> None:
+        """SIGHUP: reload, as POST /admin/reload does (the outcome goes to the server log)."""
+
+        async def run() -> None:
+            try:
+                await self.reload()
+            except RequestError as e:
+                logger.error("SIGHUP reload refused: %s", e.message)
+
+        asyncio.get_running_loop().create_task(run())
+
     # -- HTTP -----------------------------------------------------------------
     async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         t0 = time.perf_counter()
@@ -174,7 +254,8 @@ class ServeApp:
         rid = f"{self._rid_prefix}{self._served:08x}"  # unique per process start, no syscall per request
         path: str = scope["path"]
         method: str = scope["method"]
-        headers = {k: v for k, v in scope["headers"] if k in _WANTED}
+        wanted = self._wanted
+        headers = {k: v for k, v in scope["headers"] if k in wanted}
         endpoint, handler = protocol.route(method, path)
         record: dict[str, Any] = {}
         metrics = self.metrics
@@ -203,6 +284,8 @@ class ServeApp:
             record["error"] = {"error_id": rid, "type": type(cause).__name__, "message": str(cause)}
         finally:
             metrics.inflight -= 1
+        version = record.get("version")
+        version_header = self._version_header if version is None else (b"x-model-version", version.encode())
         await send({
             "type": "http.response.start",
             "status": status,
@@ -210,12 +293,18 @@ class ServeApp:
                 (b"content-type", content_type),
                 (b"content-length", b"%d" % len(body)),
                 (b"x-request-id", rid.encode()),
+                version_header,
                 *extra,
             ],
         })
         await send({"type": "http.response.body", "body": body})
         seconds = time.perf_counter() - t0
         metrics.request(endpoint, status, seconds)
+        if self._split:
+            metrics.version_request(version or self.bundle.version, endpoint, status, seconds)
+            shadowed = record.pop("_shadow", None)
+            if shadowed is not None and self.shadow is not None:
+                self.shadow.offer(rid, shadowed, int(seconds * 1e6) / 1000)
         log = self.log
         if log is not None and (self.config.log_probes or endpoint not in protocol.UNLOGGED):
             log.write({
@@ -261,7 +350,14 @@ class ServeApp:
         self, receive: Any, headers: dict[bytes, bytes], record: dict[str, Any], kind: str
     ) -> tuple[Any, list[dict[str, Any]], int, Any]:
         """Read, parse, validate and predict: (predictions, flags, rows, v2 request or None)."""
-        self.batcher.reading += 1
+        if self.canary is None:
+            variant = self.live
+        else:  # the record names the version that answered (the live one's is the default)
+            variant = self._pick(headers)
+            record["version"] = variant.version
+        bundle, batcher = variant.bundle, variant.batcher
+        validator = variant.validator
+        batcher.reading += 1
         reading = True
         try:
             mime = protocol.content_type(headers, kind)
@@ -271,34 +367,34 @@ class ServeApp:
             v2req = None
             if kind == "v2":
                 length = v2binary.header_length(headers.get(b"inference-header-content-length"), len(body))
-                v2req = parse_v2(body, self.bundle, length)
+                v2req = parse_v2(body, bundle, length)
                 data = v2req.data
             elif mime == "text/csv":
-                data = parse_csv(body, self.bundle)
+                data = parse_csv(body, bundle)
             else:
-                data = parse_mlflow(body, self.bundle)
+                data = parse_mlflow(body, bundle)
             if data.n == 0:
                 raise RequestError(400, "the request has no rows")
             flags: list[dict[str, Any]] = []
             # JSON columns are checked in the batch, all requests at once (each on its own only when
             # something is wrong); CSV values arrive as text and are converted here, request by request
-            deferred = isinstance(data, Frame) and self.validator is not None and mime != "text/csv"
+            deferred = isinstance(data, Frame) and validator is not None and mime != "text/csv"
             shown, names = data, None  # what the log keeps; the column names of a row kept as it came
             if deferred and data.row is not None:  # one row: turned into columns with its batch
                 payload: Any = data.row
                 names = data.names
-            elif isinstance(data, Frame) and self.validator is not None and not deferred:
-                payload, flags = self.validator.check(data, text_values=True)
+            elif isinstance(data, Frame) and validator is not None and not deferred:
+                payload, flags = validator.check(data, text_values=True)
                 shown = Frame(payload, data.n)  # CSV: the values as validation converted them
             else:
                 payload = data.columns if isinstance(data, Frame) else data
             if self.config.log_payloads:
                 record["inputs"] = shown.split() if isinstance(shown, Frame) else shown.data
             record["rows"] = data.n
-            self.batcher.reading -= 1
+            batcher.reading -= 1
             reading = False
             try:
-                predictions, part = await self.batcher.submit_part(payload, data.n, check=deferred, names=names)
+                predictions, part = await batcher.submit_part(payload, data.n, check=deferred, names=names)
             except RequestError:
                 raise
             except Exception as e:
@@ -307,13 +403,17 @@ class ServeApp:
                 flags = part.flags
         finally:
             if reading:
-                self.batcher.reading -= 1
+                batcher.reading -= 1
         if flags:
             record["flags"] = flags
             for f in flags:
                 self.metrics.flagged(f["field"], f["kind"], f["count"])
         if self.config.log_payloads:
             record["outputs"] = predictions
+        if variant is not self.live:  # a reload switched while this request was with the old version
+            record["version"] = variant.version
+        if self.shadow is not None:  # handed to the shadow once the answer is sent
+            record["_shadow"] = (payload, data.n, deferred, names, predictions, variant.version)
         return predictions, flags, data.n, v2req
 
     def flag_headers(self, flags: list[dict[str, Any]]) -> list[tuple[bytes, bytes]]:
@@ -386,7 +486,14 @@ def create_app(bundle_dir: str | Path, config: ServeConfig | None = None) -> Ser
         logger.warning("%s holds %d file(s) its manifest does not list (never loaded): %s", bundle.root,
                        len(bundle.unlisted), ", ".join(bundle.unlisted[:5]))
     app = ServeApp(bundle, load_model(bundle), config)
+    app.bundle_path = os.path.abspath(bundle_dir)  # not resolved: a reload follows a symlink again
     app.warm_up()
+    # a canary or a shadow goes through the same seal check; one that cannot predict its example refuses to start
+    if config.canary:
+        app.add_canary(open_variant(config.canary, config, app.metrics, drift=False))
+    if config.shadow:
+        app.add_shadow(Shadow(open_variant(config.shadow, config, None, threaded=True), bundle.version,
+                              config.shadow_max_pending, config.log_payloads))
     return app
 
 

@@ -68,8 +68,8 @@ class Batcher:
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def stop(self) -> None:
-        """Finish everything queued or running, then stop."""
-        while self._queue or self._busy:
+        """Finish everything queued or running (and what requests still being read will submit), then stop."""
+        while self._queue or self._busy or self.reading > 0:
             await asyncio.sleep(0.005)
         if self._task is not None:
             self._task.cancel()
@@ -123,9 +123,9 @@ class Batcher:
                 continue
             batch: list[Part] = []
             rows = self._take(batch, 0)
+            self._busy = True  # from here, parts are held here, out of the queue: stop() waits for them
             if self.max_wait > 0 and rows < self.max_rows:
                 rows = await self._gather(batch, rows, loop.time() + self.max_wait)
-            self._busy = True
             t0 = time.perf_counter()
             try:
                 if self.predict_seconds is not None and self.predict_seconds < self.inline_below:

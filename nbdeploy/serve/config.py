@@ -45,6 +45,15 @@ class ServeConfig:
     log_level: str = "warning"
     #: seconds to wait for in-flight requests on SIGTERM
     graceful_timeout: float = 30.0
+    #: a second bundle that sees every request's inputs off the request path ("" = none)
+    shadow: str = ""
+    #: shadow requests waiting for the shadow model; past this, new ones are dropped (and counted)
+    shadow_max_pending: int = 256
+    #: a second bundle that answers ``canary_percent`` of the requests ("" = none)
+    canary: str = ""
+    canary_percent: float = 10.0
+    #: a request header whose value keeps a client on one version (sticky canary); "" = random per request
+    canary_key_header: str = ""
 
     def __post_init__(self) -> None:
         if self.flag_out_of_range not in FLAG_MODES:
@@ -59,6 +68,10 @@ class ServeConfig:
             raise ServeError(f"drift_window must be 0 (off) or more, not {self.drift_window}")
         if self.max_body_bytes < 1:
             raise ServeError(f"max_body_bytes must be positive, not {self.max_body_bytes}")
+        if not 0 <= self.canary_percent <= 100:
+            raise ServeError(f"canary_percent must be between 0 and 100, not {self.canary_percent}")
+        if self.shadow_max_pending < 1:
+            raise ServeError(f"shadow_max_pending must be at least 1, not {self.shadow_max_pending}")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> ServeConfig:

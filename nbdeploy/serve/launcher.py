@@ -109,7 +109,8 @@ def launch(
     package = __package__ or "nbdeploy.serve"
     with os.fdopen(fd, "wb") as err:
         process = subprocess.Popen(
-            [python, "-m", package, str(bundle)],
+            # the path as given (made absolute, not resolved): a reload follows a symlink anew
+            [python, "-m", package, os.path.abspath(bundle_dir)],
             stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=child_env, start_new_session=True,
         )
     host = config.host if ":" not in config.host else f"[{config.host}]"

@@ -80,6 +80,8 @@ class Metrics:
     def __init__(self) -> None:
         #: request latency per (endpoint, status); its count is the request counter
         self.latency: dict[tuple[str, int], Histogram] = {}
+        #: the same per (version, endpoint, status); kept only with a canary or a shadow
+        self.by_version: dict[tuple[str, str, int], Histogram] = {}
         self.batch_rows = Histogram(BATCH_BUCKETS)
         self.batch_requests = Histogram(BATCH_BUCKETS)
         self.predict_seconds = Histogram(LATENCY_BUCKETS)
@@ -99,6 +101,12 @@ class Metrics:
         h = self.latency.get((endpoint, status))
         if h is None:
             h = self.latency[(endpoint, status)] = Histogram(LATENCY_BUCKETS)
+        h.observe(seconds)
+
+    def version_request(self, version: str, endpoint: str, status: int, seconds: float) -> None:
+        h = self.by_version.get((version, endpoint, status))
+        if h is None:
+            h = self.by_version[(version, endpoint, status)] = Histogram(LATENCY_BUCKETS)
         h.observe(seconds)
 
     def batch(self, rows: int, requests: int, seconds: float) -> None:
@@ -157,6 +165,7 @@ class Metrics:
         return {
             "format": FORMAT, "pid": os.getpid(),
             "latency": [[ep, st, h.state()] for (ep, st), h in self.latency.items()],
+            "by_version": [[v, ep, st, h.state()] for (v, ep, st), h in self.by_version.items()],
             "batch_rows": self.batch_rows.state(), "batch_requests": self.batch_requests.state(),
             "predict_seconds": self.predict_seconds.state(), "prediction_values": self.prediction_values.state(),
             "prediction_labels": self.prediction_labels,
@@ -172,6 +181,11 @@ class Metrics:
             mine = self.latency.get((ep, st))
             if mine is None:
                 mine = self.latency[(ep, st)] = Histogram(LATENCY_BUCKETS)
+            mine.add(h)
+        for v, ep, st, h in state.get("by_version", []):
+            mine = self.by_version.get((v, ep, st))
+            if mine is None:
+                mine = self.by_version[(v, ep, st)] = Histogram(LATENCY_BUCKETS)
             mine.add(h)
         for name in ("batch_rows", "batch_requests", "predict_seconds", "prediction_values"):
             getattr(self, name).add(state[name])
@@ -233,6 +247,18 @@ class Metrics:
         ]
         for (ep, st), h in sorted(m.latency.items()):
             out += h.lines("nbdeploy_request_duration_seconds", f'endpoint="{ep}",status="{st}"')
+        if m.by_version:
+            out += [
+                "# HELP nbdeploy_version_requests_total HTTP requests by the model version that answered.",
+                "# TYPE nbdeploy_version_requests_total counter",
+                *(f'nbdeploy_version_requests_total{{version="{_esc(v)}",endpoint="{ep}",status="{st}"}} {h.count}'
+                  for (v, ep, st), h in sorted(m.by_version.items())),
+                "# HELP nbdeploy_version_request_duration_seconds Request latency by the model version that answered.",
+                "# TYPE nbdeploy_version_request_duration_seconds histogram",
+            ]
+            for (v, ep, st), h in sorted(m.by_version.items()):
+                out += h.lines("nbdeploy_version_request_duration_seconds",
+                               f'version="{_esc(v)}",endpoint="{ep}",status="{st}"')
         for name, h, text in (
             ("nbdeploy_batch_rows", m.batch_rows, "Rows per predict call."),
             ("nbdeploy_batch_requests", m.batch_requests, "Requests coalesced per predict call."),

@@ -40,10 +40,18 @@ class ServeApp(Protocol):
 
     def json(self, obj: Any) -> bytes: ...
 
+    async def reload(self) -> dict[str, Any]: ...
+
+    @property
+    def shadow(self) -> Any: ...
+
+    @property
+    def canary(self) -> Any: ...
+
 JSON = b"application/json"
 Handler = Callable[..., Awaitable[tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]]]
 #: endpoints whose requests are not written to the request log (unless log_probes)
-UNLOGGED = frozenset({"health", "v2_live", "v2_ready", "metrics", "drift"})
+UNLOGGED = frozenset({"health", "v2_live", "v2_ready", "metrics", "drift", "shadow"})
 
 
 def content_type(headers: dict[bytes, bytes], kind: str) -> str:
@@ -117,7 +125,10 @@ async def v2_infer(app: ServeApp, scope: Any, receive: Any, headers: Any, record
     _model_path(app, scope["path"])
     predictions, flags, n, req = await app.infer(receive, headers, record, "v2")
     outputs = v2_outputs(predictions, n, app.bundle.outputs, req.outputs if req else None)
-    doc: dict[str, Any] = {"model_name": app.bundle.name, "model_version": app.bundle.version, "outputs": outputs}
+    # the version that answered: the canary's for its share, the old one's for a request that was
+    # already in its hands when a reload switched
+    doc: dict[str, Any] = {"model_name": app.bundle.name, "model_version": record.get("version", app.bundle.version),
+                           "outputs": outputs}
     if req is not None and req.id is not None:
         doc["id"] = req.id
     if flags and app.flags_in_body:
@@ -257,6 +268,12 @@ async def metadata(app: ServeApp, *_: Any) -> Any:
             "flag_out_of_range": c.flag_out_of_range,
         },
     }
+    canary, shadowing = app.canary, app.shadow
+    if canary is not None:
+        doc["canary"] = {"version": canary.version, "percent": c.canary_percent,
+                         "key_header": c.canary_key_header or None}
+    if shadowing is not None:
+        doc["shadow"] = {"version": shadowing.variant.version, "max_pending": shadowing.max_pending}
     return 200, app.json(doc), JSON, []
 
 
@@ -270,6 +287,20 @@ async def drift(app: ServeApp, *_: Any) -> Any:
         raise RequestError(404, "no drift report: the bundle has no training profile with the model's columns, "
                                 "or drift_window is 0")
     return 200, app.json(total.drift.report()), JSON, []
+
+
+async def shadow(app: ServeApp, *_: Any) -> Any:
+    if app.shadow is None:
+        raise RequestError(404, "no shadow: start the server with --shadow CANDIDATE_BUNDLE")
+    return 200, app.json(app.shadow.report()), JSON, []
+
+
+async def admin_reload(app: ServeApp, *_: Any) -> Any:
+    # with a token configured, the request has passed the bearer check before it gets here
+    if not app.config.token:
+        raise RequestError(403, "reloading is turned off: start the server with NBDEPLOY_API_TOKEN set "
+                                "(or send it SIGHUP)")
+    return 200, app.json(await app.reload()), JSON, []
 
 
 async def openapi_json(app: ServeApp, *_: Any) -> Any:
@@ -308,6 +339,8 @@ ROUTES: dict[str, tuple[str, dict[str, Handler]]] = {
     "/metadata": ("metadata", {"GET": metadata}),
     "/metrics": ("metrics", {"GET": metrics}),
     "/drift": ("drift", {"GET": drift}),
+    "/shadow": ("shadow", {"GET": shadow}),
+    "/admin/reload": ("admin_reload", {"POST": admin_reload}),
     "/openapi.json": ("openapi", {"GET": openapi_json}),
     "/docs": ("docs", {"GET": docs}),
     "/v2": ("v2_server", {"GET": v2_server}),

@@ -24,6 +24,10 @@ from typing import Any
 from .config import ServeConfig
 from .errors import ServeError
 
+#: how long a new worker may take to load its model and start before the supervisor gives up on it
+#: (uvicorn also waits this long for a ping answer before it counts a worker as hung)
+WORKER_READY_SECONDS = 60
+
 
 def bind_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
     try:
@@ -138,8 +142,12 @@ def run(bundle_dir: str | Path, config: ServeConfig | None = None) -> None:
         sock = bind_socket(config.host, config.port)
         server = uvicorn.Server(uvicorn.Config(app, **options))
         how = ", compiled program" if app.model.program is not None else ""
+        if app.canary is not None:
+            how += f"; canary v{app.canary.version} for {config.canary_percent:g}%"
+        if app.shadow is not None:
+            how += f"; shadow v{app.shadow.variant.version}"
         print(f"nbdeploy: serving {app.bundle.name} v{app.bundle.version} ({app.model.flavor}{how}) "
-              f"on http://{config.host}:{sock.getsockname()[1]}", file=sys.stderr, flush=True)
+              f"on http://{config.host}:{sock.getsockname()[1]} (pid {os.getpid()})", file=sys.stderr, flush=True)
         # uvicorn re-raises SIGTERM after its graceful shutdown; a finished shutdown exits 0
         signal.signal(signal.SIGTERM, _exit_cleanly)
         server.run(sockets=[sock])
@@ -147,19 +155,23 @@ def run(bundle_dir: str | Path, config: ServeConfig | None = None) -> None:
     from uvicorn.supervisors import Multiprocess
 
     bundle = read_bundle(bundle_dir)  # fail early on a wrong folder
-    os.environ["NBDEPLOY_SERVE_BUNDLE"] = str(bundle.root)
+    # as given, not resolved: on SIGHUP the supervisor starts new workers, which follow a symlink anew
+    os.environ["NBDEPLOY_SERVE_BUNDLE"] = os.path.abspath(bundle_dir)
     data = config.to_dict()
     data.pop("token", None)  # workers read NBDEPLOY_API_TOKEN themselves; keep it out of this variable
     if config.token:
         os.environ["NBDEPLOY_API_TOKEN"] = config.token
     os.environ["NBDEPLOY_SERVE_CONFIG"] = json.dumps(data)
-    ucfg = uvicorn.Config(f"{__package__}.app:app_from_env", factory=True, workers=config.workers, **options)
+    # on SIGHUP the supervisor starts a new worker and retires the old one only once the new one is
+    # ready: loading a model takes longer than uvicorn's 5 s (it would give up and keep the old one)
+    ucfg = uvicorn.Config(f"{__package__}.app:app_from_env", factory=True, workers=config.workers,
+                          timeout_worker_healthcheck=WORKER_READY_SECONDS, **options)
     sock = bind_socket(config.host, config.port)
     # each worker writes its counts here; a scrape of any worker answers with the sum of all
     shared = tempfile.mkdtemp(prefix="nbdeploy-metrics-")
     os.environ[METRICS_DIR_ENV] = shared
     print(f"nbdeploy: serving {bundle.name} v{bundle.version} with {config.workers} workers "
-          f"on http://{config.host}:{sock.getsockname()[1]}", file=sys.stderr, flush=True)
+          f"on http://{config.host}:{sock.getsockname()[1]} (pid {os.getpid()})", file=sys.stderr, flush=True)
     try:
         Multiprocess(ucfg, sockets=[sock]).run()
     finally:

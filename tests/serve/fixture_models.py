@@ -27,3 +27,18 @@ class Tripwire(RegressorMixin, BaseEstimator):
             raise ValueError("tripwire: x == -1 is the magic failing input")
         time.sleep(0.5 if (x == SLOW).any() else 0.002)
         return 2 * x
+
+
+class Sleepy(RegressorMixin, BaseEstimator):
+    """A slow shadow: ``3 * x``, after sleeping ``delay`` seconds on every call."""
+
+    def __init__(self, delay: float = 0.3):
+        self.delay = delay
+
+    def fit(self, X, y=None):
+        self.fitted_ = True
+        return self
+
+    def predict(self, X):
+        time.sleep(self.delay)
+        return 3 * np.asarray(X["x"], dtype="float64")

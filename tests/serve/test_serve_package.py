@@ -20,8 +20,8 @@ import nbdeploy.serve
 PACKAGE = Path(nbdeploy.serve.__file__).parent
 ALLOWED = {
     "__future__", "argparse", "asyncio", "bisect", "collections", "concurrent", "csv", "dataclasses",
-    "datetime", "gc", "hashlib", "hmac", "math", "html", "importlib", "io", "json", "logging", "os", "pathlib", "pickle", "signal",
-    "py_compile", "shutil", "socket", "struct", "subprocess", "sys", "tempfile", "threading", "time", "types", "typing", "urllib", "zlib",
+    "datetime", "gc", "hashlib", "heapq", "hmac", "itertools", "math", "html", "importlib", "io", "json", "logging", "os", "pathlib", "pickle", "signal",
+    "py_compile", "random", "shutil", "socket", "struct", "subprocess", "sys", "tempfile", "threading", "time", "types", "typing", "urllib", "zlib",
     "numpy", "pandas", "orjson", "uvicorn", "yaml",
     "sklearn", "skops", "cloudpickle", "xgboost", "lightgbm", "mlflow",
 }
