@@ -1,0 +1,196 @@
+"""Score files with a bundle in this process: ``python -m nbdeploy_serve score BUNDLE INPUT -o OUTPUT``.
+
+:func:`score_unit` scores one unit of work (see :mod:`.score_io`) into writers; the
+distributed runner of nbdeploy (``nbdeploy score --workers N``) calls it on each Dask
+worker and :func:`finish` joins the parts, so both paths write the same files:
+
+* OUTPUT (CSV or Parquet): the scored rows in input order, every input column (or only
+  the ``--id`` column) followed by the prediction columns the API answers;
+* OUTPUT's name + ``.rejects.csv``: the rows the API would refuse, with their file, row
+  number (0-based, in that file), the reason and their values; written even when empty;
+* OUTPUT's name + ``.summary.json``: counts (rows, scored, rejected, out of range) and the model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ServeError
+from .score import Scorer
+from .score_io import (
+    AtomicFile,
+    TableWriter,
+    Unit,
+    column_names,
+    copy_tables,
+    file_format,
+    list_inputs,
+    plan,
+    read_chunks,
+)
+
+DEFAULT_CHUNK_ROWS = 200_000
+REJECT_COLUMNS = ("source", "row", "reason")
+
+
+@dataclass
+class Counts:
+    rows: int = 0
+    scored: int = 0
+    rejected: int = 0
+    out_of_range: int = 0  # scored rows with a value out of the training range or an unseen category
+    flags: Counter[str] = field(default_factory=Counter)
+
+    def add(self, other: Counts) -> None:
+        self.rows += other.rows
+        self.scored += other.scored
+        self.rejected += other.rejected
+        self.out_of_range += other.out_of_range
+        self.flags.update(other.flags)
+
+
+@dataclass
+class ScoreSummary:
+    model: str
+    version: str
+    inputs: list[str]
+    output: str
+    rejects: str
+    counts: Counts
+    seconds: float
+    workers: int = 1
+    predictor: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["counts"]["flags"] = dict(self.counts.flags)
+        return d
+
+    def text(self) -> str:
+        c = self.counts
+        rate = c.rows / self.seconds if self.seconds else 0.0
+        flags = ", ".join(f"{k} {v}" for k, v in sorted(c.flags.items()))
+        return (f"scored {c.scored} of {c.rows} rows with {self.model} v{self.version} in {self.seconds:.1f}s "
+                f"({rate:,.0f} rows/s); rejected {c.rejected} (see {self.rejects}); out of range {c.out_of_range}"
+                + (f" ({flags})" if flags else "") + f"\n-> {self.output}")
+
+
+def side_paths(output: str) -> tuple[str, str]:
+    """The rejects and summary files beside an output."""
+    stem = output[: -len(Path(output).suffix)] if Path(output).suffix else output
+    return f"{stem}.rejects.csv", f"{stem}.summary.json"
+
+
+def score_unit(scorer: Scorer, unit: Unit, chunk_rows: int, out: TableWriter, rejects: TableWriter,
+               id_column: str | None = None, on_rows: Callable[[int], None] | None = None) -> Counts:
+    import pyarrow as pa
+
+    counts = Counts()
+    text = unit.kind == "csv"
+    for table, start in read_chunks(unit, chunk_rows):
+        scorer.check_columns(table.column_names, unit.path)
+        if id_column is not None and id_column not in table.column_names:
+            raise ServeError(f"{unit.path} has no id column {id_column!r}", hint="--id names a column of the input")
+        result = scorer.score(table, text=text)
+        base = table.select([id_column]) if id_column is not None else table
+        if result.rejects:
+            base = base.take(pa.array(result.kept))
+        for name, values in result.predictions.items():
+            if name in base.column_names:
+                raise ServeError(f"{unit.path} already has a column {name!r}, which the predictions would "
+                                 "overwrite", hint="rename that column, or pass --id to keep only an id column")
+            base = base.append_column(name, pa.array(values))
+        out.write(base)
+        if result.rejects:
+            rejects.write(_rejects_table(table, unit.path, start, result.rejects))
+        counts.add(Counts(table.num_rows, len(result.kept), len(result.rejects), result.flagged_rows, result.flags))
+        if on_rows is not None:
+            on_rows(table.num_rows)
+    return counts
+
+
+def _rejects_table(table: Any, source: str, start: int, rejects: dict[int, str]) -> Any:
+    import pyarrow as pa
+
+    rows = sorted(rejects)
+    picked = table.take(pa.array(rows)).to_pylist()
+    records = [{"source": source, "row": start + i, "reason": rejects[i],
+                **{k: None if v is None else str(v) for k, v in rec.items()}} for i, rec in zip(rows, picked, strict=True)]
+    return pa.Table.from_pylist(records, schema=rejects_schema(table.column_names))
+
+
+def rejects_schema(names: list[str]) -> Any:
+    import pyarrow as pa
+
+    return pa.schema([("source", pa.string()), ("row", pa.int64()), ("reason", pa.string()),
+                      *[(n, pa.string()) for n in names if n not in REJECT_COLUMNS]])
+
+
+def finish(output: str, parts: list[str], reject_parts: list[str], summary: ScoreSummary,
+           input_names: list[str]) -> None:
+    """Join the part files into OUTPUT and its rejects file, write the summary; each renamed into
+    place only when complete (the summary last)."""
+    rejects_path, summary_path = side_paths(output)
+    files = [AtomicFile(output), AtomicFile(rejects_path)]
+    try:
+        out = TableWriter(files[0].path, file_format(output, "output"))
+        copy_tables(parts, out.write)
+        if out.rows == 0 and out.schema is None:
+            import pyarrow as pa
+
+            out.close(pa.schema([(n, pa.string()) for n in input_names]))
+        out.close()
+        rej = TableWriter(files[1].path, "csv")
+        copy_tables(reject_parts, rej.write)
+        rej.close(rejects_schema(input_names))
+        for f in files:
+            f.commit()
+    except BaseException:
+        for f in files:
+            f.abort()
+        raise
+    tmp = f"{summary_path}.{os.getpid()}.tmp"
+    Path(tmp).write_text(json.dumps(summary.to_dict(), indent=2))
+    os.replace(tmp, summary_path)
+
+
+def score_files(bundle: str | Path, input_spec: str, output: str, *, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                id_column: str | None = None, on_rows: Callable[[int], None] | None = None,
+                scorer: Scorer | None = None) -> ScoreSummary:
+    """Score every input file in this process, chunk by chunk; write OUTPUT, its rejects and summary."""
+    import tempfile
+
+    t0 = time.perf_counter()
+    file_format(output, "output")
+    scorer = scorer or Scorer(bundle)
+    inputs = list_inputs(input_spec)
+    units = plan(inputs, chunk_rows)
+    counts = Counts()
+    with tempfile.TemporaryDirectory(prefix=".nbdeploy-score-", dir=_local_dir(output)) as tmp:
+        part, rej = os.path.join(tmp, "out.parquet"), os.path.join(tmp, "rejects.parquet")
+        out, rejects = TableWriter(part, "parquet"), TableWriter(rej, "parquet")
+        for unit in units:
+            counts.add(score_unit(scorer, unit, chunk_rows, out, rejects, id_column, on_rows))
+        out.close()
+        rejects.close()
+        summary = ScoreSummary(scorer.bundle.name, scorer.bundle.version, inputs, output,
+                               side_paths(output)[0], counts, time.perf_counter() - t0, 1, scorer.model.detail)
+        finish(output, [part], [rej], summary, column_names(units[0]))
+    return summary
+
+
+def _local_dir(output: str) -> str | None:
+    """Where part files go: beside a local output (same filesystem, so the rename is atomic)."""
+    if "://" in output and not output.startswith("file://"):
+        return None
+    folder = Path(output.removeprefix("file://")).expanduser().resolve().parent
+    if not folder.is_dir():
+        raise ServeError(f"the output folder {folder} does not exist", hint="create it first")
+    return str(folder)
