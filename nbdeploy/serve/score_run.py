@@ -47,6 +47,7 @@ class Counts:
     rejected: int = 0
     out_of_range: int = 0  # scored rows with a value out of the training range or an unseen category
     flags: Counter[str] = field(default_factory=Counter)
+    sources: Counter[str] = field(default_factory=Counter)  # rows read per input file
 
     def add(self, other: Counts) -> None:
         self.rows += other.rows
@@ -54,6 +55,7 @@ class Counts:
         self.rejected += other.rejected
         self.out_of_range += other.out_of_range
         self.flags.update(other.flags)
+        self.sources.update(other.sources)
 
 
 @dataclass
@@ -71,6 +73,7 @@ class ScoreSummary:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["counts"]["flags"] = dict(self.counts.flags)
+        d["counts"]["sources"] = dict(self.counts.sources)
         return d
 
     def text(self) -> str:
@@ -110,7 +113,8 @@ def score_unit(scorer: Scorer, unit: Unit, chunk_rows: int, out: TableWriter, re
         out.write(base)
         if result.rejects:
             rejects.write(_rejects_table(table, unit.path, start, result.rejects))
-        counts.add(Counts(table.num_rows, len(result.kept), len(result.rejects), result.flagged_rows, result.flags))
+        counts.add(Counts(table.num_rows, len(result.kept), len(result.rejects), result.flagged_rows, result.flags,
+                          Counter({unit.path: table.num_rows})))
         if on_rows is not None:
             on_rows(table.num_rows)
     return counts
