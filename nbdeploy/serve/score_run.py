@@ -146,11 +146,7 @@ def finish(output: str, parts: list[str], reject_parts: list[str], summary: Scor
     try:
         out = TableWriter(files[0].path, file_format(output, "output"))
         copy_tables(parts, out.write)
-        if out.rows == 0 and out.schema is None:
-            import pyarrow as pa
-
-            out.close(pa.schema([(n, pa.string()) for n in input_names]))
-        out.close()
+        out.close(_empty_schema(input_names, None))
         rej = TableWriter(files[1].path, "csv")
         copy_tables(reject_parts, rej.write)
         rej.close(rejects_schema(input_names))
@@ -160,38 +156,61 @@ def finish(output: str, parts: list[str], reject_parts: list[str], summary: Scor
         for f in files:
             f.abort()
         raise
-    tmp = f"{summary_path}.{os.getpid()}.tmp"
-    Path(tmp).write_text(json.dumps(summary.to_dict(), indent=2))
-    os.replace(tmp, summary_path)
+    _write_summary(summary_path, summary)
 
 
 def score_files(bundle: str | Path, input_spec: str, output: str, *, chunk_rows: int = DEFAULT_CHUNK_ROWS,
                 id_column: str | None = None, on_rows: Callable[[int], None] | None = None,
                 scorer: Scorer | None = None) -> ScoreSummary:
-    """Score every input file in this process, chunk by chunk; write OUTPUT, its rejects and summary."""
-    import tempfile
-
+    """Score every input file in this process, chunk by chunk, straight into OUTPUT and its rejects
+    file (hidden until complete); then the summary."""
     t0 = time.perf_counter()
-    file_format(output, "output")
+    kind = file_format(output, "output")
+    _local_dir(output)
     scorer = scorer or Scorer(bundle)
     inputs = list_inputs(input_spec)
     units = plan(inputs, chunk_rows)
+    names = column_names(units[0])
+    rejects_path, summary_path = side_paths(output)
+    files = [AtomicFile(output), AtomicFile(rejects_path)]
     counts = Counts()
-    with tempfile.TemporaryDirectory(prefix=".nbdeploy-score-", dir=_local_dir(output)) as tmp:
-        part, rej = os.path.join(tmp, "out.parquet"), os.path.join(tmp, "rejects.parquet")
-        out, rejects = TableWriter(part, "parquet"), TableWriter(rej, "parquet")
+    try:
+        out, rejects = TableWriter(files[0].path, kind), TableWriter(files[1].path, "csv")
         for unit in units:
             counts.add(score_unit(scorer, unit, chunk_rows, out, rejects, id_column, on_rows))
-        out.close()
-        rejects.close()
-        summary = ScoreSummary(scorer.bundle.name, scorer.bundle.version, inputs, output,
-                               side_paths(output)[0], counts, time.perf_counter() - t0, 1, scorer.model.detail)
-        finish(output, [part], [rej], summary, column_names(units[0]))
+        out.close(_empty_schema(names, id_column))
+        rejects.close(rejects_schema(names))
+        for f in files:
+            f.commit()
+    except BaseException:
+        for f in files:
+            f.abort()
+        raise
+    summary = ScoreSummary(scorer.bundle.name, scorer.bundle.version, inputs, output, rejects_path, counts,
+                           time.perf_counter() - t0, 1, scorer.model.detail)
+    _write_summary(summary_path, summary)
     return summary
 
 
+def _empty_schema(names: list[str], id_column: str | None) -> Any:
+    import pyarrow as pa
+
+    return pa.schema([(n, pa.string()) for n in ([id_column] if id_column else names)])
+
+
+def _write_summary(path: str, summary: ScoreSummary) -> None:
+    if "://" in path and not path.startswith("file://"):
+        f = AtomicFile(path)
+        Path(f.path).write_text(json.dumps(summary.to_dict(), indent=2))
+        f.commit()
+        return
+    tmp = f"{path}.{os.getpid()}.tmp"
+    Path(tmp).write_text(json.dumps(summary.to_dict(), indent=2))
+    os.replace(tmp, path)
+
+
 def _local_dir(output: str) -> str | None:
-    """Where part files go: beside a local output (same filesystem, so the rename is atomic)."""
+    """The folder of a local output, checked to exist (None for a URL): hidden files go there, so renames are atomic."""
     if "://" in output and not output.startswith("file://"):
         return None
     folder = Path(output.removeprefix("file://")).expanduser().resolve().parent
