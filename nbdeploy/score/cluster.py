@@ -38,14 +38,15 @@ def score_part(bundle: str, unit: Unit, chunk_rows: int, id_column: str | None, 
 
     out = TableWriter(os.path.join(parts, f"part-{index:06d}.parquet"), "parquet")
     rejects = TableWriter(os.path.join(parts, f"rejects-{index:06d}.parquet"), "parquet")
+    scorer = _scorer(bundle)
     try:
-        counts = score_unit(_scorer(bundle), unit, chunk_rows, out, rejects, id_column)
+        counts = score_unit(scorer, unit, chunk_rows, out, rejects, id_column)
     finally:
         out.close()
         rejects.close()
     c = counts
     return {"rows": c.rows, "scored": c.scored, "rejected": c.rejected, "out_of_range": c.out_of_range,
-            "flags": dict(c.flags), "sources": dict(c.sources)}
+            "flags": dict(c.flags), "sources": dict(c.sources), "predictor": scorer.model.detail}
 
 
 @contextlib.contextmanager
@@ -74,7 +75,7 @@ def client(workers: int, scheduler: str | None) -> Iterator[Any]:
 
 
 def run_units(c: Any, bundle: str, units: list[Unit], chunk_rows: int, id_column: str | None, parts: str,
-              on_unit: Callable[[dict], None]) -> list[dict]:
+              on_unit: Callable[[int, dict], None]) -> list[dict]:
     """Every unit as one task; ``on_unit`` with each unit's counts as it finishes. The first
     failure cancels the rest and is raised as an NbdeployError naming the unit."""
     from dask.distributed import as_completed
@@ -94,5 +95,5 @@ def run_units(c: Any, bundle: str, units: list[Unit], chunk_rows: int, id_column
             raise NbdeployError(f"scoring {units[i].path} failed on a Dask worker: {message}",
                                 hint=hint or "fix the input or the bundle and run again; no output was written"
                                 ) from None
-        on_unit(results[i])  # type: ignore[arg-type]
+        on_unit(i, results[i])  # type: ignore[arg-type]
     return [r for r in results if r is not None]

@@ -92,11 +92,12 @@ def score(bundle: str | Path, input: str, output: str, *, workers: int = 2, sche
     return result
 
 
-def _distributed(bundle: str, model: tuple[str, str], inputs: list[str], units: list[Any], output: str, chunk_rows: int,
-                 id_column: str | None, workers: int, scheduler: str | None, tick: Callable[[int], None]) -> Any:
+def _distributed(bundle: str, model: tuple[str, str], inputs: list[str], units: list[Any], output: str,
+                 chunk_rows: int, id_column: str | None, workers: int, scheduler: str | None,
+                 tick: Callable[[int], None]) -> Any:
     from nbdeploy.score import cluster
     from nbdeploy.serve.score_io import column_names
-    from nbdeploy.serve.score_run import Counts, ScoreSummary, finish, side_paths
+    from nbdeploy.serve.score_run import Counts, Joiner, ScoreSummary, side_paths, write_summary
 
     t0 = time.perf_counter()
     local = "://" not in output or output.startswith("file://")
@@ -104,12 +105,16 @@ def _distributed(bundle: str, model: tuple[str, str], inputs: list[str], units: 
     if where is not None and not os.path.isdir(where):
         raise ScoreError(f"the output folder {where} does not exist", hint="create it first")
     parts = tempfile.mkdtemp(prefix=".nbdeploy-score-", dir=where)
+    joiner = Joiner(output, parts, len(units), column_names(units[0]), id_column)
     try:
         counts = Counts()
+        predictor = [""]
 
-        def on_unit(c: dict) -> None:
+        def on_unit(i: int, c: dict) -> None:
+            predictor[0] = c["predictor"]
             counts.add(Counts(c["rows"], c["scored"], c["rejected"], c["out_of_range"], Counter(c["flags"]),
                               Counter(c["sources"])))
+            joiner.add(i)  # parts are copied in input order while later ones are still being scored
             tick(c["rows"])
 
         with cluster.client(workers, scheduler) as client:
@@ -118,11 +123,13 @@ def _distributed(bundle: str, model: tuple[str, str], inputs: list[str], units: 
                 raise ScoreError(f"the Dask scheduler at {scheduler} has no workers",
                                  hint="start some with `dask worker " + scheduler + "`")
             cluster.run_units(client, bundle, units, chunk_rows, id_column, parts, on_unit)
-        summary = ScoreSummary(*model, inputs, output, side_paths(output)[0], counts,
-                               time.perf_counter() - t0, n_workers, scheduler or f"LocalCluster({workers})")
-        names = [os.path.join(parts, f"part-{i:06d}.parquet") for i in range(len(units))]
-        rejects = [os.path.join(parts, f"rejects-{i:06d}.parquet") for i in range(len(units))]
-        finish(output, names, rejects, summary, column_names(units[0]))
-        return summary
+        joiner.commit()
+    except BaseException:
+        joiner.abort()
+        raise
     finally:
         shutil.rmtree(parts, ignore_errors=True)
+    summary = ScoreSummary(*model, inputs, output, side_paths(output)[0], counts, time.perf_counter() - t0,
+                           n_workers, predictor[0], scheduler or f"LocalCluster({workers})")
+    write_summary(side_paths(output)[1], summary)
+    return summary

@@ -176,10 +176,12 @@ def _fast(col: Any, rule: Rule, text: bool) -> Any:
         return col.to_numpy().astype(_NUMPY[t], copy=False)
     if t == "boolean" and pa.types.is_boolean(typ):
         return col.to_numpy(zero_copy_only=False)
-    if t == "string" and (pa.types.is_string(typ) or pa.types.is_large_string(typ)):
-        return col.to_numpy(zero_copy_only=False)
-    if t == "string" and pa.types.is_dictionary(typ):
-        return pc.cast(col, pa.string()).to_numpy(zero_copy_only=False)
+    if t == "string" and (pa.types.is_string(typ) or pa.types.is_large_string(typ) or (
+            pa.types.is_dictionary(typ) and pa.types.is_string(typ.value_type))):
+        # each distinct string made a Python str once, then shared by its rows: the object array
+        # the predictor builds, without a new str per row
+        enc = col if pa.types.is_dictionary(typ) else pc.dictionary_encode(col)
+        return enc.dictionary.to_numpy(zero_copy_only=False).take(enc.indices.to_numpy())
     return None
 
 

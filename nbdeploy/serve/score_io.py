@@ -84,8 +84,8 @@ def list_inputs(spec: str) -> list[str]:
 
 
 def plan(files: list[str], chunk_rows: int) -> list[Unit]:
-    """Units of work in input order: each CSV file whole; Parquet row groups in runs of about
-    four chunks (a unit is read a chunk at a time)."""
+    """Units of work in input order: each CSV file whole; Parquet row groups in runs of about one
+    chunk (at least one row group), so that many units keep every worker busy."""
     import pyarrow.parquet as pq
 
     units: list[Unit] = []
@@ -100,7 +100,7 @@ def plan(files: list[str], chunk_rows: int) -> list[Unit]:
         for g in range(meta.num_row_groups):
             group.append(g)
             rows += meta.row_group(g).num_rows
-            if rows >= 4 * chunk_rows:
+            if rows >= chunk_rows:
                 units.append(Unit(f, "parquet", tuple(group), start, rows))
                 group, start, rows = [], start + rows, 0
         if group or not units or units[-1].path != f:

@@ -2,7 +2,7 @@
 
 :func:`score_unit` scores one unit of work (see :mod:`.score_io`) into writers; the
 distributed runner of nbdeploy (``nbdeploy score --workers N``) calls it on each Dask
-worker and :func:`finish` joins the parts, so both paths write the same files:
+worker and a :class:`Joiner` joins the parts in order, so both paths write the same files:
 
 * OUTPUT (CSV or Parquet): the scored rows in input order, every input column (or only
   the ``--id`` column) followed by the prediction columns the API answers;
@@ -68,7 +68,8 @@ class ScoreSummary:
     counts: Counts
     seconds: float
     workers: int = 1
-    predictor: str = ""
+    predictor: str = ""  # what predicted: the model's class, or "... (compiled program)"
+    cluster: str = ""  # "" (this process), "LocalCluster(N)" or the scheduler's address
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -80,7 +81,8 @@ class ScoreSummary:
         c = self.counts
         rate = c.rows / self.seconds if self.seconds else 0.0
         flags = ", ".join(f"{k} {v}" for k, v in sorted(c.flags.items()))
-        return (f"scored {c.scored} of {c.rows} rows with {self.model} v{self.version} in {self.seconds:.1f}s "
+        where = f" on {self.cluster}" if self.cluster else ""
+        return (f"scored {c.scored} of {c.rows} rows with {self.model} v{self.version}{where} in {self.seconds:.1f}s "
                 f"({rate:,.0f} rows/s); rejected {c.rejected} (see {self.rejects}); out of range {c.out_of_range}"
                 + (f" ({flags})" if flags else "") + f"\n-> {self.output}")
 
@@ -137,26 +139,50 @@ def rejects_schema(names: list[str]) -> Any:
                       *[(n, pa.string()) for n in names if n not in REJECT_COLUMNS]])
 
 
-def finish(output: str, parts: list[str], reject_parts: list[str], summary: ScoreSummary,
-           input_names: list[str]) -> None:
-    """Join the part files into OUTPUT and its rejects file, write the summary; each renamed into
-    place only when complete (the summary last)."""
-    rejects_path, summary_path = side_paths(output)
-    files = [AtomicFile(output), AtomicFile(rejects_path)]
-    try:
-        out = TableWriter(files[0].path, file_format(output, "output"))
-        copy_tables(parts, out.write)
-        out.close(_empty_schema(input_names, None))
-        rej = TableWriter(files[1].path, "csv")
-        copy_tables(reject_parts, rej.write)
-        rej.close(rejects_schema(input_names))
-        for f in files:
+class Joiner:
+    """Part files (one per unit, written by :func:`score_unit` on workers) joined into OUTPUT and
+    its rejects file in input order as they arrive; each part is removed once copied. OUTPUT and
+    the rejects file stay hidden until :meth:`commit`; :meth:`abort` removes them."""
+
+    def __init__(self, output: str, parts: str, units: int, input_names: list[str], id_column: str | None) -> None:
+        self.parts, self.units = parts, units
+        self.names, self.id_column = input_names, id_column
+        self.files = [AtomicFile(output), AtomicFile(side_paths(output)[0])]
+        self.out = TableWriter(self.files[0].path, file_format(output, "output"))
+        self.rejects = TableWriter(self.files[1].path, "csv")
+        self.ready: set[int] = set()
+        self.next = 0
+
+    def part(self, i: int) -> tuple[str, str]:
+        return (os.path.join(self.parts, f"part-{i:06d}.parquet"), os.path.join(self.parts, f"rejects-{i:06d}.parquet"))
+
+    def add(self, i: int) -> None:
+        self.ready.add(i)
+        while self.next in self.ready:
+            out, rejects = self.part(self.next)
+            copy_tables([out], self.out.write)
+            copy_tables([rejects], self.rejects.write)
+            for p in (out, rejects):
+                if os.path.exists(p):
+                    os.unlink(p)
+            self.next += 1
+
+    def commit(self) -> None:
+        if self.next != self.units:
+            raise ServeError(f"only {self.next} of {self.units} parts were scored")
+        self.out.close(_empty_schema(self.names, self.id_column))
+        self.rejects.close(rejects_schema(self.names))
+        for f in self.files:
             f.commit()
-    except BaseException:
-        for f in files:
+
+    def abort(self) -> None:
+        for w in (self.out, self.rejects):
+            try:
+                w.close()
+            except Exception:  # closing after a failed write: the file goes anyway
+                pass
+        for f in self.files:
             f.abort()
-        raise
-    _write_summary(summary_path, summary)
 
 
 def score_files(bundle: str | Path, input_spec: str, output: str, *, chunk_rows: int = DEFAULT_CHUNK_ROWS,
@@ -188,7 +214,7 @@ def score_files(bundle: str | Path, input_spec: str, output: str, *, chunk_rows:
         raise
     summary = ScoreSummary(scorer.bundle.name, scorer.bundle.version, inputs, output, rejects_path, counts,
                            time.perf_counter() - t0, 1, scorer.model.detail)
-    _write_summary(summary_path, summary)
+    write_summary(summary_path, summary)
     return summary
 
 
@@ -198,7 +224,7 @@ def _empty_schema(names: list[str], id_column: str | None) -> Any:
     return pa.schema([(n, pa.string()) for n in ([id_column] if id_column else names)])
 
 
-def _write_summary(path: str, summary: ScoreSummary) -> None:
+def write_summary(path: str, summary: ScoreSummary) -> None:
     if "://" in path and not path.startswith("file://"):
         f = AtomicFile(path)
         Path(f.path).write_text(json.dumps(summary.to_dict(), indent=2))

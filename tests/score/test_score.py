@@ -28,7 +28,8 @@ def _free_port() -> int:
 def test_local_cluster_gives_the_in_process_output_and_lineage(classifier_bundle, customers, tmp_path):
     one = score(classifier_bundle, str(customers), str(tmp_path / "one.parquet"), workers=1, chunk_rows=100)
     two = score(classifier_bundle, str(customers), str(tmp_path / "two.parquet"), workers=2, chunk_rows=100)
-    assert two.summary.workers == 2 and two.summary.predictor.startswith("LocalCluster")
+    assert two.summary.workers == 2 and two.summary.cluster == "LocalCluster(2)"
+    assert two.summary.predictor == one.summary.predictor == "sklearn.pipeline.Pipeline.predict"
     a, b = pd.read_parquet(tmp_path / "one.parquet"), pd.read_parquet(tmp_path / "two.parquet")
     assert a.equals(b) and len(a) == 1998
     expected = [f"c{i:05d}" for i in range(2000) if i not in (17, 1203)]
