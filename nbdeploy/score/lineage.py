@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import os
 import sys
 import uuid
@@ -19,6 +18,7 @@ from typing import Any
 
 from nbdeploy.capture.hashing import LINEAGE_ALGORITHM, _hasher, content_hash
 from nbdeploy.capture.openlineage import NAMESPACE, PRODUCER
+from nbdeploy.serve.score_run import write_json
 
 
 def file_hash(path: str) -> tuple[str, int]:
@@ -44,10 +44,7 @@ def record(result: Any, tracking: str | None = None) -> None:
     stem = s.output[: -len(Path(s.output).suffix)]
     result.lineage = f"{stem}.lineage.json"
     event = _event(s, inputs, output, rejects)
-    if "://" not in result.lineage:
-        tmp = f"{result.lineage}.{os.getpid()}.tmp"
-        Path(tmp).write_text(json.dumps(event, indent=2))
-        os.replace(tmp, result.lineage)
+    write_json(result.lineage, event)
     uri = tracking or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         result.mlflow_run_id = _log_mlflow(uri, result, event)

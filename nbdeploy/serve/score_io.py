@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,13 +170,15 @@ class AtomicFile:
             os.replace(self.path, _fs(self.target)[1])
         else:
             self.fs.put(self.path, _fs(self.target)[1])
-            os.unlink(self.path)
+            self.abort()  # the local copy
 
     def abort(self) -> None:
         try:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
+        if self.fs is not None:  # the private folder of a URL's local copy
+            shutil.rmtree(os.path.dirname(self.path), ignore_errors=True)
 
 
 class TableWriter:

@@ -225,14 +225,18 @@ def _empty_schema(names: list[str], id_column: str | None) -> Any:
 
 
 def write_summary(path: str, summary: ScoreSummary) -> None:
-    if "://" in path and not path.startswith("file://"):
-        f = AtomicFile(path)
-        Path(f.path).write_text(json.dumps(summary.to_dict(), indent=2))
+    write_json(path, summary.to_dict())
+
+
+def write_json(path: str, doc: Any) -> None:
+    """A JSON file replaced in one step: renamed into place, or uploaded whole to a URL."""
+    f = AtomicFile(path)
+    try:
+        Path(f.path).write_text(json.dumps(doc, indent=2))
         f.commit()
-        return
-    tmp = f"{path}.{os.getpid()}.tmp"
-    Path(tmp).write_text(json.dumps(summary.to_dict(), indent=2))
-    os.replace(tmp, path)
+    except BaseException:
+        f.abort()
+        raise
 
 
 def _local_dir(output: str) -> str | None:

@@ -137,6 +137,19 @@ def test_deploy_score_magic(ipshell, classifier_bundle, customers, tmp_path, cap
         ipshell.run_line_magic("deploy", f"score {classifier_bundle} {tmp_path / 'none.csv'} -o {tmp_path / 'x.csv'}")
 
 
+def test_lineage_of_urls_is_written_beside_them(classifier_bundle, customers):
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    fs.put(str(customers), "/nbd-lineage/customers.parquet")
+    r = score(classifier_bundle, "memory://nbd-lineage/customers.parquet", "memory://nbd-lineage/o.parquet",
+              workers=1)
+    with fs.open("/nbd-lineage/o.lineage.json") as f:
+        event = json.load(f)
+    assert event["inputs"][0]["facets"]["version"]["datasetVersion"] == content_hash(customers)[0]
+    assert r.hashes["memory://nbd-lineage/o.parquet"].startswith("blake3:")
+
+
 def test_logged_to_mlflow_when_tracking_is_configured(classifier_bundle, customers, tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

@@ -160,3 +160,20 @@ def test_python_m_nbdeploy_serve_score_from_a_copy_of_the_package(classifier_bun
                           str(tmp_path / "missing.csv"), "-o", str(tmp_path / "o.csv")],
                          env=env, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and bad.stderr.startswith("error: no input files in")
+
+
+def test_fsspec_urls_in_and_out(classifier_bundle, clf_scorer, training_frame):
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    df = _rows(training_frame, 40)
+    with fs.open("/nbd-score/in/a.parquet", "wb") as f:
+        df.iloc[:25].to_parquet(f)
+    with fs.open("/nbd-score/in/b.parquet", "wb") as f:
+        df.iloc[25:].to_parquet(f)
+    s = score_files(classifier_bundle, "memory://nbd-score/in/*.parquet", "memory://nbd-score/out/s.csv",
+                    id_column="customer", scorer=clf_scorer)
+    assert s.counts.scored == 40 and s.inputs == ["memory:///nbd-score/in/a.parquet", "memory:///nbd-score/in/b.parquet"]
+    with fs.open("/nbd-score/out/s.csv") as f:
+        assert pd.read_csv(f)["customer"].tolist() == df["customer"].tolist()
+    assert fs.exists("/nbd-score/out/s.rejects.csv") and fs.exists("/nbd-score/out/s.summary.json")
