@@ -415,8 +415,8 @@ def _score_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="a CSV or Parquet file, a folder or glob of them, or an fsspec URL (s3://...)")
     p.add_argument("-o", "--output", required=True, help="the output file (.csv or .parquet; rejects and "
                    "lineage are written beside it)")
-    p.add_argument("--workers", type=int, default=2, help="local Dask worker processes (default 2; 1 scores "
-                   "in this process)")
+    p.add_argument("--workers", type=int, default=None, help="local Dask worker processes (default: one per "
+                   "CPU for 2 M rows or more, else this process; 1: this process)")
     p.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="use this Dask scheduler")
     p.add_argument("--chunk-rows", type=int, default=None, help="rows read and scored at a time (default 200000)")
     p.add_argument("--id", dest="id_column", metavar="COLUMN", help="keep only this column beside the predictions")

@@ -51,13 +51,18 @@ class ScoreResult:
         return self.summary.text() + extra
 
 
-def score(bundle: str | Path, input: str, output: str, *, workers: int = 2, scheduler: str | None = None,
+#: below this many rows (known from Parquet metadata), starting a LocalCluster (worker processes
+#: importing and loading the bundle: seconds) costs more than it saves: the default scores in process
+AUTO_LOCAL_ROWS = 2_000_000
+
+
+def score(bundle: str | Path, input: str, output: str, *, workers: int | None = None, scheduler: str | None = None,
           chunk_rows: int | None = None, id_column: str | None = None, progress: RowProgress | None = None,
           tracking: str | None = None, lineage: bool = True) -> ScoreResult:
     from nbdeploy.serve import score_io, score_run
 
     chunk_rows = chunk_rows or score_run.DEFAULT_CHUNK_ROWS
-    if chunk_rows < 1 or workers < 1:
+    if chunk_rows < 1 or (workers is not None and workers < 1):
         raise ScoreError("--chunk-rows and --workers must be at least 1")
     try:
         from nbdeploy.serve.bundle import read_bundle
@@ -76,6 +81,9 @@ def score(bundle: str | Path, input: str, output: str, *, workers: int = 2, sche
 
         if progress is not None:
             progress(0, total)
+        if workers is None:  # auto: this process for small inputs, else a worker per CPU
+            small = len(units) == 1 or (total is not None and total < AUTO_LOCAL_ROWS)
+            workers = 1 if small else max(1, min(os.cpu_count() or 1, len(units)))
         if scheduler is None and (workers == 1 or len(units) == 1):
             summary = score_run.score_files(bundle, input, output, chunk_rows=chunk_rows, id_column=id_column,
                                             on_rows=tick)

@@ -120,9 +120,9 @@ def test_cli(classifier_bundle, customers, tmp_path, capsys):
     assert main(["score", str(classifier_bundle), str(customers), "-o", str(tmp_path / "o.txt")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("nbdeploy: error: cannot tell the format of the output")
-    assert main(["score", str(classifier_bundle), str(customers), "-o", str(tmp_path / "j.parquet"),
-                 "--workers", "1", "--json"]) == 0
+    assert main(["score", str(classifier_bundle), str(customers), "-o", str(tmp_path / "j.parquet"), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
+    assert doc["cluster"] == ""  # 2,000 rows: scored in this process by default, no LocalCluster to start
     assert doc["counts"]["rejected"] == 2 and doc["hashes"][str(tmp_path / "j.parquet")].startswith("blake3:")
 
 
