@@ -20,9 +20,10 @@ import nbdeploy.serve
 PACKAGE = Path(nbdeploy.serve.__file__).parent
 ALLOWED = {
     "__future__", "argparse", "asyncio", "bisect", "collections", "concurrent", "csv", "dataclasses",
-    "datetime", "gc", "hmac", "math", "html", "importlib", "io", "json", "logging", "os", "pathlib", "pickle", "signal",
+    "datetime", "gc", "glob", "hashlib", "hmac", "math", "html", "importlib", "io", "json", "logging", "os", "pathlib", "pickle", "signal",
     "py_compile", "shutil", "socket", "struct", "subprocess", "sys", "tempfile", "threading", "time", "types", "typing", "urllib", "zlib",
     "numpy", "pandas", "orjson", "uvicorn", "yaml",
+    "pyarrow", "fsspec",  # batch scoring (score_io): pyarrow is in the API's lock; fsspec only for URLs, when installed
     "sklearn", "skops", "cloudpickle", "xgboost", "lightgbm", "mlflow",
 }
 
