@@ -103,7 +103,7 @@ class Scorer:
                 raw = np.concatenate([self.model.program.predict(_slice(table, i, i + PROGRAM_ROWS))
                                       for i in range(0, n, PROGRAM_ROWS)])
         else:
-            raw = self.model.predict(build_frame(self.columns, {k: _as_list(v) for k, v in merged.items()}))
+            raw = self.model.predict(build_frame(self.columns, merged))  # numpy columns: the same frame
         return output_columns(raw, n, [o.get("name") for o in self.bundle.outputs if isinstance(o, dict)])
 
     def _count_flags(self, masks: dict[str, np.ndarray | None], result: Scored) -> None:
