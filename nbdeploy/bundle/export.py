@@ -34,8 +34,7 @@ from nbdeploy.capture.hashing import recorded_hash
 EXAMPLE_ROWS = 10
 #: what the API itself imports, besides the model's own libraries (see nbdeploy.serve)
 RUNTIME = {"numpy": set(), "pandas": set(), "orjson": set(), "uvicorn": set(),
-           "httptools": set(), "uvloop": set(), "pyyaml": set(),
-           "pyarrow": set()}  # `python -m nbdeploy_serve score` reads and writes CSV/Parquet with it
+           "httptools": set(), "uvloop": set(), "pyyaml": set()}
 FLAVOR_DISTS = {"sklearn": {"scikit-learn", "skops"}, "xgboost": {"xgboost"},
                 "lightgbm": {"lightgbm", "skops"}, "pyfunc": {"mlflow-skinny", "cloudpickle"}}
 

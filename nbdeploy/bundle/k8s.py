@@ -208,6 +208,7 @@ def score_job(name: str, image: str, opts: K8sOptions = K8sOptions()) -> dict[st
     ``NAME-score-data``; or give ``s3://``/``gs://`` URLs when the image has fsspec and the
     filesystem's package). Edit ``NBDEPLOY_SCORE_INPUT`` / ``NBDEPLOY_SCORE_OUTPUT``, then
     ``kubectl create -f k8s/jobs/score-job.yaml``. Kept out of ``kubectl apply -f k8s/``.
+    The image needs pyarrow, which the API's lock leaves out (see docs/score.md).
     """
     c = {
         "name": "score",

@@ -47,6 +47,7 @@ class Scored:
 
 class Scorer:
     def __init__(self, bundle_dir: str | Path, margin: float = 0.05) -> None:
+        require_pyarrow()
         self.bundle: Bundle = read_bundle(bundle_dir)  # checks the seal first
         if self.bundle.columns is None:
             raise ServeError(f"the model in {self.bundle.root} has no column signature: batch scoring needs "
@@ -115,6 +116,17 @@ class Scorer:
                 result.flags[f"{name}:{'out_of_range' if rule.lo is not None else 'unseen_category'}"] += int(mask.sum())
                 any_flag |= mask
         result.flagged_rows = int(any_flag.sum())
+
+
+def require_pyarrow() -> None:
+    """Batch scoring reads and writes through pyarrow, which the API's own lock leaves out (156 MB:
+    the API image stays small); say so in one line where it is missing."""
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise ServeError("batch scoring needs pyarrow, which this environment does not have",
+                         hint="pip install pyarrow (an image for the k8s score Job: add it to the bundle's "
+                              "image, see docs/score.md)") from None
 
 
 def output_columns(raw: Any, n: int, names: list[Any]) -> dict[str, Any]:

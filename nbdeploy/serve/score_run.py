@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ServeError
-from .score import Scorer
+from .score import Scorer, require_pyarrow
 from .score_io import (
     AtomicFile,
     TableWriter,
@@ -191,6 +191,7 @@ def score_files(bundle: str | Path, input_spec: str, output: str, *, chunk_rows:
     """Score every input file in this process, chunk by chunk, straight into OUTPUT and its rejects
     file (hidden until complete); then the summary."""
     t0 = time.perf_counter()
+    require_pyarrow()
     kind = file_format(output, "output")
     _local_dir(output)
     scorer = scorer or Scorer(bundle)

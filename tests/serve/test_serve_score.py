@@ -177,3 +177,10 @@ def test_fsspec_urls_in_and_out(classifier_bundle, clf_scorer, training_frame):
     with fs.open("/nbd-score/out/s.csv") as f:
         assert pd.read_csv(f)["customer"].tolist() == df["customer"].tolist()
     assert fs.exists("/nbd-score/out/s.rejects.csv") and fs.exists("/nbd-score/out/s.summary.json")
+
+
+def test_without_pyarrow_one_line_says_so(classifier_bundle, tmp_path):
+    code = ("import sys; sys.modules['pyarrow'] = None; from nbdeploy.serve.__main__ import main; "
+            f"sys.exit(main(['score', {str(classifier_bundle)!r}, 'in.csv', '-o', 'out.csv']))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert run.returncode == 2 and run.stderr.startswith("error: batch scoring needs pyarrow")
