@@ -23,7 +23,7 @@ ALLOWED = {
     "datetime", "gc", "glob", "hashlib", "hmac", "math", "html", "importlib", "io", "json", "logging", "os", "pathlib", "pickle", "signal",
     "py_compile", "shutil", "socket", "struct", "subprocess", "sys", "tempfile", "threading", "time", "types", "typing", "urllib", "zlib",
     "numpy", "pandas", "orjson", "uvicorn", "yaml",
-    "pyarrow", "fsspec",  # batch scoring (score_io): pyarrow is in the API's lock; fsspec only for URLs, when installed
+    "pyarrow", "fsspec",  # batch scoring only (score, score_io), imported lazily: neither is in the API's lock
     "sklearn", "skops", "cloudpickle", "xgboost", "lightgbm", "mlflow",
 }
 
