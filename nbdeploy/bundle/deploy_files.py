@@ -163,4 +163,5 @@ def k8s_files(name: str, version: str, model_bytes: int) -> dict[str, str]:
     docs["hpa.yaml"]["spec"]["behavior"] = spiky.hpa(n)["spec"]["behavior"]
     docs["pdb.yaml"] = spiky.pod_disruption_budget(n)
     docs["kserve/inferenceservice.yaml"] = spiky.inference_service(n, image)
+    docs["jobs/score-job.yaml"] = spiky.score_job(n, image)  # batch scoring from the image
     return {f: yaml.safe_dump(d, sort_keys=False) for f, d in docs.items()}

@@ -201,6 +201,51 @@ def inference_service(name: str, image: str, opts: K8sOptions = K8sOptions()) ->
             "metadata": meta, "spec": {"predictor": predictor}}
 
 
+def score_job(name: str, image: str, opts: K8sOptions = K8sOptions()) -> dict[str, Any]:
+    """A Job that scores files with the bundle in its own image (``python -m nbdeploy_serve score``).
+
+    Input and output are read from and written to ``/data`` (a PersistentVolumeClaim named
+    ``NAME-score-data``; or give ``s3://``/``gs://`` URLs when the image has fsspec and the
+    filesystem's package). Edit ``NBDEPLOY_SCORE_INPUT`` / ``NBDEPLOY_SCORE_OUTPUT``, then
+    ``kubectl create -f k8s/jobs/score-job.yaml``. Kept out of ``kubectl apply -f k8s/``.
+    The image needs pyarrow, which the API's lock leaves out (see docs/score.md).
+    """
+    c = {
+        "name": "score",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["python", "-m", "nbdeploy_serve", "score", "/app", "$(NBDEPLOY_SCORE_INPUT)",
+                    "-o", "$(NBDEPLOY_SCORE_OUTPUT)", "--chunk-rows", "$(NBDEPLOY_SCORE_CHUNK_ROWS)"],
+        "env": [{"name": "NBDEPLOY_SCORE_INPUT", "value": "/data/input.parquet"},
+                {"name": "NBDEPLOY_SCORE_OUTPUT", "value": "/data/scored.parquet"},
+                {"name": "NBDEPLOY_SCORE_CHUNK_ROWS", "value": "200000"}],
+        "resources": {"requests": {"cpu": "1", "memory": opts.memory_limit},
+                      "limits": {"cpu": "1", "memory": "2Gi"}},
+        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                            "capabilities": {"drop": ["ALL"]}},
+        "volumeMounts": [{"name": "data", "mountPath": "/data"}, {"name": "tmp", "mountPath": "/tmp"}],
+    }
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": _meta(f"{name}-score", opts),
+        "spec": {
+            "backoffLimit": 2,
+            "ttlSecondsAfterFinished": 86400,
+            "template": {
+                "metadata": {"labels": {**labels(name), "app.kubernetes.io/component": "batch-score"}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
+                                        "fsGroup": 10001},
+                    "containers": [c],
+                    "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": f"{name}-score-data"}},
+                                {"name": "tmp", "emptyDir": {}}],
+                },
+            },
+        },
+    }
+
+
 def k8s_manifests(name: str, image: str, opts: K8sOptions = K8sOptions(), *,
                   kserve: bool | None = None) -> dict[str, dict[str, Any]]:
     """Every manifest by its path under ``k8s/``; the KServe variant when asked for or when a
@@ -211,6 +256,7 @@ def k8s_manifests(name: str, image: str, opts: K8sOptions = K8sOptions(), *,
         "service.yaml": service(name, opts),
         "hpa.yaml": hpa(name, opts),
         "pdb.yaml": pod_disruption_budget(name, opts),
+        "jobs/score-job.yaml": score_job(name, image, opts),
     }
     if kserve or (kserve is None and opts.canary_traffic_percent is not None):
         out["kserve/inferenceservice.yaml"] = inference_service(name, image, opts)

@@ -461,6 +461,31 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _score_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bundle", help="the bundle folder")
+    p.add_argument("input", help="a CSV or Parquet file, a folder or glob of them, or an fsspec URL (s3://...)")
+    p.add_argument("-o", "--output", required=True, help="the output file (.csv or .parquet; rejects and "
+                   "lineage are written beside it)")
+    p.add_argument("--workers", type=int, default=None, help="local Dask worker processes (default: one per "
+                   "CPU for 2 M rows or more, else this process; 1: this process)")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="use this Dask scheduler")
+    p.add_argument("--chunk-rows", type=int, default=None, help="rows read and scored at a time (default 200000)")
+    p.add_argument("--id", dest="id_column", metavar="COLUMN", help="keep only this column beside the predictions")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+@command("score", "score CSV/Parquet files with a bundle's model and its API's validation (batch, on Dask)",
+         _score_args)
+def _score(args: argparse.Namespace) -> int:
+    from nbdeploy.frontends import progress
+    from nbdeploy.score import score
+
+    tick = progress.rows_tqdm() if sys.stderr.isatty() else progress.rows_lines()
+    _show(args, score(args.bundle, args.input, args.output, workers=args.workers, scheduler=args.scheduler,
+                      chunk_rows=args.chunk_rows, id_column=args.id_column, progress=tick))
+    return 0
+
+
 def _drift_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("url", nargs="?", default="http://127.0.0.1:8080",
                    help="the running API (default http://127.0.0.1:8080); its token from NBDEPLOY_API_TOKEN")

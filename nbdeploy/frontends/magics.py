@@ -102,6 +102,16 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         _a("--port", type=int, default=0, help="port (default: a free one)"),
         _a("--stop", action="store_true", help="stop this notebook's server"),
     )),
+    Subcommand("score", "score files with the bundle: %deploy score [BUNDLE] INPUT -o OUTPUT", (
+        _a("paths", nargs="+", metavar="[BUNDLE] INPUT",
+           help="the bundle folder (default: this notebook's bundle) and a CSV/Parquet file, folder, glob or URL"),
+        _a("-o", "--output", required=True, help="output file (.csv or .parquet)"),
+        _a("--workers", type=int, help="local Dask worker processes (default: one per CPU for 2 M rows or "
+                                       "more, else this kernel; 1: this kernel)"),
+        _a("--scheduler", help="a Dask scheduler address, e.g. tcp://HOST:8786"),
+        _a("--chunk-rows", type=int, help="rows read and scored at a time"),
+        _a("--id", dest="id_column", help="keep only this id column beside the predictions"),
+    )),
     Subcommand("drift", "drift of what this notebook's API has served against the training data", (
         _a("url", nargs="?", help="a running API (default: the one %deploy serve started)"),
     )),
@@ -412,6 +422,24 @@ class DeployMagics(ReleaseMagics, Magics):
         handle = servers.start(nb, bundle, port=args.port)
         print(f"nbdeploy: serving {bundle.name} at {handle.url} (docs: {handle.url}/docs; "
               f"stop with %deploy serve --stop)\n{servers.sample_curl(handle.url, bundle)}")
+
+    def _do_score(self, args: argparse.Namespace) -> None:
+        from nbdeploy.base.state import default_bundle_dir
+        from nbdeploy.frontends import progress
+        from nbdeploy.score import score
+
+        if len(args.paths) > 2:
+            raise UsageError("%deploy score: give [BUNDLE] INPUT, then -o OUTPUT")
+        bundle = Path(args.paths[0]) if len(args.paths) == 2 else default_bundle_dir(self._notebook())
+        try:
+            tick = progress.rows_widget()
+        except ImportError:
+            import sys
+
+            tick = progress.rows_lines(sys.stdout)
+        result = score(bundle, args.paths[-1], args.output, workers=args.workers, scheduler=args.scheduler,
+                       chunk_rows=args.chunk_rows, id_column=args.id_column, progress=tick)
+        print(result.text())
 
     def _do_drift(self, args: argparse.Namespace) -> None:
         import os

@@ -10,7 +10,11 @@ from .errors import ServeError
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog=f"python -m {__package__}", description="Serve an nbdeploy bundle.")
+    args_in = sys.argv[1:] if argv is None else argv
+    if args_in[:1] == ["score"]:
+        return score_main(args_in[1:])
+    p = argparse.ArgumentParser(prog=f"python -m {__package__}", description="Serve an nbdeploy bundle "
+                                f"(or score files with it: `python -m {__package__} score --help`).")
     p.add_argument("bundle", help="bundle folder (or an MLflow model folder)")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
@@ -38,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="send the answered requests of this request log to BUNDLE (a candidate) and print how its "
                         "answers compare with the logged ones; exit")
     p.add_argument("--json", action="store_true", help="with --replay: the report as JSON")
-    args = vars(p.parse_args(argv))
+    args = vars(p.parse_args(args_in))
     bundle = args.pop("bundle")
     check_only, compile_ = args.pop("check"), args.pop("compile")
     replay_log, as_json = args.pop("replay"), args.pop("json")
@@ -64,6 +68,30 @@ def main(argv: list[str] | None = None) -> int:
         if e.hint:
             print(f"hint: {e.hint}", file=sys.stderr)
         return 2
+    return 0
+
+
+def score_main(argv: list[str]) -> int:
+    """``score BUNDLE INPUT -o OUTPUT [--chunk-rows N] [--id COLUMN]``: batch scoring in this process."""
+    p = argparse.ArgumentParser(prog=f"python -m {__package__} score",
+                                description="Score CSV/Parquet files with the bundle's model and the API's validation.")
+    p.add_argument("bundle", help="bundle folder")
+    p.add_argument("input", help="a CSV or Parquet file, a folder or a glob of them, or a URL (fsspec)")
+    p.add_argument("-o", "--output", required=True, help="output file (.csv or .parquet)")
+    p.add_argument("--chunk-rows", type=int, default=None, help="rows read and scored at a time")
+    p.add_argument("--id", dest="id_column", help="keep only this id column beside the predictions")
+    args = p.parse_args(argv)
+    from .score_run import DEFAULT_CHUNK_ROWS, score_files
+
+    try:
+        summary = score_files(args.bundle, args.input, args.output, chunk_rows=args.chunk_rows or DEFAULT_CHUNK_ROWS,
+                              id_column=args.id_column)
+    except ServeError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        if e.hint:
+            print(f"hint: {e.hint}", file=sys.stderr)
+        return 2
+    print(summary.text())
     return 0
 
 

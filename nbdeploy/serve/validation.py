@@ -101,6 +101,27 @@ class Validator:
         return out, flags
 
 
+    def row_problems(self, name: str, values: list[Any], text_values: bool) -> tuple[list[Any], dict[int, str]]:
+        """One column's values converted by type, and the reason each row that fails is refused:
+        the per-value rules of :meth:`check` (wrong type, null where training had none), row by
+        row, for batch scoring, which sets such rows aside instead of refusing them all."""
+        rule = self.rules[name]
+        t = rule.column.type
+        out = list(values)
+        problems: dict[int, str] = {}
+        for i, v in enumerate(values):
+            if v is None:
+                if not rule.nulls_ok:
+                    problems[i] = f"{name}: null; expected {_EXPECTED.get(t, t)} (the training data had no nulls here)"
+                continue
+            ok, w = _value(v, t, text_values)
+            if ok:
+                out[i] = w
+            else:
+                problems[i] = f"{name}: wrong_type; expected {_EXPECTED.get(t, t)} ({t}), got {type(v).__name__} {repr(v)[:60]}"
+        return out, problems
+
+
 _EXACT_TYPES = {"double": ({float, int}, {float}, {int}), "float": ({float, int}, {float}, {int}),
                 "long": ({int},), "integer": ({int},), "boolean": ({bool},), "string": ({str},)}
 

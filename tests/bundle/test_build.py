@@ -136,7 +136,7 @@ def test_dockerfile(built):
 def test_k8s_manifests_are_valid(built):
     import kubernetes_validate
 
-    for f in ("deployment.yaml", "service.yaml", "hpa.yaml"):
+    for f in ("deployment.yaml", "service.yaml", "hpa.yaml", "jobs/score-job.yaml"):
         doc = yaml.safe_load((built.bundle / "k8s" / f).read_text())
         kubernetes_validate.validate(doc, "1.30.0", strict=True)
     dep = yaml.safe_load((built.bundle / "k8s" / "deployment.yaml").read_text())

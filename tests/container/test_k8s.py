@@ -41,7 +41,7 @@ def _validate_container(c: dict) -> None:
 
 def test_every_manifest_is_valid_kubernetes():
     docs = k8s_manifests("Churn Classifier", IMAGE, K8sOptions())
-    assert set(docs) == {"deployment.yaml", "service.yaml", "hpa.yaml", "pdb.yaml"}
+    assert set(docs) == {"deployment.yaml", "service.yaml", "hpa.yaml", "pdb.yaml", "jobs/score-job.yaml"}
     for doc in docs.values():
         kubernetes_validate.validate(doc, K8S, strict=True)
 
@@ -108,12 +108,22 @@ def test_write_into_a_bundle_k8s_folder(tmp_path: Path):
         k8s_manifests("churn", IMAGE)["service.yaml"]))
     written = write_k8s_manifests(k8s, "churn", IMAGE, K8sOptions(canary_traffic_percent=20))
     names = {p.relative_to(k8s).as_posix() for p in written}
-    assert names == {"deployment.yaml", "hpa.yaml", "pdb.yaml", "kserve/inferenceservice.yaml"}
+    assert names == {"deployment.yaml", "hpa.yaml", "pdb.yaml", "kserve/inferenceservice.yaml", "jobs/score-job.yaml"}
     assert (k8s / "service.yaml").read_text().startswith("# the bundle's own")
     for p in k8s.rglob("*.yaml"):
         doc = yaml.safe_load(p.read_text())
         if doc["kind"] != "InferenceService":
             kubernetes_validate.validate(doc, K8S, strict=True)
+
+
+def test_the_score_job_runs_the_bundles_own_scoring_from_its_image():
+    job = k8s_manifests("churn", IMAGE)["jobs/score-job.yaml"]
+    kubernetes_validate.validate(job, K8S, strict=True)
+    c = job["spec"]["template"]["spec"]["containers"][0]
+    assert c["image"] == IMAGE
+    assert c["command"][:5] == ["python", "-m", "nbdeploy_serve", "score", "/app"]
+    assert {e["name"] for e in c["env"]} >= {"NBDEPLOY_SCORE_INPUT", "NBDEPLOY_SCORE_OUTPUT"}
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
 
 
 def test_names_are_dns_labels():

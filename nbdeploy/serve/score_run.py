@@ -1,0 +1,250 @@
+"""Score files with a bundle in this process: ``python -m nbdeploy_serve score BUNDLE INPUT -o OUTPUT``.
+
+:func:`score_unit` scores one unit of work (see :mod:`.score_io`) into writers; the
+distributed runner of nbdeploy (``nbdeploy score --workers N``) calls it on each Dask
+worker and a :class:`Joiner` joins the parts in order, so both paths write the same files:
+
+* OUTPUT (CSV or Parquet): the scored rows in input order, every input column (or only
+  the ``--id`` column) followed by the prediction columns the API answers;
+* OUTPUT's name + ``.rejects.csv``: the rows the API would refuse, with their file, row
+  number (0-based, in that file), the reason and their values; written even when empty;
+* OUTPUT's name + ``.summary.json``: counts (rows, scored, rejected, out of range) and the model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ServeError
+from .score import Scorer, require_pyarrow
+from .score_io import (
+    AtomicFile,
+    TableWriter,
+    Unit,
+    column_names,
+    copy_tables,
+    file_format,
+    list_inputs,
+    plan,
+    read_chunks,
+)
+
+DEFAULT_CHUNK_ROWS = 200_000
+REJECT_COLUMNS = ("source", "row", "reason")
+
+
+@dataclass
+class Counts:
+    rows: int = 0
+    scored: int = 0
+    rejected: int = 0
+    out_of_range: int = 0  # scored rows with a value out of the training range or an unseen category
+    flags: Counter[str] = field(default_factory=Counter)
+    sources: Counter[str] = field(default_factory=Counter)  # rows read per input file
+
+    def add(self, other: Counts) -> None:
+        self.rows += other.rows
+        self.scored += other.scored
+        self.rejected += other.rejected
+        self.out_of_range += other.out_of_range
+        self.flags.update(other.flags)
+        self.sources.update(other.sources)
+
+
+@dataclass
+class ScoreSummary:
+    model: str
+    version: str
+    inputs: list[str]
+    output: str
+    rejects: str
+    counts: Counts
+    seconds: float
+    workers: int = 1
+    predictor: str = ""  # what predicted: the model's class, or "... (compiled program)"
+    cluster: str = ""  # "" (this process), "LocalCluster(N)" or the scheduler's address
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["counts"]["flags"] = dict(self.counts.flags)
+        d["counts"]["sources"] = dict(self.counts.sources)
+        return d
+
+    def text(self) -> str:
+        c = self.counts
+        rate = c.rows / self.seconds if self.seconds else 0.0
+        flags = ", ".join(f"{k} {v}" for k, v in sorted(c.flags.items()))
+        where = f" on {self.cluster}" if self.cluster else ""
+        return (f"scored {c.scored} of {c.rows} rows with {self.model} v{self.version}{where} in {self.seconds:.1f}s "
+                f"({rate:,.0f} rows/s); rejected {c.rejected} (see {self.rejects}); out of range {c.out_of_range}"
+                + (f" ({flags})" if flags else "") + f"\n-> {self.output}")
+
+
+def side_paths(output: str) -> tuple[str, str]:
+    """The rejects and summary files beside an output."""
+    stem = output[: -len(Path(output).suffix)] if Path(output).suffix else output
+    return f"{stem}.rejects.csv", f"{stem}.summary.json"
+
+
+def score_unit(scorer: Scorer, unit: Unit, chunk_rows: int, out: TableWriter, rejects: TableWriter,
+               id_column: str | None = None, on_rows: Callable[[int], None] | None = None) -> Counts:
+    import pyarrow as pa
+
+    counts = Counts()
+    text = unit.kind == "csv"
+    for table, start in read_chunks(unit, chunk_rows):
+        scorer.check_columns(table.column_names, unit.path)
+        if id_column is not None and id_column not in table.column_names:
+            raise ServeError(f"{unit.path} has no id column {id_column!r}", hint="--id names a column of the input")
+        result = scorer.score(table, text=text)
+        base = table.select([id_column]) if id_column is not None else table
+        if result.rejects:
+            base = base.take(pa.array(result.kept))
+        for name, values in result.predictions.items():
+            if name in base.column_names:
+                raise ServeError(f"{unit.path} already has a column {name!r}, which the predictions would "
+                                 "overwrite", hint="rename that column, or pass --id to keep only an id column")
+            base = base.append_column(name, pa.array(values))
+        out.write(base)
+        if result.rejects:
+            rejects.write(_rejects_table(table, unit.path, start, result.rejects))
+        counts.add(Counts(table.num_rows, len(result.kept), len(result.rejects), result.flagged_rows, result.flags,
+                          Counter({unit.path: table.num_rows})))
+        if on_rows is not None:
+            on_rows(table.num_rows)
+    return counts
+
+
+def _rejects_table(table: Any, source: str, start: int, rejects: dict[int, str]) -> Any:
+    import pyarrow as pa
+
+    rows = sorted(rejects)
+    picked = table.take(pa.array(rows)).to_pylist()
+    records = [{"source": source, "row": start + i, "reason": rejects[i],
+                **{k: None if v is None else str(v) for k, v in rec.items()}} for i, rec in zip(rows, picked, strict=True)]
+    return pa.Table.from_pylist(records, schema=rejects_schema(table.column_names))
+
+
+def rejects_schema(names: list[str]) -> Any:
+    import pyarrow as pa
+
+    return pa.schema([("source", pa.string()), ("row", pa.int64()), ("reason", pa.string()),
+                      *[(n, pa.string()) for n in names if n not in REJECT_COLUMNS]])
+
+
+class Joiner:
+    """Part files (one per unit, written by :func:`score_unit` on workers) joined into OUTPUT and
+    its rejects file in input order as they arrive; each part is removed once copied. OUTPUT and
+    the rejects file stay hidden until :meth:`commit`; :meth:`abort` removes them."""
+
+    def __init__(self, output: str, parts: str, units: int, input_names: list[str], id_column: str | None) -> None:
+        self.parts, self.units = parts, units
+        self.names, self.id_column = input_names, id_column
+        self.files = [AtomicFile(output), AtomicFile(side_paths(output)[0])]
+        self.out = TableWriter(self.files[0].path, file_format(output, "output"))
+        self.rejects = TableWriter(self.files[1].path, "csv")
+        self.ready: set[int] = set()
+        self.next = 0
+
+    def part(self, i: int) -> tuple[str, str]:
+        return (os.path.join(self.parts, f"part-{i:06d}.parquet"), os.path.join(self.parts, f"rejects-{i:06d}.parquet"))
+
+    def add(self, i: int) -> None:
+        self.ready.add(i)
+        while self.next in self.ready:
+            out, rejects = self.part(self.next)
+            copy_tables([out], self.out.write)
+            copy_tables([rejects], self.rejects.write)
+            for p in (out, rejects):
+                if os.path.exists(p):
+                    os.unlink(p)
+            self.next += 1
+
+    def commit(self) -> None:
+        if self.next != self.units:
+            raise ServeError(f"only {self.next} of {self.units} parts were scored")
+        self.out.close(_empty_schema(self.names, self.id_column))
+        self.rejects.close(rejects_schema(self.names))
+        for f in self.files:
+            f.commit()
+
+    def abort(self) -> None:
+        for w in (self.out, self.rejects):
+            try:
+                w.close()
+            except Exception:  # closing after a failed write: the file goes anyway
+                pass
+        for f in self.files:
+            f.abort()
+
+
+def score_files(bundle: str | Path, input_spec: str, output: str, *, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                id_column: str | None = None, on_rows: Callable[[int], None] | None = None,
+                scorer: Scorer | None = None) -> ScoreSummary:
+    """Score every input file in this process, chunk by chunk, straight into OUTPUT and its rejects
+    file (hidden until complete); then the summary."""
+    t0 = time.perf_counter()
+    require_pyarrow()
+    kind = file_format(output, "output")
+    _local_dir(output)
+    scorer = scorer or Scorer(bundle)
+    inputs = list_inputs(input_spec)
+    units = plan(inputs, chunk_rows)
+    names = column_names(units[0])
+    rejects_path, summary_path = side_paths(output)
+    files = [AtomicFile(output), AtomicFile(rejects_path)]
+    counts = Counts()
+    try:
+        out, rejects = TableWriter(files[0].path, kind), TableWriter(files[1].path, "csv")
+        for unit in units:
+            counts.add(score_unit(scorer, unit, chunk_rows, out, rejects, id_column, on_rows))
+        out.close(_empty_schema(names, id_column))
+        rejects.close(rejects_schema(names))
+        for f in files:
+            f.commit()
+    except BaseException:
+        for f in files:
+            f.abort()
+        raise
+    summary = ScoreSummary(scorer.bundle.name, scorer.bundle.version, inputs, output, rejects_path, counts,
+                           time.perf_counter() - t0, 1, scorer.model.detail)
+    write_summary(summary_path, summary)
+    return summary
+
+
+def _empty_schema(names: list[str], id_column: str | None) -> Any:
+    import pyarrow as pa
+
+    return pa.schema([(n, pa.string()) for n in ([id_column] if id_column else names)])
+
+
+def write_summary(path: str, summary: ScoreSummary) -> None:
+    write_json(path, summary.to_dict())
+
+
+def write_json(path: str, doc: Any) -> None:
+    """A JSON file replaced in one step: renamed into place, or uploaded whole to a URL."""
+    f = AtomicFile(path)
+    try:
+        Path(f.path).write_text(json.dumps(doc, indent=2))
+        f.commit()
+    except BaseException:
+        f.abort()
+        raise
+
+
+def _local_dir(output: str) -> str | None:
+    """The folder of a local output, checked to exist (None for a URL): hidden files go there, so renames are atomic."""
+    if "://" in output and not output.startswith("file://"):
+        return None
+    folder = Path(output.removeprefix("file://")).expanduser().resolve().parent
+    if not folder.is_dir():
+        raise ServeError(f"the output folder {folder} does not exist", hint="create it first")
+    return str(folder)

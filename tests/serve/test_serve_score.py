@@ -1,0 +1,186 @@
+"""Batch scoring with the serving runtime (``python -m nbdeploy_serve score``): real files, the
+fixture bundles, the API's answers for the same rows."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from nbdeploy.serve.errors import ServeError
+from nbdeploy.serve.score import Scorer
+from nbdeploy.serve.score_run import score_files
+
+PACKAGE = Path(__file__).resolve().parents[2] / "nbdeploy" / "serve"
+
+
+@pytest.fixture(scope="module")
+def clf_scorer(classifier_bundle):
+    return Scorer(classifier_bundle)
+
+
+def _rows(training_frame, n=120):
+    df = training_frame.head(n).copy()
+    df.insert(0, "customer", [f"c{i:04d}" for i in range(n)])
+    return df
+
+
+def _api(client, df: pd.DataFrame) -> tuple[int, dict]:
+    split = json.loads(df.to_json(orient="split", index=False))
+    status, _, body = client.post("/invocations", {"dataframe_split": {"columns": split["columns"],
+                                                                       "data": split["data"]}})
+    return status, body
+
+
+def test_output_equals_the_apis_predictions(classifier_bundle, classifier_server, client_for, clf_scorer,
+                                            training_frame, tmp_path):
+    df = training_frame.sample(frac=1.0, random_state=3).reset_index(drop=True)  # nulls in income included
+    df.to_parquet(tmp_path / "in.parquet")
+    df.to_csv(tmp_path / "in.csv", index=False)
+    _, api = _api(client_for(classifier_server), df)
+    for src, out in (("in.parquet", "out.parquet"), ("in.csv", "out.csv")):
+        summary = score_files(classifier_bundle, str(tmp_path / src), str(tmp_path / out), chunk_rows=64,
+                              scorer=clf_scorer)
+        assert (summary.counts.rows, summary.counts.scored, summary.counts.rejected) == (len(df), len(df), 0)
+        got = pd.read_parquet(tmp_path / out) if out.endswith("parquet") else pd.read_csv(tmp_path / out)
+        assert got["prediction"].tolist() == api["predictions"]
+        assert got.columns.tolist() == [*df.columns, "prediction"]
+        assert got["age"].tolist() == df["age"].tolist()  # input order kept
+
+
+def test_rejects_carry_the_apis_reasons_and_nothing_is_dropped(classifier_bundle, classifier_server,
+                                                              client_for, clf_scorer, training_frame, tmp_path):
+    df = _rows(training_frame, 30).astype(object)
+    df.loc[4, "age"] = "forty"  # wrong type
+    df.loc[9, "member"] = None  # null where training had none
+    df.loc[12, "age"] = 150  # out of range: scored, counted
+    df.loc[13, "city"] = "oslo"  # unseen category: scored, counted
+    df.to_csv(tmp_path / "in.csv", index=False)
+    s = score_files(classifier_bundle, str(tmp_path / "in.csv"), str(tmp_path / "out.csv"), chunk_rows=8,
+                    scorer=clf_scorer)
+    c = s.counts
+    assert (c.rows, c.scored, c.rejected, c.out_of_range) == (30, 28, 2, 2)
+    assert c.flags == {"age:out_of_range": 1, "city:unseen_category": 1}
+    rejects = pd.read_csv(tmp_path / "out.rejects.csv")
+    assert rejects["row"].tolist() == [4, 9] and rejects["customer"].tolist() == ["c0004", "c0009"]
+    assert rejects["reason"][0].startswith("age: wrong_type") and "forty" in rejects["reason"][0]
+    assert rejects["reason"][1].startswith("member: null")
+    out = pd.read_csv(tmp_path / "out.csv")
+    assert out["customer"].tolist() == [f"c{i:04d}" for i in range(30) if i not in (4, 9)]
+    summary = json.loads((tmp_path / "out.summary.json").read_text())
+    assert summary["counts"]["rejected"] == 2 and summary["model"] == "churn" and summary["version"] == "3"
+    # the API refuses the same rows for the same reasons, and scores the rest alike
+    client = client_for(classifier_server)
+    for i, problem in ((4, "wrong_type"), (9, "null")):
+        row = df.drop(columns=["customer"]).iloc[[i]]
+        status, _, body = client.post("/invocations", body=row.to_csv(index=False).encode(), content_type="text/csv")
+        assert status == 422 and body["errors"][0]["problem"] == problem
+    rest = df.drop(index=[4, 9], columns=["customer"])
+    status, _, body = client.post("/invocations", body=rest.to_csv(index=False).encode(), content_type="text/csv")
+    assert status == 200 and body["predictions"] == out["prediction"].tolist()
+
+
+def test_chunking_gives_the_same_output_as_one_chunk(classifier_bundle, clf_scorer, training_frame, tmp_path):
+    df = _rows(training_frame, 400)
+    df.to_parquet(tmp_path / "in.parquet", row_group_size=50)
+    for n in (7, 64, 100_000):
+        score_files(classifier_bundle, str(tmp_path / "in.parquet"), str(tmp_path / f"out{n}.csv"), chunk_rows=n,
+                    scorer=clf_scorer)
+    one = (tmp_path / "out100000.csv").read_bytes()
+    assert (tmp_path / "out7.csv").read_bytes() == one == (tmp_path / "out64.csv").read_bytes()
+
+
+def test_id_column_folders_and_globs(classifier_bundle, clf_scorer, training_frame, tmp_path):
+    df = _rows(training_frame, 90)
+    (tmp_path / "in").mkdir()
+    for k in range(3):  # the files are read in name order
+        df.iloc[30 * k: 30 * (k + 1)].to_parquet(tmp_path / "in" / f"part-{k}.parquet")
+    score_files(classifier_bundle, str(tmp_path / "in"), str(tmp_path / "a.parquet"), id_column="customer",
+                chunk_rows=16, scorer=clf_scorer)
+    score_files(classifier_bundle, str(tmp_path / "in" / "part-*.parquet"), str(tmp_path / "b.parquet"),
+                id_column="customer", scorer=clf_scorer)
+    a, b = pd.read_parquet(tmp_path / "a.parquet"), pd.read_parquet(tmp_path / "b.parquet")
+    assert a.columns.tolist() == ["customer", "prediction"] and a["customer"].tolist() == df["customer"].tolist()
+    assert a.equals(b)
+    with pytest.raises(ServeError, match="no id column 'nope'"):
+        score_files(classifier_bundle, str(tmp_path / "in"), str(tmp_path / "c.parquet"), id_column="nope",
+                    scorer=clf_scorer)
+
+
+def test_a_failure_leaves_no_output(classifier_bundle, clf_scorer, training_frame, tmp_path):
+    df = _rows(training_frame, 40)
+    (tmp_path / "in").mkdir()
+    df.to_csv(tmp_path / "in" / "a.csv", index=False)
+    df.drop(columns=["city"]).to_csv(tmp_path / "in" / "b.csv", index=False)
+    (tmp_path / "out").mkdir()
+    with pytest.raises(ServeError, match=r"b\.csv lacks the model's input column\(s\) city"):
+        score_files(classifier_bundle, str(tmp_path / "in"), str(tmp_path / "out" / "scored.parquet"),
+                    chunk_rows=10, scorer=clf_scorer)
+    assert list((tmp_path / "out").iterdir()) == []  # no partial output, no part files left behind
+    with pytest.raises(ServeError, match="cannot tell the format of the output"):
+        score_files(classifier_bundle, str(tmp_path / "in"), str(tmp_path / "out" / "scored.txt"), scorer=clf_scorer)
+    with pytest.raises(ServeError, match="no input files"):
+        score_files(classifier_bundle, str(tmp_path / "nothing-*.csv"), str(tmp_path / "o.csv"), scorer=clf_scorer)
+
+
+def test_the_seal_is_checked_before_scoring(classifier_bundle, tmp_path):
+    broken = tmp_path / "bundle"
+    shutil.copytree(classifier_bundle, broken)
+    (broken / "profile.json").write_text("{}")
+    with pytest.raises(ServeError, match="profile.json"):
+        Scorer(broken)
+
+
+def test_regression_predictions_are_floats(regressor_bundle, training_frame, tmp_path):
+    df = _rows(training_frame, 50)
+    df.to_parquet(tmp_path / "in.parquet")
+    score_files(regressor_bundle, str(tmp_path / "in.parquet"), str(tmp_path / "out.parquet"))
+    out = pd.read_parquet(tmp_path / "out.parquet")
+    assert out["prediction"].dtype == "float64" and len(out) == 50
+
+
+def test_python_m_nbdeploy_serve_score_from_a_copy_of_the_package(classifier_bundle, training_frame, tmp_path):
+    pkgs = tmp_path / "pkgs"
+    shutil.copytree(PACKAGE, pkgs / "nbdeploy_serve", ignore=shutil.ignore_patterns("__pycache__"))
+    _rows(training_frame, 25).to_csv(tmp_path / "in.csv", index=False)
+    env = {**os.environ, "PYTHONPATH": str(pkgs)}
+    run = subprocess.run([sys.executable, "-m", "nbdeploy_serve", "score", str(classifier_bundle),
+                          str(tmp_path / "in.csv"), "-o", str(tmp_path / "out.parquet"), "--id", "customer"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "scored 25 of 25 rows" in run.stdout
+    assert pd.read_parquet(tmp_path / "out.parquet").columns.tolist() == ["customer", "prediction"]
+    bad = subprocess.run([sys.executable, "-m", "nbdeploy_serve", "score", str(classifier_bundle),
+                          str(tmp_path / "missing.csv"), "-o", str(tmp_path / "o.csv")],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: no input files in")
+
+
+def test_fsspec_urls_in_and_out(classifier_bundle, clf_scorer, training_frame):
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    df = _rows(training_frame, 40)
+    with fs.open("/nbd-score/in/a.parquet", "wb") as f:
+        df.iloc[:25].to_parquet(f)
+    with fs.open("/nbd-score/in/b.parquet", "wb") as f:
+        df.iloc[25:].to_parquet(f)
+    s = score_files(classifier_bundle, "memory://nbd-score/in/*.parquet", "memory://nbd-score/out/s.csv",
+                    id_column="customer", scorer=clf_scorer)
+    assert s.counts.scored == 40 and s.inputs == ["memory:///nbd-score/in/a.parquet", "memory:///nbd-score/in/b.parquet"]
+    with fs.open("/nbd-score/out/s.csv") as f:
+        assert pd.read_csv(f)["customer"].tolist() == df["customer"].tolist()
+    assert fs.exists("/nbd-score/out/s.rejects.csv") and fs.exists("/nbd-score/out/s.summary.json")
+
+
+def test_without_pyarrow_one_line_says_so(classifier_bundle, tmp_path):
+    code = ("import sys; sys.modules['pyarrow'] = None; from nbdeploy.serve.__main__ import main; "
+            f"sys.exit(main(['score', {str(classifier_bundle)!r}, 'in.csv', '-o', 'out.csv']))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert run.returncode == 2 and run.stderr.startswith("error: batch scoring needs pyarrow")
