@@ -57,7 +57,9 @@ def read_json(path: Path) -> Any:
     except FileNotFoundError:
         raise StateError(f"no such record: {path}") from None
     except json.JSONDecodeError as exc:
-        raise StateError(f"corrupt record {path}: {exc}") from None
+        raise StateError(f"{path} is damaged (not JSON: {exc})",
+                         hint="nbdeploy rewrites it: capture the notebook again (`nbdeploy capture NB`, or "
+                              "`%deploy init` in the notebook), or delete the file") from None
 
 
 @dataclass(frozen=True)

@@ -101,16 +101,23 @@ def open_registry(project_dir: str | Path | None = None) -> Registry:
         logging.getLogger(logger).setLevel(logging.WARNING)
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
 
     from nbdeploy.job.tracking import tracking_uri
 
     uri = tracking_uri(project)
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     try:
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         client.search_registered_models(max_results=1)
-    except MlflowException as exc:
+    except (MlflowException, SQLAlchemyError) as exc:
         from nbdeploy.base.redact import strip_url_password
 
-        raise RegistryError(f"cannot open the model registry {strip_url_password(uri)}: {exc.message}",
-                            hint="check MLFLOW_TRACKING_URI, or unset it to use the local store") from None
+        why = getattr(exc, "message", None) or str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        local = project / STATE_DIRNAME / "mlflow.db"
+        if uri.startswith("sqlite:") and not os.environ.get("MLFLOW_TRACKING_URI"):
+            hint = (f"the local store {local} is damaged: move it aside (mv {local} {local}.broken); "
+                    "the next `nbdeploy build` starts a new registry")
+        else:
+            hint = "check MLFLOW_TRACKING_URI, or unset it to use the local store"
+        raise RegistryError(f"cannot open the model registry {strip_url_password(uri)}: {why}", hint=hint) from None
     return Registry(client, uri, project)
