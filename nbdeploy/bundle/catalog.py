@@ -13,7 +13,8 @@ import json
 from pathlib import Path
 
 
-def _load_json(path: Path) -> dict | None:
+def load_json(path: Path) -> dict | None:
+    """A JSON object from ``path``, or None when the file is missing, unreadable or not an object."""
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -32,7 +33,7 @@ def find_bundles(folder: str | Path, depth: int = 2) -> list[dict]:
         for m in folder.glob("/".join(["*"] * level) + "/" + MANIFEST):
             if any(part.startswith(".") for part in m.relative_to(folder).parts):
                 continue
-            doc = _load_json(m)
+            doc = load_json(m)
             if doc is None or not str(doc.get("format", "")).startswith("nbdeploy.bundle/"):
                 continue
             found.append({"path": str(m.parent), "name": doc.get("name"),
@@ -83,14 +84,14 @@ def verify_by_manifest(folder: str | Path, manifest_sha256: str) -> dict | None:
 
     if not all(c in "0123456789abcdef" for c in manifest_sha256) or len(manifest_sha256) != 64:
         return None
-    doc = _load_json(Path(folder) / STATE_DIRNAME / "verify" / _BY_MANIFEST / f"{manifest_sha256}.json")
+    doc = load_json(Path(folder) / STATE_DIRNAME / "verify" / _BY_MANIFEST / f"{manifest_sha256}.json")
     return doc if doc is not None and doc.get("manifest_sha256") == manifest_sha256 else None
 
 
 def verify_result(bundle: str | Path) -> dict | None:
     """The last verify outcome of this very bundle (same manifest), or None."""
     bundle = Path(bundle).resolve()
-    doc = _load_json(_verify_path(bundle))
+    doc = load_json(_verify_path(bundle))
     if doc is None or doc.get("manifest_sha256") != _manifest_digest(bundle):
         return None
     return doc

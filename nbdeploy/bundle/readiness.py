@@ -9,14 +9,13 @@ is ready and, when it is not, what to do about it (``action``).
 from __future__ import annotations
 
 import ast
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from nbdeploy.base.notebook import load_notebook
 from nbdeploy.base.state import NotebookState
-from nbdeploy.bundle.catalog import find_bundles
+from nbdeploy.bundle.catalog import find_bundles, load_json
 from nbdeploy.capture.hashing import recorded_hash, short_hash
 
 Status = Literal["ok", "warning", "missing", "error"]
@@ -58,14 +57,6 @@ class Readiness:
 
     def item(self, key: str) -> Item:
         return next(i for i in self.items if i.key == key)
-
-
-def _load_json(path: Path) -> dict | None:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
 
 
 def parameters_cell(nb: Any) -> int | None:
@@ -168,10 +159,10 @@ def latest_run(state: NotebookState) -> dict | None:
     if not state.runs_dir.is_dir():
         return None
     for d in sorted(state.runs_dir.iterdir(), reverse=True):  # run ids sort by time
-        doc = _load_json(d / "run.json")
+        doc = load_json(d / "run.json")
         if doc is not None:
             doc.setdefault("run_id", d.name)
-            report = _load_json(d / "reproduce.json")
+            report = load_json(d / "reproduce.json")
             if report is not None:
                 doc["reproduce"] = report
             return doc
@@ -253,7 +244,7 @@ def _bundle_item(state: NotebookState) -> Item:
 
 def _served_by(bundle: Path) -> Detail:
     """Whether the bundle's API runs the compiled program (see nbdeploy.serve.program) or the library."""
-    program = _load_json(bundle / "model" / "nbdeploy_program" / "program.json")
+    program = load_json(bundle / "model" / "nbdeploy_program" / "program.json")
     if program is not None:
         return Detail("served by", "compiled program", "ok",
                       f"numpy only; checked equal to the model on {program.get('checked_rows')} rows at build")
@@ -262,10 +253,10 @@ def _served_by(bundle: Path) -> Detail:
 
 def latest_record(state: NotebookState) -> dict | None:
     """The newest capture record: the live session's, or the last completed run's."""
-    candidates = [_load_json(state.capture_path)]
+    candidates = [load_json(state.capture_path)]
     run = latest_run(state)
     if run is not None and run.get("status") == "completed" and run.get("run_dir"):
-        candidates.append(_load_json(Path(run["run_dir"]) / "capture.json"))
+        candidates.append(load_json(Path(run["run_dir"]) / "capture.json"))
     records = [r for r in candidates if r is not None]
     return max(records, key=lambda r: str(r.get("updated") or "")) if records else None
 
