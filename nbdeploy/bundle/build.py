@@ -143,8 +143,12 @@ def _parameters(nb: Any, cli: list[tuple[str, str]] | None, values: dict | None
 def build_bundle(notebook: str | Path, *, output: str | Path | None = None, model: str | None = None,
                  cli_params: list[tuple[str, str]] | None = None, params: dict | None = None,
                  force: bool = False, progress: Progress | None = None,
-                 timeout: float | None = None, kernel: str | None = None) -> BuildResult:
+                 timeout: float | None = None, kernel: str | None = None,
+                 example: str | None = None) -> BuildResult:
     """Run ``notebook`` clean, export its model and assemble the bundle at ``output``.
+
+    ``example``: an expression (evaluated after the notebook's last cell) giving the
+    example rows, so the notebook need not be edited to add ``%deploy model ... --example``.
 
     ``kernel``: the kernel spec to run it in (default: the notebook's, else this Python's).
     """
@@ -160,6 +164,8 @@ def build_bundle(notebook: str | Path, *, output: str | Path | None = None, mode
     nb = load_notebook(nb_path)
     if model is not None and not model.isidentifier():
         raise ModelError(f"--model {model!r} is not a variable name")
+    if example is not None and "\n" in example:
+        raise ModelError("--example must be one line: an expression such as X_test.head(10)")
     job_nb, given, effective, params_cell = _parameters(nb, cli_params, params)
     target = Path(output).resolve() if output else default_bundle_dir(nb_path)
     if target.exists() and not force:
@@ -179,6 +185,7 @@ def build_bundle(notebook: str | Path, *, output: str | Path | None = None, mode
         steps.start(1)
         tail = f"%deploy export --out {shlex.quote(str(export_dir))}"
         tail += f" --model {model}" if model else ""
+        tail += f" --example {example.strip()}" if example and example.strip() else ""
         result = execute(nb_path, executed, work / "state", nb=job_nb, parameters=given,
                          tail=[tail], timeout=timeout, recorded=effective, params_cell=params_cell,
                          kernel_name=kernel, progress=steps.progress)

@@ -140,6 +140,25 @@ def input_columns(obj: Any) -> list[str] | None:
     return None
 
 
+def input_width(obj: Any) -> int | None:
+    """How many input columns the model takes, when it knows (also when it knows no names)."""
+    if _isinstance(obj, "xgboost", "Booster"):
+        return int(obj.num_features())
+    if _isinstance(obj, "lightgbm", "Booster"):
+        return int(obj.num_feature())
+    width = getattr(obj, "n_features_in_", None)
+    return int(width) if isinstance(width, int) else None
+
+
+def own_names(obj: Any, width: int) -> list[str]:
+    """The names the model's library gives columns it was fitted on without names."""
+    if _isinstance(obj, "lightgbm", "Booster") or _isinstance(obj, "lightgbm", "LGBMModel"):
+        return [f"Column_{i}" for i in range(width)]
+    if _isinstance(obj, "xgboost", "Booster") or _isinstance(obj, "xgboost", "XGBModel"):
+        return [f"f{i}" for i in range(width)]
+    return [f"x{i}" for i in range(width)]  # scikit-learn's get_feature_names_out
+
+
 def predict_fn(obj: Any, flavor: str) -> Any:
     """The call the API makes for this model (see ``nbdeploy.serve.model``)."""
     if _isinstance(obj, "xgboost", "Booster"):
