@@ -50,7 +50,9 @@ class BuildResult:
                   f"served through its library ({self.program.get('reason') or 'no compiled program'})")
         return (f"bundle {self.name} v{self.version} ({self.flavor}) -> {self.bundle}\n"
                 f"the model is {served}\n"
-                + "".join(f"{line}\n" for line in scrubbed_lines(self.scrubbed)) +
+                + "".join(f"{line}\n" for line in scrubbed_lines(self.scrubbed))
+                + (f"warning: {self.manifest['model']['derived_note']}\n"
+                   if (self.manifest.get("model") or {}).get("derived_note") else "") +
                 f"built in {self.seconds:.1f} s (notebook {self.notebook_seconds:.1f} s); "
                 f"check it with: nbdeploy verify {shlex.quote(str(self.bundle))}")
 
@@ -198,6 +200,11 @@ def build_bundle(notebook: str | Path, *, output: str | Path | None = None, mode
         if not (export_dir / "export.json").exists():
             raise _export_message(executed)
         export = assemble.read_export(export_dir)
+        if export.get("derived_inputs"):
+            from nbdeploy.bundle.derived import derived_note
+
+            export["derived_note"] = derived_note(export["derived_inputs"], nb.cells)
+            steps.progress(note(f"warning: {export['derived_note']}"))
         steps.end(1, f"{export['variable']} ({export['class']}, {export['flavor']}); "
                      f"notebook {result.duration:.1f} s, export {export['seconds']:.1f} s")
 

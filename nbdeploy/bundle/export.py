@@ -27,6 +27,7 @@ from nbdeploy.base.errors import ModelError
 from nbdeploy.base.state import atomic_write_json
 from nbdeploy.bundle import models
 from nbdeploy.bundle.compiler import write_program
+from nbdeploy.bundle.derived import derived_inputs
 from nbdeploy.bundle.records import Export, Flavor, ProgramOutcome
 from nbdeploy.bundle.savers import save_pyfunc, write_model_data
 from nbdeploy.capture.hashing import recorded_hash
@@ -264,6 +265,8 @@ def _export(shell: Any, session: Any, out_dir: Path, variable: str | None, examp
     variable = variable or named.get("variable")
     example_expr = example_given or (named.get("example") if named.get("variable") == variable else None)
     variable, obj = models.choose_model(shell.user_ns, variable)
+    obj, part = models.shipped(obj)
+    shipped = f"{variable}.{part}" if part else variable
     flavor = models.check_supported(variable, obj)
     inputs = models.input_columns(obj)
     width = models.input_width(obj) if inputs is None else None
@@ -344,6 +347,9 @@ def _export(shell: Any, session: Any, out_dir: Path, variable: str | None, examp
                            "hash": recorded_hash(entry), "rows": entry.get("rows")} if entry else None),
         "serving_direct": sorted(direct),
         "serving_lock": lock.to_list(), "serving_lock_missing": lock.missing,
+        "derived_inputs": ([] if width is not None and list(example.columns) == models.own_names(obj, width)
+                           else derived_inputs([str(c) for c in example.columns], record.get("lineage", []))),
+        "shipped": shipped,
         "model_code": [p["module"] for p in project],
         "model_code_paths": [p["path"] for p in project],
         "model_data": facts, "serialization": facts["serialization"],

@@ -42,8 +42,14 @@ def flavor_of(obj: Any) -> str | None:
     return "pyfunc"
 
 
+def _statsmodels_results(obj: Any) -> bool:
+    """A fitted statsmodels model (``sm.OLS(y, X).fit()``): its results predict."""
+    return _isinstance(obj, "statsmodels.base.wrapper", "ResultsWrapper") and callable(getattr(obj, "predict", None))
+
+
 def is_fitted(obj: Any) -> bool:
-    if _isinstance(obj, "xgboost", "Booster") or _isinstance(obj, "lightgbm", "Booster"):
+    if _isinstance(obj, "xgboost", "Booster") or _isinstance(obj, "lightgbm", "Booster") \
+            or _statsmodels_results(obj):
         return True
     if _isinstance(obj, "sklearn.base", "BaseEstimator"):
         from sklearn.exceptions import NotFittedError
@@ -77,7 +83,8 @@ def find_models(namespace: dict[str, Any]) -> dict[str, Any]:
     """Fitted estimators of the namespace that are not part of another candidate."""
     found = {name: obj for name, obj in namespace.items()
              if not name.startswith("_") and not isinstance(obj, type)
-             and flavor_of(obj) in ("xgboost", "lightgbm", "sklearn") and is_fitted(obj)}
+             and (flavor_of(obj) in ("xgboost", "lightgbm", "sklearn") or _statsmodels_results(obj))
+             and is_fitted(obj)}
     inner: set[int] = set()
     for obj in found.values():
         stack, seen = list(_parts(obj)), set()
@@ -91,7 +98,14 @@ def find_models(namespace: dict[str, Any]) -> dict[str, Any]:
                 stack.extend(part)
             else:
                 stack.extend(_parts(part))
-    return {name: obj for name, obj in found.items() if id(obj) not in inner}
+    outer = {name: obj for name, obj in found.items() if id(obj) not in inner}
+    # one model under several names (`tree` and the loop's `m`): listed once, by its longest name
+    names: dict[int, str] = {}
+    for name, obj in outer.items():
+        kept = names.get(id(obj))
+        if kept is None or (len(name), kept) > (len(kept), name):
+            names[id(obj)] = name
+    return {name: outer[name] for name in sorted(names.values())}
 
 
 def choose_model(namespace: dict[str, Any], variable: str | None) -> tuple[str, Any]:
@@ -112,6 +126,21 @@ def choose_model(namespace: dict[str, Any], variable: str | None) -> tuple[str, 
             f"the notebook holds several fitted models: {listing}",
             hint="choose one with `%deploy model VAR` in the notebook or `--model VAR`")
     return next(iter(models.items()))
+
+
+def shipped(obj: Any) -> tuple[Any, str | None]:
+    """What is saved for ``obj``, and which attribute of it that is (None: ``obj`` itself).
+
+    A fitted hyper-parameter search (``GridSearchCV``, ``RandomizedSearchCV``, ...) predicts
+    with its refitted ``best_estimator_``; that is what ships. The search's own state
+    (``cv_results_``, the parameter distributions: scipy's frozen distributions do not
+    serialize with skops) is not needed to serve.
+    """
+    if _isinstance(obj, "sklearn.model_selection._search", "BaseSearchCV"):
+        best = getattr(obj, "best_estimator_", None)
+        if best is not None:
+            return best, "best_estimator_"
+    return obj, None
 
 
 def check_supported(variable: str, obj: Any) -> str:
@@ -137,6 +166,9 @@ def input_columns(obj: Any) -> list[str] | None:
     if _isinstance(obj, "lightgbm", "Booster"):
         cols = obj.feature_name()
         return None if all(c.startswith("Column_") for c in cols) else list(cols)
+    if _statsmodels_results(obj) and getattr(obj.model, "formula", None) is None:
+        names = getattr(obj.model, "exog_names", None)  # the design's columns, `const` included
+        return [str(n) for n in names] if names and not all(n.startswith("x") for n in names[1:]) else None
     return None
 
 
