@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-_STEPS = re.compile(r"get_dummies|\.assign\(|\.apply\(|\.map\(|\.eval\(|\.dt\.|\.str\.|pd\.cut\(|np\.log")
+_STEPS = re.compile(r"get_dummies|add_constant|\.assign\(|\.apply\(|\.map\(|\.eval\(|\.dt\.|\.str\.|pd\.cut\(|np\.log")
 
 
 def derived_inputs(inputs: list[str], lineage: list[dict[str, Any]]) -> list[str]:

@@ -142,8 +142,8 @@ def kernel_array_rows(user_ns: dict[str, Any], width: int, own: list[str]) -> tu
 
 def _no_example(variable: str, inputs: list[str] | None, width: int | None) -> ModelError:
     """Why no example rows were found, precisely, and what to add."""
-    hint = (f"keep the rows the model is fitted on in a variable (X_train, X_test), or pass "
-            f"--example EXPR to `nbdeploy build` (or `%deploy model {variable} --example EXPR`)")
+    hint = ("keep the rows the model is fitted on in a variable such as X_train, or pass `--example EXPR` "
+            f"to nbdeploy build or `%deploy model {variable} --example EXPR`")
     if inputs is not None:
         shown = ", ".join(inputs[:6]) + (", ..." if len(inputs) > 6 else "")
         return ModelError(f"no example input for {variable}: the notebook holds no DataFrame with its "
@@ -310,7 +310,7 @@ def _export(shell: Any, session: Any, out_dir: Path, variable: str | None, examp
     except Exception as exc:
         raise ModelError(f"{variable}.predict(example) raised {type(exc).__name__}: {exc}") from None
     marks["model_and_example"] = time.perf_counter() - started
-    modules = models.class_modules(obj)
+    modules = models.class_modules(obj) | (models.pickled_modules(obj) if flavor == "pyfunc" else set())
     model_dists, project = _distributions(modules, session.project_dir)
     direct = {d: set() for d in model_dists | FLAVOR_DISTS[flavor] | set(RUNTIME)}
     lock = build_lock(direct, exclude={"nbdeploy"})

@@ -233,3 +233,26 @@ def class_modules(obj: Any, limit: int = 50_000) -> set[str]:
             except TypeError:
                 pass
     return mods
+
+
+def pickled_modules(obj: Any) -> set[str]:
+    """Top-level modules that unpickling ``obj`` imports (what a cloudpickled pyfunc model needs).
+
+    Found by loading the pickle back and recording every class it looks up, so it also sees
+    what attribute walks miss: pandas 3 keeps strings in pyarrow arrays inside objects that
+    hide their state in slots.
+    """
+    import io
+    import pickle
+
+    import cloudpickle
+
+    mods: set[str] = set()
+
+    class _Recording(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            mods.add(module.split(".")[0])
+            return super().find_class(module, name)
+
+    _Recording(io.BytesIO(cloudpickle.dumps(obj))).load()
+    return mods

@@ -1,0 +1,113 @@
+"""The real-world corpus: notebooks in the shapes public tutorials and starter repositories
+take, each built as a user would (``build_bundle``, no flags) and held to its expected
+outcome in :mod:`.expected`: "verified", or the exact one-line message that names the cell,
+variable or file and says what to add.
+
+Every build runs its notebook in a fresh kernel (papermill), so each notebook is a real
+end-to-end case. A verified bundle is then proved to answer as the notebook did with
+``serve_and_test``: the bundle's own tests (golden predictions, schema errors) against its
+API started with this interpreter. The full ``verify_bundle`` (a fresh venv from the
+bundle's lock, then the same tests) costs ~20-60 s more per bundle, nearly all of it
+installing the lock, and what it proves beyond ``serve_and_test`` -- the lock is complete --
+depends on how the model is saved and served, not on how the notebook read its data. So it
+runs on one notebook per serving path only (:data:`.expected.FULL_VERIFY`: a scikit-learn
+pipeline through skops and its compiled program, a native LightGBM Booster, a statsmodels
+model through MLflow's pyfunc wrapper), keeping the corpus within its CI budget.
+
+Data files are generated (seeded, small) by :mod:`.data` into a temporary project laid out
+as ``data/`` beside ``notebooks/``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from nbdeploy.base.errors import CellExecutionError, NbdeployError
+from nbdeploy.bundle import build_bundle, verify_bundle
+
+from ..bundle.conftest import serve_and_test
+from .data import write_data
+from .expected import CORPUS, FULL_VERIFY, VERIFIED
+
+pytestmark = pytest.mark.slow
+
+HERE = Path(__file__).parent
+NOTEBOOKS = HERE / "notebooks"
+TIMES: dict[str, float] = {}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("corpus")
+    write_data(root)
+    shutil.copytree(NOTEBOOKS, root / "notebooks")
+    return root
+
+
+def test_every_notebook_has_an_expected_outcome() -> None:
+    assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == sorted(CORPUS)
+
+
+@pytest.mark.parametrize("name", sorted(CORPUS))
+def test_notebook(name: str, project: Path) -> None:
+    case = CORPUS[name]
+    nb = project / "notebooks" / f"{name}.ipynb"
+    started = time.perf_counter()
+    try:
+        if case.outcome != VERIFIED:
+            with pytest.raises(NbdeployError) as info:
+                build_bundle(nb, output=project / "bundles" / name)
+            err = info.value
+            assert err.message == case.outcome
+            assert "\n" not in str(err)
+            if isinstance(err, CellExecutionError):  # the traceback is kept for the user
+                assert err.hint and "last-failed-build.ipynb" in err.hint
+            assert not (project / "bundles" / name).exists()
+            return
+        result = build_bundle(nb, output=project / "bundles" / name)
+        manifest = json.loads((result.bundle / "nbdeploy.json").read_text())
+        note = manifest["model"].get("derived_note") or ""
+        if case.note:
+            assert case.note in note, note
+            assert case.note in result.text()
+            assert case.note in (result.bundle / "README.md").read_text()
+        else:
+            assert not note, note
+        ok, out = serve_and_test(result.bundle)
+        assert ok, out
+        if name in FULL_VERIFY:
+            report = verify_bundle(result.bundle)
+            assert report.ok, report.text()
+    finally:
+        TIMES[name] = time.perf_counter() - started
+
+
+def test_several_models_build_with_model_flag(project: Path) -> None:
+    """The message says `--model VAR`; doing so builds."""
+    result = build_bundle(project / "notebooks" / "several_models.ipynb", output=project / "bundles" / "ridge",
+                          model="ridge")
+    assert result.manifest["model"]["class"].endswith("Ridge")
+    ok, out = serve_and_test(result.bundle)
+    assert ok, out
+
+
+def test_example_flag_on_a_model_fitted_on_an_inline_array(project: Path) -> None:
+    """The message says `--example EXPR`; doing so builds, without editing the notebook."""
+    result = build_bundle(project / "notebooks" / "numpy_no_match.ipynb", output=project / "bundles" / "inline",
+                          example="np.c_[rng.normal(size=(5, 2)), rng.uniform(size=5)]")
+    golden = json.loads((result.bundle / "tests" / "golden.json").read_text())
+    assert golden["columns"] == ["x0", "x1", "x2"] and len(golden["data"]) == 5
+    ok, out = serve_and_test(result.bundle)
+    assert ok, out
+
+
+def test_zz_corpus_time() -> None:
+    """Print each notebook's time (build, serve, tests) and the total: the corpus' CI cost."""
+    if TIMES:
+        rows = "\n".join(f"  {n:32s} {t:6.1f} s" for n, t in sorted(TIMES.items()))
+        print(f"\ncorpus: {len(TIMES)} notebooks in {sum(TIMES.values()):.0f} s\n{rows}")
