@@ -120,6 +120,33 @@ def _export_message(executed: Path) -> ModelError:
                       hint="the `%deploy export` cell did not run")
 
 
+def fitted_in_source(cells: list[Any]) -> list[str]:
+    """Variables the notebook's code fits, read from its source (``m = Model().fit(X, y)``, ``m.fit(X, y)``).
+
+    Only for an early note: which of them are models is known after the run.
+    """
+    import ast
+
+    names: set[str] = set()
+    for cell in cells:
+        if cell.cell_type != "code":
+            continue
+        src = "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in cell.source.splitlines())
+        try:
+            tree = ast.parse(src)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "fit":
+                if isinstance(node.func.value, ast.Name):
+                    names.add(node.func.value.id)
+            elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                call = node.value
+                if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "fit":
+                    names.add(node.targets[0].id)
+    return sorted(names)
+
+
 def _keep_failed_run(executed: Path, notebook: Path, err: CellExecutionError) -> None:
     from nbdeploy.base.state import NotebookState
 
@@ -178,6 +205,10 @@ def build_bundle(notebook: str | Path, *, output: str | Path | None = None, mode
     choose_kernel(job_nb, nb_path, kernel)  # a missing --kernel fails here, before any run
     target.parent.mkdir(parents=True, exist_ok=True)
     name = k8s_name(nb_path.stem)
+    fitted = [] if model or any("%deploy model" in c.source for c in nb.cells) else fitted_in_source(nb.cells)
+    if len(fitted) > 1:
+        steps.progress(note(f"the notebook fits {', '.join(fitted)}: if more than one is a model, the build "
+                            "asks which after the run; to choose now, pass --model VAR"))
     steps.end(0, f"{nb_path.name} -> {target}")
 
     warm = registry.warm_up(nb_path.parent)

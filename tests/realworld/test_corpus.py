@@ -7,12 +7,13 @@ Every build runs its notebook in a fresh kernel (papermill), so each notebook is
 end-to-end case. A verified bundle is then proved to answer as the notebook did with
 ``serve_and_test``: the bundle's own tests (golden predictions, schema errors) against its
 API started with this interpreter. The full ``verify_bundle`` (a fresh venv from the
-bundle's lock, then the same tests) costs ~20-60 s more per bundle, nearly all of it
-installing the lock, and what it proves beyond ``serve_and_test`` -- the lock is complete --
-depends on how the model is saved and served, not on how the notebook read its data. So it
-runs on one notebook per serving path only (:data:`.expected.FULL_VERIFY`: a scikit-learn
+bundle's lock, then the same tests) adds 5-15 s per bundle with a warm uv cache and much
+more with a cold one or pip, and what it proves beyond ``serve_and_test`` -- the lock is
+complete -- depends on how the model is saved and served, not on how the notebook read its
+data. So it runs on one notebook per serving path only (:data:`.expected.FULL_VERIFY`: a scikit-learn
 pipeline through skops and its compiled program, a native LightGBM Booster, a statsmodels
-model through MLflow's pyfunc wrapper), keeping the corpus within its CI budget.
+model through MLflow's pyfunc wrapper: that one found pyarrow missing from a lock), keeping
+the corpus within its CI budget: the whole module took 5 min on the 2-core machine.
 
 Data files are generated (seeded, small) by :mod:`.data` into a temporary project laid out
 as ``data/`` beside ``notebooks/``.
@@ -111,3 +112,16 @@ def test_zz_corpus_time() -> None:
     if TIMES:
         rows = "\n".join(f"  {n:32s} {t:6.1f} s" for n, t in sorted(TIMES.items()))
         print(f"\ncorpus: {len(TIMES)} notebooks in {sum(TIMES.values()):.0f} s\n{rows}")
+
+
+def test_several_models_are_named_before_the_run() -> None:
+    """The build's first step notes the fitted variables the source shows, so a user can stop
+    and pass --model before the whole run; no corpus notebook with one model gets the note."""
+    import nbformat
+
+    from nbdeploy.bundle.build import fitted_in_source
+
+    several = {n for n in CORPUS
+               if len(fitted_in_source(nbformat.read(NOTEBOOKS / f"{n}.ipynb", 4).cells)) > 1}
+    assert several == {"several_models"}
+    assert fitted_in_source(nbformat.read(NOTEBOOKS / "several_models.ipynb", 4).cells) == ["linear", "ridge", "tree"]
