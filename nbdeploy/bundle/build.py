@@ -107,6 +107,15 @@ def _export_failure(err: CellExecutionError) -> ModelError | None:
     return ModelError(msg)
 
 
+def _with_kept(err: ModelError, kept: list[str]) -> ModelError:
+    """The several-models error, saying that choosing one now needs no second run."""
+    if kept:
+        err.message = err.message.removesuffix(")").rstrip() + (
+            f"; right after this, --model {' / '.join(kept)} reuses this run instead of running the notebook again)"
+            if err.message.endswith(")") else "")
+    return err
+
+
 def _export_message(executed: Path) -> ModelError:
     """Why the export cell wrote nothing: IPython shows a magic's UsageError on stderr, not as an error."""
     from nbdeploy.base.notebook import error_text, load_notebook
@@ -147,6 +156,63 @@ def fitted_in_source(cells: list[Any]) -> list[str]:
     return sorted(names)
 
 
+_KEPT = "last-build-run"
+
+
+def _run_key(nb_path: Path, given: dict, kernel: str | None) -> dict:
+    """What a kept run must match to be reused: the notebook's bytes, the parameters, the kernel."""
+    import hashlib
+
+    return {"notebook_sha256": hashlib.sha256(nb_path.read_bytes()).hexdigest(),
+            "parameters": {k: repr(v) for k, v in sorted(given.items())}, "kernel": kernel or ""}
+
+
+def _keep_candidates(work: Path, nb_path: Path, key: dict, duration: float) -> list[str]:
+    """Keep a run that stopped at "several models" with its exported candidates; their names."""
+    from nbdeploy.base.state import NotebookState, atomic_write_json
+
+    candidates = work / "export" / "candidates"
+    names = sorted(p.name for p in candidates.iterdir() if (p / "export.json").is_file()) \
+        if candidates.is_dir() else []
+    if not names:
+        return []
+    kept = NotebookState.for_notebook(nb_path).root / _KEPT
+    shutil.rmtree(kept, ignore_errors=True)
+    kept.mkdir(parents=True)
+    _without_export_error(work / "executed.ipynb", kept / "executed.ipynb")
+    shutil.copytree(work / "state", kept / "state")
+    shutil.copytree(candidates, kept / "candidates")
+    atomic_write_json(kept / "run.json", {**key, "duration": duration, "candidates": names})
+    return names
+
+
+def _without_export_error(executed: Path, dest: Path) -> None:
+    """The executed copy minus the export cell's several-models message (it ships in the bundle)."""
+    import nbformat
+
+    from nbdeploy.base.notebook import load_notebook
+
+    nb = load_notebook(executed)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and cell.source.startswith("%deploy export"):
+            cell.outputs = []
+    nbformat.write(nb, str(dest))
+
+
+def _kept_candidate(nb_path: Path, key: dict, model: str | None) -> tuple[Path, float] | None:
+    """(kept run folder, its duration) when the last build stopped at several models, nothing
+    it depends on changed since, and ``model`` is one of its exported candidates."""
+    from nbdeploy.base.state import NotebookState, read_json
+
+    kept = NotebookState.for_notebook(nb_path).root / _KEPT
+    if not model or not (kept / "run.json").is_file():
+        return None
+    run = read_json(kept / "run.json")
+    if {k: run.get(k) for k in key} != key or not (kept / "candidates" / model / "export.json").is_file():
+        return None
+    return kept, float(run.get("duration") or 0.0)
+
+
 def _keep_failed_run(executed: Path, notebook: Path, err: CellExecutionError) -> None:
     from nbdeploy.base.state import NotebookState
 
@@ -182,8 +248,9 @@ def build_bundle(notebook: str | Path, *, output: str | Path | None = None, mode
     ``kernel``: the kernel spec to run it in (default: the notebook's, else this Python's).
     """
     from nbdeploy.base.notebook import load_notebook
+    from nbdeploy.base.state import read_json
     from nbdeploy.bundle import assemble, registry
-    from nbdeploy.job.execute import execute
+    from nbdeploy.job.execute import ExecutionResult, execute
     from nbdeploy.job.kernelspec import choose_kernel
 
     started = time.perf_counter()
@@ -216,20 +283,30 @@ def build_bundle(notebook: str | Path, *, output: str | Path | None = None, mode
         work = Path(work_dir)
         export_dir, executed = work / "export", work / "executed.ipynb"
         steps.start(1)
-        tail = f"%deploy export --out {shlex.quote(str(export_dir))}"
-        tail += f" --model {model}" if model else ""
-        tail += f" --example {example.strip()}" if example and example.strip() else ""
-        result = execute(nb_path, executed, work / "state", nb=job_nb, parameters=given,
-                         tail=[tail], timeout=timeout, recorded=effective, params_cell=params_cell,
-                         kernel_name=kernel, progress=steps.progress)
+        key = _run_key(nb_path, given, kernel)
+        reuse = _kept_candidate(nb_path, key, model) if not example else None
+        if reuse is not None:
+            kept, duration = reuse
+            export_dir, executed = kept / "candidates" / str(model), kept / "executed.ipynb"
+            result = ExecutionResult(nb_path, executed, kept / "state", duration, "completed", kernel or "",
+                                     read_json(kept / "state" / "capture.json"))
+            steps.progress(note(f"reusing the last build's run: it stopped at several models and "
+                                f"exported {model} (the notebook and its parameters are unchanged)"))
+        else:
+            tail = f"%deploy export --out {shlex.quote(str(export_dir))}"
+            tail += f" --model {model}" if model else ""
+            tail += f" --example {example.strip()}" if example and example.strip() else ""
+            result = execute(nb_path, executed, work / "state", nb=job_nb, parameters=given,
+                             tail=[tail], timeout=timeout, recorded=effective, params_cell=params_cell,
+                             kernel_name=kernel, progress=steps.progress)
         if result.error is not None:
             failure = _export_failure(result.error)
             if failure is not None:
-                raise failure
+                raise _with_kept(failure, _keep_candidates(work, nb_path, key, result.duration))
             _keep_failed_run(executed, nb_path, result.error)
             raise result.error
         if not (export_dir / "export.json").exists():
-            raise _export_message(executed)
+            raise _with_kept(_export_message(executed), _keep_candidates(work, nb_path, key, result.duration))
         export = assemble.read_export(export_dir)
         if export.get("derived_inputs"):
             from nbdeploy.bundle.derived import derived_note
@@ -245,7 +322,7 @@ def build_bundle(notebook: str | Path, *, output: str | Path | None = None, mode
             steps.start(2)
             ctx = assemble.Context(
                 notebook=nb_path, name=name, record=result.record, export=export,
-                export_dir=export_dir, executed=executed, state_dir=work / "state",
+                export_dir=export_dir, executed=executed, state_dir=result.state_dir,
                 parameters=effective, created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 notebook_seconds=result.duration)
             with recording() as found:
@@ -270,6 +347,8 @@ def build_bundle(notebook: str | Path, *, output: str | Path | None = None, mode
                 steps.progress(note(line))
             scrubbed += late
             _move_into_place(partial, target, force)
+            if reuse is not None:  # used once: a later build runs the notebook again
+                shutil.rmtree(reuse[0], ignore_errors=True)
             steps.end(4, f"{len(manifest['files'])} files checksummed")
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)

@@ -264,6 +264,10 @@ def _export(shell: Any, session: Any, out_dir: Path, variable: str | None, examp
     named = session.model or {}
     variable = variable or named.get("variable")
     example_expr = example_given or (named.get("example") if named.get("variable") == variable else None)
+    if not variable:
+        candidates = models.find_models(shell.user_ns)
+        if len(candidates) > 1:
+            _export_candidates(shell, session, out, list(candidates), example_given)
     variable, obj = models.choose_model(shell.user_ns, variable)
     obj, part = models.shipped(obj)
     shipped = f"{variable}.{part}" if part else variable
@@ -359,6 +363,21 @@ def _export(shell: Any, session: Any, out_dir: Path, variable: str | None, examp
     }
     atomic_write_json(out / "export.json", doc)
     return doc
+
+
+def _export_candidates(shell: Any, session: Any, out: Path, names: list[str], example: str | None) -> None:
+    """Export every candidate into ``out/candidates/NAME`` before the several-models error,
+    so ``nbdeploy build --model NAME`` right after builds from this run instead of a second
+    one. A candidate that cannot be exported is left out (its build will run and say why)."""
+    import shutil
+
+    from nbdeploy.base.errors import NbdeployError
+
+    for name in names:
+        try:
+            _export(shell, session, out / "candidates" / name, name, example)
+        except NbdeployError:
+            shutil.rmtree(out / "candidates" / name, ignore_errors=True)
 
 
 def _check_round_trip(got: Any, want: Any, variable: str) -> None:

@@ -58,7 +58,8 @@ CORPUS: dict[str, Case] = {
                               "the search's `best_estimator_` (ExtraTreesClassifier)"),
     "several_models": Case(
         "the notebook holds several fitted models: linear (LinearRegression), ridge (Ridge), tree "
-        "(DecisionTreeRegressor) (choose one with `%deploy model VAR` in the notebook or `--model VAR`)",
+        "(DecisionTreeRegressor) (choose one with `%deploy model VAR` in the notebook or `--model VAR`; right "
+        "after this, --model linear / ridge / tree reuses this run instead of running the notebook again)",
         "several models compared in one notebook", "pandas, scikit-learn", "choose one with `--model VAR`"),
     "xgboost_sklearn_api": Case(VERIFIED, "XGBoost, scikit-learn API", "pandas, xgboost", "XGBClassifier"),
     "xgboost_native_booster": Case(VERIFIED, "XGBoost `xgb.train` on a `DMatrix` of a numpy array", "pandas, xgboost",

@@ -89,10 +89,20 @@ def test_notebook(name: str, project: Path) -> None:
 
 
 def test_several_models_build_with_model_flag(project: Path) -> None:
-    """The message says `--model VAR`; doing so builds."""
-    result = build_bundle(project / "notebooks" / "several_models.ipynb", output=project / "bundles" / "ridge",
-                          model="ridge")
+    """The message says `--model VAR`; doing so right after builds from the run that stopped
+    (its candidates were exported then), without running the notebook again."""
+    nb = project / "notebooks" / "several_models.ipynb"
+    kept = project / "notebooks" / ".nbdeploy" / "several_models" / "last-build-run"
+    if not kept.exists():  # this test run alone: make the build that stops at several models
+        with pytest.raises(NbdeployError):
+            build_bundle(nb, output=project / "bundles" / "several_models")
+    events: list = []
+    result = build_bundle(nb, output=project / "bundles" / "ridge", model="ridge", progress=events.append)
     assert result.manifest["model"]["class"].endswith("Ridge")
+    assert any(e.outcome == "note" and "reusing the last build's run" in e.title for e in events)
+    assert not kept.exists()  # used once: the next build runs the notebook again
+    executed = (result.bundle / "notebook" / "several_models.executed.ipynb").read_text()
+    assert "several fitted models" not in executed
     ok, out = serve_and_test(result.bundle)
     assert ok, out
 
