@@ -166,10 +166,27 @@ def input_columns(obj: Any) -> list[str] | None:
     if _isinstance(obj, "lightgbm", "Booster"):
         cols = obj.feature_name()
         return None if all(c.startswith("Column_") for c in cols) else list(cols)
+    if _statsmodels_results(obj) and getattr(obj.model, "formula", None) is not None:
+        return _formula_columns(obj)
     if _statsmodels_results(obj) and getattr(obj.model, "formula", None) is None:
-        names = getattr(obj.model, "exog_names", None)  # the design's columns, `const` included
-        return [str(n) for n in names] if names and not all(n.startswith("x") for n in names[1:]) else None
+        # the design's columns, `const` included, when it was a DataFrame (arrays get x1, x2, ...)
+        exog = getattr(getattr(obj.model, "data", None), "orig_exog", None)
+        return [str(c) for c in exog.columns] if hasattr(exog, "columns") else None
     return None
+
+
+def _formula_columns(obj: Any) -> list[str] | None:
+    """The data's columns the right-hand side of a statsmodels formula uses (``price ~ area +
+    C(city)``: area, city): predict() takes them raw and builds the design itself."""
+    import re
+
+    frame = getattr(getattr(obj.model, "data", None), "frame", None)
+    formula = str(obj.model.formula)
+    if frame is None or "~" not in formula:
+        return None
+    rhs = formula.split("~", 1)[1]
+    used = [str(c) for c in frame.columns if re.search(rf"(?<![\w.]){re.escape(str(c))}(?!\w)", rhs)]
+    return used or None
 
 
 def input_width(obj: Any) -> int | None:
@@ -178,6 +195,9 @@ def input_width(obj: Any) -> int | None:
         return int(obj.num_features())
     if _isinstance(obj, "lightgbm", "Booster"):
         return int(obj.num_feature())
+    if _statsmodels_results(obj):
+        names = getattr(obj.model, "exog_names", None)
+        return len(names) if names else None
     width = getattr(obj, "n_features_in_", None)
     return int(width) if isinstance(width, int) else None
 
@@ -188,6 +208,8 @@ def own_names(obj: Any, width: int) -> list[str]:
         return [f"Column_{i}" for i in range(width)]
     if _isinstance(obj, "xgboost", "Booster") or _isinstance(obj, "xgboost", "XGBModel"):
         return [f"f{i}" for i in range(width)]
+    if _statsmodels_results(obj) and len(obj.model.exog_names or []) == width:
+        return [str(n) for n in obj.model.exog_names]  # const, x1, x2, ...
     return [f"x{i}" for i in range(width)]  # scikit-learn's get_feature_names_out
 
 
