@@ -279,83 +279,89 @@ def build_bundle(notebook: str | Path, *, output: str | Path | None = None, mode
     steps.end(0, f"{nb_path.name} -> {target}")
 
     warm = registry.warm_up(nb_path.parent)
-    with tempfile.TemporaryDirectory(prefix="nbdeploy-build-") as work_dir:
-        work = Path(work_dir)
-        export_dir, executed = work / "export", work / "executed.ipynb"
-        steps.start(1)
-        key = _run_key(nb_path, given, kernel)
-        reuse = _kept_candidate(nb_path, key, model) if not example else None
-        if reuse is not None:
-            kept, duration = reuse
-            export_dir, executed = kept / "candidates" / str(model), kept / "executed.ipynb"
-            result = ExecutionResult(nb_path, executed, kept / "state", duration, "completed", kernel or "",
-                                     read_json(kept / "state" / "capture.json"))
-            steps.progress(note(f"reusing the last build's run: it stopped at several models and "
-                                f"exported {model} (the notebook and its parameters are unchanged)"))
-        else:
-            tail = f"%deploy export --out {shlex.quote(str(export_dir))}"
-            tail += f" --model {model}" if model else ""
-            tail += f" --example {example.strip()}" if example and example.strip() else ""
-            result = execute(nb_path, executed, work / "state", nb=job_nb, parameters=given,
-                             tail=[tail], timeout=timeout, recorded=effective, params_cell=params_cell,
-                             kernel_name=kernel, progress=steps.progress)
-        if result.error is not None:
-            failure = _export_failure(result.error)
-            if failure is not None:
-                raise _with_kept(failure, _keep_candidates(work, nb_path, key, result.duration))
-            _keep_failed_run(executed, nb_path, result.error)
-            raise result.error
-        if not (export_dir / "export.json").exists():
-            raise _with_kept(_export_message(executed), _keep_candidates(work, nb_path, key, result.duration))
-        export = assemble.read_export(export_dir)
-        if export.get("derived_inputs"):
-            from nbdeploy.bundle.derived import derived_note
+    try:
+        with tempfile.TemporaryDirectory(prefix="nbdeploy-build-") as work_dir:
+            work = Path(work_dir)
+            export_dir, executed = work / "export", work / "executed.ipynb"
+            steps.start(1)
+            key = _run_key(nb_path, given, kernel)
+            reuse = _kept_candidate(nb_path, key, model) if not example else None
+            if reuse is not None:
+                kept, duration = reuse
+                export_dir, executed = kept / "candidates" / str(model), kept / "executed.ipynb"
+                result = ExecutionResult(nb_path, executed, kept / "state", duration, "completed", kernel or "",
+                                         read_json(kept / "state" / "capture.json"))
+                steps.progress(note(f"reusing the last build's run: it stopped at several models and "
+                                    f"exported {model} (the notebook and its parameters are unchanged)"))
+            else:
+                tail = f"%deploy export --out {shlex.quote(str(export_dir))}"
+                tail += f" --model {model}" if model else ""
+                tail += f" --example {example.strip()}" if example and example.strip() else ""
+                result = execute(nb_path, executed, work / "state", nb=job_nb, parameters=given,
+                                 tail=[tail], timeout=timeout, recorded=effective, params_cell=params_cell,
+                                 kernel_name=kernel, progress=steps.progress)
+            if result.error is not None:
+                failure = _export_failure(result.error)
+                if failure is not None:
+                    raise _with_kept(failure, _keep_candidates(work, nb_path, key, result.duration))
+                _keep_failed_run(executed, nb_path, result.error)
+                raise result.error
+            if not (export_dir / "export.json").exists():
+                raise _with_kept(_export_message(executed), _keep_candidates(work, nb_path, key, result.duration))
+            export = assemble.read_export(export_dir)
+            if export.get("derived_inputs"):
+                from nbdeploy.bundle.derived import derived_note
 
-            export["derived_note"] = derived_note(export["derived_inputs"], nb.cells)
-            steps.progress(note(f"warning: {export['derived_note']}"))
-        steps.end(1, f"{export['variable']} ({export['class']}, {export['flavor']}); "
-                     f"notebook {result.duration:.1f} s, export {export['seconds']:.1f} s")
+                export["derived_note"] = derived_note(export["derived_inputs"], nb.cells)
+                steps.progress(note(f"warning: {export['derived_note']}"))
+            steps.end(1, f"{export['variable']} ({export['class']}, {export['flavor']}); "
+                         f"notebook {result.duration:.1f} s, export {export['seconds']:.1f} s")
 
-        partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
-        try:
-            partial.chmod(0o755)
-            steps.start(2)
-            ctx = assemble.Context(
-                notebook=nb_path, name=name, record=result.record, export=export,
-                export_dir=export_dir, executed=executed, state_dir=result.state_dir,
-                parameters=effective, created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                notebook_seconds=result.duration)
-            with recording() as found:
-                assemble.write_files(partial, ctx)
-            scrubbed = _scrubbed(found, partial)
-            for line in scrubbed_lines(scrubbed):
-                steps.progress(note(line))
-            steps.end(2, f"{len(list(partial.rglob('*')))} files")
-            steps.start(3)
-            warm.join()
-            ctx.registry = registry.register(
-                partial / "model", name, nb_path.parent,
-                tags={"nbdeploy.notebook": nb_path.name, "nbdeploy.notebook_sha256":
-                      result.record.get("notebook", {}).get("sha256") or ""})
-            steps.end(3, f"{name} version {ctx.registry['version']} in {ctx.registry['tracking_uri']}")
-            steps.start(4)
-            ctx.build_seconds = time.perf_counter() - started
-            with recording() as found:
-                manifest = assemble.finish(partial, ctx)
-            late = _scrubbed(found, partial)
-            for line in scrubbed_lines(late):
-                steps.progress(note(line))
-            scrubbed += late
-            _move_into_place(partial, target, force)
-            if reuse is not None:  # used once: a later build runs the notebook again
-                shutil.rmtree(reuse[0], ignore_errors=True)
-            steps.end(4, f"{len(manifest['files'])} files checksummed")
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
-    return BuildResult(target, name, manifest["version"], export["flavor"],
-                       round(time.perf_counter() - started, 3), round(result.duration, 3),
-                       export["seconds"], steps.done, manifest, export.get("program") or {}, scrubbed)
+            partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+            try:
+                partial.chmod(0o755)
+                steps.start(2)
+                ctx = assemble.Context(
+                    notebook=nb_path, name=name, record=result.record, export=export,
+                    export_dir=export_dir, executed=executed, state_dir=result.state_dir,
+                    parameters=effective, created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                    notebook_seconds=result.duration)
+                with recording() as found:
+                    assemble.write_files(partial, ctx)
+                scrubbed = _scrubbed(found, partial)
+                for line in scrubbed_lines(scrubbed):
+                    steps.progress(note(line))
+                steps.end(2, f"{len(list(partial.rglob('*')))} files")
+                steps.start(3)
+                warm.join()
+                ctx.registry = registry.register(
+                    partial / "model", name, nb_path.parent,
+                    tags={"nbdeploy.notebook": nb_path.name, "nbdeploy.notebook_sha256":
+                          result.record.get("notebook", {}).get("sha256") or ""})
+                steps.end(3, f"{name} version {ctx.registry['version']} in {ctx.registry['tracking_uri']}")
+                steps.start(4)
+                ctx.build_seconds = time.perf_counter() - started
+                with recording() as found:
+                    manifest = assemble.finish(partial, ctx)
+                late = _scrubbed(found, partial)
+                for line in scrubbed_lines(late):
+                    steps.progress(note(line))
+                scrubbed += late
+                _move_into_place(partial, target, force)
+                if reuse is not None:  # used once: a later build runs the notebook again
+                    shutil.rmtree(reuse[0], ignore_errors=True)
+                steps.end(4, f"{len(manifest['files'])} files checksummed")
+            except BaseException:
+                shutil.rmtree(partial, ignore_errors=True)
+                raise
+        return BuildResult(target, name, manifest["version"], export["flavor"],
+                           round(time.perf_counter() - started, 3), round(result.duration, 3),
+                           export["seconds"], steps.done, manifest, export.get("program") or {}, scrubbed)
+    except BaseException:
+        # the store is being created in the background: let it finish, or a CLI exiting now
+        # would leave a half-migrated mlflow.db that breaks the next build's registration
+        warm.join(timeout=120)
+        raise
 
 
 def _move_into_place(partial: Path, target: Path, force: bool) -> None:
