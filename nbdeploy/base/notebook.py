@@ -48,10 +48,10 @@ def user_cell_index(nb: Any, executed_index: int) -> int:
 
 
 def first_line(source: str) -> str:
-    for line in source.splitlines():
-        if line.strip():
-            return line.strip()[:120]
-    return ""
+    """The cell's first line of code (a comment line only when the cell holds nothing else)."""
+    lines = [line.strip() for line in source.splitlines() if line.strip()]
+    code = [line for line in lines if not line.startswith("#")]
+    return (code or lines or [""])[0][:120]
 
 
 def failed_cell(nb: Any, exec_count: int | None) -> tuple[int, Any]:

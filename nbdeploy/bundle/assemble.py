@@ -259,7 +259,8 @@ def finish(root: Path, ctx: Context) -> Manifest:
         "summary": {"description": description, "notebook": ctx.notebook.name, "flavor": ex["flavor"],
                     "model_class": ex["class"], "metrics": metrics, "trained": ctx.created},
         "model": cast(ModelFacts, {k: ex.get(k) for k in ("variable", "flavor", "class", "serialization",
-                                         "trusted_types", "inputs", "example_source", "model_code")}),
+                                         "trusted_types", "inputs", "example_source", "model_code",
+                                         "shipped", "derived_inputs", "derived_note")}),
         "registry": ctx.registry,
         "source": {"notebook": ctx.notebook.name, "path": str(ctx.notebook),
                    "sha256": nb_info.get("sha256"),
@@ -295,7 +296,7 @@ def finish(root: Path, ctx: Context) -> Manifest:
         "v2_types": {c: V2_TYPES.get(t or "", "BYTES") for c, t in types.items()},
         "parameters": ctx.parameters, "metrics": metrics, "python": ex["python"],
         "lineage": record.get("lineage", []), "git": (manifest["git"] or {}).get("commit"),
-        "program": ex.get("program"),
+        "program": ex.get("program"), "derived_note": ex.get("derived_note"),
     }
     atomic_write_text(root / "README.md", readme.render(facts))
     manifest["build"]["seconds"] = round(ctx.build_seconds, 3)

@@ -51,7 +51,9 @@ class BuildResult:
                   f"served through its library ({self.program.get('reason') or 'no compiled program'})")
         return (f"bundle {self.name} v{self.version} ({self.flavor}) -> {self.bundle}\n"
                 f"the model is {served}\n"
-                + "".join(f"{line}\n" for line in scrubbed_lines(self.scrubbed)) +
+                + "".join(f"{line}\n" for line in scrubbed_lines(self.scrubbed))
+                + (f"warning: {self.manifest['model']['derived_note']}\n"
+                   if (self.manifest.get("model") or {}).get("derived_note") else "") +
                 f"built in {self.seconds:.1f} s (notebook {self.notebook_seconds:.1f} s); "
                 f"check it with: nbdeploy verify {shlex.quote(str(self.bundle))}")
 
@@ -106,6 +108,15 @@ def _export_failure(err: CellExecutionError) -> ModelError | None:
     return ModelError(msg)
 
 
+def _with_kept(err: ModelError, kept: list[str]) -> ModelError:
+    """The several-models error, saying that choosing one now needs no second run."""
+    if kept:
+        err.message = err.message.removesuffix(")").rstrip() + (
+            f"; right after this, --model {' / '.join(kept)} reuses this run instead of running the notebook again)"
+            if err.message.endswith(")") else "")
+    return err
+
+
 def _export_message(executed: Path) -> ModelError:
     """Why the export cell wrote nothing: IPython shows a magic's UsageError on stderr, not as an error."""
     from nbdeploy.base.notebook import error_text, load_notebook
@@ -117,6 +128,90 @@ def _export_message(executed: Path) -> ModelError:
                 return ModelError(value.removeprefix("%deploy export: "))
     return ModelError("the notebook run finished but exported no model",
                       hint="the `%deploy export` cell did not run")
+
+
+def fitted_in_source(cells: list[Any]) -> list[str]:
+    """Variables the notebook's code fits, read from its source (``m = Model().fit(X, y)``, ``m.fit(X, y)``).
+
+    Only for an early note: which of them are models is known after the run.
+    """
+    import ast
+
+    names: set[str] = set()
+    for cell in cells:
+        if cell.cell_type != "code":
+            continue
+        src = "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in cell.source.splitlines())
+        try:
+            tree = ast.parse(src)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "fit":
+                if isinstance(node.func.value, ast.Name):
+                    names.add(node.func.value.id)
+            elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                call = node.value
+                if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "fit":
+                    names.add(node.targets[0].id)
+    return sorted(names)
+
+
+_KEPT = "last-build-run"
+
+
+def _run_key(nb_path: Path, given: dict, kernel: str | None) -> dict:
+    """What a kept run must match to be reused: the notebook's bytes, the parameters, the kernel."""
+    import hashlib
+
+    return {"notebook_sha256": hashlib.sha256(nb_path.read_bytes()).hexdigest(),
+            "parameters": {k: repr(v) for k, v in sorted(given.items())}, "kernel": kernel or ""}
+
+
+def _keep_candidates(work: Path, nb_path: Path, key: dict, duration: float) -> list[str]:
+    """Keep a run that stopped at "several models" with its exported candidates; their names."""
+    from nbdeploy.base.state import NotebookState, atomic_write_json
+
+    candidates = work / "export" / "candidates"
+    names = sorted(p.name for p in candidates.iterdir() if (p / "export.json").is_file()) \
+        if candidates.is_dir() else []
+    if not names:
+        return []
+    kept = NotebookState.for_notebook(nb_path).root / _KEPT
+    shutil.rmtree(kept, ignore_errors=True)
+    kept.mkdir(parents=True)
+    _without_export_error(work / "executed.ipynb", kept / "executed.ipynb")
+    shutil.copytree(work / "state", kept / "state")
+    shutil.copytree(candidates, kept / "candidates")
+    atomic_write_json(kept / "run.json", {**key, "duration": duration, "candidates": names})
+    return names
+
+
+def _without_export_error(executed: Path, dest: Path) -> None:
+    """The executed copy minus the export cell's several-models message (it ships in the bundle)."""
+    import nbformat
+
+    from nbdeploy.base.notebook import load_notebook
+
+    nb = load_notebook(executed)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and cell.source.startswith("%deploy export"):
+            cell.outputs = []
+    nbformat.write(nb, str(dest))
+
+
+def _kept_candidate(nb_path: Path, key: dict, model: str | None) -> tuple[Path, float] | None:
+    """(kept run folder, its duration) when the last build stopped at several models, nothing
+    it depends on changed since, and ``model`` is one of its exported candidates."""
+    from nbdeploy.base.state import NotebookState, read_json
+
+    kept = NotebookState.for_notebook(nb_path).root / _KEPT
+    if not model or not (kept / "run.json").is_file():
+        return None
+    run = read_json(kept / "run.json")
+    if {k: run.get(k) for k in key} != key or not (kept / "candidates" / model / "export.json").is_file():
+        return None
+    return kept, float(run.get("duration") or 0.0)
 
 
 def _keep_failed_run(executed: Path, notebook: Path, err: CellExecutionError) -> None:
@@ -144,16 +239,21 @@ def _parameters(nb: Any, cli: list[tuple[str, str]] | None, values: dict | None
 def build_bundle(notebook: str | Path, *, output: str | Path | None = None, model: str | None = None,
                  cli_params: list[tuple[str, str]] | None = None, params: dict | None = None,
                  force: bool = False, progress: Progress | None = None,
-                 timeout: float | None = None, kernel: str | None = None) -> BuildResult:
+                 timeout: float | None = None, kernel: str | None = None,
+                 example: str | None = None) -> BuildResult:
     """Run ``notebook`` clean, export its model and assemble the bundle at ``output``.
+
+    ``example``: an expression (evaluated after the notebook's last cell) giving the
+    example rows, so the notebook need not be edited to add ``%deploy model ... --example``.
 
     ``kernel``: the kernel spec to run it in (default: the notebook's, else this Python's).
     """
     from nbdeploy.base.notebook import load_notebook
+    from nbdeploy.base.state import read_json
     from nbdeploy.bundle import assemble, registry
     from nbdeploy.bundle.manifest import MANIFEST
     from nbdeploy.capture.hashing import sha256_file
-    from nbdeploy.job.execute import execute
+    from nbdeploy.job.execute import ExecutionResult, execute
     from nbdeploy.job.kernelspec import choose_kernel
 
     started = time.perf_counter()
@@ -163,6 +263,8 @@ def build_bundle(notebook: str | Path, *, output: str | Path | None = None, mode
     nb = load_notebook(nb_path)
     if model is not None and not model.isidentifier():
         raise ModelError(f"--model {model!r} is not a variable name")
+    if example is not None and "\n" in example:
+        raise ModelError("--example must be one line: an expression such as X_test.head(10)")
     job_nb, given, effective, params_cell = _parameters(nb, cli_params, params)
     target = Path(output).resolve() if output else default_bundle_dir(nb_path)
     if target.exists() and not force:
@@ -173,75 +275,103 @@ def build_bundle(notebook: str | Path, *, output: str | Path | None = None, mode
     choose_kernel(job_nb, nb_path, kernel)  # a missing --kernel fails here, before any run
     target.parent.mkdir(parents=True, exist_ok=True)
     name = k8s_name(nb_path.stem)
+    fitted = [] if model or any("%deploy model" in c.source for c in nb.cells) else fitted_in_source(nb.cells)
+    if len(fitted) > 1:
+        steps.progress(note(f"the notebook fits {', '.join(fitted)}: if more than one is a model, the build "
+                            "asks which after the run; to choose now, pass --model VAR"))
     steps.end(0, f"{nb_path.name} -> {target}")
 
     warm = registry.warm_up(nb_path.parent)
-    with tempfile.TemporaryDirectory(prefix="nbdeploy-build-") as work_dir:
-        work = Path(work_dir)
-        export_dir, executed = work / "export", work / "executed.ipynb"
-        steps.start(1)
-        tail = f"%deploy export --out {shlex.quote(str(export_dir))}"
-        tail += f" --model {model}" if model else ""
-        result = execute(nb_path, executed, work / "state", nb=job_nb, parameters=given,
-                         tail=[tail], timeout=timeout, recorded=effective, params_cell=params_cell,
-                         kernel_name=kernel, progress=steps.progress)
-        if result.error is not None:
-            failure = _export_failure(result.error)
-            if failure is not None:
-                raise failure
-            _keep_failed_run(executed, nb_path, result.error)
-            raise result.error
-        if not (export_dir / "export.json").exists():
-            raise _export_message(executed)
-        export = assemble.read_export(export_dir)
-        steps.end(1, f"{export['variable']} ({export['class']}, {export['flavor']}); "
-                     f"notebook {result.duration:.1f} s, export {export['seconds']:.1f} s")
+    try:
+        with tempfile.TemporaryDirectory(prefix="nbdeploy-build-") as work_dir:
+            work = Path(work_dir)
+            export_dir, executed = work / "export", work / "executed.ipynb"
+            steps.start(1)
+            key = _run_key(nb_path, given, kernel)
+            reuse = _kept_candidate(nb_path, key, model) if not example else None
+            if reuse is not None:
+                kept, duration = reuse
+                export_dir, executed = kept / "candidates" / str(model), kept / "executed.ipynb"
+                result = ExecutionResult(nb_path, executed, kept / "state", duration, "completed", kernel or "",
+                                         read_json(kept / "state" / "capture.json"))
+                steps.progress(note(f"reusing the last build's run: it stopped at several models and "
+                                    f"exported {model} (the notebook and its parameters are unchanged)"))
+            else:
+                tail = f"%deploy export --out {shlex.quote(str(export_dir))}"
+                tail += f" --model {model}" if model else ""
+                tail += f" --example {example.strip()}" if example and example.strip() else ""
+                result = execute(nb_path, executed, work / "state", nb=job_nb, parameters=given,
+                                 tail=[tail], timeout=timeout, recorded=effective, params_cell=params_cell,
+                                 kernel_name=kernel, progress=steps.progress)
+            if result.error is not None:
+                failure = _export_failure(result.error)
+                if failure is not None:
+                    raise _with_kept(failure, _keep_candidates(work, nb_path, key, result.duration))
+                _keep_failed_run(executed, nb_path, result.error)
+                raise result.error
+            if not (export_dir / "export.json").exists():
+                raise _with_kept(_export_message(executed), _keep_candidates(work, nb_path, key, result.duration))
+            export = assemble.read_export(export_dir)
+            if export.get("derived_inputs"):
+                from nbdeploy.bundle.derived import derived_note
 
-        partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
-        try:
-            partial.chmod(0o755)
-            steps.start(2)
-            ctx = assemble.Context(
-                notebook=nb_path, name=name, record=result.record, export=export,
-                export_dir=export_dir, executed=executed, state_dir=work / "state",
-                parameters=effective, created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                notebook_seconds=result.duration)
-            with recording() as found:
-                assemble.write_files(partial, ctx)
-            scrubbed = _scrubbed(found, partial)
-            for line in scrubbed_lines(scrubbed):
-                steps.progress(note(line))
-            steps.end(2, f"{len(list(partial.rglob('*')))} files")
-            steps.start(3)
-            warm.join()
-            metrics = {k: v.get("value") for k, v in result.record.get("metrics", {}).items()}
-            ctx.registry = registry.register(
-                partial / "model", name, nb_path.parent, params=effective, metrics=metrics,
-                tags={"nbdeploy.notebook": nb_path.name, "nbdeploy.notebook_sha256":
-                      result.record.get("notebook", {}).get("sha256") or "",
-                      "nbdeploy.parameters": registry.json_tag(effective),
-                      "nbdeploy.metrics": registry.json_tag(metrics),
-                      "nbdeploy.training_data": registry.json_tag(export.get("training_data"))})
-            steps.end(3, f"{name} version {ctx.registry['version']} in {ctx.registry['tracking_uri']}")
-            steps.start(4)
-            ctx.build_seconds = time.perf_counter() - started
-            with recording() as found:
-                manifest = assemble.finish(partial, ctx)
-            late = _scrubbed(found, partial)
-            for line in scrubbed_lines(late):
-                steps.progress(note(line))
-            scrubbed += late
-            registry.attach_bundle(partial, ctx.registry, nb_path.parent, target,
-                                   sha256_file(partial / MANIFEST)[0])
-            _move_into_place(partial, target, force)
-            steps.end(4, f"{len(manifest['files'])} files checksummed; the sealed bundle is "
-                         f"version {ctx.registry['version']}'s artifact")
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
-    return BuildResult(target, name, manifest["version"], export["flavor"],
-                       round(time.perf_counter() - started, 3), round(result.duration, 3),
-                       export["seconds"], steps.done, manifest, export.get("program") or {}, scrubbed)
+                export["derived_note"] = derived_note(export["derived_inputs"], nb.cells)
+                steps.progress(note(f"warning: {export['derived_note']}"))
+            steps.end(1, f"{export['variable']} ({export['class']}, {export['flavor']}); "
+                         f"notebook {result.duration:.1f} s, export {export['seconds']:.1f} s")
+
+            partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+            try:
+                partial.chmod(0o755)
+                steps.start(2)
+                ctx = assemble.Context(
+                    notebook=nb_path, name=name, record=result.record, export=export,
+                    export_dir=export_dir, executed=executed, state_dir=result.state_dir,
+                    parameters=effective, created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                    notebook_seconds=result.duration)
+                with recording() as found:
+                    assemble.write_files(partial, ctx)
+                scrubbed = _scrubbed(found, partial)
+                for line in scrubbed_lines(scrubbed):
+                    steps.progress(note(line))
+                steps.end(2, f"{len(list(partial.rglob('*')))} files")
+                steps.start(3)
+                warm.join()
+                metrics = {k: v.get("value") for k, v in result.record.get("metrics", {}).items()}
+                ctx.registry = registry.register(
+                    partial / "model", name, nb_path.parent, params=effective, metrics=metrics,
+                    tags={"nbdeploy.notebook": nb_path.name, "nbdeploy.notebook_sha256":
+                          result.record.get("notebook", {}).get("sha256") or "",
+                          "nbdeploy.parameters": registry.json_tag(effective),
+                          "nbdeploy.metrics": registry.json_tag(metrics),
+                          "nbdeploy.training_data": registry.json_tag(export.get("training_data"))})
+                steps.end(3, f"{name} version {ctx.registry['version']} in {ctx.registry['tracking_uri']}")
+                steps.start(4)
+                ctx.build_seconds = time.perf_counter() - started
+                with recording() as found:
+                    manifest = assemble.finish(partial, ctx)
+                late = _scrubbed(found, partial)
+                for line in scrubbed_lines(late):
+                    steps.progress(note(line))
+                scrubbed += late
+                registry.attach_bundle(partial, ctx.registry, nb_path.parent, target,
+                                       sha256_file(partial / MANIFEST)[0])
+                _move_into_place(partial, target, force)
+                if reuse is not None:  # used once: a later build runs the notebook again
+                    shutil.rmtree(reuse[0], ignore_errors=True)
+                steps.end(4, f"{len(manifest['files'])} files checksummed; the sealed bundle is "
+                             f"version {ctx.registry['version']}'s artifact")
+            except BaseException:
+                shutil.rmtree(partial, ignore_errors=True)
+                raise
+        return BuildResult(target, name, manifest["version"], export["flavor"],
+                           round(time.perf_counter() - started, 3), round(result.duration, 3),
+                           export["seconds"], steps.done, manifest, export.get("program") or {}, scrubbed)
+    except BaseException:
+        # the store is being created in the background: let it finish, or a CLI exiting now
+        # would leave a half-migrated mlflow.db that breaks the next build's registration
+        warm.join(timeout=120)
+        raise
 
 
 def _move_into_place(partial: Path, target: Path, force: bool) -> None:

@@ -27,6 +27,7 @@ from nbdeploy.base.errors import ModelError
 from nbdeploy.base.state import atomic_write_json
 from nbdeploy.bundle import models
 from nbdeploy.bundle.compiler import write_program
+from nbdeploy.bundle.derived import derived_inputs
 from nbdeploy.bundle.records import Export, Flavor, ProgramOutcome
 from nbdeploy.bundle.savers import save_pyfunc, write_model_data
 from nbdeploy.capture.hashing import recorded_hash
@@ -48,7 +49,7 @@ def _frame(example: Any, columns: list[str] | None) -> Any:
         return example.to_frame().T
     if columns is None:
         raise ModelError(f"the example is a {type(example).__name__} and the model does not "
-                         "record its column names", hint="give a DataFrame as --example")
+                         "record its column names nor how many it takes", hint="give a DataFrame as --example")
     try:
         return pd.DataFrame(example, columns=columns)
     except Exception as exc:
@@ -96,6 +97,63 @@ def kernel_rows(user_ns: dict[str, Any], columns: list[str]) -> tuple[Any, str] 
     rows = frame.head(EXAMPLE_ROWS).copy()
     rows.columns = [str(c) for c in rows.columns]
     return rows[columns].reset_index(drop=True), f"first {min(len(frame), EXAMPLE_ROWS)} rows of {name}"
+
+
+def _rank(name: str) -> int:
+    return _FRAME_NAMES.index(name) if name in _FRAME_NAMES else len(_FRAME_NAMES)
+
+
+def kernel_array_rows(user_ns: dict[str, Any], width: int, own: list[str]) -> tuple[Any, str] | None:
+    """Example rows for a model fitted without column names (``fit(X.values, y)``, a Booster).
+
+    Any 2-D numeric array or DataFrame of the notebook with ``width`` columns fits, by the
+    conventional names first. The columns are named after a DataFrame of the notebook that
+    holds the same values (``X`` for ``X.values``), else as the model's library names them
+    (``own``: ``x0``, ``Column_0``, ``f0``). Returns (rows, source).
+    """
+    import numpy as np
+    import pandas as pd
+
+    arrays, frames = [], []
+    for name, value in list(user_ns.items()):
+        if name.startswith("_"):
+            continue
+        if isinstance(value, np.ndarray) and value.ndim == 2 and value.shape[1] == width and len(value) \
+                and value.dtype.kind in "fiub":
+            arrays.append((_rank(name), name, value))
+        elif isinstance(value, pd.DataFrame) and value.shape[1] == width and len(value) \
+                and all(t.kind in "fiub" for t in value.dtypes):
+            frames.append((_rank(name), name, value))
+    if arrays:
+        _, name, array = min(arrays, key=lambda f: f[:2])
+        rows = array[:EXAMPLE_ROWS]
+        for _, fname, frame in sorted(frames, key=lambda f: f[:2]):
+            if any(np.array_equal(rows[0], r, equal_nan=True) for r in frame.to_numpy()[:len(array)]):
+                named = pd.DataFrame(rows, columns=[str(c) for c in frame.columns])
+                return named, f"first {len(rows)} rows of {name} (columns named as in {fname})"
+        return pd.DataFrame(rows, columns=own), f"first {len(rows)} rows of {name}"
+    if frames:
+        _, name, frame = min(frames, key=lambda f: f[:2])
+        rows = frame.head(EXAMPLE_ROWS).reset_index(drop=True)
+        rows.columns = [str(c) for c in rows.columns]
+        return rows, f"first {len(rows)} rows of {name}"
+    return None
+
+
+def _no_example(variable: str, inputs: list[str] | None, width: int | None) -> ModelError:
+    """Why no example rows were found, precisely, and what to add."""
+    hint = ("keep the rows the model is fitted on in a variable such as X_train, or pass `--example EXPR` "
+            f"to nbdeploy build or `%deploy model {variable} --example EXPR`")
+    if inputs is not None:
+        shown = ", ".join(inputs[:6]) + (", ..." if len(inputs) > 6 else "")
+        return ModelError(f"no example input for {variable}: the notebook holds no DataFrame with its "
+                          f"{len(inputs)} input columns ({shown}) and read no file that has them", hint=hint)
+    if width is not None:
+        return ModelError(f"no example input for {variable}: it was fitted on {width} columns without "
+                          f"names, and the notebook holds no numeric array or DataFrame of {width} columns",
+                          hint=hint)
+    return ModelError(f"no example input for {variable}: it records neither its input columns nor how many "
+                      "it takes", hint=hint)
 
 
 def _training_rows(session: Any, entry: dict, columns: list[str]) -> Any:
@@ -177,8 +235,13 @@ def _distributions(modules: set[str], project_dir: Path) -> tuple[set[str], list
     return dists, project
 
 
-def export_model(shell: Any, out_dir: str | Path, variable: str | None = None) -> Export:
-    """Write the model and its evidence into ``out_dir``; return the export record."""
+def export_model(shell: Any, out_dir: str | Path, variable: str | None = None,
+                 example: str | None = None) -> Export:
+    """Write the model and its evidence into ``out_dir``; return the export record.
+
+    ``example``: an expression giving the example rows (``nbdeploy build --example``), which
+    wins over the one ``%deploy model`` named.
+    """
     from nbdeploy.capture.session import current_session
 
     session = current_session()
@@ -186,12 +249,12 @@ def export_model(shell: Any, out_dir: str | Path, variable: str | None = None) -
         raise ModelError("capture is not on in this kernel", hint="run %deploy init first")
     session.lineage._depth.value += 1  # the export's own pandas calls are not the notebook's lineage
     try:
-        return _export(shell, session, Path(out_dir), variable)
+        return _export(shell, session, Path(out_dir), variable, example)
     finally:
         session.lineage._depth.value -= 1
 
 
-def _export(shell: Any, session: Any, out_dir: Path, variable: str | None) -> Export:
+def _export(shell: Any, session: Any, out_dir: Path, variable: str | None, example_given: str | None) -> Export:
     from nbdeploy.capture.lock import build_lock
 
     started = time.perf_counter()
@@ -200,32 +263,58 @@ def _export(shell: Any, session: Any, out_dir: Path, variable: str | None) -> Ex
     marks = {"sync": time.perf_counter() - started}
     named = session.model or {}
     variable = variable or named.get("variable")
-    example_expr = named.get("example") if named.get("variable") == variable else None
+    example_expr = example_given or (named.get("example") if named.get("variable") == variable else None)
+    if not variable:
+        candidates = models.find_models(shell.user_ns)
+        if len(candidates) > 1:
+            _export_candidates(shell, session, out, list(candidates), example_given)
     variable, obj = models.choose_model(shell.user_ns, variable)
+    obj, part = models.shipped(obj)
+    shipped = f"{variable}.{part}" if part else variable
     flavor = models.check_supported(variable, obj)
     inputs = models.input_columns(obj)
+    width = models.input_width(obj) if inputs is None else None
     entry = _training_entry(record, inputs)
-    in_kernel = kernel_rows(shell.user_ns, inputs) if inputs is not None and not example_expr else None
     if example_expr:
-        example = _frame(shell.ev(example_expr), inputs)
+        try:
+            given = shell.ev(example_expr)
+        except Exception as exc:
+            raise ModelError(f"--example {example_expr} raised {type(exc).__name__}: {exc}",
+                             hint="give an expression the notebook can evaluate after its last cell") from None
+        if inputs is None and width is not None and not hasattr(given, "columns"):
+            import numpy as np
+
+            named = kernel_array_rows({"example": np.asarray(given)[:EXAMPLE_ROWS], **shell.user_ns}, width,
+                                      models.own_names(obj, width))
+            given = named[0] if named is not None else given
+        example = _frame(given, inputs)
         source = f"--example {example_expr}"
-    elif in_kernel is not None:
+    elif (in_kernel := kernel_rows(shell.user_ns, inputs) if inputs is not None else
+          kernel_array_rows(shell.user_ns, width, models.own_names(obj, width)) if width is not None
+          else None) is not None:
         example, source = in_kernel
     elif inputs is not None and entry is not None:
         example = _training_rows(session, entry, inputs)
         source = f"first {EXAMPLE_ROWS} rows of {entry.get('relative_path') or entry['path']}"
     else:
-        raise ModelError(f"no example input for {variable}, and the training data of its columns "
-                         "is not among the data the notebook read",
-                         hint=f"use `%deploy model {variable} --example X_test.head(10)`")
-    example = _check_columns(example.copy(), inputs, entry)
+        raise _no_example(variable, inputs, width)
+    if inputs is None and width is not None:
+        if example.shape[1] != width:
+            raise ModelError(f"the example has {example.shape[1]} columns; {variable} was fitted on {width}",
+                             hint="give example rows with exactly the training columns, e.g. X_test[:10]")
+        entry = None  # positional inputs: no file's columns to hold them to
+        example.columns = [str(c) for c in example.columns]
+    else:
+        example = _check_columns(example.copy(), inputs, entry)
     entry = entry or _training_entry(record, [str(c) for c in example.columns])
     try:
-        predictions = models.predict_fn(obj, flavor)(example)
+        with warnings.catch_warnings():  # "X has feature names, but ... was fitted without"
+            warnings.simplefilter("ignore", UserWarning)
+            predictions = models.predict_fn(obj, flavor)(example)
     except Exception as exc:
         raise ModelError(f"{variable}.predict(example) raised {type(exc).__name__}: {exc}") from None
     marks["model_and_example"] = time.perf_counter() - started
-    modules = models.class_modules(obj)
+    modules = models.class_modules(obj) | (models.pickled_modules(obj) if flavor == "pyfunc" else set())
     model_dists, project = _distributions(modules, session.project_dir)
     direct = {d: set() for d in model_dists | FLAVOR_DISTS[flavor] | set(RUNTIME)}
     lock = build_lock(direct, exclude={"nbdeploy"})
@@ -242,7 +331,9 @@ def _export(shell: Any, session: Any, out_dir: Path, variable: str | None) -> Ex
     else:
         loaded, facts = write_model_data(obj, flavor, out / "model", allowed_dists=allowed,
                                          project_dir=session.project_dir)
-        _check_round_trip(models.predict_fn(loaded, flavor)(example), predictions, variable)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            _check_round_trip(models.predict_fn(loaded, flavor)(example), predictions, variable)
     profile = _profile(entry, [str(c) for c in example.columns])
     program = (write_program(obj, out / "model", profile, example=example) if flavor == "sklearn"
                else {"compiled": False, "reason": f"only scikit-learn models are compiled, not {flavor}"})
@@ -260,6 +351,9 @@ def _export(shell: Any, session: Any, out_dir: Path, variable: str | None) -> Ex
                            "hash": recorded_hash(entry), "rows": entry.get("rows")} if entry else None),
         "serving_direct": sorted(direct),
         "serving_lock": lock.to_list(), "serving_lock_missing": lock.missing,
+        "derived_inputs": ([] if width is not None and list(example.columns) == models.own_names(obj, width)
+                           else derived_inputs([str(c) for c in example.columns], record.get("lineage", []))),
+        "shipped": shipped,
         "model_code": [p["module"] for p in project],
         "model_code_paths": [p["path"] for p in project],
         "model_data": facts, "serialization": facts["serialization"],
@@ -269,6 +363,21 @@ def _export(shell: Any, session: Any, out_dir: Path, variable: str | None) -> Ex
     }
     atomic_write_json(out / "export.json", doc)
     return doc
+
+
+def _export_candidates(shell: Any, session: Any, out: Path, names: list[str], example: str | None) -> None:
+    """Export every candidate into ``out/candidates/NAME`` before the several-models error,
+    so ``nbdeploy build --model NAME`` right after builds from this run instead of a second
+    one. A candidate that cannot be exported is left out (its build will run and say why)."""
+    import shutil
+
+    from nbdeploy.base.errors import NbdeployError
+
+    for name in names:
+        try:
+            _export(shell, session, out / "candidates" / name, name, example)
+        except NbdeployError:
+            shutil.rmtree(out / "candidates" / name, ignore_errors=True)
 
 
 def _check_round_trip(got: Any, want: Any, variable: str) -> None:

@@ -42,8 +42,14 @@ def flavor_of(obj: Any) -> str | None:
     return "pyfunc"
 
 
+def _statsmodels_results(obj: Any) -> bool:
+    """A fitted statsmodels model (``sm.OLS(y, X).fit()``): its results predict."""
+    return _isinstance(obj, "statsmodels.base.wrapper", "ResultsWrapper") and callable(getattr(obj, "predict", None))
+
+
 def is_fitted(obj: Any) -> bool:
-    if _isinstance(obj, "xgboost", "Booster") or _isinstance(obj, "lightgbm", "Booster"):
+    if _isinstance(obj, "xgboost", "Booster") or _isinstance(obj, "lightgbm", "Booster") \
+            or _statsmodels_results(obj):
         return True
     if _isinstance(obj, "sklearn.base", "BaseEstimator"):
         from sklearn.exceptions import NotFittedError
@@ -77,7 +83,8 @@ def find_models(namespace: dict[str, Any]) -> dict[str, Any]:
     """Fitted estimators of the namespace that are not part of another candidate."""
     found = {name: obj for name, obj in namespace.items()
              if not name.startswith("_") and not isinstance(obj, type)
-             and flavor_of(obj) in ("xgboost", "lightgbm", "sklearn") and is_fitted(obj)}
+             and (flavor_of(obj) in ("xgboost", "lightgbm", "sklearn") or _statsmodels_results(obj))
+             and is_fitted(obj)}
     inner: set[int] = set()
     for obj in found.values():
         stack, seen = list(_parts(obj)), set()
@@ -91,7 +98,14 @@ def find_models(namespace: dict[str, Any]) -> dict[str, Any]:
                 stack.extend(part)
             else:
                 stack.extend(_parts(part))
-    return {name: obj for name, obj in found.items() if id(obj) not in inner}
+    outer = {name: obj for name, obj in found.items() if id(obj) not in inner}
+    # one model under several names (`tree` and the loop's `m`): listed once, by its longest name
+    names: dict[int, str] = {}
+    for name, obj in outer.items():
+        kept = names.get(id(obj))
+        if kept is None or (len(name), kept) > (len(kept), name):
+            names[id(obj)] = name
+    return {name: outer[name] for name in sorted(names.values())}
 
 
 def choose_model(namespace: dict[str, Any], variable: str | None) -> tuple[str, Any]:
@@ -112,6 +126,21 @@ def choose_model(namespace: dict[str, Any], variable: str | None) -> tuple[str, 
             f"the notebook holds several fitted models: {listing}",
             hint="choose one with `%deploy model VAR` in the notebook or `--model VAR`")
     return next(iter(models.items()))
+
+
+def shipped(obj: Any) -> tuple[Any, str | None]:
+    """What is saved for ``obj``, and which attribute of it that is (None: ``obj`` itself).
+
+    A fitted hyper-parameter search (``GridSearchCV``, ``RandomizedSearchCV``, ...) predicts
+    with its refitted ``best_estimator_``; that is what ships. The search's own state
+    (``cv_results_``, the parameter distributions: scipy's frozen distributions do not
+    serialize with skops) is not needed to serve.
+    """
+    if _isinstance(obj, "sklearn.model_selection._search", "BaseSearchCV"):
+        best = getattr(obj, "best_estimator_", None)
+        if best is not None:
+            return best, "best_estimator_"
+    return obj, None
 
 
 def check_supported(variable: str, obj: Any) -> str:
@@ -137,7 +166,51 @@ def input_columns(obj: Any) -> list[str] | None:
     if _isinstance(obj, "lightgbm", "Booster"):
         cols = obj.feature_name()
         return None if all(c.startswith("Column_") for c in cols) else list(cols)
+    if _statsmodels_results(obj) and getattr(obj.model, "formula", None) is not None:
+        return _formula_columns(obj)
+    if _statsmodels_results(obj) and getattr(obj.model, "formula", None) is None:
+        # the design's columns, `const` included, when it was a DataFrame (arrays get x1, x2, ...)
+        exog = getattr(getattr(obj.model, "data", None), "orig_exog", None)
+        return [str(c) for c in exog.columns] if hasattr(exog, "columns") else None
     return None
+
+
+def _formula_columns(obj: Any) -> list[str] | None:
+    """The data's columns the right-hand side of a statsmodels formula uses (``price ~ area +
+    C(city)``: area, city): predict() takes them raw and builds the design itself."""
+    import re
+
+    frame = getattr(getattr(obj.model, "data", None), "frame", None)
+    formula = str(obj.model.formula)
+    if frame is None or "~" not in formula:
+        return None
+    rhs = formula.split("~", 1)[1]
+    used = [str(c) for c in frame.columns if re.search(rf"(?<![\w.]){re.escape(str(c))}(?!\w)", rhs)]
+    return used or None
+
+
+def input_width(obj: Any) -> int | None:
+    """How many input columns the model takes, when it knows (also when it knows no names)."""
+    if _isinstance(obj, "xgboost", "Booster"):
+        return int(obj.num_features())
+    if _isinstance(obj, "lightgbm", "Booster"):
+        return int(obj.num_feature())
+    if _statsmodels_results(obj):
+        names = getattr(obj.model, "exog_names", None)
+        return len(names) if names else None
+    width = getattr(obj, "n_features_in_", None)
+    return int(width) if isinstance(width, int) else None
+
+
+def own_names(obj: Any, width: int) -> list[str]:
+    """The names the model's library gives columns it was fitted on without names."""
+    if _isinstance(obj, "lightgbm", "Booster") or _isinstance(obj, "lightgbm", "LGBMModel"):
+        return [f"Column_{i}" for i in range(width)]
+    if _isinstance(obj, "xgboost", "Booster") or _isinstance(obj, "xgboost", "XGBModel"):
+        return [f"f{i}" for i in range(width)]
+    if _statsmodels_results(obj) and len(obj.model.exog_names or []) == width:
+        return [str(n) for n in obj.model.exog_names]  # const, x1, x2, ...
+    return [f"x{i}" for i in range(width)]  # scikit-learn's get_feature_names_out
 
 
 def predict_fn(obj: Any, flavor: str) -> Any:
@@ -181,4 +254,27 @@ def class_modules(obj: Any, limit: int = 50_000) -> set[str]:
                 stack.extend(vars(o).values())
             except TypeError:
                 pass
+    return mods
+
+
+def pickled_modules(obj: Any) -> set[str]:
+    """Top-level modules that unpickling ``obj`` imports (what a cloudpickled pyfunc model needs).
+
+    Found by loading the pickle back and recording every class it looks up, so it also sees
+    what attribute walks miss: pandas 3 keeps strings in pyarrow arrays inside objects that
+    hide their state in slots.
+    """
+    import io
+    import pickle
+
+    import cloudpickle
+
+    mods: set[str] = set()
+
+    class _Recording(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            mods.add(module.split(".")[0])
+            return super().find_class(module, name)
+
+    _Recording(io.BytesIO(cloudpickle.dumps(obj))).load()
     return mods

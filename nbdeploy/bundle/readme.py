@@ -107,6 +107,7 @@ def render(ctx: ReadmeContext) -> str:
         f"version {ctx['registry']['version']}.",
         "",
         *_program_text(ctx.get("program")),
+        *([f"**Computed inputs.** Some {ctx['derived_note']}.", ""] if ctx.get("derived_note") else []),
         "## What it takes",
         "",
         f"One row per prediction, with these {len(ctx['inputs'])} columns (all required). Ranges are "

@@ -62,6 +62,12 @@ class Export(_ExportRequired, total=False):
     (``python`` is added by the build)."""
 
     python: str
+    #: input columns no data file the notebook read has (computed in the notebook, not in the model)
+    derived_inputs: list[str]
+    #: the note the build wrote about them (cells that compute them, how to move them into the model)
+    derived_note: str
+    #: what was saved: the variable, or its part (``search.best_estimator_``)
+    shipped: str
 
 
 class ModelFacts(TypedDict, total=False):
@@ -72,6 +78,9 @@ class ModelFacts(TypedDict, total=False):
     inputs: list[str]
     example_source: str
     model_code: list[str]
+    shipped: str
+    derived_inputs: list[str]
+    derived_note: str | None
 
 
 class SourceRef(TypedDict):
@@ -127,3 +136,4 @@ class ReadmeContext(_ModelClass):
     lineage: list[dict[str, Any]]
     git: str | None
     program: ProgramOutcome | None
+    derived_note: str | None

@@ -84,6 +84,14 @@ def register(model_dir: Path, name: str, project_dir: Path, tags: dict[str, str]
     except MlflowException as exc:
         raise BundleError(f"registering {name} in the MLflow registry failed: {exc.message}",
                           hint="check MLFLOW_TRACKING_URI, or unset it to use the local store") from None
+    except Exception as exc:  # the store itself (SQLAlchemy, sqlite): never a raw traceback
+        from nbdeploy.job.tracking import tracking_uri
+
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise BundleError(f"registering {name} in the MLflow registry failed: the store "
+                          f"{tracking_uri(project_dir)} answered {type(exc).__name__}: {first[:200]}",
+                          hint="if it is the local store, an earlier run may have stopped while creating "
+                               "it: move its file away and build again, or set MLFLOW_TRACKING_URI") from None
     return {"tracking_uri": uri, "name": name, "version": str(mv.version), "run_id": run_id,
             "source": mv.source}
 

@@ -128,6 +128,9 @@ def _status(args: argparse.Namespace) -> int:
 def _build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("notebook", help="the .ipynb file")
     p.add_argument("--model", help="the model variable (default: %%deploy model, or the one fitted estimator)")
+    p.add_argument("--example", metavar="EXPR",
+                   help="an expression giving example input rows, e.g. 'X_test.head(10)' (default: "
+                        "%%deploy model --example, or rows of the notebook's training frames)")
     p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
                    help="a notebook parameter for the run (repeatable)")
     p.add_argument("-o", "--output", help="bundle folder (default: NOTEBOOK-bundle beside the notebook)")
@@ -141,7 +144,7 @@ def _build_args(p: argparse.ArgumentParser) -> None:
 def _build(args: argparse.Namespace) -> int:
     from nbdeploy.bundle import build_bundle
 
-    result = build_bundle(args.notebook, output=args.output, model=args.model,
+    result = build_bundle(args.notebook, output=args.output, model=args.model, example=args.example,
                           cli_params=[tuple(p) for p in args.param], force=args.force,
                           timeout=args.timeout, kernel=args.kernel,
                           progress=_progress(args))

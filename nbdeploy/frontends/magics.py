@@ -132,6 +132,7 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
     )),
     Subcommand("export", "export the model of this run (used by nbdeploy build)", (
         _a("--out", required=True), _a("--model"),
+        _a("--example", nargs=argparse.REMAINDER, help="an expression giving example input rows"),
     ), hidden=True),
 )
 _BY_NAME = {s.name: s for s in SUBCOMMANDS}
@@ -156,7 +157,7 @@ def _parser(sub: Subcommand) -> _Parser:
     return p
 
 
-_RAW_OPTIONS = {"model": "--example"}  # options whose value is a Python expression, kept verbatim
+_RAW_OPTIONS = {"model": "--example", "export": "--example"}  # options whose value is a Python expression, kept verbatim
 
 
 def _split_raw_tail(line: str) -> tuple[str, list[str]]:
@@ -458,7 +459,8 @@ class DeployMagics(ReleaseMagics, Magics):
     def _do_export(self, args: argparse.Namespace) -> None:
         from nbdeploy.bundle.export import export_model
 
-        doc = export_model(self.shell, args.out, args.model)
+        example = " ".join(args.example) if args.example else None
+        doc = export_model(self.shell, args.out, args.model, example)
         print(f"nbdeploy: exported {doc['variable']} ({doc['class']}, {doc['flavor']}) "
               f"with {len(doc['example']['data'])} golden rows")
 

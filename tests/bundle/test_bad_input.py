@@ -18,17 +18,21 @@ FIT2 = ("from sklearn.linear_model import LinearRegression, Ridge\n"
         "m2 = Ridge().fit(X, df['t'])")
 
 
-def _nothing_left(project: Path, target: Path) -> None:
+def _nothing_left(project: Path, target: Path, before: set[str] | None = None) -> None:
+    """No bundle and no partial folder was left; ``before``: what the shared project held already
+    (other modules build their bundles in the same session-scoped folder)."""
     assert not target.exists()
-    assert not [p.name for p in project.iterdir() if ".partial-" in p.name or p.name.endswith("-bundle")]
+    assert not [p.name for p in project.iterdir() if p.name not in (before or set())
+                and (".partial-" in p.name or p.name.endswith("-bundle"))]
 
 
 def _build_fails(fixture_dir: Path, name: str, *cells: str, exc=ModelError, **kw):
     nb = make_notebook(fixture_dir / f"{name}.ipynb", *cells)
     target = fixture_dir / f"{name}-bundle"
+    before = {p.name for p in fixture_dir.iterdir()}
     with pytest.raises(exc) as info:
         build_bundle(nb, output=target, **kw)
-    _nothing_left(fixture_dir, target)
+    _nothing_left(fixture_dir, target, before)
     return info.value
 
 

@@ -90,7 +90,8 @@ def test_grid_search_found_without_deploy_model(fixture_dir):
     r = build_bundle(nb, output=fixture_dir / "search-bundle")
     manifest = json.loads((r.bundle / "nbdeploy.json").read_text())
     assert manifest["model"]["variable"] == "search"
-    _check(r, "sklearn", "sklearn.model_selection._search.GridSearchCV")
+    assert manifest["model"]["shipped"] == "search.best_estimator_"  # what the search predicts with
+    _check(r, "sklearn", "sklearn.linear_model._ridge.Ridge")
 
 
 def test_any_object_with_predict_through_pyfunc(fixture_dir):
