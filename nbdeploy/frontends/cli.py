@@ -401,9 +401,14 @@ def _runs(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from nbdeploy.frontends.render import runs_view
-    from nbdeploy.job.run import list_runs
+    from nbdeploy.job.run import damaged_runs, list_runs
 
     runs = list_runs(args.notebook)
+    damaged = damaged_runs(args.notebook)
+    if damaged:
+        print(f"nbdeploy: {len(damaged)} run record(s) could not be read and are not listed: "
+              f"{', '.join(str(d) for d in damaged)} (delete those run folders; the other runs are kept)",
+              file=sys.stderr)
     if args.json:
         _emit_json([r.to_dict() for r in runs])
     else:

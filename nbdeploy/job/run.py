@@ -206,7 +206,11 @@ def _track(run_dir: Path, mode: str) -> dict:
 # -- reading runs (the CLI, reproduce and the JupyterLab panel) ---------------
 def load_run(run_dir: str | Path) -> RunRecord:
     run_dir = Path(run_dir)
-    rec = RunRecord.from_dict(read_json(run_dir / RUN_FILE))
+    doc = read_json(run_dir / RUN_FILE)
+    if not isinstance(doc, dict):
+        raise StateError(f"{run_dir / RUN_FILE} is damaged (not a run record)",
+                         hint="delete that run's folder; the other runs are kept")
+    rec = RunRecord.from_dict(doc)
     tj = run_dir / "tracking.json"
     if tj.exists():
         try:
@@ -231,6 +235,19 @@ def list_runs(notebook: str | Path, *, kind: str | None = None) -> list[RunRecor
             if kind is None or rec.kind == kind:
                 runs.append(rec)
     return runs
+
+
+def damaged_runs(notebook: str | Path) -> list[Path]:
+    """Run records that cannot be read (``list_runs`` leaves them out; the CLI names them)."""
+    root = NotebookState.for_notebook(notebook).runs_dir
+    damaged = []
+    for d in sorted(root.iterdir()) if root.is_dir() else []:
+        if (d / RUN_FILE).is_file():
+            try:
+                load_run(d)
+            except StateError:
+                damaged.append(d / RUN_FILE)
+    return damaged
 
 
 def last_run(notebook: str | Path, *, status: str | None = None) -> RunRecord | None:

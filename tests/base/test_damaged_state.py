@@ -34,3 +34,20 @@ def test_a_damaged_registry_store_is_named_with_the_way_on(tmp_path: Path) -> No
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert "cannot open the model registry" in proc.stderr and "file is not a database" in proc.stderr
     assert f"mv {store} {store}.broken" in proc.stderr
+
+
+def test_damaged_run_records_are_named_and_the_rest_still_listed(tmp_path: Path) -> None:
+    (tmp_path / "nb.ipynb").write_text(json.dumps(NB))
+    runs = tmp_path / ".nbdeploy" / "nb" / "runs"
+    (runs / "a").mkdir(parents=True)
+    (runs / "a" / "run.json").write_text("garbage")
+    (runs / "b").mkdir()
+    (runs / "b" / "run.json").write_text("[1, 2]")  # JSON, but not a run record
+    (runs / "c").mkdir()
+    (runs / "c" / "run.json").write_text(json.dumps({"run_id": "c", "notebook": str(tmp_path / "nb.ipynb"),
+                                                     "run_dir": str(runs / "c"), "status": "completed"}))
+    proc = _nbdeploy(tmp_path, "runs", "nb.ipynb")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "2 run record(s) could not be read" in proc.stderr
+    assert str(runs / "a" / "run.json") in proc.stderr and str(runs / "b" / "run.json") in proc.stderr
+    assert "c" in proc.stdout.split() and "completed" in proc.stdout
