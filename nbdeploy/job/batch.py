@@ -284,9 +284,27 @@ def _results(client: Any, notebook: str, todo: list[tuple[int, dict]], batch_id:
         try:
             rec = RunRecord.from_dict(fut.result())
         except Exception as exc:  # the worker died, the scheduler went away, ...
-            rec = RunRecord.from_dict(_failed(notebook, values, rid, batch_id,
-                                              f"{type(exc).__name__}: {exc}"))
+            rec = RunRecord.from_dict(_failed(notebook, values, rid, batch_id, _lost(exc)))
+            _record_lost(rec)
         yield i, rec
+
+
+def _lost(exc: BaseException) -> str:
+    """Why a run's task raised on the client side, in the batch's words."""
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    if type(exc).__name__ == "KilledWorker":
+        return (f"the Dask worker running it died (killed, out of memory, or its machine went away) and "
+                f"the scheduler gave up on the task ({type(exc).__name__}: {first}); run the batch again "
+                "to run it (completed runs are kept)")
+    return (f"the run's Dask task was lost ({type(exc).__name__}: {first}); run the batch again to "
+            "run it (completed runs are kept)")
+
+
+def _record_lost(rec: RunRecord) -> None:
+    """Write the failed record over the "running" one the dead worker left (if it left one)."""
+    run_dir = Path(rec.run_dir)
+    if run_dir.is_dir():
+        atomic_write_json(run_dir / "run.json", rec.to_dict())
 
 
 def run_batch(notebook: str | Path, grid: str | Path | list[dict[str, Any]] | dict, *,
