@@ -59,7 +59,7 @@ def read_json(path: Path) -> Any:
     except json.JSONDecodeError as exc:
         raise StateError(f"{path} is damaged (not JSON: {exc})",
                          hint="nbdeploy rewrites it: capture the notebook again (`nbdeploy capture NB`, or "
-                              "`%deploy init` in the notebook), or delete the file") from None
+                              "`%deploy init` in the notebook), or move it aside with `nbdeploy doctor --repair`") from None
 
 
 @dataclass(frozen=True)

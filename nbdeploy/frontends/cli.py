@@ -407,13 +407,31 @@ def _runs(args: argparse.Namespace) -> int:
     damaged = damaged_runs(args.notebook)
     if damaged:
         print(f"nbdeploy: {len(damaged)} run record(s) could not be read and are not listed: "
-              f"{', '.join(str(d) for d in damaged)} (delete those run folders; the other runs are kept)",
+              f"{', '.join(str(d) for d in damaged)} (move them aside with `nbdeploy doctor --repair`; "
+              "the other runs are kept)",
               file=sys.stderr)
     if args.json:
         _emit_json([r.to_dict() for r in runs])
     else:
         print(runs_view(Path(args.notebook).name, runs).text())
     return 0
+
+
+def _doctor_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", nargs="?", default=".", help="a notebook or its folder (default: .)")
+    p.add_argument("--repair", action="store_true",
+                   help="move the damaged records into .nbdeploy/damaged/TIME/ (nothing is deleted)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+@command("doctor", "find damaged state records and MLflow store beside a notebook; --repair moves them aside",
+         _doctor_args)
+def _doctor(args: argparse.Namespace) -> int:
+    from nbdeploy.job.doctor import examine
+
+    report = examine(args.path, repair=args.repair)
+    _show(args, report)
+    return 0 if report.ok else 1
 
 
 # -- serve -------------------------------------------------------------------

@@ -209,7 +209,7 @@ def load_run(run_dir: str | Path) -> RunRecord:
     doc = read_json(run_dir / RUN_FILE)
     if not isinstance(doc, dict):
         raise StateError(f"{run_dir / RUN_FILE} is damaged (not a run record)",
-                         hint="delete that run's folder; the other runs are kept")
+                         hint="move it aside with `nbdeploy doctor --repair`; the other runs are kept")
     rec = RunRecord.from_dict(doc)
     tj = run_dir / "tracking.json"
     if tj.exists():
