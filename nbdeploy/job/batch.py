@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from nbdeploy.base.errors import NbdeployError, ParameterError
-from nbdeploy.base.state import NotebookState, atomic_write_bytes, atomic_write_json, read_json
+from nbdeploy.base.redact import scrub
+from nbdeploy.base.state import NotebookState, atomic_write_json, atomic_write_text, read_json
 from nbdeploy.job import params as P
 from nbdeploy.job.run import RunRecord, load_run, new_run_id, prepare_job
 
@@ -124,8 +125,9 @@ class BatchResult:
         rows = []
         for r in self.runs:
             err = r.error or {}
+            given = scrub(r.parameters)  # a column of its own: the value alone no longer says "token"
             rows.append([r.run_id, r.status, r.duration]
-                        + [r.parameters.get(n, "") for n in pnames]
+                        + [given.get(n, "") for n in pnames]
                         + [r.metrics.get(m, "") for m in mnames]
                         + [r.output, err.get("cell_index", ""), err.get("message", "")])
         return headers, rows
@@ -145,7 +147,7 @@ class BatchResult:
         w = csv.writer(buf)
         w.writerow(headers)
         w.writerows(rows)
-        atomic_write_bytes(Path(self.csv), buf.getvalue().encode("utf-8"))
+        atomic_write_text(Path(self.csv), buf.getvalue())  # parameters may hold a token
         atomic_write_json(Path(self.batch_dir) / "batch.json", self.to_dict())
 
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import orjson
 
+from .redact import scrub, scrub_inputs, secret_values, suspect
+
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
 # keys that are not strings (a model's output dict with integer class labels) need this
 # option, which makes every dict slower to write: only a record that needs it gets it
@@ -53,6 +55,8 @@ class RequestLog:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = False
+        #: values of this server's secret environment variables (DB_PASSWORD, ...), never logged
+        self._secrets = [v.encode() for v in secret_values()]
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - closed in close()
         self._size = self._file.tell()
@@ -62,6 +66,9 @@ class RequestLog:
     def write(self, record: dict[str, Any]) -> None:
         """Queue ``record`` as a JSON line. Called from one thread (the event loop's)."""
         line = _line(record)
+        if suspect(line, self._secrets):  # a client sent a key, a token or a URL with a password
+            line = _line({**scrub({k: v for k, v in record.items() if k != "inputs"}),
+                          **({"inputs": scrub_inputs(record["inputs"])} if "inputs" in record else {})})
         self._queue.append(line)
         self.records += 1
         self._queued += len(line)

@@ -21,7 +21,7 @@ PACKAGE = Path(nbdeploy.serve.__file__).parent
 ALLOWED = {
     "__future__", "argparse", "asyncio", "bisect", "collections", "concurrent", "csv", "dataclasses",
     "datetime", "gc", "glob", "hashlib", "heapq", "hmac", "itertools", "math", "html", "importlib", "io", "json", "logging", "os", "pathlib", "pickle", "signal",
-    "py_compile", "random", "shutil", "socket", "struct", "subprocess", "sys", "tempfile", "threading", "time", "types", "typing", "urllib", "zlib",
+    "py_compile", "random", "re", "contextlib", "contextvars", "shutil", "socket", "struct", "subprocess", "sys", "tempfile", "threading", "time", "types", "typing", "urllib", "zlib",
     "numpy", "pandas", "orjson", "uvicorn", "yaml",
     "pyarrow", "fsspec",  # batch scoring only (score, score_io), imported lazily: neither is in the API's lock
     "sklearn", "skops", "cloudpickle", "xgboost", "lightgbm", "mlflow",

@@ -93,3 +93,23 @@ def test_records_with_keys_that_are_not_strings_are_written(tmp_path):
     log.close()
     assert _records(tmp_path / "r.jsonl") == [{"id": "a", "outputs": {"p": 0.5}},
                                               {"id": "b", "outputs": [{"0": 0.25, "1": 0.75}]}]
+
+
+def test_secrets_a_client_sends_are_not_logged_and_plain_records_are_untouched(tmp_path, monkeypatch):
+    monkeypatch.setenv("DB_PASSWORD", "srvPw8Zq2Lm7Xk4")  # the server's own secret
+    token, key = "tkn8Hq3ZvR6pL1mX9cW4Param", "AKIAW2PARAMZ8Q4LK7NB"
+    log = RequestLog(tmp_path / "r.jsonl")
+    plain = {"id": "1", "status": 200, "inputs": {"columns": ["a", "note"], "data": [[1.5, "keyboard"]]}}
+    log.write(plain)
+    log.write({"id": "2", "status": 422, "inputs": {"columns": ["a", "api_token"], "data": [[0.1, token]]},
+               "error": {"message": f"bad value {key}"}})
+    log.write({"id": "3", "status": 422, "inputs": [{"a": "postgresql://u:Zq8Param3Lx7Mv2Kp@db/x", "b": key}]})
+    log.write({"id": "4", "status": 422, "inputs": [{"a": "srvPw8Zq2Lm7Xk4"}]})
+    log.close()
+    text = (tmp_path / "r.jsonl").read_text()
+    for secret in (token, key, "Zq8Param3Lx7Mv2Kp", "srvPw8Zq2Lm7Xk4"):
+        assert secret not in text
+    first, second, third, _ = _records(tmp_path / "r.jsonl")
+    assert first == plain  # nothing suspect: written as it came
+    assert second["inputs"]["data"] == [[0.1, "***"]] and second["error"]["message"] == "bad value ***"
+    assert third["inputs"] == [{"a": "postgresql://u:***@db/x", "b": "***"}]
