@@ -440,14 +440,20 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
 @command("serve", "serve a bundle's API (MLflow scoring protocol and Open Inference Protocol V2)",
          _serve_args)
 def _serve(args: argparse.Namespace) -> int:
+    from nbdeploy.base.errors import ServeError
     from nbdeploy.bundle.servers import serve_forever
     from nbdeploy.serve import ServeConfig
+    from nbdeploy.serve.errors import ServingError
 
-    config = ServeConfig.from_env(host=args.host, port=args.port, workers=args.workers,
-                                  max_batch_size=args.max_batch_size,
-                                  max_wait_ms=args.max_wait_ms, log_path=args.log_path, log_keep=args.log_keep,
-                                  shadow=args.shadow, canary=args.canary, canary_percent=args.canary_percent,
-                                  canary_key_header=args.canary_key_header)
+    try:
+        config = ServeConfig.from_env(host=args.host, port=args.port, workers=args.workers,
+                                      max_batch_size=args.max_batch_size,
+                                      max_wait_ms=args.max_wait_ms, log_path=args.log_path, log_keep=args.log_keep,
+                                      shadow=args.shadow, canary=args.canary, canary_percent=args.canary_percent,
+                                      canary_key_header=args.canary_key_header)
+    except ServingError as e:  # a setting out of range, from a flag or an NBDEPLOY_* variable
+        raise ServeError(f"cannot serve {args.bundle}: {getattr(e, 'message', e)}",
+                         hint=getattr(e, "hint", None) or "nbdeploy serve --help") from None
     serve_forever(bundle_folder(args), config)
     return 0
 

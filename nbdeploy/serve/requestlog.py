@@ -100,7 +100,8 @@ class RequestLog:
         self._wake = threading.Event()
         self._closed = False
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
-        self._promised, self._settled, self._map = _counters(counters)
+        #: records promised (a request counts when it starts) and settled (written or counted as dropped)
+        self.promised, self.settled, self._map = _counters(counters)
         self._file: Any = None
         self._size = 0
         self._torn = False  # the file ends inside a line: the next write starts a new one
@@ -122,19 +123,16 @@ class RequestLog:
         self._gzip_thread.start()
 
     # -- the event loop's side ------------------------------------------------------
-    def promise(self) -> None:
-        """A request whose record will be written has started (counted, so that a crash can tell it was lost)."""
-        self._promised.value += 1
-
     def write(self, record: dict[str, Any], promised: bool = False) -> None:
         """Queue ``record`` as a JSON line. Called from one thread (the event loop's).
 
-        ``promised``: the request was counted by :meth:`promise` when it started.
+        ``promised``: the request was counted in ``promised`` when it started (the caller did
+        ``log.promised.value += 1``: a crash before this write then still shows as a lost record).
         """
         line = _line(record)
         self._queue.append(line)
         if not promised:
-            self._promised.value += 1
+            self.promised.value += 1
         self.records += 1
         self._queued += len(line)
         if self._queued - self._written >= self.flush_bytes and not self._wake.is_set():
@@ -209,7 +207,7 @@ class RequestLog:
                 self._write_all(lines)
             finally:
                 self._written += total  # written or counted as dropped: the space is free either way
-                self._settled.value += len(lines)
+                self.settled.value += len(lines)
         for loop, fut in waiters:
             loop.call_soon_threadsafe(_resolve, fut)
 
@@ -309,7 +307,8 @@ class RequestLog:
             self._rotate_failure = f"cannot rotate {self.path}: {e.strerror or e}"
             self._update_error()
             return
-        self._file.close()
+        if self._file is not None:  # None when the write just before failed
+            self._file.close()
         self._file = None
         self._size = 0
         self._torn = False
