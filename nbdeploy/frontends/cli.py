@@ -445,6 +445,8 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch-size", type=int, default=None, help="rows per predict call")
     p.add_argument("--max-wait-ms", type=float, default=None, help="micro-batching wait")
     p.add_argument("--log-path", default=None, help="JSON-lines request log ('' for none)")
+    p.add_argument("--log-keep", default=None,
+                   help="delete rotated (gzipped) request-log files older than this: 7d (default), 12h, 0 = never")
     p.add_argument("--shadow", metavar="BUNDLE", default=None,
                    help="a candidate that gets every request's inputs after the answer; see GET /shadow")
     p.add_argument("--canary", metavar="BUNDLE", default=None, help="a candidate that answers a share of requests")
@@ -456,14 +458,20 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
 @command("serve", "serve a bundle's API (MLflow scoring protocol and Open Inference Protocol V2)",
          _serve_args)
 def _serve(args: argparse.Namespace) -> int:
+    from nbdeploy.base.errors import ServeError
     from nbdeploy.bundle.servers import serve_forever
     from nbdeploy.serve import ServeConfig
+    from nbdeploy.serve.errors import ServingError
 
-    config = ServeConfig.from_env(host=args.host, port=args.port, workers=args.workers,
-                                  max_batch_size=args.max_batch_size,
-                                  max_wait_ms=args.max_wait_ms, log_path=args.log_path,
-                                  shadow=args.shadow, canary=args.canary, canary_percent=args.canary_percent,
-                                  canary_key_header=args.canary_key_header)
+    try:
+        config = ServeConfig.from_env(host=args.host, port=args.port, workers=args.workers,
+                                      max_batch_size=args.max_batch_size,
+                                      max_wait_ms=args.max_wait_ms, log_path=args.log_path, log_keep=args.log_keep,
+                                      shadow=args.shadow, canary=args.canary, canary_percent=args.canary_percent,
+                                      canary_key_header=args.canary_key_header)
+    except ServingError as e:  # a setting out of range, from a flag or an NBDEPLOY_* variable
+        raise ServeError(f"cannot serve {args.bundle}: {getattr(e, 'message', e)}",
+                         hint=getattr(e, "hint", None) or "nbdeploy serve --help") from None
     serve_forever(bundle_folder(args), config)
     return 0
 

@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-wait-ms", type=float)
     p.add_argument("--max-body-bytes", type=int)
     p.add_argument("--log-path", help='request log file ("" turns it off)')
+    p.add_argument("--log-max-bytes", type=int, help="rotate the request log into a gzipped file past this size")
+    p.add_argument("--log-keep", help="delete rotated request-log files older than this (7d, 12h, 30m; 0 = never)")
     p.add_argument("--flag-out-of-range", choices=FLAG_MODES)
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--shadow", metavar="BUNDLE",

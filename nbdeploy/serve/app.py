@@ -24,7 +24,7 @@ from . import protocol, v2binary
 from .bundle import Bundle, read_bundle
 from .config import ServeConfig
 from .errors import RequestError, ServeError
-from .metrics import Metrics
+from .metrics import LOG_COUNTERS_SUFFIX, Metrics
 from .model import LoadedModel, load_model
 from .payload import Frame, parse_csv, parse_mlflow, parse_v2
 from .requestlog import RequestLog
@@ -140,10 +140,7 @@ class ServeApp:
         gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         self._rid_prefix = os.urandom(4).hex()  # per worker process, even when workers were forked
         if self.config.log_path:
-            path = Path(self.config.log_path)
-            if self.config.workers > 1:  # one file per worker process: no shared rotation
-                path = path.with_name(f"{path.stem}.{os.getpid()}{path.suffix}")
-            self.log = RequestLog(path, self.config.log_max_bytes, self.config.log_backups)
+            self.log = self.metrics.log = open_log(self.config)
         self.batcher.start()
         if self.canary is not None:
             self.canary.batcher.start()
@@ -260,6 +257,11 @@ class ServeApp:
         record: dict[str, Any] = {}
         metrics = self.metrics
         metrics.inflight += 1
+        log = self.log
+        if log is not None and (self.config.log_probes or endpoint not in protocol.UNLOGGED):
+            log.promised.value += 1  # counted now: were this worker killed, its record would be counted as lost
+        else:
+            log = None
         try:
             if self._token is not None and path not in PROBES:
                 self._authorize(headers)
@@ -305,13 +307,12 @@ class ServeApp:
             shadowed = record.pop("_shadow", None)
             if shadowed is not None and self.shadow is not None:
                 self.shadow.offer(rid, shadowed, int(seconds * 1e6) / 1000)
-        log = self.log
-        if log is not None and (self.config.log_probes or endpoint not in protocol.UNLOGGED):
+        if log is not None:
             log.write({
                 "ts": time.time(), "id": rid, "method": method, "path": path, "endpoint": endpoint,
                 "status": status, "latency_ms": int(seconds * 1e6) / 1000, "model": self.bundle.name,
                 "version": self.bundle.version, **record,
-            })
+            }, promised=True)
             if log.full:
                 await log.wait_for_space()
 
@@ -495,6 +496,24 @@ def create_app(bundle_dir: str | Path, config: ServeConfig | None = None) -> Ser
         app.add_shadow(Shadow(open_variant(config.shadow, config, None, threaded=True), bundle.version,
                               config.shadow_max_pending, config.log_payloads))
     return app
+
+
+def open_log(config: ServeConfig) -> RequestLog:
+    """The request log of this process: with several workers, its own file (no shared rotation) and
+    its counters in the folder the workers share (a killed worker's lost records are counted from them)."""
+    path = Path(config.log_path)
+    counters = None
+    if config.workers > 1:
+        path = path.with_name(f"{path.stem}.{os.getpid()}{path.suffix}")
+        shared = os.environ.get(METRICS_DIR_ENV)
+        if shared and Path(shared).is_dir():
+            counters = Path(shared) / f"{os.getpid()}{LOG_COUNTERS_SUFFIX}"
+    try:
+        return RequestLog(path, config.log_max_bytes, config.log_keep_seconds, family=config.log_path,
+                          counters=counters)
+    except OSError as e:
+        raise ServeError(f"cannot open the request log {path}: {e.strerror or e}",
+                         hint="give a writable --log-path (NBDEPLOY_LOG_PATH), or \"\" for no request log") from None
 
 
 def app_from_env() -> ServeApp:

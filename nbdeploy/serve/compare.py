@@ -147,23 +147,19 @@ def _is_float(x: Any) -> bool:
 
 # -- request logs ---------------------------------------------------------------
 def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """Every record of a request log: the file, its rotated backups (oldest first), and the
-    files of the other workers (``requests.<pid>.jsonl``) when ``path`` is the shared name."""
-    from .requestlog import log_files
+    """Every record of a request log: the file, its rotated files (gzipped or not yet, oldest first),
+    and the files of the other workers (``requests.<pid>.jsonl``) when ``path`` is the shared name."""
+    from .logfiles import family_files, read_lines
 
     p = Path(path)
-    files = list(log_files(p))
-    if p.suffix:
-        for other in sorted(p.parent.glob(f"{p.stem}.*{p.suffix}")):
-            if other.stem[len(p.stem) + 1:].isdigit():
-                files += log_files(other)
+    files = family_files(p)
     if not files:
         from .errors import ServeError
 
         raise ServeError(f"no request log at {p}", hint="pass the file named by --log-path / NBDEPLOY_LOG_PATH")
     records = []
     for f in files:
-        for line in f.read_bytes().splitlines():
+        for line in read_lines(f):
             if line.strip():
                 try:
                     records.append(orjson.loads(line))

@@ -238,7 +238,12 @@ async def v2_ready(app: ServeApp, *_: Any) -> Any:
 
 # -- operations ----------------------------------------------------------------
 async def health(app: ServeApp, *_: Any) -> Any:
-    return 200, b'{"status":"ok"}', JSON, []
+    """200 while the API answers; the request log's state beside it ("degraded" while it fails to write,
+    rotate or compress: the API keeps answering, and a probe must not restart it for that)."""
+    log = app.metrics.log
+    if log is None:
+        return 200, b'{"status":"ok"}', JSON, []
+    return 200, app.json({"status": "ok" if log.ok else "degraded", "request_log": log.status()}), JSON, []
 
 
 async def version(app: ServeApp, *_: Any) -> Any:
