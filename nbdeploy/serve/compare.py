@@ -149,14 +149,10 @@ def _is_float(x: Any) -> bool:
 def read_records(path: str | Path) -> list[dict[str, Any]]:
     """Every record of a request log: the file, its rotated backups (oldest first), and the
     files of the other workers (``requests.<pid>.jsonl``) when ``path`` is the shared name."""
-    from .requestlog import log_files
+    from .requestlog import log_group
 
     p = Path(path)
-    files = list(log_files(p))
-    if p.suffix:
-        for other in sorted(p.parent.glob(f"{p.stem}.*{p.suffix}")):
-            if other.stem[len(p.stem) + 1:].isdigit():
-                files += log_files(other)
+    files = log_group(p)
     if not files:
         from .errors import ServeError
 

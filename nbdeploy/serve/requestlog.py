@@ -51,6 +51,7 @@ class RequestLog:
         self._queued = 0
         self._written = 0
         self._lock = threading.Lock()
+        self._draining = threading.Lock()  # the writer thread and flush() take turns
         self._wake = threading.Event()
         self._closed = False
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
@@ -81,6 +82,10 @@ class RequestLog:
             self._wake.set()
             await fut
 
+    def flush(self) -> None:
+        """Write out everything queued so far, now (for a reader of the file: ``GET /performance``)."""
+        self._drain()
+
     def close(self) -> None:
         """Write everything that is queued, then stop the thread and close the file."""
         self._closed = True
@@ -96,6 +101,10 @@ class RequestLog:
             self._drain()
 
     def _drain(self) -> None:
+        with self._draining:
+            self._drain_queue()
+
+    def _drain_queue(self) -> None:
         queue = self._queue
         n = len(queue)
         lines = queue[:n]
@@ -164,3 +173,15 @@ def log_files(path: str | Path) -> list[Path]:
     p = Path(path)
     backups = sorted(p.parent.glob(p.name + ".*"), key=lambda q: -int(q.suffix[1:]) if q.suffix[1:].isdigit() else 0)
     return [*backups, *([p] if p.exists() else [])]
+
+
+def log_group(path: str | Path) -> list[Path]:
+    """Every file of a server's request log: ``path`` and its rotated backups, and with
+    ``--workers N`` each worker's ``<stem>.<pid><suffix>`` and its backups."""
+    p = Path(path)
+    files = list(log_files(p))
+    if p.suffix:
+        for other in sorted(p.parent.glob(f"{p.stem}.*{p.suffix}")):
+            if other.stem[len(p.stem) + 1:].isdigit():
+                files += log_files(other)
+    return files
