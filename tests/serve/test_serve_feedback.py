@@ -150,7 +150,7 @@ def _cli_json(*args: str) -> dict[str, Any]:
 
 
 # -- regression: MAE and RMSE -----------------------------------------------------------
-def test_regression_mae_and_rmse_against_the_training_mae_and_a_feedback_file(reg3, tmp_path):
+def test_regression_mae_and_rmse_against_the_training_mae_and_a_feedback_file(reg3, tmp_path, ipshell, capsys):
     handle = start(reg3, tmp_path)
     c = Client(handle.url)
     try:
@@ -159,6 +159,11 @@ def test_regression_mae_and_rmse_against_the_training_mae_and_a_feedback_file(re
         items = [{"request_id": rid, "label": p + e} for (rid, _, p), e in zip(answered, errors, strict=True)]
         assert c.post("/feedback", items)[2]["joined"] == 20
         perf = c.get("/performance")[2]
+        # the notebook renders the running API's table
+        ipshell.run_line_magic("deploy", f"performance {handle.url}")
+        shown = capsys.readouterr().out
+        assert f"performance of {handle.url}" in shown and "v3 (answered) regression: 20 labelled rows" in shown
+        assert f"mae      live {perf['versions'][0]['live']['mae']:.4g}   training 2" in shown
     finally:
         c.close()
         assert handle.stop() == 0
