@@ -498,7 +498,7 @@ def create_app(bundle_dir: str | Path, config: ServeConfig | None = None) -> Ser
     if config.canary:
         app.add_canary(open_variant(config.canary, config, app.metrics, drift=False))
     if config.shadow:
-        app.add_shadow(Shadow(open_variant(config.shadow, config, None, threaded=True), bundle.version,
+        app.add_shadow(Shadow(open_variant(config.shadow, config, None, shadow=True), bundle.version,
                               config.shadow_max_pending, config.log_payloads))
     return app
 
