@@ -35,6 +35,11 @@ def serve_forever(bundle: str | Path, config: Any) -> None:
         raise _translate(exc) from None
 
 
+def request_log(notebook: Path) -> Path:
+    """Where ``%deploy serve`` has this notebook's API write its request log."""
+    return _handle_path(notebook).parent / "requests.jsonl"
+
+
 def running(notebook: Path) -> Any | None:
     """The live server of this notebook, or None."""
     from nbdeploy.serve import ServerHandle
@@ -65,7 +70,7 @@ def start(notebook: Path, bundle: Path, **config: Any) -> Any:
     try:
         cfg = ServeConfig.from_env(**config)
         if "log_path" not in config:
-            cfg.log_path = str(_handle_path(notebook).parent / "requests.jsonl")
+            cfg.log_path = str(request_log(notebook))
         handle = launch(bundle, cfg)
     except ServingError as exc:
         raise _translate(exc) from None

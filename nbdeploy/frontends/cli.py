@@ -495,6 +495,22 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _performance_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", help="a request log (nbdeploy serve --log-path) or a running API's URL")
+    p.add_argument("--feedback", metavar="FILE", default=None,
+                   help="labels kept beside the log: JSON lines or CSV of request_id,label")
+    p.add_argument("--json", action="store_true", help="the report as JSON")
+
+
+@command("performance", "live accuracy (or MAE/RMSE) per version from the labels sent back, against training",
+         _performance_args)
+def _performance(args: argparse.Namespace) -> int:
+    from nbdeploy.bundle.performance import performance
+
+    _show(args, performance(args.source, args.feedback, os.environ.get("NBDEPLOY_API_TOKEN")))
+    return 0
+
+
 def _score_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", help="the bundle folder")
     p.add_argument("input", help="a CSV or Parquet file, a folder or glob of them, or an fsspec URL (s3://...)")

@@ -60,6 +60,8 @@ class ServeApp:
         #: requests are counted per version and handed to the shadow (only with a canary or a shadow)
         self._split = False
         self.log: RequestLog | None = None
+        #: labels joined to the logged answers (:mod:`.feedback`), made on the first /feedback or /performance
+        self.ledger: Any = None
         self._token = config.token.encode() if config.token else None
         self._flag_header = config.flag_out_of_range in ("header", "both")
         self._flag_body = config.flag_out_of_range in ("body", "both")
@@ -348,10 +350,14 @@ class ServeApp:
 
     # -- inference ------------------------------------------------------------
     async def infer(
-        self, receive: Any, headers: dict[bytes, bytes], record: dict[str, Any], kind: str
+        self, receive: Any, headers: dict[bytes, bytes], record: dict[str, Any], kind: str,
+        variant: Variant | None = None,
     ) -> tuple[Any, list[dict[str, Any]], int, Any]:
-        """Read, parse, validate and predict: (predictions, flags, rows, v2 request or None)."""
-        if self.canary is None:
+        """Read, parse, validate and predict: (predictions, flags, rows, v2 request or None).
+        ``variant``: the version the request asked for (V2's /versions/{v}), else live or canary."""
+        if variant is not None:
+            record["version"] = variant.version
+        elif self.canary is None:
             variant = self.live
         else:  # the record names the version that answered (the live one's is the default)
             variant = self._pick(headers)
@@ -413,7 +419,7 @@ class ServeApp:
             record["outputs"] = predictions
         if variant is not self.live:  # a reload switched while this request was with the old version
             record["version"] = variant.version
-        if self.shadow is not None:  # handed to the shadow once the answer is sent
+        if self.shadow is not None and variant is not self.shadow.variant:  # to the shadow once answered
             record["_shadow"] = (payload, data.n, deferred, names, predictions, variant.version)
         return predictions, flags, data.n, v2req
 
@@ -493,7 +499,7 @@ def create_app(bundle_dir: str | Path, config: ServeConfig | None = None) -> Ser
     if config.canary:
         app.add_canary(open_variant(config.canary, config, app.metrics, drift=False))
     if config.shadow:
-        app.add_shadow(Shadow(open_variant(config.shadow, config, None, threaded=True), bundle.version,
+        app.add_shadow(Shadow(open_variant(config.shadow, config, None, shadow=True), bundle.version,
                               config.shadow_max_pending, config.log_payloads))
     return app
 

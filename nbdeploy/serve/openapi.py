@@ -67,7 +67,64 @@ def openapi_document(bundle: Bundle | str | Path) -> dict[str, Any]:
         "/metadata": {"get": {"summary": "Model name, version, signature and bundle summary", "responses": {"200": _resp("Metadata")}}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         "/drift": {"get": {"summary": "Drift of the served inputs against the training profile (PSI per column)",
-                           "responses": {"200": _resp("drift report: rows, status, columns")}}},
+                           "responses": {"200": _resp("drift report: rows, status, columns"),
+                                         "404": _resp("No training profile with the model's columns, or "
+                                                      "drift_window is 0", "Error")}}},
+        f"/v2/models/{b.name}/versions/{{version}}/infer": {"post": {
+            "summary": "Predict with one served version (Open Inference Protocol V2)",
+            "description": "The live version, or the canary or shadow candidate when the server has one; "
+                           "`model_version` and `X-Model-Version` name it. A version not served is a 404 "
+                           "that lists the versions served.",
+            "parameters": [{"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/V2Request"}},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+            "responses": {"200": _resp("V2 inference response", "V2Response"),
+                          "404": _resp("This version is not served here (the message lists those that are)",
+                                       "Error"), **{k: v for k, v in errors.items() if k != "404"}},
+        }},
+        "/version": {"get": {"summary": "The live version (text)", "responses": {"200": {
+            "description": "the version number", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        "/v2": {"get": {"summary": "V2 server metadata", "responses": {"200": _resp("Server metadata")}}},
+        "/shadow": {"get": {
+            "summary": "How the shadow candidate's answers compare with the live model's, on the same inputs",
+            "responses": {"200": _resp("agreement of the shadow with the live model", "ShadowReport"),
+                          "401": errors["401"],
+                          "404": _resp("No shadow: the server was started without --shadow", "Error")}}},
+        "/feedback": {"post": {
+            "summary": "Send back the true label (or value) of answered requests",
+            "description": "`request_id` is the `X-Request-ID` of the answer. The label joins every answer "
+                           "the request log holds for that request (the version that answered and, with a "
+                           "shadow, the shadow's). Unknown ids are counted in the answer, not refused; a "
+                           "label sent again replaces the first. Kept in the request log: it survives a "
+                           "restart and every worker sees it.",
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/FeedbackRequest"},
+                "example": [{"request_id": "3f2a9c1e00000001", "label": 1}]}}},
+            "responses": {"200": _resp("How many labels were joined, unknown, mismatched", "FeedbackResponse"),
+                          "400": errors["400"], "401": errors["401"],
+                          "409": _resp("The request log is off or keeps no predictions: nothing to join to",
+                                       "Error"),
+                          "413": errors["413"], "415": errors["415"],
+                          "422": _resp("A feedback field is wrong; errors[].field names it ([3].label)", "Error")},
+        }},
+        "/performance": {"get": {
+            "summary": "Live accuracy (or MAE/RMSE) of each version from the labels sent back, against training",
+            "responses": {"200": _resp("per version: labelled rows, live and training metric",
+                                       "PerformanceReport"),
+                          "401": errors["401"],
+                          "409": _resp("The request log is off or keeps no predictions", "Error")}}},
+        "/admin/reload": {"post": {
+            "summary": "Load the bundle folder again and switch to it (as SIGHUP does)",
+            "description": "The old version answers until the new one has loaded and predicted its example; "
+                           "a bundle that fails is a 422 and the old one keeps serving. The request body is "
+                           "ignored.",
+            "security": [{"adminToken": []}],
+            "responses": {"200": _resp("The versions before and after", "ReloadResponse"),
+                          "401": errors["401"],
+                          "403": _resp("Reloading is off: the server has no NBDEPLOY_API_TOKEN", "Error"),
+                          "409": _resp("A reload is already running", "Error"),
+                          "422": _resp("The bundle did not load; the old version keeps serving", "Error")}}},
         "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _resp("OpenAPI document")}}},
         "/docs": {"get": {"summary": "Interactive documentation", "responses": {"200": {"description": "HTML page"}}}},
     }
@@ -117,14 +174,66 @@ def openapi_document(bundle: Bundle | str | Path) -> dict[str, Any]:
             "rows": {"type": "array", "items": {"type": "integer"}}, "count": {"type": "integer"},
             "allowed_range": {"type": "array", "items": {"type": "number"}}}},
         "Error": error,
+        **_operation_schemas(),
     }
     return {
         "openapi": "3.1.0",
         "info": {"title": f"{b.name} (nbdeploy)", "version": b.version,
                  "description": "Predictions from the model of an nbdeploy handoff bundle."},
         "paths": paths,
-        "components": {"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {"schemas": schemas, "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer",
+                       "description": "NBDEPLOY_API_TOKEN; when the server has one, every endpoint but the "
+                                      "health probes needs it"},
+            "adminToken": {"type": "http", "scheme": "bearer",
+                           "description": "NBDEPLOY_API_TOKEN, required by /admin/reload (which is off, 403, "
+                                          "when the server has no token)"}}},
         "security": [{"bearer": []}, {}],
+    }
+
+
+def _operation_schemas() -> dict[str, Any]:
+    """The bodies of the operations endpoints: feedback, performance, shadow, reload."""
+    label = {"type": ["string", "number", "boolean"]}
+    feedback = {"type": "object", "required": ["request_id", "label"], "additionalProperties": False,
+                "properties": {
+                    "request_id": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "\\S",
+                                   "description": "the X-Request-ID header of the answer"},
+                    "label": {"description": "the true class or value; a list: one per row of the request",
+                              "oneOf": [label, {"type": "array", "minItems": 1, "items": label}]}}}
+    metrics = {"type": "object", "additionalProperties": {"type": ["number", "null"]}}
+    return {
+        "Feedback": feedback,
+        "FeedbackRequest": {"oneOf": [{"$ref": "#/components/schemas/Feedback"},
+                                      {"type": "array", "minItems": 1, "maxItems": 10_000,
+                                       "items": {"$ref": "#/components/schemas/Feedback"}}]},
+        "FeedbackResponse": {"type": "object", "required": ["received", "joined", "unknown", "mismatched"],
+                             "properties": {
+                                 "received": {"type": "integer"}, "joined": {"type": "integer"},
+                                 "unknown": {"type": "integer"}, "mismatched": {"type": "integer"},
+                                 "unknown_ids": {"type": "array", "items": {"type": "string"}},
+                                 "mismatched_ids": {"type": "array", "items": {"type": "string"}}}},
+        "PerformanceReport": {"type": "object", "required": ["labels", "joined", "unjoined", "versions"],
+                              "properties": {
+                                  "labels": {"type": "integer"}, "joined": {"type": "integer"},
+                                  "unjoined": {"type": "integer"},
+                                  "versions": {"type": "array", "items": {"type": "object", "properties": {
+                                      "version": {"type": "string"},
+                                      "served_as": {"type": "array", "items": {"enum": ["answered", "shadow"]}},
+                                      "kind": {"enum": ["classification", "regression"]},
+                                      "labelled_requests": {"type": "integer"}, "labelled_rows": {"type": "integer"},
+                                      "live": metrics, "training": metrics, "change": metrics,
+                                      "training_metric_names": {"type": "object"}}}}}},
+        "ShadowReport": {"type": "object", "properties": {
+            "primary": {"type": "object"}, "candidate": {"type": "object"}, "requests": {"type": "integer"},
+            "rows": {"type": "integer"}, "dropped": {"type": "integer"}, "errors": {"type": "integer"},
+            "kind": {"enum": ["classification", "regression"]}, "agreement": {"type": ["number", "null"]},
+            "disagreeing_rows": {"type": "integer"}, "worst": {"type": "array"}, "pending": {"type": "integer"},
+            "max_pending": {"type": "integer"}}},
+        "ReloadResponse": {"type": "object", "properties": {
+            "reloaded": {"type": "boolean"}, "reloading": {"type": "boolean"}, "name": {"type": "string"},
+            "version": {"type": "string"}, "previous": {"type": "string"}, "bundle": {"type": "string"},
+            "seconds": {"type": "number"}, "workers": {"type": "integer"}}},
     }
 
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from . import v2binary
+from . import feedback, v2binary
 from .bundle import V2_TYPES, Bundle
 from .errors import RequestError
 from .version import __version__ as SERVER_VERSION
@@ -34,7 +34,10 @@ class ServeApp(Protocol):
     def flags_in_body(self) -> bool: ...
 
     async def infer(self, receive: Any, headers: dict[bytes, bytes], record: dict[str, Any],
-                    kind: str) -> tuple[Any, list[dict[str, Any]], int, Any]: ...
+                    kind: str, variant: Any = None) -> tuple[Any, list[dict[str, Any]], int, Any]: ...
+
+    @property
+    def live(self) -> Any: ...
 
     def flag_headers(self, flags: list[dict[str, Any]]) -> list[tuple[bytes, bytes]]: ...
 
@@ -51,7 +54,7 @@ class ServeApp(Protocol):
 JSON = b"application/json"
 Handler = Callable[..., Awaitable[tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]]]
 #: endpoints whose requests are not written to the request log (unless log_probes)
-UNLOGGED = frozenset({"health", "v2_live", "v2_ready", "metrics", "drift", "shadow"})
+UNLOGGED = frozenset({"health", "v2_live", "v2_ready", "metrics", "drift", "shadow", "performance"})
 
 
 def content_type(headers: dict[bytes, bytes], kind: str) -> str:
@@ -108,22 +111,37 @@ async def invocations(app: ServeApp, scope: Any, receive: Any, headers: Any, rec
 
 
 # -- Open Inference Protocol (V2) ----------------------------------------------
-def _model_path(app: ServeApp, path: str) -> str:
-    """The part after /v2/models/{name}[/versions/{v}], checking name and version."""
+def _model_path(app: ServeApp, path: str) -> tuple[Any, str]:
+    """The part after /v2/models/{name}[/versions/{v}], checking name and version: (the variant
+    a version asks for, or None, and that part)."""
     rest = path[len("/v2/models/"):]
     name, _, tail = rest.partition("/")
     if name != app.bundle.name:
         raise RequestError(404, f"no model named {name!r}; this server has {app.bundle.name!r}")
+    chosen = None
     if tail.startswith("versions/"):
         version, _, tail = tail[len("versions/"):].partition("/")
-        if version != app.bundle.version:
-            raise RequestError(404, f"no version {version!r} of {name!r}; this server has {app.bundle.version!r}")
-    return tail
+        served = _served(app)
+        chosen = next((v for role, v in served if v.version == version), None)
+        if chosen is None:
+            listed = ", ".join(f"{v.version!r} ({role})" for role, v in served)
+            raise RequestError(404, f"no version {version!r} of {name!r} is served here; this server has {listed}")
+    return chosen, tail
+
+
+def _served(app: ServeApp) -> list[tuple[str, Any]]:
+    """(role, variant) of every version this server holds: live, canary, shadow."""
+    served = [("live", app.live)]
+    if app.canary is not None:
+        served.append(("canary", app.canary))
+    if app.shadow is not None:
+        served.append(("shadow", app.shadow.variant))
+    return served
 
 
 async def v2_infer(app: ServeApp, scope: Any, receive: Any, headers: Any, record: Any) -> Any:
-    _model_path(app, scope["path"])
-    predictions, flags, n, req = await app.infer(receive, headers, record, "v2")
+    chosen, _ = _model_path(app, scope["path"])
+    predictions, flags, n, req = await app.infer(receive, headers, record, "v2", chosen)
     outputs = v2_outputs(predictions, n, app.bundle.outputs, req.outputs if req else None)
     # the version that answered: the canary's for its share, the old one's for a request that was
     # already in its hands when a reload switched
@@ -202,12 +220,12 @@ def _datatype(data: list[Any]) -> str:
 
 
 async def v2_model(app: ServeApp, scope: Any, receive: Any, headers: Any, record: Any) -> Any:
-    tail = _model_path(app, scope["path"])
+    chosen, tail = _model_path(app, scope["path"])
     if tail == "ready":
         return 200, orjson.dumps({"name": app.bundle.name, "ready": True}), JSON, []
     if tail != "":
         raise RequestError(404, f"no endpoint {scope['path']}")
-    b = app.bundle
+    b = app.bundle if chosen is None else chosen.bundle
     inputs = (
         [{"name": c.name, "datatype": V2_TYPES.get(c.type, "BYTES"), "shape": [-1]} for c in b.columns]
         if b.columns is not None
@@ -215,8 +233,8 @@ async def v2_model(app: ServeApp, scope: Any, receive: Any, headers: Any, record
     )
     doc = {
         "name": b.name,
-        "versions": [b.version],
-        "platform": f"mlflow_{app.model.flavor}",
+        "versions": [v.version for _, v in _served(app)] if chosen is None else [b.version],
+        "platform": f"mlflow_{(app.model if chosen is None else chosen.model).flavor}",
         "inputs": inputs,
         "outputs": [{"name": name, "datatype": _signature_datatype(b.outputs, name), "shape": [-1]}
                     for name in v2_output_names(b.outputs)],
@@ -346,6 +364,8 @@ ROUTES: dict[str, tuple[str, dict[str, Handler]]] = {
     "/drift": ("drift", {"GET": drift}),
     "/shadow": ("shadow", {"GET": shadow}),
     "/admin/reload": ("admin_reload", {"POST": admin_reload}),
+    "/feedback": ("feedback", {"POST": feedback.post_feedback}),
+    "/performance": ("performance", {"GET": feedback.get_performance}),
     "/openapi.json": ("openapi", {"GET": openapi_json}),
     "/docs": ("docs", {"GET": docs}),
     "/v2": ("v2_server", {"GET": v2_server}),

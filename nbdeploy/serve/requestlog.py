@@ -40,8 +40,8 @@ from typing import Any
 import orjson
 
 from . import logfiles
-from .redact import scrub, scrub_inputs, secret_values, suspect
 from .logfiles import log_files
+from .redact import scrub, scrub_inputs, secret_values, suspect
 
 __all__ = ["RequestLog", "log_files", "lost_by"]
 
@@ -98,6 +98,7 @@ class RequestLog:
         self._queued = 0
         self._written = 0
         self._lock = threading.Lock()
+        self._draining = threading.Lock()  # the writer thread and flush() take turns
         self._wake = threading.Event()
         self._closed = False
         #: values of this server's secret environment variables (DB_PASSWORD, ...), never logged
@@ -173,6 +174,10 @@ class RequestLog:
             doc["recovered_at"] = self.recovered_at
         return doc
 
+    def flush(self) -> None:
+        """Write out everything queued so far, now (for a reader of the file: ``GET /performance``)."""
+        self._drain()
+
     def close(self) -> None:
         """Write everything that is queued, then stop the threads and close the file."""
         self._closed = True
@@ -201,6 +206,10 @@ class RequestLog:
                 logger.exception("request log %s: the writer failed; it carries on", self.path)
 
     def _drain(self) -> None:
+        with self._draining:
+            self._drain_queue()
+
+    def _drain_queue(self) -> None:
         queue = self._queue
         n = len(queue)
         lines = queue[:n]

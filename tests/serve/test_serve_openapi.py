@@ -102,3 +102,72 @@ def test_a_405_says_which_methods_the_path_takes(classifier_server: Any, client_
     assert c.get("/health")[0] == 200  # the connection and the server carry on
     documented = document["paths"]["/invocations"]["post"]["responses"]["405"]
     assert "Allow" in documented["headers"]
+
+
+FEEDBACK = [  # (body, the server answers it); the request ids need not be known (they are counted)
+    ({}, False),
+    ([], False),
+    ("x", False),
+    ({"request_id": "r1"}, False),
+    ({"label": 1}, False),
+    ({"request_id": "", "label": 1}, False),
+    ({"request_id": "   ", "label": 1}, False),
+    ({"request_id": "r" * 129, "label": 1}, False),
+    ({"request_id": 7, "label": 1}, False),
+    ({"request_id": "r1", "label": None}, False),
+    ({"request_id": "r1", "label": {"a": 1}}, False),
+    ({"request_id": "r1", "label": []}, False),
+    ({"request_id": "r1", "label": [1, None]}, False),
+    ({"request_id": "r1", "label": [[1]]}, False),
+    ({"request_id": "r1", "label": 1, "weight": 2}, False),
+    ([{"request_id": "r1", "label": 1}, 5], False),
+    ({"request_id": "r1", "label": 1}, True),
+    ({"request_id": "r1", "label": "yes"}, True),
+    ({"request_id": "r1", "label": True}, True),
+    ({"request_id": "r1", "label": 2.5}, True),
+    ({"request_id": "r1", "label": [1, 0, 1]}, True),
+    ([{"request_id": "r1", "label": 1}, {"request_id": "r2", "label": 0}], True),
+]
+
+
+@pytest.mark.parametrize(("body", "answered"), FEEDBACK)
+def test_the_document_accepts_a_feedback_body_exactly_when_the_server_does(
+        classifier_server: Any, client_for: Any, document: dict[str, Any], body: Any, answered: bool) -> None:
+    import json
+
+    validator = _validator(document, _request_schema(document, "/feedback"))
+    status, _, reply = client_for(classifier_server).post("/feedback", json.dumps(body))
+    assert (status == 200) is answered, reply
+    assert status < 500, reply
+    assert validator.is_valid(body) is answered, list(validator.iter_errors(body))
+
+
+def test_every_endpoint_is_documented_and_reload_needs_the_admin_token(document: dict[str, Any]) -> None:
+    from nbdeploy.serve.protocol import ROUTES
+
+    undocumented = set(ROUTES) - set(document["paths"]) - {"/ping"}  # /ping: an alias of /health
+    assert undocumented == set()
+    versioned = document["paths"]["/v2/models/churn/versions/{version}/infer"]["post"]
+    assert versioned["parameters"][0]["name"] == "version" and "404" in versioned["responses"]
+    reload = document["paths"]["/admin/reload"]["post"]
+    assert reload["security"] == [{"adminToken": []}] and "requestBody" not in reload
+    assert document["components"]["securitySchemes"]["adminToken"] == {
+        **document["components"]["securitySchemes"]["adminToken"], "type": "http", "scheme": "bearer"}
+    for path in ("/shadow", "/feedback", "/performance", "/drift"):
+        assert path in document["paths"]
+    for schema in ("FeedbackResponse", "PerformanceReport", "ShadowReport", "ReloadResponse"):
+        jsonschema.Draft202012Validator.check_schema(document["components"]["schemas"][schema])
+
+
+def test_feedback_and_performance_answers_match_their_documented_schemas(
+        classifier_server: Any, client_for: Any, document: dict[str, Any]) -> None:
+    c = client_for(classifier_server)
+    status, headers, reply = c.post("/invocations", {"dataframe_records": [ROW, ROW]})
+    assert status == 200, reply
+    status, _, answer = c.post("/feedback", [{"request_id": headers["x-request-id"], "label": [1, 0]},
+                                             {"request_id": "unknown-id", "label": 1}])
+    assert status == 200 and answer["joined"] == 1 and answer["unknown"] == 1
+    _validator(document, "FeedbackResponse").validate(answer)
+    status, _, report = c.get("/performance")
+    assert status == 200 and report["joined"] >= 1
+    _validator(document, "PerformanceReport").validate(report)
