@@ -167,6 +167,37 @@ def _training_rows(session: Any, entry: dict, columns: list[str]) -> Any:
     return df[columns].head(EXAMPLE_ROWS).reset_index(drop=True)
 
 
+#: training rows the model predicts at export for the prediction profile (a deterministic sample)
+PREDICTION_ROWS = 20_000
+
+
+def _prediction_profile(entry: dict, columns: list[str], predict: Any) -> dict | None:
+    """The profile of the model's predictions on (a sample of) its training rows: what the
+    drift report compares the served predictions with. None, never an error, when the
+    training data cannot be re-read or the predictions are not one value per row."""
+    import numpy as np
+    import pandas as pd
+
+    from nbdeploy.capture.profile import profile_frame
+
+    reader = getattr(pd, entry.get("function") or "", None)
+    if entry.get("kind") != "file" or reader is None:
+        return None
+    try:
+        df = reader(entry["path"])[columns]
+        if len(df) > PREDICTION_ROWS:
+            df = df.iloc[np.sort(np.random.default_rng(0).choice(len(df), PREDICTION_ROWS, replace=False))]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            predictions = np.asarray(predict(df.reset_index(drop=True)))
+    except Exception:  # the profile is evidence for drift reports; the build does not depend on it
+        return None
+    if predictions.ndim != 1 or len(predictions) != len(df):
+        return None
+    prof = profile_frame(pd.DataFrame({"prediction": predictions}))
+    return {"source": f"the model's predictions on {len(df)} training rows", **prof}
+
+
 def _check_columns(example: Any, inputs: list[str] | None, entry: dict | None) -> Any:
     cols = [str(c) for c in example.columns]
     expected = inputs
@@ -335,6 +366,10 @@ def _export(shell: Any, session: Any, out_dir: Path, variable: str | None, examp
             warnings.simplefilter("ignore", UserWarning)
             _check_round_trip(models.predict_fn(loaded, flavor)(example), predictions, variable)
     profile = _profile(entry, [str(c) for c in example.columns])
+    if profile is not None and entry is not None:
+        profile["prediction"] = _prediction_profile(entry, [str(c) for c in example.columns],
+                                                    models.predict_fn(obj, flavor))
+    marks["prediction_profile"] = time.perf_counter() - started
     program = (write_program(obj, out / "model", profile, example=example) if flavor == "sklearn"
                else {"compiled": False, "reason": f"only scikit-learn models are compiled, not {flavor}"})
     marks["program"] = time.perf_counter() - started

@@ -176,21 +176,29 @@ def _pct(x: Any) -> str:
 
 def fetch_drift(url: str, token: str | None = None, timeout: float = 10.0) -> DriftReport:
     """``GET {url}/drift`` of a running nbdeploy API (bearer ``token`` when it needs one)."""
+    base = url.rstrip("/")
+    return DriftReport(base, get_json(base, "/drift", token, timeout))
+
+
+def get_json(base: str, path: str, token: str | None = None, timeout: float = 10.0) -> Any:
+    """``GET {base}{path}`` of a running nbdeploy API as JSON; its errors as one ServeError line."""
     import urllib.error
     import urllib.request
 
-    base = url.rstrip("/")
-    req = urllib.request.Request(f"{base}/drift", headers={"Authorization": f"Bearer {token}"} if token else {})
+    req = urllib.request.Request(f"{base}{path}", headers={"Authorization": f"Bearer {token}"} if token else {})
+    where = f"{base}{path.partition('?')[0]}"
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
-            return DriftReport(base, json.loads(r.read()))
+            return json.loads(r.read())
     except urllib.error.HTTPError as e:
         try:
             message = json.loads(e.read()).get("message") or e.reason
         except (ValueError, AttributeError):
             message = e.reason
         hint = "set NBDEPLOY_API_TOKEN to the API's token" if e.code == 401 else None
-        raise ServeError(f"{base}/drift answered {e.code}: {message}", hint=hint) from None
+        raise ServeError(f"{where} answered {e.code}: {message}", hint=hint) from None
+    except ValueError as e:
+        raise ServeError(f"{where} did not answer JSON: {e}", hint="is it an nbdeploy API?") from None
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
         raise ServeError(f"no API answers at {base}: {reason}",

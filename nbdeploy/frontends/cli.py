@@ -2,7 +2,8 @@
 
 Each subcommand parses its arguments, calls one core function and prints the
 result. Every :class:`NbdeployError` is printed as one line on stderr
-(``nbdeploy: error: ...``) with exit code 2; a failing notebook cell exits 1.
+(``nbdeploy: error: ...``) with exit code 2; a failing notebook cell exits 1;
+``nbdeploy drift --fail-on`` exits 3 when a feature drifted.
 """
 
 from __future__ import annotations
@@ -537,17 +538,44 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _drift_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("url", nargs="?", default="http://127.0.0.1:8080",
-                   help="the running API (default http://127.0.0.1:8080); its token from NBDEPLOY_API_TOKEN")
+    p.add_argument("source", nargs="?", default="http://127.0.0.1:8080", metavar="URL|BUNDLE",
+                   help="a running API's URL (http://..., default http://127.0.0.1:8080; its token from "
+                        "NBDEPLOY_API_TOKEN), or with --log the bundle folder or models:/NAME@ALIAS that served the log")
+    p.add_argument("--log", metavar="REQUESTS.jsonl",
+                   help="read this request log offline (with its rotated and .gz files) against BUNDLE")
+    p.add_argument("--html", metavar="FILE", help="also write the report as one self-contained HTML page")
+    p.add_argument("--fail-on", choices=["drift", "moderate"],
+                   help="exit 3 when a feature's verdict is this or worse (for CI and cron)")
+    project_arg(p)
     p.add_argument("--json", action="store_true", help="the report as JSON")
 
 
-@command("drift", "how far the inputs a running API has served drift from the training data (PSI per column)",
-         _drift_args)
+@command("drift", "drift of served inputs and predictions against the training data, per feature (KS, "
+         "chi-squared, PSI): of a running API, or offline of a bundle's request log", _drift_args)
 def _drift(args: argparse.Namespace) -> int:
-    from nbdeploy.bundle.servers import fetch_drift
+    from nbdeploy.bundle import drift
 
-    _show(args, fetch_drift(args.url, os.environ.get("NBDEPLOY_API_TOKEN")))
+    if drift.is_url(args.source):
+        if args.log:
+            raise NbdeployError(f"--log reads a request log offline against a bundle, not against the API at "
+                                f"{args.source}", hint="give the bundle folder: nbdeploy drift BUNDLE --log LOG")
+        report = drift.of_api(args.source, os.environ.get("NBDEPLOY_API_TOKEN"))
+    else:
+        if not args.log:
+            raise NbdeployError(f"{args.source} is not a URL: a bundle needs --log REQUESTS.jsonl (its API's "
+                                "request log)", hint="for a running API give its URL, http://HOST:PORT")
+        args.bundle = args.source
+        report = drift.of_log(bundle_folder(args), args.log)
+    _show(args, report)
+    if args.html:
+        out = report.write_html(args.html)
+        print(f"nbdeploy: wrote {out} ({out.stat().st_size // 1024 + 1} kB)", file=sys.stderr)
+    if args.fail_on:
+        failed = report.failed(args.fail_on)
+        if failed:
+            print(f"nbdeploy: {', '.join(failed)} at --fail-on {args.fail_on} or worse: exit {drift.EXIT_DRIFTED}",
+                  file=sys.stderr)
+            return drift.EXIT_DRIFTED
     return 0
 
 

@@ -112,8 +112,12 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         _a("--chunk-rows", type=int, help="rows read and scored at a time"),
         _a("--id", dest="id_column", help="keep only this id column beside the predictions"),
     )),
-    Subcommand("drift", "drift of what this notebook's API has served against the training data", (
-        _a("url", nargs="?", help="a running API (default: the one %deploy serve started)"),
+    Subcommand("drift", "drift of what this notebook's API has served against the training data, shown inline", (
+        _a("source", nargs="?", metavar="URL|BUNDLE",
+           help="a running API's URL (default: the one %deploy serve started), or with --log a bundle "
+                "folder or models:/NAME@ALIAS (default: this notebook's bundle)"),
+        _a("--log", help="a request log to read offline (default, when no API runs: the last %deploy serve's)"),
+        _a("--text", action="store_true", help="print the report as text instead of showing it"),
     )),
     Subcommand("performance", "live accuracy (or MAE/RMSE) per version from the labels sent back, against training", (
         _a("source", nargs="?", help="a running API's URL or a request log (default: this notebook's API, "
@@ -447,19 +451,21 @@ class DeployMagics(ReleaseMagics, Magics):
                        chunk_rows=args.chunk_rows, id_column=args.id_column, progress=tick)
         print(result.text())
 
-    def _do_drift(self, args: argparse.Namespace) -> None:
+    def _do_drift(self, args: argparse.Namespace) -> Any:
         import os
 
-        from nbdeploy.bundle import servers
+        from nbdeploy.bundle import drift
 
-        url = args.url
-        if url is None:
-            handle = servers.running(self._notebook())
-            if handle is None:
-                raise UsageError("%deploy drift: no API of this notebook is running; start one with "
-                                 "%deploy serve, or give its URL")
-            url = handle.url
-        print(servers.fetch_drift(url, os.environ.get("NBDEPLOY_API_TOKEN")).text())
+        nb, source = self._notebook(), args.source
+        if source and source.startswith("models:/"):
+            from nbdeploy.release import resolve
+
+            source = resolve(source, nb.parent).bundle
+        report = drift.for_notebook(nb, source, args.log, os.environ.get("NBDEPLOY_API_TOKEN"))
+        if args.text:
+            print(report.text())
+            return None
+        return report  # shown inline: the HTML report (its text where HTML is not shown)
 
     def _do_performance(self, args: argparse.Namespace) -> None:
         import os

@@ -134,6 +134,7 @@ class Drift:
     """Per-column served counts in the training buckets, over the most recent rows."""
 
     def __init__(self, profile: dict[str, Any] | None, columns: list[str], window: int = 10_000) -> None:
+        self.profile = profile
         stats = ((profile or {}).get("columns") or {})
         self.columns: dict[str, _Numeric | _Categories] = {}
         for name in columns:
@@ -154,6 +155,7 @@ class Drift:
         """The same columns and buckets with no rows (to sum several workers' counts into)."""
         other = Drift.__new__(Drift)
         other.columns, other.window, other.since = self.columns, self.window, self.since
+        other.profile = self.profile
         other._lock = threading.Lock()
         other.reset()
         return other
@@ -215,6 +217,12 @@ class Drift:
             if self._pending_rows:
                 self._count()
             return self._old, self._new
+
+    def served(self) -> tuple[int, dict[str, np.ndarray], float]:
+        """(rows, per column the served counts in its buckets, since): what the HTML report reads."""
+        old, new = self._counted()
+        return (old["rows"] + new["rows"], {n: old["counts"][n] + new["counts"][n] for n in self.columns},
+                self.since)
 
     # -- several workers ------------------------------------------------------
     def state(self) -> dict[str, Any]:

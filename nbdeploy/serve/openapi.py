@@ -67,6 +67,10 @@ def openapi_document(bundle: Bundle | str | Path) -> dict[str, Any]:
         "/metadata": {"get": {"summary": "Model name, version, signature and bundle summary", "responses": {"200": _resp("Metadata")}}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         "/drift": {"get": {"summary": "Drift of the served inputs against the training profile (PSI per column)",
+                           "parameters": [{"name": "format", "in": "query", "required": False,
+                                           "description": "json (PSI per column, the default), report (a verdict "
+                                                          "and a test per feature) or html (that report as a page)",
+                                           "schema": {"type": "string", "enum": ["json", "report", "html"]}}],
                            "responses": {"200": _resp("drift report: rows, status, columns"),
                                          "404": _resp("No training profile with the model's columns, or "
                                                       "drift_window is 0", "Error")}}},

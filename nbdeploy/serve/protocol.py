@@ -304,12 +304,29 @@ async def metrics(app: ServeApp, *_: Any) -> Any:
     return 200, app.metrics.render().encode(), b"text/plain; version=0.0.4; charset=utf-8", []
 
 
-async def drift(app: ServeApp, *_: Any) -> Any:
+async def drift(app: ServeApp, scope: Any, *_: Any) -> Any:
+    """``/drift``: PSI per column (JSON); ``?format=report``: the report with a verdict and a test per
+    feature (:mod:`.drift_report`); ``?format=html``: that report as a self-contained page."""
+    from urllib.parse import parse_qs
+
+    query = parse_qs((scope.get("query_string") or b"").decode("latin-1"))
+    fmt = (query.get("format") or ["json"])[-1]
+    if fmt not in ("json", "report", "html"):
+        raise RequestError(400, f"format must be json, report or html, not {fmt[:40]!r}")
     total = app.metrics.combined()
     if total.drift is None:
         raise RequestError(404, "no drift report: the bundle has no training profile with the model's columns, "
                                 "or drift_window is 0")
-    return 200, app.json(total.drift.report()), JSON, []
+    if fmt == "json":
+        return 200, app.json(total.drift.report()), JSON, []
+    from .drift_report import from_api
+
+    doc = from_api(total.drift, app.bundle.name, app.bundle.version)
+    if fmt == "report":
+        return 200, app.json(doc), JSON, []
+    from .drift_html import document
+
+    return 200, document(doc).encode(), b"text/html; charset=utf-8", []
 
 
 async def shadow(app: ServeApp, *_: Any) -> Any:

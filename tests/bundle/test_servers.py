@@ -88,13 +88,15 @@ def test_drift_from_the_notebook_and_the_cli(ipshell, tmp_path, small_bundle, ca
         rows = [[50.0 + i, 0.5] for i in range(120)]  # "a" far above its training range 1..4
         _post(f"{handle.url}/invocations", {"dataframe_split": {"columns": ["a", "b"], "data": rows}})
         capsys.readouterr()
-        ipshell.run_line_magic("deploy", "drift")
+        report = ipshell.run_line_magic("deploy", "drift")  # shown inline as HTML
+        assert report.verdict == "drift" and "a" in report.doc["drifted"]
+        assert 'data-field="a" data-verdict="drift"' in report._repr_html_()
+        ipshell.run_line_magic("deploy", "drift --text")
         out = capsys.readouterr().out
-        assert f"drift of {handle.url}: drift over the last 120 rows served (drifted: a" in out
-        assert "above max 100.0%" in out
-        cli = subprocess.run([sys.executable, "-m", "nbdeploy", "drift", handle.url, "--json"],
+        assert out.startswith("drift of the last 120 rows the API of lin v1 served: drift (drifted: a")
+        cli = subprocess.run([sys.executable, "-m", "nbdeploy", "drift", handle.url, "--json", "--fail-on", "drift"],
                              capture_output=True, text=True, timeout=60)
-        assert cli.returncode == 0, cli.stderr
+        assert cli.returncode == 3, cli.stderr
         doc = json.loads(cli.stdout)
         assert doc["url"] == handle.url and doc["rows"] == 120 and "a" in doc["drifted"]
     finally:
