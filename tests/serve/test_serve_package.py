@@ -20,7 +20,7 @@ import nbdeploy.serve
 PACKAGE = Path(nbdeploy.serve.__file__).parent
 ALLOWED = {
     "__future__", "argparse", "asyncio", "bisect", "collections", "concurrent", "csv", "dataclasses",
-    "datetime", "gc", "glob", "hashlib", "heapq", "hmac", "itertools", "math", "html", "importlib", "io", "json", "logging", "os", "pathlib", "pickle", "signal",
+    "calendar", "datetime", "gc", "glob", "gzip", "hashlib", "mmap", "re", "stat", "heapq", "hmac", "itertools", "math", "html", "importlib", "io", "json", "logging", "os", "pathlib", "pickle", "signal",
     "py_compile", "random", "shutil", "socket", "struct", "subprocess", "sys", "tempfile", "threading", "time", "types", "typing", "urllib", "zlib",
     "numpy", "pandas", "orjson", "uvicorn", "yaml",
     "pyarrow", "fsspec",  # batch scoring only (score, score_io), imported lazily: neither is in the API's lock
