@@ -261,7 +261,7 @@ class ServeApp:
         metrics.inflight += 1
         log = self.log
         if log is not None and (self.config.log_probes or endpoint not in protocol.UNLOGGED):
-            log.promised.value += 1  # counted now: were this worker killed, its record would be counted as lost
+            log.counts[0] += 1  # promised now: were this worker killed, its record would be counted as lost
         else:
             log = None
         try:

@@ -27,7 +27,6 @@ records a killed worker lost - its requests in flight and its queued lines - are
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import mmap
 import os
@@ -104,8 +103,9 @@ class RequestLog:
         #: values of this server's secret environment variables (DB_PASSWORD, ...), never logged
         self._secrets = [v.encode() for v in secret_values()]
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
-        #: records promised (a request counts when it starts) and settled (written or counted as dropped)
-        self.promised, self.settled, self._map = _counters(counters)
+        #: [records promised (a request counts when it starts), records settled (written or counted as
+        #: dropped)]: two int64 in memory shared with the file ``counters`` when given
+        self.counts, self._map = _counters(counters)
         self._file: Any = None
         self._size = 0
         self._torn = False  # the file ends inside a line: the next write starts a new one
@@ -130,8 +130,8 @@ class RequestLog:
     def write(self, record: dict[str, Any], promised: bool = False) -> None:
         """Queue ``record`` as a JSON line. Called from one thread (the event loop's).
 
-        ``promised``: the request was counted in ``promised`` when it started (the caller did
-        ``log.promised.value += 1``: a crash before this write then still shows as a lost record).
+        ``promised``: the request was counted as promised when it started (the caller did
+        ``log.counts[0] += 1``: a crash before this write then still shows as a lost record).
         """
         line = _line(record)
         if suspect(line, self._secrets):  # a client sent a key, a token or a URL with a password
@@ -139,7 +139,7 @@ class RequestLog:
                           **({"inputs": scrub_inputs(record["inputs"])} if "inputs" in record else {})})
         self._queue.append(line)
         if not promised:
-            self.promised.value += 1
+            self.counts[0] += 1
         self.records += 1
         self._queued += len(line)
         if self._queued - self._written >= self.flush_bytes and not self._wake.is_set():
@@ -222,7 +222,7 @@ class RequestLog:
                 self._write_all(lines)
             finally:
                 self._written += total  # written or counted as dropped: the space is free either way
-                self.settled.value += len(lines)
+                self.counts[1] += len(lines)
         for loop, fut in waiters:
             loop.call_soon_threadsafe(_resolve, fut)
 
@@ -400,17 +400,17 @@ class RequestLog:
             logger.info("request log: deleted %s (%d records past --log-keep)", path, n)
 
 
-def _counters(path: str | Path | None) -> tuple[Any, Any, mmap.mmap | None]:
-    """Promised and settled counts: in a file mapped into memory (``path``), or in this process only."""
+def _counters(path: str | Path | None) -> tuple[memoryview, mmap.mmap | None]:
+    """Promised and settled counts (two int64): in a file mapped into memory (``path``), or in this process only."""
     if path is None:
-        return ctypes.c_int64(0), ctypes.c_int64(0), None
+        return memoryview(bytearray(16)).cast("q"), None
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         os.ftruncate(fd, 16)
         m = mmap.mmap(fd, 16)
     finally:
         os.close(fd)
-    return ctypes.c_int64.from_buffer(m, 0), ctypes.c_int64.from_buffer(m, 8), m
+    return memoryview(m).cast("q"), m
 
 
 def lost_by(counters: str | Path) -> int:
@@ -421,7 +421,7 @@ def lost_by(counters: str | Path) -> int:
         return 0
     if len(raw) < 16:
         return 0
-    promised, settled = int.from_bytes(raw[:8], "little", signed=True), int.from_bytes(raw[8:16], "little", signed=True)
+    promised, settled = memoryview(raw[:16]).cast("q")
     return max(0, promised - settled)
 
 

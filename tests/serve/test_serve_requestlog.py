@@ -54,6 +54,26 @@ def test_retention_deletes_by_age_and_counts_what_it_deleted(tmp_path):
     assert [f.name for f in log_files(path)] == [recent.name + ".gz", "r.jsonl"]
 
 
+def test_retention_covers_every_workers_files_but_not_a_live_ones(tmp_path):
+    """With several workers each writes r.<pid>.jsonl; retention runs over all of them: the rotated
+    files of any worker, and the current file of a worker that has exited once it is that old."""
+    path = tmp_path / "r.jsonl"
+    dead = tmp_path / f"r.{2**22 + 12345}.jsonl"  # above pid_max's default: no such process
+    dead.write_bytes(b'{"i":1}\n' * 3)
+    live = tmp_path / f"r.{os.getppid()}.jsonl"
+    live.write_bytes(b'{"i":2}\n')
+    old = time.time() - 3 * 86400
+    for f in (dead, live):
+        os.utime(f, (old, old))
+    rotated = logfiles.rotated_name(dead, old)
+    rotated.with_name(rotated.name + ".gz").write_bytes(gzip.compress(b'{"i":3}\n' * 2))
+    log = RequestLog(tmp_path / f"r.{os.getpid()}.jsonl", keep_seconds=86400, family=path)
+    _wait(lambda: log.dropped["retention"] == 5)
+    log.close()
+    assert not dead.exists() and live.exists()
+    assert not list(tmp_path.glob("*.gz"))
+
+
 def test_reopening_appends_and_a_torn_last_line_does_not_swallow_the_next(tmp_path):
     for _ in range(2):
         log = RequestLog(tmp_path / "r.jsonl")
