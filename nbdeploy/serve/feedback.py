@@ -19,6 +19,7 @@ import asyncio
 import csv
 import io
 import math
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,8 @@ from .logfiles import family_files, read_lines
 
 #: feedback items in one request
 MAX_ITEMS = 10_000
-#: request ids kept with their answers; past this the oldest are forgotten
-MAX_ANSWERS = 2_000_000
+#: request ids kept with their answers (a few hundred MB at most); past this the first read are forgotten
+MAX_ANSWERS = 1_000_000
 FIELDS = ("request_id", "label")
 _READ_CHUNK = 8 * 1024 * 1024
 JSON = b"application/json"
@@ -125,8 +126,8 @@ class Ledger:
     def __init__(self, path: str | Path | None = None, max_answers: int = MAX_ANSWERS) -> None:
         self.path = Path(path) if path else None
         self.max_answers = max_answers
-        #: request id -> [(version, "answered" | "shadow", outputs)]
-        self.answers: dict[str, list[tuple[str, str, Any]]] = {}
+        #: request id -> ((version, "answered" | "shadow", outputs), ...)
+        self.answers: dict[str, tuple[tuple[str, str, Any], ...]] = {}
         #: request id -> label (a list: one per row)
         self.labels: dict[str, Any] = {}
         #: version -> the metrics the notebook recorded at training
@@ -204,13 +205,14 @@ class Ledger:
                     self.training[str(version)] = metrics
 
     def _answer(self, rid: str, version: str, role: str, outputs: Any) -> None:
+        entry = (sys.intern(version), role, outputs)  # one string per version, however many answers
         seen = self.answers.get(rid)
         if seen is None:
             if len(self.answers) >= self.max_answers:
                 del self.answers[next(iter(self.answers))]
-            self.answers[rid] = [(version, role, outputs)]
+            self.answers[rid] = (entry,)
         elif (version, role) not in [(v, ro) for v, ro, _ in seen]:
-            seen.append((version, role, outputs))
+            self.answers[rid] = (*seen, entry)
 
     def add_labels(self, pairs: list[tuple[str, Any]]) -> None:
         for rid, label in pairs:

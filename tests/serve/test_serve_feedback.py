@@ -139,6 +139,12 @@ def test_feedback_joins_live_and_shadow_answers_and_performance_is_the_hand_comp
     offline = _cli_json("performance", str(tmp_path / "requests.jsonl"))
     assert offline["versions"] == perf["versions"]
     assert (offline["labels"], offline["joined"]) == (60, 60)
+    # a bundle on its own: its copy of the runtime prints the same table
+    done = subprocess.run([sys.executable, "-m", "nbdeploy.serve", "performance", str(tmp_path / "requests.jsonl"),
+                           "--json"], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["versions"] == perf["versions"]
 
 
 def _cli_json(*args: str) -> dict[str, Any]:
