@@ -143,7 +143,8 @@ def render(ctx: ReadmeContext) -> str:
         "```",
         "",
         "Also: `GET /health`, `GET /metadata`, `GET /metrics` (Prometheus), `GET /drift` (the served "
-        "inputs against the training profile: PSI per column), `GET /openapi.json`, "
+        "inputs against the training profile: PSI per column; `?format=html` a page with a verdict and "
+        "a chart per feature), `GET /openapi.json`, "
         "`GET /docs`. A request missing a column gets a 422 naming it.",
         "",
         "Check that the API answers like the notebook did (the golden predictions in `tests/`):",

@@ -11,8 +11,10 @@ log of millions of rows needs memory for its numbers only.
 
 from __future__ import annotations
 
+import gc
 import gzip
 import io
+import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,6 +30,13 @@ from .errors import ServeError
 INFER_ENDPOINTS = frozenset({"invocations", "v2_infer"})
 #: lines parsed at once
 CHUNK_LINES = 50_000
+#: a file is read in parts of about this many bytes (each part at once, in a process of its own
+#: when the log is larger than PARALLEL_BYTES)
+PART_BYTES = 32 * 1024 * 1024
+PARALLEL_BYTES = 96 * 1024 * 1024
+MAX_WORKERS = 4
+#: the key of the predictions among the counted columns (no column name has a NUL)
+PREDICTION = "\x00prediction"
 Buckets = _Numeric | _Categories
 
 
@@ -47,6 +56,24 @@ class Served:
     values: dict[str, list[np.ndarray]] = field(default_factory=dict)
     prediction_rows: int = 0
     prediction_skipped: int = 0
+
+    def merge(self, other: Served) -> None:
+        """Add another part's counts (read in another process)."""
+        self.records += other.records
+        self.requests += other.requests
+        self.rows += other.rows
+        for ts in (other.first_ts, other.last_ts):
+            if ts is not None:
+                self.first_ts = ts if self.first_ts is None else min(self.first_ts, ts)
+                self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
+        self.models.update(other.models)
+        self.columns_seen.update(other.columns_seen)
+        for name, counts in other.counts.items():
+            self.counts[name] += counts
+        for name, arrays in other.values.items():
+            self.values[name] += arrays
+        self.prediction_rows += other.prediction_rows
+        self.prediction_skipped += other.prediction_skipped
 
     def numbers(self, name: str) -> np.ndarray | None:
         parts = self.values.get(name)
@@ -79,23 +106,52 @@ def _backup_number(q: Path, name: str) -> int | None:
     return int(rest) if rest.isdigit() else None
 
 
-def _lines(path: Path) -> Iterator[list[bytes]]:
-    """The lines of a log file in chunks (gzip read through)."""
-    opener = gzip.open if path.suffix == ".gz" else open
+def _lines(path: Path, start: int = 0, end: int = -1) -> Iterator[list[bytes]]:
+    """The lines of a log file (of its bytes ``start`` to ``end``, on line boundaries) in chunks;
+    gzip read through."""
     try:
-        with opener(path, "rb") as raw:  # type: ignore[operator]
-            f = io.BufferedReader(raw, 1 << 20) if opener is gzip.open else raw
-            chunk: list[bytes] = []
-            for line in f:
-                if len(line) > 2:
-                    chunk.append(line)
-                    if len(chunk) >= CHUNK_LINES:
-                        yield chunk
-                        chunk = []
-            if chunk:
-                yield chunk
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as raw, io.BufferedReader(raw, 1 << 20) as f:  # type: ignore[arg-type]
+                chunk: list[bytes] = []
+                for line in f:
+                    if len(line) > 2:
+                        chunk.append(line)
+                        if len(chunk) >= CHUNK_LINES:
+                            yield chunk
+                            chunk = []
+                if chunk:
+                    yield chunk
+            return
+        with open(path, "rb") as f:
+            f.seek(start)
+            data = f.read(end - start if end >= 0 else -1)  # a part is at most PART_BYTES
+        lines = [line for line in data.split(b"\n") if len(line) > 2]
+        del data
+        for i in range(0, len(lines), CHUNK_LINES):
+            yield lines[i:i + CHUNK_LINES]
     except (OSError, EOFError) as e:
         raise ServeError(f"cannot read the request log {path}: {e}") from None
+
+
+def _parts(files: list[Path]) -> list[tuple[Path, int, int]]:
+    """The files cut into parts of about ``PART_BYTES`` on line boundaries (a gzipped file: whole)."""
+    parts = []
+    for f in files:
+        size = f.stat().st_size
+        if f.suffix == ".gz" or size <= PART_BYTES:
+            parts.append((f, 0, -1))
+            continue
+        with open(f, "rb") as fh:
+            start = 0
+            while start < size:
+                end = start + PART_BYTES
+                if end < size:
+                    fh.seek(end)
+                    fh.readline()  # to the end of the line the cut falls in
+                    end = fh.tell()
+                parts.append((f, start, min(end, size)))
+                start = end
+    return parts
 
 
 def _parse(chunk: list[bytes]) -> list[Any]:
@@ -119,19 +175,82 @@ def read_served(path: str | Path, columns: dict[str, Buckets], prediction: Bucke
         raise ServeError(f"no request log at {path}",
                          hint="pass the file the server writes (--log-path / NBDEPLOY_LOG_PATH, "
                               "nbdeploy-requests.jsonl by default)")
-    served = Served([str(f) for f in files])
+    parts = _parts(files)
+    workers = min(os.cpu_count() or 1, MAX_WORKERS, len(parts))
+    if workers < 2 or sum(f.stat().st_size for f in files) < PARALLEL_BYTES:
+        served = _read_parts(parts, columns, prediction)
+    else:
+        results = _in_processes([parts[i::workers] for i in range(workers)], columns, prediction)
+        served = results[0]
+        for other in results[1:]:
+            served.merge(other)
+    served.files = [str(f) for f in files]
+    return served
+
+
+#: what a worker process runs: read its parts (pickled on stdin), write the counts (pickled on stdout)
+_WORKER = """
+import importlib, pickle, sys
+module = importlib.import_module(sys.argv[1])
+parts, columns, prediction = pickle.load(sys.stdin.buffer)
+sys.stdout.buffer.write(pickle.dumps(module._read_parts(parts, columns, prediction), protocol=5))
+"""
+
+
+def _in_processes(groups: list[list[tuple[Path, int, int]]], columns: dict[str, Buckets],
+                  prediction: Buckets | None) -> list[Served]:
+    """Each group of parts read by a Python process of its own, at the same time. Plain
+    subprocesses rather than multiprocessing: spawning would run the caller's main script
+    again (a script without a ``__main__`` guard), forking is unsafe in a kernel with threads."""
+    import pickle
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[len(__name__.split(".")) - 1]  # above nbdeploy/ (or nbdeploy_serve/)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    procs = []
+    for group in groups:
+        proc = subprocess.Popen([sys.executable, "-c", _WORKER, __name__], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        assert proc.stdin is not None
+        proc.stdin.write(pickle.dumps((group, columns, prediction), protocol=5))
+        proc.stdin.close()
+        proc.stdin = None  # written and closed: communicate() only reads
+        procs.append(proc)
+    results = []
+    for proc in procs:
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            last = err.decode(errors="replace").strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+            raise ServeError(f"reading the request log in a worker process failed: {last[0]}")
+        results.append(pickle.loads(out))
+    return results
+
+
+def _read_parts(parts: list[tuple[Path, int, int]], columns: dict[str, Buckets],
+                prediction: Buckets | None) -> Served:
+    served = Served([])
     for name, col in columns.items():
         served.counts[name] = np.zeros(col.size, dtype=np.int64)
         if isinstance(col, _Numeric):
             served.values[name] = []
-    pred_key = "\x00prediction"
     if prediction is not None:
-        served.counts[pred_key] = np.zeros(prediction.size, dtype=np.int64)
+        served.counts[PREDICTION] = np.zeros(prediction.size, dtype=np.int64)
         if isinstance(prediction, _Numeric):
-            served.values[pred_key] = []
-    for f in files:
-        for chunk in _lines(f):
-            _count_chunk(served, _parse(chunk), columns, prediction, pred_key)
+            served.values[PREDICTION] = []
+    # a chunk is ~50 000 new dicts and lists that live until it is counted: the cyclic garbage
+    # collector, run again and again while they are created, would cost more than parsing them
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        for path, start, end in parts:
+            for chunk in _lines(path, start, end):
+                _count_chunk(served, _parse(chunk), columns, prediction, PREDICTION)
+    finally:
+        if collecting:
+            gc.enable()
+    for name, arrays in served.values.items():  # one array each: less to send back from a process
+        served.values[name] = [np.concatenate(arrays)] if len(arrays) > 1 else arrays
     return served
 
 
@@ -139,38 +258,48 @@ def _count_chunk(served: Served, records: list[Any], columns: dict[str, Buckets]
                  pred_key: str) -> None:
     groups: dict[tuple[str, ...], list[Any]] = {}
     predictions: list[Any] = []
-    for r in records:
-        if not isinstance(r, dict):
+    stamps: list[Any] = []
+    answered_by: list[tuple[Any, Any]] = []
+    endpoints = INFER_ENDPOINTS
+    served.records += len(records)
+    want_outputs = prediction is not None
+    last_names: Any = None
+    key: tuple[str, ...] = ()
+    for r in records:  # a million times for a million one-row requests: direct lookups, no more
+        try:
+            if r["status"] != 200 or r["endpoint"] not in endpoints:
+                continue
+            given = r["inputs"]
+            names = given["columns"]
+            if names != last_names:  # one-row requests repeat the same names: one tuple for all
+                key, last_names = tuple(names), names
+            data = given["data"]
+        except (KeyError, TypeError):  # not a prediction with its inputs (or not a log record)
             continue
-        served.records += 1
-        if r.get("endpoint") not in INFER_ENDPOINTS or r.get("status") != 200:
+        if type(data) is not list:
             continue
-        given = r.get("inputs")
-        if not isinstance(given, dict) or not isinstance(given.get("data"), list):
-            continue
-        names = given.get("columns")
-        if not isinstance(names, list):
-            continue
-        served.requests += 1
-        ts = r.get("ts")
-        if isinstance(ts, int | float):
-            served.first_ts = ts if served.first_ts is None else min(served.first_ts, ts)
-            served.last_ts = ts if served.last_ts is None else max(served.last_ts, ts)
-        served.models[f"{r.get('model')} v{r.get('version')}"] += 1
-        key = tuple(map(str, names))
-        data = given["data"]
+        stamps.append(r.get("ts"))
+        answered_by.append((r.get("model"), r.get("version")))
         group = groups.get(key)
         if group is None:
             groups[key] = group = []
         group += data
-        if prediction is not None:
+        if want_outputs:
             out = r.get("outputs")
-            if isinstance(out, dict) and len(out) == 1:
+            if type(out) is dict and len(out) == 1:
                 out = next(iter(out.values()))
-            if isinstance(out, list) and len(out) == len(data) and (not out or not isinstance(out[0], list | dict)):
+            if type(out) is list and len(out) == len(data):
                 predictions += out
             else:
                 served.prediction_skipped += len(data)
+    served.requests += len(stamps)
+    for (model, version), n in Counter(answered_by).items():
+        served.models[f"{model} v{version}"] += n
+    times = [t for t in stamps if isinstance(t, int | float)]
+    if times:
+        low, high = min(times), max(times)
+        served.first_ts = low if served.first_ts is None else min(served.first_ts, low)
+        served.last_ts = high if served.last_ts is None else max(served.last_ts, high)
     for key, rows in groups.items():
         served.columns_seen[key] += len(rows)
         served.rows += len(rows)
@@ -187,8 +316,11 @@ def _count_chunk(served: Served, records: list[Any], columns: dict[str, Buckets]
         for name, i in wanted:
             _add(served, name, columns[name], transposed[i])
     if prediction is not None and predictions:
-        served.prediction_rows += len(predictions)
-        _add(served, pred_key, prediction, predictions)
+        if isinstance(predictions[0], list | dict):  # several values a row (probabilities): not one feature
+            served.prediction_skipped += len(predictions)
+        else:
+            served.prediction_rows += len(predictions)
+            _add(served, pred_key, prediction, predictions)
 
 
 def _add(served: Served, name: str, col: Buckets, values: Any) -> None:
@@ -254,7 +386,7 @@ def log_report(bundle_dir: str | Path, path: str | Path) -> dict[str, Any]:
     missing = sorted(set(columns) - logged)
     if missing:
         notes.append(f"not in the log's rows: {', '.join(missing)}")
-    pred_key = "\x00prediction"
+    pred_key = PREDICTION
     if pred is None:
         notes.append("this bundle has no prediction profile (built by an older nbdeploy, or its training data "
                      "could not be re-read): the logged predictions are not compared")

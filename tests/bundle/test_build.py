@@ -122,6 +122,12 @@ def test_profile_covers_the_model_inputs(built):
     golden = json.loads((built.bundle / "tests" / "golden.json").read_text())
     assert set(profile["columns"]) == set(golden["columns"])
     assert profile["source"]["hash"].startswith("blake3:")
+    numeric = [s for s in profile["columns"].values() if s["kind"] == "numeric"]
+    assert numeric and all(len(s["quantile_grid"]) == 201 for s in numeric)  # for KS in drift reports
+    # the model's predictions on its training rows, what `nbdeploy drift` compares served predictions with
+    predicted = profile["prediction"]
+    assert predicted["rows"] == min(profile["rows"], 20_000) and "training rows" in predicted["source"]
+    assert predicted["columns"]["prediction"]["kind"] in ("numeric", "categorical", "boolean")
 
 
 def test_dockerfile(built):

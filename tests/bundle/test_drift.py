@@ -114,3 +114,21 @@ def test_magic_shows_the_log_of_the_notebooks_last_api_inline(ipshell, tmp_path,
     assert "<html" not in html  # a fragment, its style scoped under .nbd-drift
     report = ipshell.run_line_magic("deploy", f"drift {bundle} --log {log} --text")
     assert report is None
+
+
+def test_the_prediction_profile_written_at_build_time(tmp_path) -> None:
+    from nbdeploy.bundle.export import PREDICTION_ROWS, _prediction_profile
+
+    train = _frame(PREDICTION_ROWS + 5000, seed=5)
+    train.to_csv(tmp_path / "train.csv", index=False)
+    entry = {"kind": "file", "function": "read_csv", "path": str(tmp_path / "train.csv")}
+    numbers = _prediction_profile(entry, ["x", "kind"], lambda d: d["x"].to_numpy() * 2)
+    assert numbers is not None and numbers["rows"] == PREDICTION_ROWS  # a sample, not every row
+    stats = numbers["columns"]["prediction"]
+    assert stats["kind"] == "numeric" and len(stats["quantile_grid"]) == 201
+    assert stats["mean"] == pytest.approx(2 * train["x"].mean(), rel=0.01)
+    labels = _prediction_profile(entry, ["x", "kind"], lambda d: np.where(d["x"] > 10, "high", "low"))
+    assert labels is not None and labels["columns"]["prediction"]["kind"] == "categorical"
+    # never a reason for the build to fail: no profile when it cannot be made
+    assert _prediction_profile({**entry, "path": str(tmp_path / "gone.csv")}, ["x"], lambda d: d["x"]) is None
+    assert _prediction_profile(entry, ["x"], lambda d: np.zeros((len(d), 2))) is None
