@@ -34,6 +34,9 @@ BatchProgress = Callable[[int, int, RunRecord | None], None]
 
 
 # -- the grid -------------------------------------------------------------------
+_GRID_HINT = "write `grid: {name: [v1, v2]}` (every combination) and/or `runs: [{name: v1}, {name: v2}]`"
+
+
 def _product(grid: dict) -> list[dict[str, Any]]:
     if not isinstance(grid, dict) or not all(isinstance(k, str) for k in grid):
         raise ParameterError("a grid is a mapping of parameter names to lists of values")
@@ -56,7 +59,10 @@ def expand_grid(doc: Any) -> list[dict[str, Any]]:
         if extra:
             raise ParameterError(f"unexpected keys in the grid file: {', '.join(sorted(extra))}",
                                  hint="use `grid:` (cartesian product) and/or `runs:` (a list)")
-        sets = (_product(doc["grid"]) if doc.get("grid") else []) + list(doc.get("runs") or [])
+        runs = doc.get("runs") or []
+        if not isinstance(runs, list):
+            raise ParameterError("`runs:` is a list of parameter sets")
+        sets = (_product(doc["grid"]) if doc.get("grid") else []) + runs
     elif isinstance(doc, dict):
         sets = _product(doc)
     else:
@@ -64,21 +70,18 @@ def expand_grid(doc: Any) -> list[dict[str, Any]]:
     if not sets:
         raise ParameterError("the grid is empty")
     for i, s in enumerate(sets):
-        if not isinstance(s, dict):
+        if not isinstance(s, dict) or not all(isinstance(k, str) for k in s):
             raise ParameterError(f"grid entry {i} is not a mapping of parameter names to values")
     return sets
 
 
 def load_grid(path: str | Path) -> list[dict[str, Any]]:
-    import yaml
-
     p = Path(path)
+    doc = P.read_yaml_file(p, "grid")
     try:
-        return expand_grid(yaml.safe_load(p.read_text(encoding="utf-8")))
-    except FileNotFoundError:
-        raise ParameterError(f"no such grid file: {p}") from None
-    except yaml.YAMLError as exc:
-        raise ParameterError(f"{p} is not valid YAML: {exc}") from None
+        return expand_grid(doc)
+    except ParameterError as exc:  # the same problem, said of this file
+        raise ParameterError(f"{p}: {exc.message}", hint=exc.hint or _GRID_HINT) from None
 
 
 def _key(values: dict[str, Any]) -> str:

@@ -162,10 +162,18 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
         for line in read_lines(f):
             if line.strip():
                 try:
-                    records.append(orjson.loads(line))
+                    record = orjson.loads(line)
                 except orjson.JSONDecodeError:
                     continue  # a line cut off by a killed server
+                # the server writes objects naming their endpoint; anything else is not its record
+                if isinstance(record, dict) and isinstance(record.get("endpoint"), str):
+                    records.append(record)
     return records
+
+
+def _ms(value: Any) -> float | None:
+    """A logged latency, when it is a number."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def compare_log(path: str | Path) -> dict[str, Any]:
@@ -180,7 +188,9 @@ def compare_log(path: str | Path) -> dict[str, Any]:
                 inputs[str(r.get("id"))] = r["inputs"]
             continue
         shadowed += 1
-        primary = r.get("primary") or {}
+        primary = r.get("primary")
+        if not isinstance(primary, dict):
+            primary = {}
         agreement.primary = str(primary.get("version", agreement.primary))
         agreement.candidate = str(r.get("version", agreement.candidate))
         outcome = r.get("shadow")
@@ -189,8 +199,8 @@ def compare_log(path: str | Path) -> dict[str, Any]:
         elif outcome == "error":
             agreement.error(str(r.get("id")), str(r.get("error")))
         elif "outputs" in r and "outputs" in primary:
-            agreement.add(str(r.get("id")), primary["outputs"], r["outputs"], primary.get("latency_ms"),
-                          r.get("latency_ms"))
+            agreement.add(str(r.get("id")), primary["outputs"], r["outputs"], _ms(primary.get("latency_ms")),
+                          _ms(r.get("latency_ms")))
     if not shadowed:
         from .errors import ServeError
 
@@ -228,7 +238,7 @@ def replay(path: str | Path, candidate: str | Path, config: Any = None) -> dict[
         except Exception as e:
             agreement.error(rid, f"{type(e).__name__}: {getattr(e, 'message', e)}")
             continue
-        agreement.add(rid, r["outputs"], outputs, r.get("latency_ms"), (time.perf_counter() - t0) * 1000)
+        agreement.add(rid, r["outputs"], outputs, _ms(r.get("latency_ms")), (time.perf_counter() - t0) * 1000)
     doc = agreement.report()
     _attach_inputs(doc, inputs)
     return doc

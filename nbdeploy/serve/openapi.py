@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import csv
 import html
+import io
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
-from .bundle import V2_TYPES, Bundle, read_bundle
+from .bundle import V2_TYPES, Bundle, read_bundle, v2_output_names
 
 _JSON_TYPES = {
     "double": {"type": "number"},
@@ -38,7 +41,8 @@ def openapi_document(bundle: Bundle | str | Path) -> dict[str, Any]:
         "405": {**_resp("The path does not take this method", "Error"), "headers": {"Allow": {
             "description": "the methods the path takes", "schema": {"type": "string"}}}},
         "415": _resp("Unsupported content type", "Error"),
-        "422": _resp("Rows do not match the training schema; each offending field is named", "Error"),
+        "422": _resp("Rows do not match the training schema, or hold values the model cannot take (a category "
+                      "its encoder refuses, a number too large for it); each offending field is named", "Error"),
         "500": _resp("The model raised; error_id is also in the server log", "Error"),
     }
     paths: dict[str, Any] = {
@@ -46,7 +50,7 @@ def openapi_document(bundle: Bundle | str | Path) -> dict[str, Any]:
             "summary": "Predict (MLflow scoring protocol)",
             "requestBody": {"required": True, "content": {
                 "application/json": {"schema": json_body, **({"example": example} if example else {})},
-                "text/csv": {"schema": {"type": "string"}}}},
+                "text/csv": {"schema": _csv_schema(b)}}},
             "responses": {"200": _resp("Predictions, one per row, in request order", "ScoringResponse"), **errors},
         }},
         f"/v2/models/{b.name}/infer": {"post": {
@@ -55,9 +59,10 @@ def openapi_document(bundle: Bundle | str | Path) -> dict[str, Any]:
                             "with an `Inference-Header-Content-Length` header giving the size of the JSON part; "
                             "inputs with `parameters.binary_data_size` take their bytes from what follows it."),
             "requestBody": {"required": True, "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/V2Request"}},
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
-            "responses": {"200": _resp("V2 inference response", "V2Response"), **errors},
+                "application/json": {"schema": {"$ref": "#/components/schemas/V2Request"}}}},
+            "responses": {"200": {**_resp("V2 inference response", "V2Response"), "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/V2Response"}},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}, **errors},
         }},
         f"/v2/models/{b.name}": {"get": {"summary": "V2 model metadata", "responses": {"200": _resp("Model metadata")}}},
         f"/v2/models/{b.name}/ready": {"get": {"summary": "V2 model readiness", "responses": {"200": _resp("Ready")}}},
@@ -139,10 +144,7 @@ def openapi_document(bundle: Bundle | str | Path) -> dict[str, Any]:
             "description": "Exactly one of dataframe_split, dataframe_records, instances and inputs, with at "
                            "least one row; params is optional; any other key is refused (400).",
             "properties": {
-                "dataframe_split": {"type": "object", "properties": {
-                    "columns": {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
-                    "data": {"type": "array", "minItems": 1, "items": {"type": "array"}}},
-                    "required": ["columns", "data"]},
+                "dataframe_split": _split_schema(b),
                 "dataframe_records": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Row"}},
                 "instances": {"$ref": "#/components/schemas/Instances"},
                 "inputs": {"$ref": "#/components/schemas/Instances"},
@@ -151,10 +153,7 @@ def openapi_document(bundle: Bundle | str | Path) -> dict[str, Any]:
             "oneOf": [{"required": [k]} for k in ("dataframe_split", "dataframe_records", "instances", "inputs")],
             "additionalProperties": False,
         },
-        "Instances": {"description": "Rows (a list of rows or of objects), or columns (an object of lists).",
-                      "oneOf": [{"type": "array", "minItems": 1},
-                                {"type": "object", "minProperties": 1, "additionalProperties": {
-                                    "not": {"type": "array", "maxItems": 0}}}]},
+        "Instances": _instances_schema(b),
         "ScoringResponse": {"type": "object", "properties": {
             "predictions": {"type": "array", "items": {}},
             "warnings": {"type": "array", "items": {"type": "object"}}}, "required": ["predictions"]},
@@ -163,17 +162,12 @@ def openapi_document(bundle: Bundle | str | Path) -> dict[str, Any]:
             "shape": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}},
             "datatype": {"type": "string", "enum": ["BOOL", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64", "FP16", "FP32", "FP64", "BYTES"]},
             "data": {"type": "array"}}},
-        "V2Request": {"type": "object", "required": ["inputs"], "properties": {
-            "id": {"type": "string"},
-            "inputs": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/V2Tensor"}},
-            "outputs": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
-                "name": {"type": "string"}, "parameters": {"type": "object"}}}},
-            "parameters": {"type": "object"}}},
+        "V2Request": _v2_request_schema(b),
         "V2Response": {"type": "object", "properties": {
             "model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"},
             "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/V2Tensor"}}}},
         "FieldError": {"type": "object", "properties": {
-            "field": {"type": "string"}, "problem": {"type": "string", "enum": ["missing", "unexpected", "wrong_type", "null", "wrong_datatype", "out_of_bounds"]},
+            "field": {"type": "string"}, "problem": {"type": "string", "enum": ["missing", "unexpected", "wrong_type", "null", "wrong_datatype", "out_of_bounds", "unknown_category"]},
             "expected": {"type": "string"}, "got": {"type": "string"},
             "rows": {"type": "array", "items": {"type": "integer"}}, "count": {"type": "integer"},
             "allowed_range": {"type": "array", "items": {"type": "number"}}}},
@@ -260,6 +254,118 @@ def _row_schema(b: Bundle) -> dict[str, Any]:
         props[c.name] = schema
     return {"type": "object", "properties": props, "additionalProperties": False,
             "required": [c.name for c in b.columns if c.required]}
+
+
+def _value_schemas(b: Bundle) -> list[dict[str, Any]]:
+    """Each signature column's value schema (as in Row), in the signature's order."""
+    props = _row_schema(b).get("properties", {})
+    return [props[c.name] for c in b.columns or []]
+
+
+def _any_value(b: Bundle) -> dict[str, Any]:
+    """A value of any of the columns (a row given as a list: its place decides its column)."""
+    kinds: list[Any] = []
+    for v in _value_schemas(b):
+        t = v.get("type", "string")
+        for k in t if isinstance(t, list) else [t]:
+            if k not in kinds:
+                kinds.append(k)
+    return {"type": kinds if len(kinds) != 1 else kinds[0]}
+
+
+def _split_schema(b: Bundle) -> dict[str, Any]:
+    """MLflow's dataframe_split: the signature's columns (in any order) and rows of as many values."""
+    if b.columns is None:
+        return {"type": "object", "properties": {
+            "columns": {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
+            "data": {"type": "array", "minItems": 1, "items": {"type": "array"}}},
+            "required": ["columns", "data"]}
+    n = len(b.columns)
+    return {"type": "object", "description": "columns: the signature's column names, each once, in any "
+                                             "order; data: the rows, each with a value per column in that order",
+            "properties": {
+                "columns": {"type": "array", "items": {"enum": [c.name for c in b.columns]},
+                            "uniqueItems": True, "minItems": n, "maxItems": n},
+                "data": {"type": "array", "minItems": 1, "items": {
+                    "type": "array", "minItems": n, "maxItems": n, "items": _any_value(b)}}},
+            "required": ["columns", "data"], "additionalProperties": False}
+
+
+def _instances_schema(b: Bundle) -> dict[str, Any]:
+    """instances / inputs: rows as objects, rows as lists (signature order), or one row as columns."""
+    if b.columns is None:
+        return {"description": "Rows (a list of rows or of objects), or columns (an object of lists).",
+                "oneOf": [{"type": "array", "minItems": 1},
+                          {"type": "object", "minProperties": 1, "additionalProperties": {
+                              "not": {"type": "array", "maxItems": 0}}}]}
+    n = len(b.columns)
+    values = _value_schemas(b)
+    return {"description": "Rows as objects, rows as lists of a value per column in the signature's order, "
+                           "or columns (an object of lists of equal length; here, one value each).",
+            "oneOf": [
+                {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Row"}},
+                {"type": "array", "minItems": 1, "items": {
+                    "type": "array", "minItems": n, "maxItems": n, "prefixItems": values}},
+                {"type": "object", "additionalProperties": False,
+                 "required": [c.name for c in b.columns if c.required],
+                 "properties": {c.name: {"type": "array", "minItems": 1, "maxItems": 1, "items": v}
+                                for c, v in zip(b.columns, values, strict=True)}},
+            ]}
+
+
+_V2_KINDS = {"boolean": ["BOOL"], "string": ["BYTES"], "binary": ["BYTES"], "datetime": ["BYTES"]}
+_V2_INTS = ["INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"]
+
+
+def _v2_request_schema(b: Bundle) -> dict[str, Any]:
+    """A V2 request: for a model with a column signature, one tensor per column (here, one row:
+    shape [1]); the binary tensor extension is described with the operation, not here."""
+    outputs = {"type": "array", "items": {
+        "type": "object", "required": ["name"], "description": 'parameters {"binary_data": true}: as binary data',
+        "properties": {"name": {"type": "string"} if b.columns is None else {"enum": v2_output_names(b.outputs)}}}}
+    params = {"type": "object", "description": '{"binary_data_output": true}: every output as binary data'}
+    if b.columns is None:
+        return {"type": "object", "required": ["inputs"], "properties": {
+            "id": {"type": "string"},
+            "inputs": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/V2Tensor"}},
+            "outputs": outputs, "parameters": params}}
+    tensors = []
+    for c, value in zip(b.columns, _value_schemas(b), strict=True):
+        kinds = _V2_KINDS.get(c.type) or (_V2_INTS if c.type in ("long", "integer")
+                                          else ["FP16", "FP32", "FP64", *_V2_INTS])
+        tensors.append({"type": "object", "required": ["name", "shape", "datatype", "data"], "properties": {
+            "name": {"const": c.name}, "datatype": {"enum": kinds},
+            "shape": {"type": "array", "prefixItems": [{"const": 1}], "minItems": 1, "maxItems": 1},
+            "data": {"type": "array", "minItems": 1, "maxItems": 1, "items": value},
+            "parameters": {"type": "object"}}})
+    n = len(b.columns)
+    return {"type": "object", "required": ["inputs"], "description": (
+                "One tensor per column of the signature (each once, in any order); the document shows one "
+                "row (shape [1]); N rows are shape [N] (or [N, 1]) with N values in each tensor."),
+            "properties": {
+                "id": {"type": "string"},
+                "inputs": {"type": "array", "minItems": n, "maxItems": n, "items": {"oneOf": tensors},
+                           "allOf": [{"contains": {"properties": {"name": {"const": c.name}}}}
+                                     for c in b.columns]},
+                "outputs": outputs, "parameters": params}}
+
+
+def _csv_schema(b: Bundle) -> dict[str, Any]:
+    """A CSV body as the server reads it: the header row (the signature's columns, in its
+    order), then at least one row with a field for each column. The values are text the
+    server converts by the column's type (a value that does not convert is a 422 naming the
+    column); a field with a comma, a quote or a line break would need quoting, left out here."""
+    schema: dict[str, Any] = {"type": "string", "description": "A header row, then one row per prediction"}
+    if b.columns is None:
+        return schema
+    names = [c.name for c in b.columns]
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow(names)
+    # with one column an empty field is an empty line, which CSV readers skip: it needs a value
+    value = '[^,"\\r\\n]' + ("+" if len(names) == 1 else "*")
+    row = ",".join([value] * len(names))
+    schema["pattern"] = f"^{re.escape(out.getvalue())}\\r?\\n{row}(\\r?\\n{row})*(\\r?\\n)?$"
+    return schema
 
 
 def _example(b: Bundle) -> dict[str, Any] | None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from . import feedback, v2binary
-from .bundle import V2_TYPES, Bundle
+from .bundle import V2_TYPES, Bundle, v2_output_names
 from .errors import RequestError
 from .version import __version__ as SERVER_VERSION
 
@@ -163,12 +163,6 @@ async def v2_infer(app: ServeApp, scope: Any, receive: Any, headers: Any, record
     header = app.json(doc)
     extra = [(b"inference-header-content-length", b"%d" % len(header)), *app.flag_headers(flags)]
     return 200, header + b"".join(blobs), b"application/octet-stream", extra
-
-
-def v2_output_names(signature_outputs: list[dict[str, Any]]) -> list[str]:
-    """The names of the V2 outputs: the signature's column names, or "predict" for one unnamed output."""
-    names = [str(o["name"]) for o in signature_outputs if o.get("name")]
-    return names if len(names) > 1 else names or ["predict"]
 
 
 def v2_outputs(preds: Any, n: int, signature_outputs: list[dict[str, Any]], wanted: list[str] | None) -> list[dict[str, Any]]:

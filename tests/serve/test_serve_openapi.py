@@ -31,6 +31,12 @@ SCORING = [  # (body, the server answers it)
     ({"dataframe_split": {"columns": COLUMNS, "data": [list(ROW.values())]}}, True),
     ({"instances": [ROW, ROW]}, True),
     ({"inputs": {k: [v] for k, v in ROW.items()}}, True),
+    # found by schemathesis (tests/bundle/test_api_fuzz.py): rows that do not fit the columns
+    ({"dataframe_split": {"columns": COLUMNS, "data": [[30, 52_000.0]]}}, False),
+    ({"dataframe_split": {"columns": ["x", "y"], "data": [[]]}}, False),
+    ({"instances": [[30]]}, False),
+    ({"dataframe_split": {"columns": COLUMNS[::-1], "data": [list(ROW.values())[::-1]]}}, True),
+    ({"instances": [list(ROW.values())]}, True),
 ]
 
 _KINDS = {"age": "INT64", "income": "FP64", "city": "BYTES", "member": "BOOL"}
@@ -45,6 +51,20 @@ V2 = [
     ({"inputs": _TENSORS, "outputs": [{}]}, False),
     ({"inputs": _TENSORS}, True),
     ({"inputs": _TENSORS, "id": "r1", "outputs": [{"name": "predict"}]}, True),
+    # found by schemathesis: a tensor of no rows, an output the model does not have
+    ({"inputs": [{"name": "age", "shape": [0], "datatype": "INT64", "data": []}]}, False),
+    ({"inputs": _TENSORS, "outputs": [{"name": "proba"}]}, False),
+    ({"inputs": _TENSORS[::-1]}, True),
+]
+
+_HEADER = ",".join(COLUMNS)
+CSV = [  # (body, the server answers it)
+    ("", False),
+    (_HEADER + "\n", False),
+    (_HEADER + "\n30,52000.0,paris\n", False),
+    ("age,income\n30,52000.0\n", False),
+    (_HEADER + "\n30,52000.0,paris,true\n", True),
+    (_HEADER + "\r\n30,,lyon,false\r\n41,61000.5,nice,true", True),
 ]
 
 
@@ -88,6 +108,15 @@ def test_the_document_accepts_a_v2_body_exactly_when_the_server_does(
     status, _, reply = client_for(classifier_server).post(path, body)
     assert (status == 200) is answered, reply
     assert validator.is_valid(body) is answered, list(validator.iter_errors(body))
+
+
+@pytest.mark.parametrize(("body", "answered"), CSV)
+def test_the_document_accepts_a_csv_body_exactly_when_the_server_does(
+        classifier_server: Any, client_for: Any, document: dict[str, Any], body: str, answered: bool) -> None:
+    schema = document["paths"]["/invocations"]["post"]["requestBody"]["content"]["text/csv"]["schema"]
+    status, _, reply = client_for(classifier_server).post("/invocations", body, content_type="text/csv")
+    assert (status == 200) is answered, reply
+    assert jsonschema.Draft202012Validator(schema).is_valid(body) is answered
 
 
 def test_a_405_says_which_methods_the_path_takes(classifier_server: Any, client_for: Any,
