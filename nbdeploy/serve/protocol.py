@@ -191,7 +191,8 @@ _TENSOR_TYPES = {"int64": "INT64", "int32": "INT32", "float64": "FP64", "float32
 
 
 def _datatype(data: list[Any]) -> str:
-    kinds = {type(x) for x in data[:1000] if x is not None}
+    kinds = set(map(type, data[:1000]))  # (at C speed: this runs for every response)
+    kinds.discard(type(None))
     if kinds == {bool}:
         return "BOOL"
     if kinds <= {int}:
@@ -353,12 +354,14 @@ _ROUTED: dict[tuple[str, str], tuple[str, Handler]] = {}
 
 
 def route(method: str, path: str) -> tuple[str, Handler]:
-    """(endpoint name, handler) of a request; the answers for the fixed paths are remembered."""
+    """(endpoint name, handler) of a request; the answers for the fixed paths and the first
+    V2 model paths seen are remembered."""
     found = _ROUTED.get((method, path))
     if found is not None:
         return found
     found = _route(method, path)
-    if path in ROUTES and len(_ROUTED) < 256:
+    # the fixed paths, and the V2 model paths (the model's name and version are checked by the handler)
+    if (path in ROUTES or path.startswith("/v2/models/")) and len(_ROUTED) < 256:
         _ROUTED[(method, path)] = found
     return found
 
