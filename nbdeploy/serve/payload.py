@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
-from operator import itemgetter, methodcaller
 from typing import Any
 
 import orjson
@@ -317,10 +316,10 @@ def _v2_tensors(inputs: list[Any], binary: bytes, bundle: Bundle) -> Frame | Ten
 
 
 def _v2_json_columns(inputs: list[Any], bundle: Bundle) -> Frame | None:
-    """The usual V2 JSON request read in a few passes at C speed: one 1-D tensor per column
-    (each with name, shape [n], datatype, a flat ``data`` list of n values; ``parameters``
-    without binary data), the same n for all, distinct names, each datatype one its column
-    takes (checked once per list of names and datatypes, then remembered).
+    """The usual V2 JSON request read in one tight pass: one 1-D tensor per column (each
+    with name, shape [n], datatype, a flat ``data`` list of n values; ``parameters`` without
+    binary data), the same n for all, distinct names, each datatype one its column takes
+    (checked once per list of names and datatypes, then remembered).
 
     A one-row request keeps its row as it came, under a column list shared with the other
     requests of the same columns (as /invocations does), so that its batch is turned into
@@ -329,46 +328,43 @@ def _v2_json_columns(inputs: list[Any], bundle: Bundle) -> Frame | None:
     kept = _kept(bundle)
     if kept is None:  # a tensor model: the general path shapes its array
         return None
+    n = -1
+    names, datatypes, datas = [], [], []
     try:
-        names, shapes, datatypes, datas = zip(*map(_TENSOR, inputs), strict=True)
-    except (KeyError, TypeError):  # a tensor that is no object, or lacks one of the four
-        return None
-    if (set(map(type, shapes)) != _LIST or set(map(len, shapes)) != _ONE or set(map(type, datas)) != _LIST
-            or set(map(type, map(_FIRST, shapes))) != _INT):
-        return None
-    n = shapes[0][0]
-    if n < 1 or set(map(len, datas)) != {n} or set(map(_FIRST, shapes)) != {n}:
-        return None
-    params = list(map(_PARAMS, inputs))
-    if params.count(None) != len(params) and any(type(p) is dict and "binary_data_size" in p for p in params):
-        return None
-    accepted, known = kept
-    try:
-        key = (names, datatypes)
+        for t in inputs:
+            shape, data = t["shape"], t["data"]
+            if type(shape) is not list or type(data) is not list or len(shape) != 1:
+                return None
+            rows = shape[0]
+            if type(rows) is not int or rows != len(data) or (rows != n and n != -1) or rows == 0:
+                return None
+            n = rows
+            params = t.get("parameters")  # (MLServer's clients send content types)
+            if params is not None and type(params) is dict and "binary_data_size" in params:
+                return None
+            names.append(t["name"])
+            datatypes.append(t["datatype"])
+            datas.append(data)
+        key = (tuple(names), tuple(datatypes))
+        accepted, known = kept
         shared = known.get(key)
-    except TypeError:  # a name or a datatype that is a list or an object
+    except (KeyError, TypeError):  # a tensor that is no object or lacks a field; a name that is a list
         return None
     if shared is None:
-        shared = _checked_names(names, datatypes, accepted)
+        shared = _checked_names(key[0], key[1], accepted)
         if shared is None:
             return None
         if len(known) >= 64:
             known.clear()
         known[key] = shared
     if n == 1:
-        row = list(map(_FIRST, datas))
+        row = [d[0] for d in datas]
         if list in set(map(type, row)):  # a nested list: flattened (and checked) by the general path
             return None
         return Frame(None, 1, row, shared, [row])
     if any(list in set(map(type, d)) for d in datas):
         return None
     return Frame(dict(zip(shared, datas, strict=True)), n)
-
-
-_TENSOR = itemgetter("name", "shape", "datatype", "data")
-_PARAMS = methodcaller("get", "parameters")
-_FIRST = itemgetter(0)
-_LIST, _ONE, _INT = {list}, {1}, {int}
 
 
 def _checked_names(names: tuple[Any, ...], datatypes: tuple[Any, ...],

@@ -42,6 +42,9 @@ TAKEN = {
     "one row": ROW,
     "one row, columns in another order": [MEMBER, CITY, AGE, INCOME],
     "one row with MLServer's parameters": [_with(t, parameters={"content_type": "str"}) for t in ROW],
+    "empty or null parameters": [_with(AGE, parameters={}), _with(INCOME, parameters=None), CITY, MEMBER],
+    "parameters that are no object (ignored)": [_with(AGE, parameters=3), _with(INCOME, parameters="x"), CITY,
+                                                MEMBER],
     "one row and a column the model does not have": [*ROW, {"name": "extra", "shape": [1], "datatype": "FP32",
                                                              "data": [2.0]}],
     "one row, a column missing": ROW[:3],
@@ -67,9 +70,13 @@ LEFT = {
     "a name twice": [AGE, _with(AGE, data=[41]), INCOME, CITY, MEMBER],
     "a name twice in a longer tensor": [*_rows(2), _rows(2)[0]],
     "a name that is a number": [_with(AGE, name=7), INCOME, CITY, MEMBER],
+    "a name that is a list": [_with(AGE, name=["age"]), INCOME, CITY, MEMBER],
+    "a datatype that is an object": [_with(AGE, datatype={"t": 1}), INCOME, CITY, MEMBER],
     "a tensor that is not an object": [AGE, INCOME, CITY, "member"],
     "zero rows": [_with(t, shape=[0], data=[]) for t in ROW],
     "binary_data_size": [_with(AGE, parameters={"binary_data_size": 0}), INCOME, CITY, MEMBER],
+    "binary_data_size beside a content type": [_with(AGE, parameters={"content_type": "np"}),
+                                               _with(INCOME, parameters={"binary_data_size": 0}), CITY, MEMBER],
     "a 2-D tensor of rows": [{"name": "rows", "shape": [1, 4], "datatype": "BYTES", "data": [[40, 1.5, "lyon", True]]}],
 }
 
@@ -181,3 +188,17 @@ def test_output_datatypes(data, datatype):
     from nbdeploy.serve.protocol import _datatype
 
     assert _datatype(data) == datatype
+
+
+@pytest.mark.parametrize("preds", [[0, 1], [0.5, None], [True], ["yes", "no"], [], [[0.1, 0.9], [0.3, 0.7]],
+                                   [{"a": 1}], {"a": [1, 2]}])
+@pytest.mark.parametrize("signature", [[{"type": "tensor", "tensor-spec": {"dtype": "int64"}}],
+                                       [{"name": "label", "type": "long"}]])
+def test_the_usual_outputs_come_out_as_the_general_way_makes_them(preds, signature):
+    """One output of scalars takes a short way; asking for that output by name takes the general one."""
+    from nbdeploy.serve.protocol import v2_output_names, v2_outputs
+
+    n = len(preds) if isinstance(preds, list) else 2
+    name = ("a" if isinstance(preds, dict) or (preds and isinstance(preds[0], dict))
+            else v2_output_names(signature)[0])
+    assert v2_outputs(preds, n, signature, None) == v2_outputs(preds, n, signature, [name])
