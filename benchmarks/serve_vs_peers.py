@@ -37,6 +37,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -210,7 +211,11 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where the peers' environments are kept")
     ap.add_argument("--no-pin", action="store_true", help="do not pin the servers and wrk to separate CPUs")
     ap.add_argument("--out", help="also write the results as JSON here")
+    ap.add_argument("--report", metavar="JSON", help="print the table and targets of an earlier run's --out file")
     args = ap.parse_args()
+    if args.report:
+        report(json.loads(Path(args.report).read_text()))
+        return
     if args.quick:
         args.duration, args.launches = 2, 1
     if shutil.which("wrk") is None:
@@ -278,14 +283,16 @@ SERVERS = [("nbdeploy /invocations", "nbdeploy_invocations"), ("nbdeploy V2 JSON
 
 def report(res: dict) -> None:
     have = [(label, key) for label, key in SERVERS if key in res and "runs" in res[key]]
-    print("\n| server | body | c | req/s | p50 ms | p99 ms | load (1 min) |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| server | body | c | req/s | p50 ms | p99 ms | errors | load (1 min) |")
+    print("|---|---|---|---|---|---|---|---|")
     for label, key in have:
         for k, r in res[key]["runs"].items():
             rows, c = k.split("x")
             latency = f"{r['p50']:.2f} | {r['p99']:.2f}" if r["rps"] > 0 else "no answer | no answer"
+            errors = ", ".join(filter(None, [f"{r['non2xx']} non-2xx" if r["non2xx"] else "",
+                                             _socket_errors(r["socket_errors"])])) or "-"
             print(f"| {label} | {rows} row{'s' if rows != '1' else ''} | {c} | {r['rps']:.0f} | {latency} "
-                  f"| {r['load'].split()[0]} |")
+                  f"| {errors} | {r['load'].split()[0]} |")
     print("\n| server | launch to first prediction s | RSS after the load MiB |")
     print("|---|---|---|")
     for label, key in have:
@@ -297,6 +304,11 @@ def report(res: dict) -> None:
     print(f"\nconditions: {c['cpus']} CPUs, servers {'pinned to one, wrk to the other' if c['pinned'] else 'not pinned'}"
           f", {c['duration_s']} s per run; load average before {c['load_before']}, after {c.get('load_after')}")
     targets(res)
+
+
+def _socket_errors(text: str) -> str:
+    """wrk's socket errors without the zero counts ("timeout 4"), or ""."""
+    return ", ".join(f"{kind} {count}" for kind, count in re.findall(r"(\w+) (\d+)", text) if count != "0")
 
 
 def targets(res: dict) -> None:
