@@ -166,6 +166,10 @@ async def v2_infer(app: ServeApp, scope: Any, receive: Any, headers: Any, record
 
 
 def v2_outputs(preds: Any, n: int, signature_outputs: list[dict[str, Any]], wanted: list[str] | None) -> list[dict[str, Any]]:
+    if type(preds) is list and not wanted and (not preds or type(preds[0]) not in (dict, list)):
+        # what nearly every request gets: one output of scalars, under the one output name
+        return [{"name": _first_output_name(signature_outputs), "datatype": _datatype(preds), "shape": [n],
+                 "data": preds}]
     if isinstance(preds, dict):
         columns = {str(k): v for k, v in preds.items()}
     elif isinstance(preds, list) and preds and isinstance(preds[0], dict):
@@ -189,6 +193,20 @@ def v2_outputs(preds: Any, n: int, signature_outputs: list[dict[str, Any]], want
     return outputs
 
 
+_OUTPUT_NAMES: dict[int, tuple[list[dict[str, Any]], str]] = {}
+
+
+def _first_output_name(signature_outputs: list[dict[str, Any]]) -> str:
+    """``v2_output_names(signature_outputs)[0]``, kept per outputs list (the entry holds the list,
+    so its id is not reused while it is kept)."""
+    kept = _OUTPUT_NAMES.get(id(signature_outputs))
+    if kept is None or kept[0] is not signature_outputs:
+        if len(_OUTPUT_NAMES) >= 16:
+            _OUTPUT_NAMES.clear()
+        kept = _OUTPUT_NAMES[id(signature_outputs)] = (signature_outputs, v2_output_names(signature_outputs)[0])
+    return kept[1]
+
+
 def _signature_datatype(signature_outputs: list[dict[str, Any]], name: str) -> str:
     for o in signature_outputs:
         if o.get("name") in (name, None) and o.get("type") in V2_TYPES:
@@ -203,14 +221,18 @@ _TENSOR_TYPES = {"int64": "INT64", "int32": "INT32", "float64": "FP64", "float32
 
 
 def _datatype(data: list[Any]) -> str:
-    kinds = {type(x) for x in data[:1000] if x is not None}
-    if kinds == {bool}:
+    kinds = set(map(type, data if len(data) <= 1000 else data[:1000]))  # at C speed: every response
+    kinds.discard(_NONE)
+    if kinds == _BOOL:
         return "BOOL"
-    if kinds <= {int}:
+    if kinds <= _INT:
         return "INT64"
-    if kinds <= {int, float}:
+    if kinds <= _NUMBER:
         return "FP64"
     return "BYTES"
+
+
+_NONE, _BOOL, _INT, _NUMBER = type(None), frozenset({bool}), frozenset({int}), frozenset({int, float})
 
 
 async def v2_model(app: ServeApp, scope: Any, receive: Any, headers: Any, record: Any) -> Any:
@@ -389,12 +411,14 @@ _ROUTED: dict[tuple[str, str], tuple[str, Handler]] = {}
 
 
 def route(method: str, path: str) -> tuple[str, Handler]:
-    """(endpoint name, handler) of a request; the answers for the fixed paths are remembered."""
+    """(endpoint name, handler) of a request; the answers for the fixed paths and the first
+    V2 model paths seen are remembered."""
     found = _ROUTED.get((method, path))
     if found is not None:
         return found
     found = _route(method, path)
-    if path in ROUTES and len(_ROUTED) < 256:
+    # the fixed paths, and the V2 model paths (the model's name and version are checked by the handler)
+    if (path in ROUTES or path.startswith("/v2/models/")) and len(_ROUTED) < 256:
         _ROUTED[(method, path)] = found
     return found
 
