@@ -27,8 +27,8 @@ _WORKERS = re.compile(r"^nbdeploy_workers (\S+)$")
 class CanaryStatus:
     version: str  # the candidate that answers a share of requests
     percent: float  # its configured share
-    answered: int  # prediction requests the candidate answered so far
-    share: float | None  # answered / all prediction requests (None before any)
+    answered: int  # prediction requests the candidate answered with predictions so far
+    share: float | None  # its share of all the predictions given (None before any)
 
 
 @dataclass
@@ -88,7 +88,7 @@ def _get(base: str, path: str, token: str | None, timeout: float) -> tuple[int, 
 
 
 def _counts(metrics: str) -> tuple[int, int, dict[str, int], int | None]:
-    """(prediction requests, of them errors, prediction requests by version, workers) of /metrics."""
+    """(prediction requests, of them errors, predictions given by each version, workers) of /metrics."""
     requests = errors = 0
     by_version: dict[str, int] = {}
     workers = None
@@ -99,7 +99,7 @@ def _counts(metrics: str) -> tuple[int, int, dict[str, int], int | None]:
                 requests += n
                 errors += n if int(m[2]) >= 400 else 0
         elif m := _BY_VERSION.match(line):
-            if m[2] in PREDICT_ENDPOINTS:
+            if m[2] in PREDICT_ENDPOINTS and int(m[3]) < 400:
                 by_version[m[1]] = by_version.get(m[1], 0) + int(float(m[4]))
         elif m := _WORKERS.match(line):
             workers = int(float(m[1]))
