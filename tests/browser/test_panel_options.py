@@ -124,13 +124,18 @@ def test_build_chooses_a_model_among_several(page, lab) -> None:
 
 
 def _predict(url: str, rows: list[list[float]]) -> int:
+    return _answer(url, rows)[0]
+
+
+def _answer(url: str, rows: list[list[float]]) -> tuple[int, str | None]:
+    """(status, the version that answered) of one request."""
     body = json.dumps({"dataframe_split": {"columns": ["a", "b", "c"], "data": rows}}).encode()
     req = urllib.request.Request(f"{url}/invocations", data=body, headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status
+            return r.status, r.headers.get("x-model-version")
     except urllib.error.HTTPError as e:
-        return e.code
+        return e.code, None
 
 
 def test_serve_with_two_workers_and_the_live_view(page) -> None:
@@ -168,3 +173,51 @@ def test_batch_over_a_grid_file(page, lab) -> None:
     _succeeded(page, "batch")
     batch = [r for r in list_runs(lab.root / NB) if r.kind == "batch"]
     assert sorted(r.given["scale"] for r in batch) == [1, 3] and all(r.ok for r in batch)
+
+
+def test_serve_with_a_shadow_then_a_canary(page, lab) -> None:
+    """A second version (the linear model, built by the core here) served beside the tree: the
+    live view shows the shadow's agreement, then the canary's share of the answers."""
+    import os
+
+    from nbdeploy.bundle import build_bundle
+
+    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        build_bundle(lab.root / NB, model="linear", output=lab.root / "proj" / "bundles" / "linear")
+    finally:
+        if saved is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+    panel = _panel(page)
+    panel.locator(".nbdeploy-refresh").click()
+    page.wait_for_selector('#nbdeploy-panel select[data-option="candidate"] option[value="proj/bundles/linear"]',
+                           state="attached")
+    panel.get_by_label("Workers", exact=True).fill("1")
+    panel.get_by_label("Candidate bundle", exact=True).select_option("proj/bundles/linear")
+    panel.get_by_label("Candidate mode", exact=True).select_option("shadow")
+    _start(page, "serve")
+    live = panel.locator('.nbdeploy-live[data-up="true"]')
+    live.wait_for(timeout=120_000)
+    url = live.locator(".nbdeploy-live-url").inner_text()
+    assert {_answer(url, [[0.2 * i, 4.0, 1]])[1] for i in range(5)} == {"1"}  # the shadow never answers
+    shadow = live.locator('tr[data-key="shadow"] td')
+    page.wait_for_selector('#nbdeploy-panel tr[data-key="shadow"] td:has-text("saw 5 request(s)")')
+    assert shadow.inner_text().startswith("v2 saw 5 request(s), 5 row(s); agreement ")
+    panel.locator('button[data-action="stop"]').click()
+    page.wait_for_selector('.nbdeploy-job[data-kind="serve"][data-state="stopped"]')
+
+    panel.get_by_label("Candidate mode", exact=True).select_option("canary")
+    panel.get_by_label("Canary share (%)", exact=True).fill("50")
+    _start(page, "serve")
+    live.wait_for(timeout=120_000)
+    url = live.locator(".nbdeploy-live-url").inner_text()
+    versions = [_answer(url, [[0.1 * i, 3.0, 2]])[1] for i in range(20)]
+    assert set(versions) == {"1", "2"}
+    page.wait_for_selector('#nbdeploy-panel .nbdeploy-live[data-requests="20"]')
+    canary = live.locator('tr[data-key="canary"] td').inner_text()
+    assert canary.startswith(f"v2, 50% configured; answered {versions.count('2')} (")
+    assert panel.locator('.nbdeploy-live tr[data-key="shadow"]').count() == 0
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "options-canary.png"))
+    panel.locator('button[data-action="stop"]').click()
+    page.wait_for_selector('.nbdeploy-job[data-kind="serve"][data-state="stopped"]')
