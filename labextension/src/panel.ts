@@ -5,24 +5,34 @@
  * It holds no logic of its own: the checklist comes from `GET nbdeploy/readiness`
  * and every button starts a job of the server extension (see `request.ts`). The
  * Versions section lists the notebook's registered versions (`GET nbdeploy/releases`);
- * its Promote and Rollback buttons move the aliases (`POST nbdeploy/releases`).
+ * its Promote and Rollback buttons move the aliases (`POST nbdeploy/releases`) once the
+ * user confirms. The option fields (`forms.ts`) are the CLI's options; while a Serve job
+ * runs, the live view (`live.ts`) shows what its API is doing.
  */
 import { CommandRegistry } from '@lumino/commands';
 import { Widget } from '@lumino/widgets';
+import { Dialog, showDialog } from '@jupyterlab/apputils';
 import { NotebookPanel } from '@jupyterlab/notebook';
 
-import { Item, Job, JobKind, Readiness, ReleaseRequest, Releases } from './models';
+import { Item, Job, JobKind, JobRequest, Readiness, ReleaseRequest, Releases } from './models';
 import {
   NbdeployRequestError,
+  getCandidates,
   getJob,
+  getLive,
   getLog,
+  getParameters,
   getReadiness,
   getReleases,
+  listBundles,
   listJobs,
   moveAlias,
   startJob,
   stopJob
 } from './request';
+import { el } from './dom';
+import { BatchFields, BuildFields, ParameterFields, ServeFields, numberOrNull } from './forms';
+import { renderLive } from './live';
 
 const MARK: Record<string, string> = {
   ok: '✓',
@@ -35,30 +45,11 @@ const TITLES: Record<JobKind, string> = {
   reproduce: 'Reproduce',
   build: 'Build bundle',
   verify: 'Verify',
-  serve: 'Serve'
+  serve: 'Serve',
+  batch: 'Batch'
 };
 const POLL_MS = 700;
-
-function el<K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  attrs: Record<string, string> = {},
-  ...children: (Node | string | null)[]
-): HTMLElementTagNameMap[K] {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === 'class') {
-      node.className = v;
-    } else {
-      node.setAttribute(k, v);
-    }
-  }
-  for (const c of children) {
-    if (c !== null) {
-      node.append(c);
-    }
-  }
-  return node;
-}
+const LIVE_MS = 1500;
 
 export class DeployPanel extends Widget {
   constructor(private readonly commands: CommandRegistry) {
@@ -70,13 +61,28 @@ export class DeployPanel extends Widget {
     this._checklist = el('div', { class: 'nbdeploy-checklist' });
     this._buttons = el('div', { class: 'nbdeploy-buttons' });
     this._job = el('div', { class: 'nbdeploy-job' });
+    this._live = el('div', { class: 'nbdeploy-live-box' });
     this._versions = el('div', { class: 'nbdeploy-versions' });
+    const batch = el('button', { class: 'jp-Button nbdeploy-button', 'data-action': 'batch' }, 'Run batch');
+    batch.onclick = () => void this.start('batch');
+    this._batch = new BatchFields(batch);
+    const options = el(
+      'details',
+      { class: 'nbdeploy-options', open: '' },
+      el('summary', {}, 'Options'),
+      this._params.node,
+      this._build.node,
+      this._serve.node,
+      this._batch.node
+    );
     this.node.append(
       el('h2', { class: 'nbdeploy-title' }, 'Deploy'),
       this._header,
       this._checklist,
       this._buttons,
       this._job,
+      this._live,
+      options,
       this._versions
     );
     this._renderButtons();
@@ -139,7 +145,22 @@ export class DeployPanel extends Widget {
       this._checklist.replaceChildren(this._error(e));
     }
     this._updateButtons();
-    await this._refreshVersions();
+    await Promise.all([this._refreshOptions(path), this._refreshVersions()]);
+  }
+
+  /** The option fields of this notebook: its parameters, the last build's models, the bundles. */
+  private async _refreshOptions(path: string): Promise<void> {
+    const [params, candidates, bundles] = await Promise.all([
+      getParameters(path).catch(() => null),
+      getCandidates(path).catch(() => null),
+      listBundles().catch(() => [])
+    ]);
+    if (path !== this.notebookPath) {
+      return;
+    }
+    this._params.render(params);
+    this._build.render(path, candidates);
+    this._serve.render(bundles, this._bundlePath());
   }
 
   // -- versions (the model registry) --------------------------------------------
@@ -166,6 +187,7 @@ export class DeployPanel extends Widget {
   }
 
   private _renderVersions(r: Releases): void {
+    this._releases = r;
     const champion = r.versions.find(v => v.aliases.includes('champion'));
     const rollback = el(
       'button',
@@ -223,8 +245,31 @@ export class DeployPanel extends Widget {
     this._moveMessage = null;
   }
 
+  /** Ask before an alias moves: it changes what is live for everyone who serves `@champion`. */
+  private async _confirm(request: ReleaseRequest, r: Releases): Promise<boolean> {
+    const alias = request.alias ?? 'champion';
+    const now = r.versions.find(v => v.aliases.includes(alias))?.version ?? null;
+    const promote = request.action === 'promote';
+    const title = promote
+      ? `${request.force ? 'Force-promote' : 'Promote'} version ${request.version} to ${alias}?`
+      : `Roll ${alias} back?`;
+    const body = promote
+      ? `${r.name}@${alias}: ${now ?? '—'} → ${request.version}` +
+        (request.force ? '. It has no passing verify; the history records this promote as forced.' : '')
+      : `${r.name}@${alias} goes back from ${now ?? '—'} to the version it pointed at before.`;
+    const answer = await showDialog({
+      title,
+      body,
+      buttons: [Dialog.cancelButton(), Dialog.okButton({ label: promote ? 'Promote' : 'Roll back' })]
+    });
+    return answer.button.accept;
+  }
+
   /** Promote or roll back; a refused promote offers to force it (which the history records). */
   private async _move(request: ReleaseRequest): Promise<void> {
+    if (this._releases && !(await this._confirm(request, this._releases))) {
+      return;
+    }
     try {
       const m = await moveAlias(request);
       this._moveMessage = el(
@@ -379,7 +424,8 @@ export class DeployPanel extends Widget {
     const running = this._current?.state === 'running';
     const hasNb = !!this.notebookPath;
     const bundle = this._bundlePath();
-    for (const b of Array.from(this._buttons.querySelectorAll('button'))) {
+    const buttons = [...Array.from(this._buttons.querySelectorAll('button')), ...Array.from(this._batch.node.querySelectorAll('button'))];
+    for (const b of buttons) {
       const action = b.dataset.action;
       let enabled = hasNb && !running;
       if (action === 'verify' || action === 'verify-container' || action === 'serve') {
@@ -415,11 +461,36 @@ export class DeployPanel extends Widget {
       return;
     }
     try {
-      const job = await startJob({ kind, path, force: kind === 'build', container });
+      const job = await startJob(this._request(kind, path, container));
       this._follow(job);
     } catch (e) {
       this._job.replaceChildren(this._error(e));
     }
+  }
+
+  /** The job request: the CLI's options for this kind, read from the option fields. */
+  private _request(kind: JobKind, path: string, container: boolean): JobRequest {
+    const request: JobRequest = { kind, path, container, force: kind === 'build' };
+    if (kind === 'run' || kind === 'build') {
+      request.parameters = this._params.values();
+    }
+    if (kind === 'build') {
+      request.model = this._build.model.value || null;
+      request.output = this._build.output.value.trim() || null;
+    } else if (kind === 'serve') {
+      request.workers = numberOrNull(this._serve.workers);
+      const candidate = this._serve.candidate.value;
+      if (candidate && this._serve.mode.value === 'canary') {
+        request.canary = candidate;
+        request.canary_percent = numberOrNull(this._serve.percent);
+      } else if (candidate) {
+        request.shadow = candidate;
+      }
+    } else if (kind === 'batch') {
+      request.grid = this._batch.grid.value.trim() || null;
+      request.workers = numberOrNull(this._batch.workers);
+    }
+    return request;
   }
 
   async stop(): Promise<void> {
@@ -500,12 +571,53 @@ export class DeployPanel extends Widget {
     if (job.error) {
       parts.push(el('div', { class: 'nbdeploy-job-error nbdeploy-error' }, job.error));
     }
-    parts.push(el('details', { class: 'nbdeploy-log-box', open: '' }, el('summary', {}, 'Log'), log));
+    const logBox = el('details', { class: 'nbdeploy-log-box' }, el('summary', {}, 'Log'), log);
+    logBox.open = this._logOpen; // the job re-renders on every poll: keep what the user chose
+    logBox.addEventListener('toggle', () => (this._logOpen = logBox.open));
+    parts.push(logBox);
     this._job.replaceChildren(...parts);
     this._job.dataset.state = job.state;
     this._job.dataset.kind = job.kind;
+    this._job.dataset.id = job.id;
     log.scrollTop = log.scrollHeight;
     this._updateButtons();
+    this._watchLive(job);
+  }
+
+  /** While a Serve job's API answers, poll its live status; clear the view when it stops. */
+  private _watchLive(job: Job): void {
+    const serving = job.kind === 'serve' && job.state === 'running' && !!job.result?.url;
+    if (!serving) {
+      if (job.kind !== 'serve' || job.state !== 'running') {
+        window.clearTimeout(this._liveTimer);
+        this._liveJob = null;
+        this._live.replaceChildren();
+      }
+      return;
+    }
+    if (this._liveJob === job.id) {
+      return;
+    }
+    this._liveJob = job.id;
+    const tick = async (): Promise<void> => {
+      if (this._liveJob !== job.id) {
+        return;
+      }
+      try {
+        const status = await getLive(job.id);
+        if (this._liveJob === job.id) {
+          this._live.replaceChildren(renderLive(status));
+        }
+      } catch (e) {
+        if (this._liveJob === job.id) {
+          this._live.replaceChildren(this._error(e));
+        }
+      }
+      if (this._liveJob === job.id) {
+        this._liveTimer = window.setTimeout(() => void tick(), LIVE_MS);
+      }
+    };
+    void tick();
   }
 
   private _result(job: Job): HTMLElement | null {
@@ -541,6 +653,7 @@ export class DeployPanel extends Widget {
 
   dispose(): void {
     window.clearTimeout(this._timer);
+    window.clearTimeout(this._liveTimer);
     super.dispose();
   }
 
@@ -550,11 +663,20 @@ export class DeployPanel extends Widget {
   private _lastBundle: string | null = null;
   private _logText = '';
   private _logOffset = 0;
+  private _logOpen = true;
   private _timer = 0;
   private readonly _header: HTMLElement;
   private readonly _checklist: HTMLElement;
   private readonly _buttons: HTMLElement;
   private readonly _job: HTMLElement;
   private readonly _versions: HTMLElement;
+  private readonly _live: HTMLElement;
+  private readonly _params = new ParameterFields();
+  private readonly _build = new BuildFields();
+  private readonly _serve = new ServeFields();
+  private readonly _batch: BatchFields;
+  private _liveJob: string | null = null;
+  private _liveTimer = 0;
   private _moveMessage: HTMLElement | null = null;
+  private _releases: Releases | null = null;
 }

@@ -8,10 +8,13 @@ import { ServerConnection } from '@jupyterlab/services';
 import {
   AliasMove,
   BundleInfo,
+  Candidates,
   ErrorBody,
   Job,
   JobRequest,
+  LiveStatus,
   LogChunk,
+  Parameters,
   Readiness,
   ReleaseRequest,
   Releases
@@ -101,4 +104,16 @@ export function moveAlias(request: ReleaseRequest): Promise<AliasMove> {
     method: 'POST',
     body: JSON.stringify(request)
   });
+}
+
+export function getParameters(path: string): Promise<Parameters> {
+  return requestAPI<Parameters>('parameters', {}, { path });
+}
+
+export function getCandidates(path: string): Promise<Candidates> {
+  return requestAPI<Candidates>('candidates', {}, { path });
+}
+
+export function getLive(id: string): Promise<LiveStatus> {
+  return requestAPI<LiveStatus>(`jobs/${id}/live`);
 }

@@ -157,14 +157,30 @@ def fitted_in_source(cells: list[Any]) -> list[str]:
     return sorted(names)
 
 
-_KEPT = "last-build-run"
+KEPT_RUN = "last-build-run"  # the run a build that stopped at several models keeps (see .candidates)
+
+
+def code_sha256(nb_path: Path) -> str:
+    """What a run of the notebook depends on in its file: the code cells and the kernel spec.
+
+    Not the file's bytes: JupyterLab saving the notebook (outputs, kernel info, cell ids)
+    changes those without changing what a run does, and must not throw a kept run away.
+    """
+    import hashlib
+    import json
+
+    from nbdeploy.base.notebook import load_notebook
+
+    nb = load_notebook(nb_path)
+    doc = {"kernel": (nb.metadata.get("kernelspec") or {}).get("name"),
+           "code": [c.source for c in nb.cells if c.cell_type == "code"],
+           "parameters": [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
 def _run_key(nb_path: Path, given: dict, kernel: str | None) -> dict:
-    """What a kept run must match to be reused: the notebook's bytes, the parameters, the kernel."""
-    import hashlib
-
-    return {"notebook_sha256": hashlib.sha256(nb_path.read_bytes()).hexdigest(),
+    """What a kept run must match to be reused: the notebook's code, the parameters, the kernel."""
+    return {"code_sha256": code_sha256(nb_path),
             "parameters": {k: repr(v) for k, v in sorted(given.items())}, "kernel": kernel or ""}
 
 
@@ -177,7 +193,7 @@ def _keep_candidates(work: Path, nb_path: Path, key: dict, duration: float) -> l
         if candidates.is_dir() else []
     if not names:
         return []
-    kept = NotebookState.for_notebook(nb_path).root / _KEPT
+    kept = NotebookState.for_notebook(nb_path).root / KEPT_RUN
     shutil.rmtree(kept, ignore_errors=True)
     kept.mkdir(parents=True)
     _without_export_error(work / "executed.ipynb", kept / "executed.ipynb")
@@ -205,7 +221,7 @@ def _kept_candidate(nb_path: Path, key: dict, model: str | None) -> tuple[Path, 
     it depends on changed since, and ``model`` is one of its exported candidates."""
     from nbdeploy.base.state import NotebookState, read_json
 
-    kept = NotebookState.for_notebook(nb_path).root / _KEPT
+    kept = NotebookState.for_notebook(nb_path).root / KEPT_RUN
     if not model or not (kept / "run.json").is_file():
         return None
     run = read_json(kept / "run.json")

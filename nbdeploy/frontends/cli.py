@@ -385,10 +385,12 @@ def _batch(args: argparse.Namespace) -> int:
                        force=args.force, name=args.name, timeout=args.timeout,
                        tracking=args.tracking, progress=tick, kernel=args.kernel,
                        say=lambda line: print(line, file=stream, flush=True))
+    text = result.view().text()
+    _finished(not result.failed, text.strip().splitlines()[-1] if text.strip() else "", result)
     if args.json:
         _emit_json(result.to_dict())
     else:
-        print(result.view().text(), flush=True)
+        print(text, flush=True)
     return 0 if not result.failed else 1
 
 
@@ -577,6 +579,21 @@ def _drift(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return drift.EXIT_DRIFTED
     return 0
+
+
+def _live_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("url", nargs="?", default="http://127.0.0.1:8080",
+                   help="the running API (default http://127.0.0.1:8080); its token from NBDEPLOY_API_TOKEN")
+    p.add_argument("--json", action="store_true", help="the status as JSON")
+
+
+@command("live", "what a running API is doing: version, requests, errors, drift, canary and shadow", _live_args)
+def _live(args: argparse.Namespace) -> int:
+    from nbdeploy.bundle.live import live_status
+
+    status = live_status(args.url, os.environ.get("NBDEPLOY_API_TOKEN"))
+    _show(args, status)
+    return 0 if status.up else 1
 
 
 for _name, _help, _configure, _handler in cli_release.COMMANDS:  # versions, promote, rollback, history

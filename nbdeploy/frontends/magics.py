@@ -124,6 +124,9 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
                                      "else its request log)"),
         _a("--feedback", help="labels kept beside the log: JSON lines or CSV of request_id,label"),
     )),
+    Subcommand("live", "what this notebook's API is doing: version, requests, errors, drift, canary, shadow", (
+        _a("url", nargs="?", help="a running API (default: the one %deploy serve started)"),
+    )),
     Subcommand("versions", "this notebook's registered versions: alias, created, parameters, metrics, verify", (
         _a("name", nargs="?", help="the registered model (default: this notebook's)"),
     )),
@@ -451,6 +454,18 @@ class DeployMagics(ReleaseMagics, Magics):
                        chunk_rows=args.chunk_rows, id_column=args.id_column, progress=tick)
         print(result.text())
 
+    def _api_url(self, args: argparse.Namespace, sub: str) -> str:
+        """The URL given, else the API `%deploy serve` started for this notebook."""
+        from nbdeploy.bundle import servers
+
+        if args.url is not None:
+            return args.url
+        handle = servers.running(self._notebook())
+        if handle is None:
+            raise UsageError(f"%deploy {sub}: no API of this notebook is running; start one with "
+                             "%deploy serve, or give its URL")
+        return handle.url
+
     def _do_drift(self, args: argparse.Namespace) -> Any:
         import os
 
@@ -482,6 +497,13 @@ class DeployMagics(ReleaseMagics, Magics):
                                  "log; start one with %deploy serve, or give a URL or a log file")
             source = handle.url if handle is not None and args.feedback is None else str(log)
         print(performance(source, args.feedback, os.environ.get("NBDEPLOY_API_TOKEN")).text())
+
+    def _do_live(self, args: argparse.Namespace) -> None:
+        import os
+
+        from nbdeploy.bundle.live import live_status
+
+        print(live_status(self._api_url(args, "live"), os.environ.get("NBDEPLOY_API_TOKEN")).text())
 
     def _do_export(self, args: argparse.Namespace) -> None:
         from nbdeploy.bundle.export import export_model

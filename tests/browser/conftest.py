@@ -58,6 +58,35 @@ def _example_root(root: Path) -> None:
     (root / NOTEBOOK).write_text(json.dumps(nb, indent=1) + "\n", encoding="utf-8")
 
 
+BUILT = REPO / "nbdeploy" / "labextension"  # `jlpm build` in labextension/ writes the extension here
+
+
+def _this_build_first(base: Path) -> str:
+    """A JUPYTER_PATH whose labextensions/nbdeploy is this checkout's build: JupyterLab takes the
+    first extension of a name on its path, so the panel under test is the one built from this
+    tree, not one an environment links to another checkout."""
+    if not (BUILT / "package.json").is_file():
+        pytest.fail(f"no built labextension at {BUILT}: run `jlpm build` in labextension/")
+    data = base / "jupyter-data"
+    (data / "labextensions").mkdir(parents=True)
+    (data / "labextensions" / "nbdeploy").symlink_to(BUILT, target_is_directory=True)
+    return os.pathsep.join([str(data), *filter(None, [os.environ.get("JUPYTER_PATH")])])
+
+
+def _check_served_build(lab: Lab) -> None:
+    """The page loads this checkout's build: its remoteEntry (content-hashed name) is the one in BUILT."""
+    import re
+
+    req = urllib.request.Request(f"{lab.url}/lab?token={lab.token}")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        page = r.read().decode()
+    config = json.loads(re.search(r'id="jupyter-config-data"[^>]*>(.*?)</script>', page, re.S)[1])
+    ours = [e for e in config["federated_extensions"] if e["name"] == "nbdeploy"]
+    built = json.loads((BUILT / "package.json").read_text())["jupyterlab"]["_build"]["load"]
+    if [e["load"] for e in ours] != [built]:
+        raise RuntimeError(f"jupyter lab serves another nbdeploy labextension ({ours}), not {BUILT} ({built})")
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     if not Path(CHROMIUM).exists():
@@ -67,7 +96,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     root.mkdir()
     _example_root(root)
     port, token = _free_port(), "nbdeploy-browser-test"
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(base / "config"),
+    env = {**os.environ, "JUPYTER_PATH": _this_build_first(base), "JUPYTER_CONFIG_DIR": str(base / "config"),
            "JUPYTER_RUNTIME_DIR": str(base / "runtime"), "JUPYTERLAB_SETTINGS_DIR": str(base / "settings"),
            "JUPYTERLAB_WORKSPACES_DIR": str(base / "workspaces"), "MLFLOW_TRACKING_URI": ""}
     env.pop("MLFLOW_TRACKING_URI")
@@ -92,6 +121,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"jupyter lab did not start:\n{log.read_text()}") from None
                 time.sleep(0.3)
+        _check_served_build(lab)
         yield lab
     finally:
         proc.terminate()

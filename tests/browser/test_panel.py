@@ -150,8 +150,20 @@ def test_verify_passes(page, lab) -> None:
     page.wait_for_selector('.nbdeploy-item[data-key="bundle"][data-status="ok"]')
     assert "verified" in page.locator('.nbdeploy-item[data-key="bundle"]').inner_text()
     _shot(page, "04-verified")
-    if os.environ.get("NBDEPLOY_UPDATE_SCREENSHOT"):  # refresh the README's screenshot
-        shutil.copy(ARTIFACTS / "04-verified.png", REPO / "docs" / "panel.png")
+
+
+def _widen_the_panel(page) -> None:
+    """Drag the sidebar's edge to 560 px and make the window taller, the panel scrolled to its top."""
+    handle = page.locator("#jp-main-split-panel > .lm-SplitPanel-handle").first
+    box = handle.bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] / 2, y)
+    page.mouse.down()
+    page.mouse.move(560, y, steps=8)
+    page.mouse.up()
+    page.set_viewport_size({"width": 1500, "height": 1300})
+    page.locator("#nbdeploy-panel").evaluate("e => { e.scrollTop = 0; }")
+    page.wait_for_timeout(500)
 
 
 def test_serve_shows_the_api_url_and_stops(page, lab) -> None:
@@ -164,6 +176,19 @@ def test_serve_shows_the_api_url_and_stops(page, lab) -> None:
     if shutil.which("curl"):  # the sample request works as shown
         out = subprocess.run(curl, shell=True, capture_output=True, text=True, timeout=60)
         assert out.returncode == 0 and "predictions" in out.stdout, (out.stdout, out.stderr)
+        page.wait_for_selector('#nbdeploy-panel .nbdeploy-live[data-requests="1"]')
+    live = page.locator('#nbdeploy-panel .nbdeploy-live[data-up="true"]')
+    live.wait_for()
+    assert live.locator('tr[data-key="version"] td').inner_text() == "churn-classifier v1"
+    assert live.locator(".nbdeploy-live-url").inner_text() == url
+    # the README's picture: the checklist (ready), the serve job and its live view; the log folded
+    page.locator("#nbdeploy-panel .nbdeploy-log-box > summary").click()
+    page.wait_for_timeout(1500)  # a poll or two re-render the job: the log stays folded
+    assert page.locator("#nbdeploy-panel .nbdeploy-log-box").evaluate("e => e.open") is False
+    _widen_the_panel(page)
     _shot(page, "05-serving")
+    if os.environ.get("NBDEPLOY_UPDATE_SCREENSHOT"):  # refresh the README's screenshot
+        shutil.copy(ARTIFACTS / "05-serving.png", REPO / "docs" / "panel.png")
+    page.set_viewport_size({"width": 1500, "height": 950})
     page.locator('#nbdeploy-panel button[data-action="stop"]').click()
     page.wait_for_selector('.nbdeploy-job[data-kind="serve"][data-state="stopped"]')

@@ -58,6 +58,15 @@ def _aliases(project) -> dict[str, str]:
     return {a: str(v) for a, v in model.aliases.items()}
 
 
+def _confirm(page, title: str) -> None:
+    """Promote and Rollback ask first: the dialog names the move; accept it."""
+    dialog = page.locator(".jp-Dialog")
+    dialog.wait_for()
+    assert title in dialog.locator(".jp-Dialog-header").inner_text()
+    dialog.locator(".jp-mod-accept").click()
+    dialog.wait_for(state="detached")
+
+
 def _row(page, version: str):
     return page.locator(f'#nbdeploy-panel .nbdeploy-version[data-version="{version}"]')
 
@@ -73,13 +82,27 @@ def test_the_panel_lists_versions(page) -> None:
     assert page.locator('#nbdeploy-panel button[data-action="rollback"]').is_disabled()
 
 
+def test_promote_asks_first_and_cancel_moves_nothing(page, project) -> None:
+    _row(page, "1").locator('button[data-action="promote"]').click()
+    dialog = page.locator(".jp-Dialog")
+    dialog.wait_for()
+    assert "Promote version 1 to champion?" in dialog.inner_text()
+    assert "tiny-ridge@champion: — → 1" in dialog.inner_text()
+    dialog.locator(".jp-mod-reject").click()
+    dialog.wait_for(state="detached")
+    assert _aliases(project) == {}
+    assert page.locator("#nbdeploy-panel .nbdeploy-move-result").count() == 0
+
+
 def test_promote_refused_then_forced(page, project) -> None:
     _row(page, "2").locator('button[data-action="promote"]').click()
+    _confirm(page, "Promote version 2 to champion?")
     error = page.locator("#nbdeploy-panel .nbdeploy-versions .nbdeploy-error")
     error.wait_for()
     assert "version 2 has no passing verify" in error.inner_text()
     assert _aliases(project) == {}
     page.locator('#nbdeploy-panel button[data-action="force-promote"]').click()
+    _confirm(page, "Force-promote version 2 to champion?")
     page.wait_for_selector('#nbdeploy-panel .nbdeploy-version[data-version="2"][data-aliases="champion"]')
     assert _aliases(project) == {"champion": "2"}
     assert "(forced)" in page.locator("#nbdeploy-panel .nbdeploy-move-result").inner_text()
@@ -87,9 +110,11 @@ def test_promote_refused_then_forced(page, project) -> None:
 
 def test_promote_a_verified_version_then_roll_back(page, project) -> None:
     _row(page, "1").locator('button[data-action="promote"]').click()
+    _confirm(page, "Promote version 1 to champion?")
     page.wait_for_selector('#nbdeploy-panel .nbdeploy-version[data-version="1"][data-aliases="champion"]')
     assert _aliases(project) == {"champion": "1"}
     page.locator('#nbdeploy-panel button[data-action="rollback"]').click()
+    _confirm(page, "Roll champion back?")
     page.wait_for_selector('#nbdeploy-panel .nbdeploy-version[data-version="2"][data-aliases="champion"]')
     assert _aliases(project) == {"champion": "2"}
     import getpass

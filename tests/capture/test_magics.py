@@ -143,3 +143,19 @@ def test_model_example_keeps_its_quotes(ipshell, tmp_path):
     from nbdeploy.capture.session import current_session
 
     assert current_session().model["example"] == "X.rename(columns={'a': 'z'})"
+
+
+def test_live_needs_a_running_api(ipshell, tmp_path, capsys):
+    """`%deploy live` reads the API `%deploy serve` started; without one it says how to start it,
+    and an API that does not answer is reported as such (the status itself: tests/serve/test_live_status.py)."""
+    import socket
+
+    _notebook(tmp_path)
+    ipshell.run_line_magic("deploy", "init")
+    with pytest.raises(UsageError, match="no API of this notebook is running; start one with %deploy serve"):
+        ipshell.run_line_magic("deploy", "live")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ipshell.run_line_magic("deploy", f"live http://127.0.0.1:{port}")
+    assert f"http://127.0.0.1:{port}: not answering" in capsys.readouterr().out

@@ -8,6 +8,9 @@ POST     nbdeploy/jobs                 start a job (body: JobRequest)
 GET      nbdeploy/jobs/ID              one job (state, progress, result)
 DELETE   nbdeploy/jobs/ID              stop a job (serve jobs run until stopped)
 GET      nbdeploy/jobs/ID/log?offset=N the job's log from byte N
+GET      nbdeploy/jobs/ID/live         a serve job's API now: version, requests, errors, drift, canary, shadow
+GET      nbdeploy/parameters?path=NB   the parameters cell of a notebook: names, types, defaults
+GET      nbdeploy/candidates?path=NB   the models the last build found (Build can choose one)
 GET      nbdeploy/releases?path=NB     the registered versions of a notebook's model, and its history
 POST     nbdeploy/releases             promote a version or roll an alias back (body: ReleaseRequest)
 =======  ===========================  ==========================================
@@ -38,6 +41,7 @@ from nbdeploy.frontends.jupyter.models import (
     AliasMove,
     BundleInfo,
     JobRequest,
+    Parameters,
     ReleaseRequest,
     Releases,
     VersionRow,
@@ -148,19 +152,39 @@ class JobsHandler(_Handler):
             raise NbdeployError(f"`kind` must be one of {', '.join(JOB_KINDS)}")
         if not isinstance(doc.get("path"), str):
             raise NbdeployError("`path` must be a string")
-        params = doc.get("parameters") or {}
-        if not isinstance(params, dict):
-            raise NbdeployError("`parameters` must be an object of NAME: VALUE")
-        output = doc.get("output")
-        if output is not None and not isinstance(output, str):
-            raise NbdeployError("`output` must be a string")
-        req = JobRequest(kind=doc["kind"], path=doc["path"],
-                         parameters={str(k): str(v) for k, v in params.items()},
-                         output=output, force=bool(doc.get("force", False)),
-                         container=bool(doc.get("container", False)))
+        req = _job_request(doc)
         job = await self.jobs.start(req)
         self.set_header("Location", url_path_join(self.base_url, "nbdeploy", "jobs", job.id))
         self.reply(job, status=202)
+
+
+_OPTIONAL_TEXT = ("output", "model", "grid", "shadow", "canary")
+
+
+def _job_request(doc: dict) -> JobRequest:
+    """The request's fields, each checked for its type (the values are checked by the core)."""
+    params = doc.get("parameters") or {}
+    if not isinstance(params, dict) or not all(isinstance(v, str | int | float | bool) for v in params.values()):
+        raise NbdeployError("`parameters` must be an object of NAME: VALUE")
+    for name in _OPTIONAL_TEXT:
+        if doc.get(name) is not None and not isinstance(doc[name], str):
+            raise NbdeployError(f"`{name}` must be a string")
+    workers = doc.get("workers")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)):
+        raise NbdeployError(f"`workers` must be a whole number, not {workers!r}")
+    percent = doc.get("canary_percent")
+    if percent is not None and (isinstance(percent, bool) or not isinstance(percent, int | float)):
+        raise NbdeployError(f"`canary_percent` must be a number, not {percent!r}")
+    text = {name: doc.get(name) or None for name in _OPTIONAL_TEXT}
+    return JobRequest(kind=doc["kind"], path=doc["path"],
+                      parameters={str(k): _text(v) for k, v in params.items()},
+                      force=bool(doc.get("force", False)), container=bool(doc.get("container", False)),
+                      workers=workers, canary_percent=None if percent is None else float(percent), **text)
+
+
+def _text(value: str | int | float | bool) -> str:
+    """A parameter value as the command line would give it (``true``, not Python's ``True``)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 class JobHandler(_Handler):
@@ -173,6 +197,47 @@ class JobHandler(_Handler):
     @authorized
     async def delete(self, job_id: str) -> None:
         self.reply(await self.jobs.stop(job_id))
+
+
+class LiveHandler(_Handler):
+    @tornado.web.authenticated
+    @authorized
+    async def get(self, job_id: str) -> None:
+        """What the API of a serve job is doing now (its /metadata, /metrics, /drift, /shadow)."""
+        import os
+
+        from nbdeploy.bundle.live import live_status
+
+        job = self.jobs.get(job_id)
+        url = job.result.url if job.result else None
+        if job.kind != "serve" or not url:
+            raise NbdeployError(f"job {job_id} is not a serve job with an API answering yet")
+        self.reply(await asyncio.to_thread(live_status, url, os.environ.get("NBDEPLOY_API_TOKEN")))
+
+
+class ParametersHandler(_Handler):
+    @tornado.web.authenticated
+    @authorized
+    async def get(self) -> None:
+        from nbdeploy.base.notebook import load_notebook
+        from nbdeploy.job.params import find_parameters_cell
+
+        path = self.get_query_argument("path", None)
+        nb = self.root.resolve(path)
+        pc = find_parameters_cell(await asyncio.to_thread(load_notebook, nb))
+        self.reply(Parameters(str(path), pc.index if pc else None, list(pc.specs.values()) if pc else []))
+
+
+class CandidatesHandler(_Handler):
+    @tornado.web.authenticated
+    @authorized
+    async def get(self) -> None:
+        from nbdeploy.bundle.candidates import kept_candidates
+
+        nb = self.root.resolve(self.get_query_argument("path", None))
+        found = await asyncio.to_thread(kept_candidates, nb)
+        found.notebook = self.root.relative(nb) or ""
+        self.reply(found)
 
 
 class JobLogHandler(_Handler):
@@ -247,5 +312,8 @@ def setup_handlers(web_app: Any, root: Root, jobs: JobManager) -> None:
         (url_path_join(base, "jobs"), JobsHandler, kw),
         (url_path_join(base, "jobs", job_id), JobHandler, kw),
         (url_path_join(base, "jobs", job_id, "log"), JobLogHandler, kw),
+        (url_path_join(base, "jobs", job_id, "live"), LiveHandler, kw),
+        (url_path_join(base, "parameters"), ParametersHandler, kw),
+        (url_path_join(base, "candidates"), CandidatesHandler, kw),
         (url_path_join(base, "releases"), ReleasesHandler, kw),
     ])

@@ -35,7 +35,7 @@ from nbdeploy.frontends.jupyter.models import (
 from nbdeploy.frontends.jupyter.paths import NotFoundError, Root
 
 _MAX_CHUNK = 256 * 1024
-_NOTEBOOK_KINDS = {"run", "reproduce", "build"}
+_NOTEBOOK_KINDS = {"run", "reproduce", "build", "batch"}
 
 
 class JobConflictError(NbdeployError):
@@ -60,6 +60,31 @@ def _cli_commands() -> set[str]:
     from nbdeploy.frontends.cli import COMMANDS
 
     return set(COMMANDS)
+
+
+def _checked_parameters(notebook: Path, values: dict[str, str]) -> list[str]:
+    """``-p NAME VALUE`` arguments, after the core checked each against the parameters cell."""
+    if not values:
+        return []
+    from nbdeploy.base.notebook import load_notebook
+    from nbdeploy.job.params import find_parameters_cell, resolve
+
+    resolve(find_parameters_cell(load_notebook(notebook)), cli=list(values.items()))
+    return [a for name, value in values.items() for a in ("-p", name, value)]
+
+
+def _workers(workers: int | None) -> list[str]:
+    if workers is None:
+        return []
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64:
+        raise NbdeployError(f"`workers` must be a whole number from 1 to 64, not {workers!r}")
+    return ["--workers", str(workers)]
+
+
+def _bundle_folder(folder: Path, api_path: str) -> None:
+    if not folder.is_dir() or not (folder / "nbdeploy.json").is_file():
+        raise NbdeployError(f"{api_path} is not a bundle folder",
+                            hint="give a folder made by Build bundle (it holds nbdeploy.json)")
 
 
 class _Running:
@@ -110,7 +135,10 @@ class JobManager:
 
     # -- starting ------------------------------------------------------------
     def _argv(self, req: JobRequest) -> tuple[list[str], Path, Path | None, int | None]:
-        """(command, working directory, bundle folder, port) of a request; raise on bad input."""
+        """(command, working directory, bundle folder, port) of a request; raise on bad input.
+
+        The command is the CLI's, option for option; its inputs are checked here, by the
+        core, so a bad value is a 4xx naming the field rather than a job that fails."""
         if req.kind not in JOB_KINDS:
             raise NbdeployError(f"unknown job kind {req.kind!r}", hint=f"one of {', '.join(JOB_KINDS)}")
         target = self.root.resolve(req.path)
@@ -118,31 +146,51 @@ class JobManager:
         commands = _cli_commands()
         if req.kind != "serve" and req.kind not in commands:
             raise UnavailableError(f"`nbdeploy {req.kind}` is not available in this installation")
-        params = [a for name, value in req.parameters.items() for a in ("-p", str(name), str(value))]
         if req.kind in _NOTEBOOK_KINDS:
             if target.suffix != ".ipynb" or not target.is_file():
                 raise NbdeployError(f"{req.path} is not a notebook", hint="give a .ipynb file")
+            params = _checked_parameters(target, req.parameters)
             cwd = target.parent
             if req.kind == "build":
                 from nbdeploy.base.state import default_bundle_dir
 
                 out = (self.root.resolve(req.output, must_exist=False) if req.output
                        else default_bundle_dir(target))
+                if req.model is not None and not req.model.isidentifier():
+                    raise NbdeployError(f"`model` {req.model!r} is not a variable name",
+                                        hint="choose one of the candidates of the last build")
                 argv = cli + ["build", str(target), "-o", str(out)] + params
+                argv += ["--model", req.model] if req.model else []
                 return argv + (["--force"] if req.force else []), cwd, out, None
             if req.kind == "run":
                 return cli + ["run", str(target)] + params, cwd, None, None
+            if req.kind == "batch":
+                if not req.grid:
+                    raise NbdeployError("`grid` is missing: a batch runs the notebook over a grid file",
+                                        hint="give a YAML file such as grid.yaml: {grid: {alpha: [0.1, 1]}}")
+                grid = self.root.resolve(req.grid)
+                argv = cli + ["batch", str(target), "--grid", str(grid)]
+                return argv + _workers(req.workers), cwd, None, None
             return cli + ["reproduce", str(target)], cwd, None, None
-        if not target.is_dir() or not (target / "nbdeploy.json").is_file():
-            raise NbdeployError(f"{req.path} is not a bundle folder",
-                                hint="give a folder made by Build bundle (it holds nbdeploy.json)")
+        _bundle_folder(target, req.path)
         if req.kind == "verify":
             container = ["--container"] if req.container else []
             return cli + ["verify", str(target)] + container, target.parent, target, None
         port = _free_port()
         serve = cli + ["serve"] if "serve" in commands else [self.python, "-m", "nbdeploy.serve"]
-        return (serve + [str(target), "--host", "127.0.0.1", "--port", str(port)],
-                target.parent, target, port)
+        argv = serve + [str(target), "--host", "127.0.0.1", "--port", str(port)] + _workers(req.workers)
+        for option, candidate in (("--shadow", req.shadow), ("--canary", req.canary)):
+            if candidate:
+                folder = self.root.resolve(candidate)
+                _bundle_folder(folder, candidate)
+                argv += [option, str(folder)]
+        if req.canary_percent is not None:
+            if not req.canary:
+                raise NbdeployError("`canary_percent` needs `canary`: the bundle that answers that share")
+            if not 0 < req.canary_percent <= 100:
+                raise NbdeployError(f"`canary_percent` must be in (0, 100], not {req.canary_percent}")
+            argv += ["--canary-percent", str(req.canary_percent)]
+        return argv, target.parent, target, port
 
     async def start(self, req: JobRequest) -> Job:
         argv, cwd, bundle, port = self._argv(req)
@@ -152,7 +200,7 @@ class JobManager:
                                        hint=f"follow job {r.job.id} or stop it first")
         job_id = uuid.uuid4().hex[:12]
         log = self.log_dir / f"{job_id}.log"
-        log.write_text(f"$ {shlex.join(argv[1:])}\n", encoding="utf-8")
+        log.write_text(f"$ {shlex.join(self._shown(argv[1:]))}\n", encoding="utf-8")
         events = self.log_dir / f"{job_id}.events.jsonl"
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "NBDEPLOY_JOB": job_id, EVENTS_ENV: str(events)}
         proc = await asyncio.create_subprocess_exec(
@@ -164,6 +212,15 @@ class JobManager:
         self._jobs[job_id] = run
         run.task = asyncio.create_task(self._follow(run))
         return job
+
+    def _shown(self, args: list[str]) -> list[str]:
+        """The command as the log shows it: files under the root by their path in the root, as
+        the panel names them (the server's own folders are no business of the log's readers)."""
+        shown = []
+        for a in args:
+            rel = self.root.relative(a) if os.path.isabs(a) else None
+            shown.append(rel if rel else a)
+        return shown
 
     # -- following -----------------------------------------------------------
     async def _follow(self, run: _Running) -> None:

@@ -233,6 +233,7 @@ async def test_verify_job_can_run_in_the_container(jp_fetch, root: Path, fake_cl
     code, plain = await _json(jp_fetch, "jobs", method="POST", body=json.dumps(
         {"kind": "verify", "path": "out/churn-bundle"}))
     assert plain["command"][-2:] == ["verify", str(b)]
+    await _wait(jp_fetch, plain["id"])  # no job outlives its test's event loop
 
 
 async def _cookie_login(jp_fetch, jp_serverapp) -> str:
@@ -263,3 +264,65 @@ async def test_writes_from_a_cookie_session_need_the_xsrf_token(jp_fetch, jp_ser
     code, doc = await _error(jp_fetch, *parts, method=method, headers=headers, **data)
     assert code in (400, 404), doc  # past the XSRF check: the handler's own answer to this body
     assert "xsrf" not in json.dumps(doc).lower()
+
+
+async def test_parameters_are_typed_from_the_parameters_cell(jp_fetch, root: Path) -> None:
+    _, doc = await _json(jp_fetch, "parameters", params={"path": NB})
+    assert doc["cell"] == 2
+    assert {p["name"]: (p["type"], p["default"]) for p in doc["params"]} == {
+        "n_estimators": ("int", 60), "learning_rate": ("float", 0.1), "max_depth": ("int", 3),
+        "test_size": ("float", 0.25), "seed": ("int", 42), "data_path": ("str", "data/churn.csv")}
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    ({"parameters": {"seeed": "1"}}, "unknown parameter 'seeed'"),
+    ({"parameters": {"seed": "forty"}}, "parameter 'seed' expects int"),
+    ({"parameters": {"seed": [1]}}, "`parameters`"),
+    ({"model": "not a name"}, "`model`"),
+    ({"model": 3}, "`model` must be a string"),
+    ({"workers": "two"}, "`workers`"),
+    ({"kind": "batch"}, "`grid` is missing"),
+    ({"kind": "batch", "grid": "nope.yaml"}, "no such file: nope.yaml"),
+])
+async def test_bad_job_options_are_4xx_naming_the_field(jp_fetch, root: Path, extra: dict,
+                                                        fragment: str) -> None:
+    body = {"kind": "build", "path": NB, **extra}
+    code, doc = await _error(jp_fetch, "jobs", method="POST", body=json.dumps(body))
+    assert 400 <= code < 500 and fragment in doc["message"], doc
+
+
+async def test_job_options_become_the_cli_options(jp_fetch, root: Path, fake_cli) -> None:
+    """Each option of the panel is the CLI's option of the same name, after the core checked it."""
+    _, job = await _json(jp_fetch, "jobs", method="POST", body=json.dumps(
+        {"kind": "build", "path": NB, "model": "clf", "output": "out/b2", "parameters": {"seed": 3}}))
+    assert job["command"][3:] == ["build", str(root / NB), "-o", str(root / "out" / "b2"),
+                                  "-p", "seed", "3", "--model", "clf"]
+    _, log = await _json(jp_fetch, "jobs", job["id"], "log")  # the log names files as the panel does
+    assert log["text"].startswith("$ -m nbdeploy build churn_classifier.ipynb -o out/b2 -p seed 3 --model clf\n")
+    await _wait(jp_fetch, job["id"])
+    (root / "grid.yaml").write_text("grid:\n  seed: [1, 2]\n")
+    _, job = await _json(jp_fetch, "jobs", method="POST", body=json.dumps(
+        {"kind": "batch", "path": NB, "grid": "grid.yaml", "workers": 2}))
+    assert job["command"][3:] == ["batch", str(root / NB), "--grid", str(root / "grid.yaml"), "--workers", "2"]
+    await _wait(jp_fetch, job["id"])
+    b = root / "out" / "churn-bundle"
+    b.mkdir(parents=True)
+    (b / "nbdeploy.json").write_text(json.dumps({"format": "nbdeploy.bundle/1", "name": "c"}))
+    code, doc = await _error(jp_fetch, "jobs", method="POST", body=json.dumps(
+        {"kind": "serve", "path": "out/churn-bundle", "workers": 0}))
+    assert code == 400 and "`workers` must be a whole number from 1 to 64" in doc["message"]
+    code, doc = await _error(jp_fetch, "jobs", method="POST", body=json.dumps(
+        {"kind": "serve", "path": "out/churn-bundle", "canary_percent": 20}))
+    assert code == 400 and "`canary_percent` needs `canary`" in doc["message"]
+    _, job = await _json(jp_fetch, "jobs", method="POST", body=json.dumps(
+        {"kind": "serve", "path": "out/churn-bundle", "workers": 2, "shadow": "out/churn-bundle"}))
+    assert "--workers" in job["command"] and job["command"][job["command"].index("--workers") + 1] == "2"
+    assert job["command"][job["command"].index("--shadow") + 1] == str(b)
+    code, doc = await _error(jp_fetch, "jobs", job["id"], "live")
+    assert code == 400 and "not a serve job with an API answering yet" in doc["message"]
+    await _wait(jp_fetch, job["id"])
+
+
+async def test_candidates_of_a_notebook_without_a_kept_run(jp_fetch, root: Path) -> None:
+    _, doc = await _json(jp_fetch, "candidates", params={"path": NB})
+    assert doc == {"notebook": NB, "current": False, "candidates": []}
