@@ -210,7 +210,7 @@ class LiveHandler(_Handler):
 
         job = self.jobs.get(job_id)
         url = job.result.url if job.result else None
-        if job.kind != "serve" or not url:
+        if job.kind != "serve" or job.state != "running" or not url:  # a stopped API has no live view
             raise NbdeployError(f"job {job_id} is not a serve job with an API answering yet")
         self.reply(await asyncio.to_thread(live_status, url, os.environ.get("NBDEPLOY_API_TOKEN")))
 
