@@ -504,7 +504,8 @@ def open_log(config: ServeConfig) -> RequestLog:
     path = Path(config.log_path)
     counters = None
     if config.workers > 1:
-        path = path.with_name(f"{path.stem}.{os.getpid()}{path.suffix}")
+        if not path.exists() or path.is_file():  # /dev/stdout or a pipe is shared as it is
+            path = path.with_name(f"{path.stem}.{os.getpid()}{path.suffix}")
         shared = os.environ.get(METRICS_DIR_ENV)
         if shared and Path(shared).is_dir():
             counters = Path(shared) / f"{os.getpid()}{LOG_COUNTERS_SUFFIX}"
