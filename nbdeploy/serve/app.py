@@ -24,10 +24,10 @@ from . import protocol, v2binary
 from .bundle import Bundle, read_bundle
 from .config import ServeConfig
 from .errors import RequestError, ServeError
-from .metrics import LOG_COUNTERS_SUFFIX, Metrics
+from .metrics import Metrics
 from .model import LoadedModel, load_model
 from .payload import Frame, parse_csv, parse_mlflow, parse_v2
-from .requestlog import RequestLog
+from .requestlog import RequestLog, open_log
 from .shadow import Shadow
 from .variant import Variant, open_variant
 
@@ -142,7 +142,7 @@ class ServeApp:
         gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         self._rid_prefix = os.urandom(4).hex()  # per worker process, even when workers were forked
         if self.config.log_path:
-            self.log = self.metrics.log = open_log(self.config)
+            self.log = self.metrics.log = open_log(self.config, os.environ.get(METRICS_DIR_ENV))
         self.batcher.start()
         if self.canary is not None:
             self.canary.batcher.start()
@@ -502,24 +502,6 @@ def create_app(bundle_dir: str | Path, config: ServeConfig | None = None) -> Ser
         app.add_shadow(Shadow(open_variant(config.shadow, config, None, shadow=True), bundle.version,
                               config.shadow_max_pending, config.log_payloads))
     return app
-
-
-def open_log(config: ServeConfig) -> RequestLog:
-    """The request log of this process: with several workers, its own file (no shared rotation) and
-    its counters in the folder the workers share (a killed worker's lost records are counted from them)."""
-    path = Path(config.log_path)
-    counters = None
-    if config.workers > 1:
-        path = path.with_name(f"{path.stem}.{os.getpid()}{path.suffix}")
-        shared = os.environ.get(METRICS_DIR_ENV)
-        if shared and Path(shared).is_dir():
-            counters = Path(shared) / f"{os.getpid()}{LOG_COUNTERS_SUFFIX}"
-    try:
-        return RequestLog(path, config.log_max_bytes, config.log_keep_seconds, family=config.log_path,
-                          counters=counters)
-    except OSError as e:
-        raise ServeError(f"cannot open the request log {path}: {e.strerror or e}",
-                         hint="give a writable --log-path (NBDEPLOY_LOG_PATH), or \"\" for no request log") from None
 
 
 def app_from_env() -> ServeApp:

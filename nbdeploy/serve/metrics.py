@@ -25,8 +25,6 @@ VALUE_BUCKETS = (-1e6, -1e3, -100.0, -10.0, -1.0, 0.0, 0.25, 0.5, 0.75, 1.0, 10.
 #: distinct class labels tracked in nbdeploy_predictions_total before lumping into "other"
 MAX_LABELS = 50
 FORMAT = "nbdeploy.metrics/1"
-#: a worker's request-log counters in the shared folder: ``<pid>.logcount`` (see requestlog.lost_by)
-LOG_COUNTERS_SUFFIX = ".logcount"
 _DROP_REASONS = ("retention", "write_error", "worker_died")
 
 
@@ -262,7 +260,7 @@ class Metrics:
     def lost_by_dead_workers(self) -> int:
         """Request-log records that workers killed before writing them lost (their requests in flight and
         their queued lines), from the counters each worker keeps in the shared folder."""
-        from .requestlog import lost_by
+        from .requestlog import LOG_COUNTERS_SUFFIX, lost_by
 
         if self.shared is None:
             return 0

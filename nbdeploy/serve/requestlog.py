@@ -34,15 +34,19 @@ import stat
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from . import logfiles
+from .errors import ServeError
 from .logfiles import log_files
 from .redact import scrub, scrub_inputs, secret_values, suspect
 
-__all__ = ["RequestLog", "log_files", "lost_by"]
+if TYPE_CHECKING:
+    from .config import ServeConfig
+
+__all__ = ["RequestLog", "log_files", "lost_by", "open_log"]
 
 logger = logging.getLogger("nbdeploy.serve")
 
@@ -54,6 +58,8 @@ _ANY_KEYS = _OPTIONS | orjson.OPT_NON_STR_KEYS
 REASONS = ("retention", "write_error", "worker_died")
 #: a rotation that failed (a read-only folder) is tried again after this many seconds
 ROTATE_RETRY_SECONDS = 10.0
+#: a worker's counters in the metrics folder its server's workers share: ``<pid>.logcount`` (see lost_by)
+LOG_COUNTERS_SUFFIX = ".logcount"
 #: retention looks for expired files this often (and after every rotation)
 RETENTION_SECONDS = 60.0
 
@@ -398,6 +404,24 @@ class RequestLog:
                 continue
             self.dropped["retention"] += n
             logger.info("request log: deleted %s (%d records past --log-keep)", path, n)
+
+
+def open_log(config: ServeConfig, shared: str | None = None) -> RequestLog:
+    """The request log of this process. With several workers: its own file (no shared rotation) and its
+    counters in the folder ``shared`` the workers share (a killed worker's lost records are counted from them)."""
+    path = Path(config.log_path)
+    counters = None
+    if config.workers > 1:
+        if not path.exists() or path.is_file():  # /dev/stdout or a pipe is shared as it is
+            path = path.with_name(f"{path.stem}.{os.getpid()}{path.suffix}")
+        if shared and Path(shared).is_dir():
+            counters = Path(shared) / f"{os.getpid()}{LOG_COUNTERS_SUFFIX}"
+    try:
+        return RequestLog(path, config.log_max_bytes, config.log_keep_seconds, family=config.log_path,
+                          counters=counters)
+    except OSError as e:
+        raise ServeError(f"cannot open the request log {path}: {e.strerror or e}",
+                         hint="give a writable --log-path (NBDEPLOY_LOG_PATH), or \"\" for no request log") from None
 
 
 def _counters(path: str | Path | None) -> tuple[memoryview, mmap.mmap | None]:

@@ -189,8 +189,7 @@ def _supervisor(ucfg: Any, sock: socket.socket, shared: Path) -> Any:
     """
     from uvicorn.supervisors import Multiprocess
 
-    from .metrics import LOG_COUNTERS_SUFFIX
-    from .requestlog import lost_by
+    from .requestlog import LOG_COUNTERS_SUFFIX, lost_by
 
     class Supervisor(Multiprocess):  # type: ignore[misc]
         def keep_subprocess_alive(self) -> None:
