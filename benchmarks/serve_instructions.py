@@ -115,6 +115,8 @@ def main() -> None:
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed (Debian: apt-get install valgrind wrk)")
     work = Path(tempfile.mkdtemp(prefix="nbdeploy-instr-"))
+    if args.keep:
+        print(f"work folder (kept): {work}", flush=True)
     try:
         if args.bundle:
             bundle = Path(args.bundle)

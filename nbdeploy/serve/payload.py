@@ -328,28 +328,30 @@ def _v2_json_columns(inputs: list[Any], bundle: Bundle) -> Frame | None:
     kept = _kept(bundle)
     if kept is None:  # a tensor model: the general path shapes its array
         return None
-    n = -1
     names, datatypes, datas = [], [], []
     try:
+        n = len(inputs[0]["data"])  # every tensor must have this many rows (checked below)
         for t in inputs:
             shape, data = t["shape"], t["data"]
             if type(shape) is not list or type(data) is not list or len(shape) != 1:
                 return None
             rows = shape[0]
-            if type(rows) is not int or rows != len(data) or (rows != n and n != -1) or rows == 0:
+            if type(rows) is not int or rows != n or len(data) != n:
                 return None
-            n = rows
-            params = t.get("parameters")  # (MLServer's clients send content types)
-            if params is not None and type(params) is dict and "binary_data_size" in params:
-                return None
+            if len(t) > 4:  # more than name, shape, datatype and data: MLServer's content types?
+                params = t.get("parameters")
+                if type(params) is dict and "binary_data_size" in params:
+                    return None
             names.append(t["name"])
             datatypes.append(t["datatype"])
             datas.append(data)
+        if n == 0:
+            return None
         key = (tuple(names), tuple(datatypes))
         accepted, known = kept
         shared = known.get(key)
-    except (KeyError, TypeError):  # a tensor that is no object or lacks a field; a name that is a list
-        return None
+    except (KeyError, TypeError):  # a tensor that is no object or lacks a field; data that has no length;
+        return None  # a name that is a list
     if shared is None:
         shared = _checked_names(key[0], key[1], accepted)
         if shared is None:
