@@ -218,3 +218,22 @@ def test_a_served_bundle_gives_its_report_as_html_and_its_log_offline(bundle, tm
     # the predictions moved with the ages; the prediction comes first among drifted features
     assert offline["rows"] == 600 and offline["drifted"] == ["prediction", "age"]
     assert {f["field"] for f in offline["features"]} == {*COLUMNS, "prediction"}
+
+
+def test_a_log_read_by_worker_processes_counts_what_one_process_counts(bundle, tmp_path, monkeypatch) -> None:
+    import nbdeploy.serve.drift_log as dl
+
+    log = _write_log(tmp_path / "requests.jsonl", _records(_frame(3000, seed=12, age_shift=3), _model(bundle), 10))
+    alone = log_report(bundle, log)
+    monkeypatch.setattr(dl, "PARALLEL_BYTES", 0)
+    monkeypatch.setattr(dl, "PART_BYTES", 16 * 1024)
+    monkeypatch.setattr(dl.os, "cpu_count", lambda: 3)
+    parts = dl._parts(dl.log_files(log))
+    assert len(parts) > 6 and parts[0][1] == 0 and all(a[2] == b[1] for a, b in zip(parts, parts[1:], strict=False))
+    together = log_report(bundle, log)
+    alone.pop("created")
+    together.pop("created")
+    for f in alone["features"]:
+        if f.get("served_mean") is not None:
+            f["served_mean"] = pytest.approx(f["served_mean"], rel=1e-12)  # sums in another order
+    assert together == alone and together["rows"] == 3000
