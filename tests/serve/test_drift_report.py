@@ -237,3 +237,16 @@ def test_a_log_read_by_worker_processes_counts_what_one_process_counts(bundle, t
         if f.get("served_mean") is not None:
             f["served_mean"] = pytest.approx(f["served_mean"], rel=1e-12)  # sums in another order
     assert together == alone and together["rows"] == 3000
+
+
+def test_without_scipy_the_report_is_psi_and_says_so(monkeypatch) -> None:
+    """A bundle whose lock has no SciPy (no scikit-learn) still gets a report: PSI, and a note."""
+    import nbdeploy.serve.drift_report as dr
+
+    monkeypatch.setattr(dr, "_stats", lambda: None)
+    train = _frame(3000, seed=13)
+    stats = profile_frame(train)["columns"]["city"]
+    col = buckets(stats)
+    entry = feature("city", col, stats, col.counts(_frame(400, seed=14, city_p=(0.1, 0.1, 0.8))["city"].tolist()))
+    assert entry["test"] == "psi" and entry["verdict"] == "drift" and "chi2" not in entry
+    assert "no SciPy" in entry["reason"] and any("SciPy is not installed" in n for n in entry["notes"])
