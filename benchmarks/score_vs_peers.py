@@ -27,7 +27,6 @@ load average, since the machine is shared. Speed is never asserted in tests.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import shutil
@@ -39,49 +38,20 @@ from pathlib import Path
 
 import psutil
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from serving import CHURN_FEATURES, churn_bundle  # noqa: E402  (the churn model the benchmarks share)
+
 PY = sys.executable
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "example_notebooks"
 CHUNK = 200_000
-FEATURES = ["tenure_months", "monthly_charges", "total_charges", "support_calls", "senior",
-            "contract", "internet_service", "payment_method"]
+FEATURES = CHURN_FEATURES
 
 
 def build_bundle(root: Path) -> None:
     """The churn notebook's model, saved and sealed as `nbdeploy build` saves it."""
-    import pandas as pd
-    from mlflow.models import infer_signature
-    from mlflow.sklearn import save_model
-    from sklearn.compose import ColumnTransformer
-    from sklearn.ensemble import GradientBoostingClassifier
-    from sklearn.model_selection import train_test_split
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
-
-    from nbdeploy.bundle.compiler import write_program
-    from nbdeploy.capture.profile import profile_frame
-    from nbdeploy.serve.seal import checksums
-
-    sys.path.insert(0, str(EXAMPLES))
-    from features import CATEGORICAL, NUMERIC, split_xy
-
-    X, y = split_xy(pd.read_csv(EXAMPLES / "data" / "churn.csv"))
-    X_train, X_test, y_train, _ = train_test_split(X, y, test_size=0.25, random_state=42, stratify=y)
-    clf = Pipeline([
-        ("preprocess", ColumnTransformer([("num", StandardScaler(), NUMERIC),
-                                          ("cat", OneHotEncoder(handle_unknown="ignore"), CATEGORICAL)])),
-        ("model", GradientBoostingClassifier(n_estimators=60, learning_rate=0.1, max_depth=3, random_state=42)),
-    ]).fit(X_train, y_train)
-    if root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True)
-    save_model(clf, str(root / "model"), signature=infer_signature(X_test, clf.predict(X_test)),
-               input_example=X_test.head(20), skops_trusted_types=["sklearn.tree._tree.Tree", "numpy.dtype"])
-    (root / "profile.json").write_text(json.dumps(profile_frame(X_train)))
-    outcome = write_program(clf, root / "model", json.loads((root / "profile.json").read_text()))
-    print(f"compiled program: {outcome}", flush=True)
-    manifest = {"name": "churn_classifier", "version": "1", "model": {"serialization": "skops"}}
-    (root / "nbdeploy.json").write_text(json.dumps({**manifest, "files": checksums(root)}))
+    churn_bundle(root)
 
 
 def make_data(path: Path, n: int, csv: Path | None = None) -> None:

@@ -37,6 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import serve_vs_mlflow as bench  # noqa: E402  (same bundle, body, ports and wrk driver)
+from serving import v2_body  # noqa: E402
 
 ROOT = bench.ROOT
 
@@ -50,21 +51,22 @@ def _collected(out_file: Path) -> int:
     return int(m.group(1))
 
 
-def measure(name: str, cmd: list[str], port: int, body: Path, work: Path, seconds: int, c: int) -> dict:
+def measure(name: str, cmd: list[str], port: int, body: Path, work: Path, seconds: int, c: int,
+            path: str = "/invocations") -> dict:
     out = work / f"{name}.callgrind"
     vg = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}.%p",
           "--dump-instr=no", "--dump-line=no"]
     print(f"-- {name} under callgrind: {' '.join(cmd)}", flush=True)
-    proc, launch = bench.start([*vg, *cmd], port, body.read_bytes(), work / f"{name}.log",
+    url = f"http://127.0.0.1:{port}{path}"
+    proc, launch = bench.start([*vg, *cmd], url, body.read_bytes(), work / f"{name}.log",
                                {"PYTHONPATH": str(ROOT)})
     try:
         print(f"   answering after {launch:.1f} s", flush=True)
-        url = f"http://127.0.0.1:{port}/invocations"
-        bench.wrk(url, body, c, 3)  # warm: first-call costs out of the count
+        bench.wrk(url, body, c, 3, timeout=60)  # warm: first-call costs out of the count
         before = _batches(port)
         subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True, capture_output=True)
         subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True, capture_output=True)
-        run = bench.wrk(url, body, c, seconds)
+        run = bench.wrk(url, body, c, seconds, timeout=60)  # under callgrind, on a busy machine: slow
         subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], check=True, capture_output=True)
         subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True, capture_output=True)
         after = _batches(port)
@@ -104,6 +106,9 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the work folder (callgrind files, logs)")
     ap.add_argument("--no-floor", action="store_true", help="measure nbdeploy only (to compare its settings)")
     ap.add_argument("--serve-args", default="", help="more `nbdeploy serve` options, e.g. '--log-path \"\"'")
+    ap.add_argument("--protocol", choices=("invocations", "v2"), default="invocations",
+                    help="the route nbdeploy is driven on: /invocations (dataframe_split) or the V2 infer route "
+                         "(V2 JSON, one tensor per column; the floor parses the same body)")
     ap.add_argument("--out", help="also write the results as JSON here")
     args = ap.parse_args()
     for tool in ("valgrind", "callgrind_control", "wrk"):
@@ -121,17 +126,25 @@ def main() -> None:
             _, X = bench.build_bundle(bundle)
             row = {"columns": list(X.columns), "data": X.head(1).astype(object).values.tolist()}
         body = work / "body1.json"
-        body.write_text(json.dumps({"dataframe_split": row}, default=str))
+        path = "/invocations"
+        if args.protocol == "v2":
+            import pandas as pd
+
+            name = json.loads((bundle / "nbdeploy.json").read_text())["name"]
+            path = f"/v2/models/{name}/infer"
+            body.write_text(json.dumps(v2_body(pd.DataFrame(row["data"], columns=row["columns"])), default=str))
+        else:
+            body.write_text(json.dumps({"dataframe_split": row}, default=str))
         pf, pn = bench.free_port(), bench.free_port()
         floor = None if args.no_floor else measure("floor", [bench.PY, str(ROOT / "benchmarks" / "serve_vs_mlflow_floor.py"), str(pf)], pf,
-                        body, work, args.seconds, args.concurrency)
+                        body, work, args.seconds, args.concurrency, path)
         nb = measure("nbdeploy", [bench.PY, "-m", "nbdeploy.serve", str(bundle), "--port", str(pn),
                                   "--log-path", str(work / "requests.jsonl"), *shlex.split(args.serve_args)], pn, body, work, args.seconds,
-                     args.concurrency)
+                     args.concurrency, path)
         if floor is None:
             return
         ratio = floor["per_request"] / nb["per_request"]
-        print(f"\n1-row bodies, c={args.concurrency}: instructions per request floor "
+        print(f"\n1-row bodies on {path}, c={args.concurrency}: instructions per request floor "
               f"{floor['per_request'] / 1e3:.1f} k, nbdeploy {nb['per_request'] / 1e3:.1f} k; "
               f"ratio {ratio:.0%} (the throughput ratio at equal instructions per cycle; target >= 50 %)")
         if args.out:

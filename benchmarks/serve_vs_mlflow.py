@@ -18,24 +18,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-PY = sys.executable
-BIN = Path(PY).parent
-CONCURRENCY = (1, 8, 64)
-ROWS = (1, 100)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from serving import (  # noqa: E402  (what the serving benchmarks share)
+    BIN,
+    CONCURRENCY,
+    PY,
+    ROOT,
+    ROWS,
+    free_port,
+    start,
+    stop,
+    wrk,
+)
+from serving import measure as _measure  # noqa: E402
 
 
 def build_bundle(root: Path):
@@ -64,12 +67,15 @@ def build_bundle(root: Path):
     save_model(model, str(root / "model"), signature=infer_signature(X, model.predict(X)),
                input_example=X.head(3), skops_trusted_types=["sklearn.tree._tree.Tree"])
     (root / "profile.json").write_text(json.dumps(profile_frame(X)))
-    (root / "nbdeploy.json").write_text(json.dumps({"name": "bench", "version": "1"}))
-    # what `nbdeploy build` does after saving: compile the model, prove it equal, keep it in the bundle
+    # what `nbdeploy build` does after saving: compile the model, prove it equal, keep it in the bundle,
+    # seal every file in the manifest (the server refuses a bundle without its file list)
     from nbdeploy.bundle.compiler import write_program
+    from nbdeploy.serve.seal import checksums
 
     outcome = write_program(model, root / "model", json.loads((root / "profile.json").read_text()))
     print(f"compiled program: {outcome}", flush=True)
+    manifest = {"name": "bench", "version": "1", "model": {"serialization": "skops"}}
+    (root / "nbdeploy.json").write_text(json.dumps({**manifest, "files": checksums(root)}))
     return model, X
 
 
@@ -106,134 +112,10 @@ def model_floor(model, X, bundle: Path) -> dict[str, dict[int, float]]:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def post(url: str, body: bytes, timeout: float = 2.0) -> int:
-    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=timeout) as r:
-        r.read()
-        return r.status
-
-
-def start(cmd: list[str], port: int, body: bytes, log: Path, env: dict | None = None) -> tuple[subprocess.Popen, float]:
-    """Start a server; return it and the seconds from launch to its first 200 prediction."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})},
-                            cwd=log.parent)
-    url = f"http://127.0.0.1:{port}/invocations"
-    while time.perf_counter() - t0 < 180:
-        if proc.poll() is not None:
-            raise SystemExit(f"{cmd[0]} exited early; see {log}:\n{log.read_text()[-2000:]}")
-        try:
-            if post(url, body) == 200:
-                return proc, time.perf_counter() - t0
-        except OSError:
-            time.sleep(0.02)
-    stop(proc)
-    raise SystemExit(f"no prediction from {' '.join(cmd)} within 180 s; see {log}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """End the server and every process of its group (mlflow's uvicorn child outlives the CLI)."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    except ProcessLookupError:
-        pass
-    deadline = time.monotonic() + 30
-    while True:  # until nothing of the group is left to answer on the port
-        try:
-            os.killpg(proc.pid, signal.SIGKILL if time.monotonic() > deadline else 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-
-
-def tree_rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants, in MiB."""
-    children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            status = (p / "status").read_text()
-        except OSError:
-            continue
-        ppid = int(re.search(r"^PPid:\s+(\d+)", status, re.M).group(1))
-        m = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
-        rss[int(p.name)] = int(m.group(1)) if m else 0
-        children.setdefault(ppid, []).append(int(p.name))
-    total, todo = 0, [pid]
-    while todo:
-        q = todo.pop()
-        total += rss.get(q, 0)
-        todo += children.get(q, [])
-    return total / 1024
-
-
-def wrk(url: str, body_file: Path, c: int, duration: int) -> dict:
-    lua = body_file.with_suffix(".lua")
-    lua.write_text(
-        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-        f'local f = io.open("{body_file}", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
-    )
-    cmd = ["wrk", "-t1", f"-c{c}", f"-d{duration}s", "--latency", "--timeout", "10s", "-s", str(lua), url]
-    for _ in range(2):
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode == 0:
-            break
-        print(f"   wrk exited {done.returncode}: {(done.stderr or done.stdout).strip()[-500:]}", flush=True)
-        time.sleep(1)
-    else:
-        raise SystemExit(f"wrk failed twice against {url}")
-    out = done.stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    pct = {m.group(1): _ms(m.group(2)) for m in re.finditer(r"^\s+(50|99)%\s+(\S+)", out, re.M)}
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = re.search(r"Socket errors: (.*)", out)
-    return {"rps": rps, "p50": pct["50"], "p99": pct["99"], "non2xx": int(bad.group(1)) if bad else 0,
-            "socket_errors": errors.group(1) if errors else ""}
-
-
-def _ms(s: str) -> float:
-    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", s)
-    v, unit = float(m.group(1)), m.group(2)
-    return v * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
-
-
 def measure(name: str, cmd: list[str], port: int, bodies: dict[int, Path], work: Path, duration: int,
             env: dict | None = None, cases=None, launch_count: int = 1) -> dict:
-    print(f"-- {name}: {' '.join(cmd)}", flush=True)
-    launches = []
-    for i in range(launch_count):  # a single start is a noisy sample: the median of several is reported
-        proc, seconds = start(cmd, port, bodies[1].read_bytes(), work / f"{name}.log", env)
-        launches.append(seconds)
-        if i < launch_count - 1:
-            stop(proc)
-    launch = statistics.median(launches)
-    print(f"   launch to first prediction: {launch:.2f} s (median of {', '.join(f'{x:.2f}' for x in launches)})",
-          flush=True)
-    url = f"http://127.0.0.1:{port}/invocations"
-    results = {"launch_s": launch, "launches_s": launches, "runs": {}}
-    try:
-        for rows, c in cases or [(r, c) for r in ROWS for c in CONCURRENCY]:
-            r = wrk(url, bodies[rows], c, duration)
-            results["runs"][f"{rows}x{c}"] = r
-            print(f"   rows={rows:<3} c={c:<2} {r['rps']:9.1f} req/s  p50 {r['p50']:8.2f} ms  p99 {r['p99']:8.2f} ms"
-                  + (f"  non-2xx {r['non2xx']}" if r["non2xx"] else ""), flush=True)
-        results["rss_mb"] = tree_rss_mb(proc.pid)
-    finally:
-        stop(proc)
-    return results
+    return _measure(name, cmd, f"http://127.0.0.1:{port}/invocations", bodies, work, duration, env, cases,
+                    launch_count)
 
 
 def main() -> None:
@@ -306,10 +188,11 @@ def paired_floor(bundle: Path, body: Path, work: Path, pairs: int) -> dict:
     the floor runs just before and after it; the median of those ratios is reported.
     """
     pf, pn = free_port(), free_port()
-    floor, _ = start([PY, str(ROOT / "benchmarks" / "serve_vs_mlflow_floor.py"), str(pf)], pf, body.read_bytes(),
+    floor, _ = start([PY, str(ROOT / "benchmarks" / "serve_vs_mlflow_floor.py"), str(pf)],
+                     f"http://127.0.0.1:{pf}/invocations", body.read_bytes(),
                      work / "paired-floor.log", {"PYTHONPATH": str(ROOT)})
     nb, _ = start([PY, "-m", "nbdeploy.serve", str(bundle), "--port", str(pn), "--log-path",
-                   str(work / "paired.jsonl")], pn, body.read_bytes(), work / "paired-nbdeploy.log",
+                   str(work / "paired.jsonl")], f"http://127.0.0.1:{pn}/invocations", body.read_bytes(), work / "paired-nbdeploy.log",
                   {"PYTHONPATH": str(ROOT)})
     try:
         f_runs, n_runs = [], []

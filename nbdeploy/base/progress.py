@@ -37,6 +37,14 @@ class ProgressEvent:
     detail: str = ""
     seconds: float | None = None
 
+    def __post_init__(self) -> None:
+        # every sink (terminal, CI log, the panel's event file) shows these: a parameter's value
+        # in "run X (api_token='...')" is scrubbed once, here
+        from nbdeploy.base.redact import scrub_text
+
+        object.__setattr__(self, "title", scrub_text(self.title))
+        object.__setattr__(self, "detail", scrub_text(self.detail))
+
     def text(self) -> str:
         """The line a terminal shows: ``[2/5] assemble the bundle ...`` when a step starts,
         ``      ok in 1.2 s: 14 files`` when a timed step ends, else the title (and detail)."""
@@ -80,7 +88,9 @@ class Finished:
     result: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": "finished", **asdict(self)}
+        from nbdeploy.base.redact import scrub
+
+        return scrub({"type": "finished", **asdict(self)})
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> Finished:

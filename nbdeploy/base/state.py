@@ -56,10 +56,12 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise StateError(f"no such record: {path}") from None
-    except json.JSONDecodeError as exc:
+    except IsADirectoryError:
+        raise StateError(f"{path} is a folder, not a record", hint="move it aside") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise StateError(f"{path} is damaged (not JSON: {exc})",
                          hint="nbdeploy rewrites it: capture the notebook again (`nbdeploy capture NB`, or "
-                              "`%deploy init` in the notebook), or delete the file") from None
+                              "`%deploy init` in the notebook), or move it aside with `nbdeploy doctor --repair`") from None
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import yaml
 
 from nbdeploy._version import __version__
 from nbdeploy.base.errors import BundleError, ModelError
+from nbdeploy.base.redact import scrub
 from nbdeploy.base.state import atomic_write_json, atomic_write_text, read_json
 from nbdeploy.bundle import deploy_files, readme
 from nbdeploy.bundle.manifest import FORMAT, MANIFEST, checksums
@@ -294,7 +295,8 @@ def finish(root: Path, ctx: Context) -> Manifest:
         "profile": ex.get("profile"), "training_path": training.get("relative_path"),
         "outputs_text": _outputs_text(ctx.signature, ex["predictions"]), "golden": golden,
         "v2_types": {c: V2_TYPES.get(t or "", "BYTES") for c, t in types.items()},
-        "parameters": ctx.parameters, "metrics": metrics, "python": ex["python"],
+        # by name, while the name is beside the value (the README shows "-p api_token VALUE")
+        "parameters": scrub(ctx.parameters), "metrics": metrics, "python": ex["python"],
         "lineage": record.get("lineage", []), "git": (manifest["git"] or {}).get("commit"),
         "program": ex.get("program"), "derived_note": ex.get("derived_note"),
     }

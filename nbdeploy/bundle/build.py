@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import shlex
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from nbdeploy.base.progress import Progress, ProgressEvent, note, silent
 from nbdeploy.base.redact import recording
 from nbdeploy.base.state import atomic_write_bytes, default_bundle_dir
 from nbdeploy.bundle.deploy_files import k8s_name
+from nbdeploy.bundle.staging import move_into_place, staging_dir, sweep, work_dir
 
 STEPS = ("check the notebook and the target", "run the notebook in a clean kernel and export the model",
          "assemble the bundle", "register the model version",
@@ -274,6 +274,8 @@ def build_bundle(notebook: str | Path, *, output: str | Path | None = None, mode
         raise BundleError(f"{target} holds the notebook itself; choose another output folder")
     choose_kernel(job_nb, nb_path, kernel)  # a missing --kernel fails here, before any run
     target.parent.mkdir(parents=True, exist_ok=True)
+    for left in sweep(target):
+        steps.progress(note(f"cleared {left.name}, left by a build that was killed"))
     name = k8s_name(nb_path.stem)
     fitted = [] if model or any("%deploy model" in c.source for c in nb.cells) else fitted_in_source(nb.cells)
     if len(fitted) > 1:
@@ -283,8 +285,8 @@ def build_bundle(notebook: str | Path, *, output: str | Path | None = None, mode
 
     warm = registry.warm_up(nb_path.parent)
     try:
-        with tempfile.TemporaryDirectory(prefix="nbdeploy-build-") as work_dir:
-            work = Path(work_dir)
+        with work_dir() as scratch:
+            work = Path(scratch)
             export_dir, executed = work / "export", work / "executed.ipynb"
             steps.start(1)
             key = _run_key(nb_path, given, kernel)
@@ -320,7 +322,7 @@ def build_bundle(notebook: str | Path, *, output: str | Path | None = None, mode
             steps.end(1, f"{export['variable']} ({export['class']}, {export['flavor']}); "
                          f"notebook {result.duration:.1f} s, export {export['seconds']:.1f} s")
 
-            partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+            partial = staging_dir(target)
             try:
                 partial.chmod(0o755)
                 steps.start(2)
@@ -356,7 +358,7 @@ def build_bundle(notebook: str | Path, *, output: str | Path | None = None, mode
                 scrubbed += late
                 registry.attach_bundle(partial, ctx.registry, nb_path.parent, target,
                                        sha256_file(partial / MANIFEST)[0])
-                _move_into_place(partial, target, force)
+                move_into_place(partial, target, force)
                 if reuse is not None:  # used once: a later build runs the notebook again
                     shutil.rmtree(reuse[0], ignore_errors=True)
                 steps.end(4, f"{len(manifest['files'])} files checksummed; the sealed bundle is "
@@ -373,23 +375,3 @@ def build_bundle(notebook: str | Path, *, output: str | Path | None = None, mode
         warm.join(timeout=120)
         raise
 
-
-def _move_into_place(partial: Path, target: Path, force: bool) -> None:
-    if not target.exists():
-        try:
-            partial.rename(target)
-        except OSError as exc:
-            raise BundleError(f"cannot move the bundle into {target}: {exc.strerror}",
-                              hint="pass --force to replace an existing folder") from None
-        return
-    if not force:
-        raise BundleError(f"{target} already exists", hint="pass --force to replace it")
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-    old.rmdir()
-    target.rename(old)
-    try:
-        partial.rename(target)
-    except OSError:
-        old.rename(target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)

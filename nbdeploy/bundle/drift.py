@@ -125,7 +125,7 @@ def for_notebook(notebook: Path, source: str | Path | None = None, log: str | Pa
         handle = servers.running(notebook)
         if handle is not None:
             return of_api(handle.url, token)
-    log = log if log is not None else servers.log_path(notebook)
+    log = log if log is not None else servers.request_log(notebook)
     if not Path(log).exists():
         raise ServeError(f"no API of this notebook is running and there is no request log at {log}",
                          hint="start one with %deploy serve, or give a URL, or --log REQUESTS.jsonl")

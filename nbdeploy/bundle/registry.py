@@ -60,7 +60,12 @@ def register(model_dir: Path, name: str, project_dir: Path, tags: dict[str, str]
     from mlflow.entities import Metric, Param
     from mlflow.exceptions import MlflowException
 
+    from nbdeploy.base.redact import scrub, scrub_text
     from nbdeploy.job.tracking import artifact_location
+
+    # parameters (-p api_token ...) and the tags that repeat them: through the scrubber, as on disk
+    params = scrub(params or {})
+    tags = {k: scrub_text(v) for k, v in tags.items()}
 
     try:
         client, uri = _client(project_dir)

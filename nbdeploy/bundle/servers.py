@@ -35,6 +35,11 @@ def serve_forever(bundle: str | Path, config: Any) -> None:
         raise _translate(exc) from None
 
 
+def request_log(notebook: Path) -> Path:
+    """Where ``%deploy serve`` has this notebook's API write its request log."""
+    return _handle_path(notebook).parent / "requests.jsonl"
+
+
 def running(notebook: Path) -> Any | None:
     """The live server of this notebook, or None."""
     from nbdeploy.serve import ServerHandle
@@ -65,7 +70,7 @@ def start(notebook: Path, bundle: Path, **config: Any) -> Any:
     try:
         cfg = ServeConfig.from_env(**config)
         if "log_path" not in config:
-            cfg.log_path = str(log_path(notebook))
+            cfg.log_path = str(request_log(notebook))
         handle = launch(bundle, cfg)
     except ServingError as exc:
         raise _translate(exc) from None
@@ -198,8 +203,3 @@ def get_json(base: str, path: str, token: str | None = None, timeout: float = 10
         reason = getattr(e, "reason", e)
         raise ServeError(f"no API answers at {base}: {reason}",
                          hint="start one with `nbdeploy serve BUNDLE` or `%deploy serve`") from None
-
-
-def log_path(notebook: Path) -> Path:
-    """The request log of the API ``%deploy serve`` starts for this notebook."""
-    return _handle_path(notebook).parent / "requests.jsonl"

@@ -408,13 +408,31 @@ def _runs(args: argparse.Namespace) -> int:
     damaged = damaged_runs(args.notebook)
     if damaged:
         print(f"nbdeploy: {len(damaged)} run record(s) could not be read and are not listed: "
-              f"{', '.join(str(d) for d in damaged)} (delete those run folders; the other runs are kept)",
+              f"{', '.join(str(d) for d in damaged)} (move them aside with `nbdeploy doctor --repair`; "
+              "the other runs are kept)",
               file=sys.stderr)
     if args.json:
         _emit_json([r.to_dict() for r in runs])
     else:
         print(runs_view(Path(args.notebook).name, runs).text())
     return 0
+
+
+def _doctor_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", nargs="?", default=".", help="a notebook or its folder (default: .)")
+    p.add_argument("--repair", action="store_true",
+                   help="move the damaged records into .nbdeploy/damaged/TIME/ (nothing is deleted)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+@command("doctor", "find damaged state records and MLflow store beside a notebook; --repair moves them aside",
+         _doctor_args)
+def _doctor(args: argparse.Namespace) -> int:
+    from nbdeploy.job.doctor import examine
+
+    report = examine(args.path, repair=args.repair)
+    _show(args, report)
+    return 0 if report.ok else 1
 
 
 # -- serve -------------------------------------------------------------------
@@ -428,6 +446,8 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch-size", type=int, default=None, help="rows per predict call")
     p.add_argument("--max-wait-ms", type=float, default=None, help="micro-batching wait")
     p.add_argument("--log-path", default=None, help="JSON-lines request log ('' for none)")
+    p.add_argument("--log-keep", default=None,
+                   help="delete rotated (gzipped) request-log files older than this: 7d (default), 12h, 0 = never")
     p.add_argument("--shadow", metavar="BUNDLE", default=None,
                    help="a candidate that gets every request's inputs after the answer; see GET /shadow")
     p.add_argument("--canary", metavar="BUNDLE", default=None, help="a candidate that answers a share of requests")
@@ -439,14 +459,20 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
 @command("serve", "serve a bundle's API (MLflow scoring protocol and Open Inference Protocol V2)",
          _serve_args)
 def _serve(args: argparse.Namespace) -> int:
+    from nbdeploy.base.errors import ServeError
     from nbdeploy.bundle.servers import serve_forever
     from nbdeploy.serve import ServeConfig
+    from nbdeploy.serve.errors import ServingError
 
-    config = ServeConfig.from_env(host=args.host, port=args.port, workers=args.workers,
-                                  max_batch_size=args.max_batch_size,
-                                  max_wait_ms=args.max_wait_ms, log_path=args.log_path,
-                                  shadow=args.shadow, canary=args.canary, canary_percent=args.canary_percent,
-                                  canary_key_header=args.canary_key_header)
+    try:
+        config = ServeConfig.from_env(host=args.host, port=args.port, workers=args.workers,
+                                      max_batch_size=args.max_batch_size,
+                                      max_wait_ms=args.max_wait_ms, log_path=args.log_path, log_keep=args.log_keep,
+                                      shadow=args.shadow, canary=args.canary, canary_percent=args.canary_percent,
+                                      canary_key_header=args.canary_key_header)
+    except ServingError as e:  # a setting out of range, from a flag or an NBDEPLOY_* variable
+        raise ServeError(f"cannot serve {args.bundle}: {getattr(e, 'message', e)}",
+                         hint=getattr(e, "hint", None) or "nbdeploy serve --help") from None
     serve_forever(bundle_folder(args), config)
     return 0
 
@@ -467,6 +493,22 @@ def _compare(args: argparse.Namespace) -> int:
         raise NbdeployError("give a LOG with shadow records, or --replay REQUESTS.jsonl CANDIDATE",
                             hint="nbdeploy compare --help")
     _show(args, compare(args.log) if args.replay is None else compare(*args.replay))
+    return 0
+
+
+def _performance_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", help="a request log (nbdeploy serve --log-path) or a running API's URL")
+    p.add_argument("--feedback", metavar="FILE", default=None,
+                   help="labels kept beside the log: JSON lines or CSV of request_id,label")
+    p.add_argument("--json", action="store_true", help="the report as JSON")
+
+
+@command("performance", "live accuracy (or MAE/RMSE) per version from the labels sent back, against training",
+         _performance_args)
+def _performance(args: argparse.Namespace) -> int:
+    from nbdeploy.bundle.performance import performance
+
+    _show(args, performance(args.source, args.feedback, os.environ.get("NBDEPLOY_API_TOKEN")))
     return 0
 
 
@@ -566,6 +608,23 @@ def _skip_slow_optional_imports() -> None:
     sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
 
 
+class _Scrubbed:
+    """A text stream that passes every write through the secret scrubber: what the CLI prints
+    ends up in CI logs and terminals' scrollback, so a parameter's token must not reach it."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        from nbdeploy.base.redact import scrub_text
+
+        self._stream.write(scrub_text(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main(argv: list[str] | None = None) -> int:
     _skip_slow_optional_imports()
     parser = build_parser()
@@ -573,6 +632,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Scrubbed(sys.stdout), _Scrubbed(sys.stderr)
+    try:
+        return _dispatch(args)
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         return COMMANDS[args.command][2](args)
     except CellExecutionError as exc:

@@ -119,6 +119,11 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         _a("--log", help="a request log to read offline (default, when no API runs: the last %deploy serve's)"),
         _a("--text", action="store_true", help="print the report as text instead of showing it"),
     )),
+    Subcommand("performance", "live accuracy (or MAE/RMSE) per version from the labels sent back, against training", (
+        _a("source", nargs="?", help="a running API's URL or a request log (default: this notebook's API, "
+                                     "else its request log)"),
+        _a("--feedback", help="labels kept beside the log: JSON lines or CSV of request_id,label"),
+    )),
     Subcommand("versions", "this notebook's registered versions: alias, created, parameters, metrics, verify", (
         _a("name", nargs="?", help="the registered model (default: this notebook's)"),
     )),
@@ -461,6 +466,22 @@ class DeployMagics(ReleaseMagics, Magics):
             print(report.text())
             return None
         return report  # shown inline: the HTML report (its text where HTML is not shown)
+
+    def _do_performance(self, args: argparse.Namespace) -> None:
+        import os
+
+        from nbdeploy.bundle import servers
+        from nbdeploy.bundle.performance import performance
+
+        source = args.source
+        if source is None:
+            handle = servers.running(self._notebook())
+            log = servers.request_log(self._notebook())
+            if handle is None and not log.exists():
+                raise UsageError("%deploy performance: no API of this notebook is running and it has no request "
+                                 "log; start one with %deploy serve, or give a URL or a log file")
+            source = handle.url if handle is not None and args.feedback is None else str(log)
+        print(performance(source, args.feedback, os.environ.get("NBDEPLOY_API_TOKEN")).text())
 
     def _do_export(self, args: argparse.Namespace) -> None:
         from nbdeploy.bundle.export import export_model

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from nbdeploy.base.errors import NbdeployError, ParameterError
-from nbdeploy.base.state import NotebookState, atomic_write_bytes, atomic_write_json, read_json
+from nbdeploy.base.redact import scrub
+from nbdeploy.base.state import NotebookState, atomic_write_json, atomic_write_text, read_json
 from nbdeploy.job import params as P
 from nbdeploy.job.run import RunRecord, load_run, new_run_id, prepare_job
 
@@ -33,6 +34,9 @@ BatchProgress = Callable[[int, int, RunRecord | None], None]
 
 
 # -- the grid -------------------------------------------------------------------
+_GRID_HINT = "write `grid: {name: [v1, v2]}` (every combination) and/or `runs: [{name: v1}, {name: v2}]`"
+
+
 def _product(grid: dict) -> list[dict[str, Any]]:
     if not isinstance(grid, dict) or not all(isinstance(k, str) for k in grid):
         raise ParameterError("a grid is a mapping of parameter names to lists of values")
@@ -55,7 +59,10 @@ def expand_grid(doc: Any) -> list[dict[str, Any]]:
         if extra:
             raise ParameterError(f"unexpected keys in the grid file: {', '.join(sorted(extra))}",
                                  hint="use `grid:` (cartesian product) and/or `runs:` (a list)")
-        sets = (_product(doc["grid"]) if doc.get("grid") else []) + list(doc.get("runs") or [])
+        runs = doc.get("runs") or []
+        if not isinstance(runs, list):
+            raise ParameterError("`runs:` is a list of parameter sets")
+        sets = (_product(doc["grid"]) if doc.get("grid") else []) + runs
     elif isinstance(doc, dict):
         sets = _product(doc)
     else:
@@ -63,21 +70,18 @@ def expand_grid(doc: Any) -> list[dict[str, Any]]:
     if not sets:
         raise ParameterError("the grid is empty")
     for i, s in enumerate(sets):
-        if not isinstance(s, dict):
+        if not isinstance(s, dict) or not all(isinstance(k, str) for k in s):
             raise ParameterError(f"grid entry {i} is not a mapping of parameter names to values")
     return sets
 
 
 def load_grid(path: str | Path) -> list[dict[str, Any]]:
-    import yaml
-
     p = Path(path)
+    doc = P.read_yaml_file(p, "grid")
     try:
-        return expand_grid(yaml.safe_load(p.read_text(encoding="utf-8")))
-    except FileNotFoundError:
-        raise ParameterError(f"no such grid file: {p}") from None
-    except yaml.YAMLError as exc:
-        raise ParameterError(f"{p} is not valid YAML: {exc}") from None
+        return expand_grid(doc)
+    except ParameterError as exc:  # the same problem, said of this file
+        raise ParameterError(f"{p}: {exc.message}", hint=exc.hint or _GRID_HINT) from None
 
 
 def _key(values: dict[str, Any]) -> str:
@@ -124,8 +128,9 @@ class BatchResult:
         rows = []
         for r in self.runs:
             err = r.error or {}
+            given = scrub(r.parameters)  # a column of its own: the value alone no longer says "token"
             rows.append([r.run_id, r.status, r.duration]
-                        + [r.parameters.get(n, "") for n in pnames]
+                        + [given.get(n, "") for n in pnames]
                         + [r.metrics.get(m, "") for m in mnames]
                         + [r.output, err.get("cell_index", ""), err.get("message", "")])
         return headers, rows
@@ -145,7 +150,7 @@ class BatchResult:
         w = csv.writer(buf)
         w.writerow(headers)
         w.writerows(rows)
-        atomic_write_bytes(Path(self.csv), buf.getvalue().encode("utf-8"))
+        atomic_write_text(Path(self.csv), buf.getvalue())  # parameters may hold a token
         atomic_write_json(Path(self.batch_dir) / "batch.json", self.to_dict())
 
 
@@ -284,9 +289,27 @@ def _results(client: Any, notebook: str, todo: list[tuple[int, dict]], batch_id:
         try:
             rec = RunRecord.from_dict(fut.result())
         except Exception as exc:  # the worker died, the scheduler went away, ...
-            rec = RunRecord.from_dict(_failed(notebook, values, rid, batch_id,
-                                              f"{type(exc).__name__}: {exc}"))
+            rec = RunRecord.from_dict(_failed(notebook, values, rid, batch_id, _lost(exc)))
+            _record_lost(rec)
         yield i, rec
+
+
+def _lost(exc: BaseException) -> str:
+    """Why a run's task raised on the client side, in the batch's words."""
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    if type(exc).__name__ == "KilledWorker":
+        return (f"the Dask worker running it died (killed, out of memory, or its machine went away) and "
+                f"the scheduler gave up on the task ({type(exc).__name__}: {first}); run the batch again "
+                "to run it (completed runs are kept)")
+    return (f"the run's Dask task was lost ({type(exc).__name__}: {first}); run the batch again to "
+            "run it (completed runs are kept)")
+
+
+def _record_lost(rec: RunRecord) -> None:
+    """Write the failed record over the "running" one the dead worker left (if it left one)."""
+    run_dir = Path(rec.run_dir)
+    if run_dir.is_dir():
+        atomic_write_json(run_dir / "run.json", rec.to_dict())
 
 
 def run_batch(notebook: str | Path, grid: str | Path | list[dict[str, Any]] | dict, *,

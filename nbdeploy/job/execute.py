@@ -30,7 +30,7 @@ from nbdeploy.base.notebook import (
     user_cell_index,
 )
 from nbdeploy.base.progress import Progress, note
-from nbdeploy.base.state import read_json
+from nbdeploy.base.state import atomic_write_text, read_json
 from nbdeploy.job.kernelspec import choose_kernel
 
 
@@ -111,8 +111,6 @@ def execute(notebook: str | Path, output: str | Path, state_dir: str | Path, *,
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
-    from nbdeploy.job import engine
-
     src = Path(notebook).resolve()
     out = Path(output).resolve()
     state = Path(state_dir).resolve()
@@ -137,11 +135,7 @@ def execute(notebook: str | Path, output: str | Path, state_dir: str | Path, *,
     started = time.perf_counter()
     error = None
     try:
-        pm.execute_notebook(
-            prepared, str(out), parameters=parameters or {}, engine_name=engine.NAME,
-            kernel_name=choice.name, progress_bar=False, log_output=log_output,
-            execution_timeout=timeout, report_mode=False, **options,
-        )
+        _execute_scrubbed(pm, out, prepared, parameters, choice.name, log_output, timeout, options)
     except PapermillExecutionError as exc:
         executed = load_notebook(out)
         idx, cell = failed_cell(executed, exc.exec_count)
@@ -157,6 +151,27 @@ def execute(notebook: str | Path, output: str | Path, state_dir: str | Path, *,
     record = read_json(state / "capture.json") if (state / "capture.json").exists() else {}
     return ExecutionResult(src, out, state, duration, "failed" if error else "completed",
                            choice.name, record, error)
+
+
+def _execute_scrubbed(pm: Any, out: Path, prepared: Any, parameters: dict[str, Any] | None, kernel: str,
+                      log_output: bool, timeout: float | None, options: dict[str, Any]) -> None:
+    """papermill's run, whose executed copy then passes the secret scrubber like every record.
+
+    papermill writes the copy itself (the injected parameters cell holds ``-p api_token ...``
+    as given, and outputs may print a token or a URL with its password), so it is rewritten
+    through the scrubber however the run ended.
+    """
+    from nbdeploy.job import engine
+
+    try:
+        pm.execute_notebook(
+            prepared, str(out), parameters=parameters or {}, engine_name=engine.NAME,
+            kernel_name=kernel, progress_bar=False, log_output=log_output,
+            execution_timeout=timeout, report_mode=False, **options,
+        )
+    finally:
+        if out.is_file():
+            atomic_write_text(out, out.read_text(encoding="utf-8"))
 
 
 _IPC_MANAGER: type | None = None

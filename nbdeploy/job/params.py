@@ -202,20 +202,32 @@ def check(pc: ParametersCell | None, values: dict[str, Any], *,
     return out
 
 
-def read_params_file(path: str | Path) -> dict[str, Any]:
+def read_yaml_file(path: Path, what: str) -> Any:
+    """The YAML document of a file the user gave (``what``: "parameters", "grid"); a
+    ParameterError naming the file for one that is missing, unreadable, not UTF-8 or not YAML."""
     import yaml
 
-    p = Path(path)
     try:
-        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ParameterError(f"no such parameters file: {p}") from None
+        raise ParameterError(f"no such {what} file: {path}") from None
+    except UnicodeDecodeError as exc:
+        raise ParameterError(f"{path} is not a text file (not UTF-8 at byte {exc.start})",
+                             hint=f"give a YAML {what} file") from None
+    except OSError as exc:
+        raise ParameterError(f"cannot read the {what} file {path}: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
-        raise ParameterError(f"{p} is not valid YAML: {exc}") from None
+        raise ParameterError(f"{path} is not valid YAML: {exc}", hint=f"give a YAML {what} file") from None
+
+
+def read_params_file(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    doc = read_yaml_file(p, "parameters")
     if doc is None:
         return {}
     if not isinstance(doc, dict) or not all(isinstance(k, str) for k in doc):
-        raise ParameterError(f"{p} must be a mapping of parameter names to values")
+        raise ParameterError(f"{p} must be a mapping of parameter names to values",
+                             hint="write one `name: value` line per parameter")
     return doc
 
 

@@ -207,9 +207,10 @@ def _track(run_dir: Path, mode: str) -> dict:
 def load_run(run_dir: str | Path) -> RunRecord:
     run_dir = Path(run_dir)
     doc = read_json(run_dir / RUN_FILE)
-    if not isinstance(doc, dict):
-        raise StateError(f"{run_dir / RUN_FILE} is damaged (not a run record)",
-                         hint="delete that run's folder; the other runs are kept")
+    wrong = _record_problem(doc)
+    if wrong:
+        raise StateError(f"{run_dir / RUN_FILE} is damaged (not a run record: {wrong})",
+                         hint="move it aside with `nbdeploy doctor --repair`; the other runs are kept")
     rec = RunRecord.from_dict(doc)
     tj = run_dir / "tracking.json"
     if tj.exists():
@@ -218,6 +219,34 @@ def load_run(run_dir: str | Path) -> RunRecord:
         except StateError:
             pass
     return rec
+
+
+_NUMBER = (int, float)
+#: what each field of a run record must hold (None allowed where the record allows it)
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "run_id": (str,), "notebook": (str,), "run_dir": (str,), "status": (str,), "parameters": (dict,),
+    "given": (dict,), "started": (str,), "duration": (*_NUMBER, type(None)), "output": (str,),
+    "copied_to": (str, type(None)), "metrics": (dict,), "lineage": (list,), "error": (dict, type(None)),
+    "kind": (str,), "batch_id": (str, type(None)), "reproduces": (str, type(None)), "tracking": (dict,),
+    "kernel": (str,),
+}
+
+
+def _record_problem(doc: Any) -> str | None:
+    """What makes ``doc`` something other than a run record nbdeploy wrote (None: nothing)."""
+    if not isinstance(doc, dict):
+        return f"a JSON {type(doc).__name__}, not an object"
+    missing = [k for k in ("run_id", "notebook", "run_dir", "status") if k not in doc]
+    if missing:
+        return f"no {', '.join(missing)}"
+    for key, types in _FIELD_TYPES.items():
+        if key in doc and (not isinstance(doc[key], types) or isinstance(doc[key], bool) and bool not in types):
+            return f"{key} is a {type(doc[key]).__name__}"
+    bad = [k for k, v in doc["metrics"].items() if not isinstance(v, _NUMBER) or isinstance(v, bool)] \
+        if "metrics" in doc else []
+    if bad:
+        return f"metric {bad[0]!r} is not a number"
+    return None
 
 
 def list_runs(notebook: str | Path, *, kind: str | None = None) -> list[RunRecord]:

@@ -111,6 +111,8 @@ def _log(run: dict, run_dir: Path, uri: str) -> dict:
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
+    from nbdeploy.base.redact import scrub, scrub_text
+
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -129,12 +131,14 @@ def _log(run: dict, run_dir: Path, uri: str) -> dict:
     if run.get("reproduces"):
         tags["nbdeploy.reproduces"] = run["reproduces"]
     if err:
-        tags["nbdeploy.error"] = err.get("message", "")[:5000]
+        tags["nbdeploy.error"] = scrub_text(err.get("message", ""))[:5000]
     start = _ms(run.get("started")) or int(time.time() * 1000)
     mlrun = client.create_run(exp_id, start_time=start, tags=tags)
     rid = mlrun.info.run_id
-    params = [Param(k, json.dumps(v) if not isinstance(v, str) else v)
-              for k, v in (run.get("parameters") or {}).items()]
+    # the run record on disk is scrubbed; these come from it, but a store outlives any one
+    # scrubber's rules, so they pass it again here (a -p api_token ... never reaches a params row)
+    params = [Param(k, scrub_text(json.dumps(v) if not isinstance(v, str) else v))
+              for k, v in scrub(run.get("parameters") or {}).items()]
     metrics = [Metric(k, float(v), start, 0) for k, v in (run.get("metrics") or {}).items()]
     client.log_batch(rid, metrics=metrics, params=[Param(p.key, p.value[:6000]) for p in params],
                      tags=[RunTag("nbdeploy.duration_s", f"{run.get('duration') or 0:.3f}")])

@@ -115,8 +115,8 @@ def open_registry(project_dir: str | Path | None = None) -> Registry:
         why = getattr(exc, "message", None) or str(getattr(exc, "orig", None) or exc).splitlines()[0]
         local = project / STATE_DIRNAME / "mlflow.db"
         if uri.startswith("sqlite:") and not os.environ.get("MLFLOW_TRACKING_URI"):
-            hint = (f"the local store {local} is damaged: move it aside (mv {local} {local}.broken); "
-                    "the next `nbdeploy build` starts a new registry")
+            hint = (f"the local store {local} is damaged: move it aside (`nbdeploy doctor --repair`, or "
+                    f"mv {local} {local}.broken); the next `nbdeploy build` starts a new registry")
         else:
             hint = "check MLFLOW_TRACKING_URI, or unset it to use the local store"
         raise RegistryError(f"cannot open the model registry {strip_url_password(uri)}: {why}", hint=hint) from None

@@ -13,6 +13,8 @@ def main(argv: list[str] | None = None) -> int:
     args_in = sys.argv[1:] if argv is None else argv
     if args_in[:1] == ["score"]:
         return score_main(args_in[1:])
+    if args_in[:1] == ["performance"]:
+        return performance_main(args_in[1:])
     p = argparse.ArgumentParser(prog=f"python -m {__package__}", description="Serve an nbdeploy bundle "
                                 f"(or score files with it: `python -m {__package__} score --help`).")
     p.add_argument("bundle", help="bundle folder (or an MLflow model folder)")
@@ -23,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-wait-ms", type=float)
     p.add_argument("--max-body-bytes", type=int)
     p.add_argument("--log-path", help='request log file ("" turns it off)')
+    p.add_argument("--log-max-bytes", type=int, help="rotate the request log into a gzipped file past this size")
+    p.add_argument("--log-keep", help="delete rotated request-log files older than this (7d, 12h, 30m; 0 = never)")
     p.add_argument("--flag-out-of-range", choices=FLAG_MODES)
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--shadow", metavar="BUNDLE",
@@ -92,6 +96,32 @@ def score_main(argv: list[str]) -> int:
             print(f"hint: {e.hint}", file=sys.stderr)
         return 2
     print(summary.text())
+    return 0
+
+
+def performance_main(argv: list[str]) -> int:
+    """``performance LOG [--feedback FILE] [--json]``: what ``nbdeploy performance LOG`` prints,
+    for a bundle on its own."""
+    p = argparse.ArgumentParser(prog=f"python -m {__package__} performance",
+                                description="Live accuracy (or MAE/RMSE) per version from the labels in a request "
+                                            "log (POST /feedback) or a feedback file, against training.")
+    p.add_argument("log", help="the request log (--log-path)")
+    p.add_argument("--feedback", metavar="FILE", help="labels kept beside it: JSON lines or CSV of request_id,label")
+    p.add_argument("--json", action="store_true", help="the report as JSON")
+    args = p.parse_args(argv)
+    import json
+
+    from .feedback import performance_log
+    from .performance import text
+
+    try:
+        doc = performance_log(args.log, args.feedback)
+    except ServeError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        if e.hint:
+            print(f"hint: {e.hint}", file=sys.stderr)
+        return 2
+    print(json.dumps(doc, indent=2, default=str) if args.json else text(doc, f"performance of {args.log}"))
     return 0
 
 

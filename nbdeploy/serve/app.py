@@ -24,7 +24,7 @@ from . import protocol, v2binary
 from .bundle import Bundle, read_bundle
 from .config import ServeConfig
 from .errors import RequestError, ServeError
-from .metrics import Metrics
+from .metrics import LOG_COUNTERS_SUFFIX, Metrics
 from .model import LoadedModel, load_model
 from .payload import Frame, parse_csv, parse_mlflow, parse_v2
 from .requestlog import RequestLog
@@ -60,6 +60,8 @@ class ServeApp:
         #: requests are counted per version and handed to the shadow (only with a canary or a shadow)
         self._split = False
         self.log: RequestLog | None = None
+        #: labels joined to the logged answers (:mod:`.feedback`), made on the first /feedback or /performance
+        self.ledger: Any = None
         self._token = config.token.encode() if config.token else None
         self._flag_header = config.flag_out_of_range in ("header", "both")
         self._flag_body = config.flag_out_of_range in ("body", "both")
@@ -140,10 +142,7 @@ class ServeApp:
         gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         self._rid_prefix = os.urandom(4).hex()  # per worker process, even when workers were forked
         if self.config.log_path:
-            path = Path(self.config.log_path)
-            if self.config.workers > 1:  # one file per worker process: no shared rotation
-                path = path.with_name(f"{path.stem}.{os.getpid()}{path.suffix}")
-            self.log = RequestLog(path, self.config.log_max_bytes, self.config.log_backups)
+            self.log = self.metrics.log = open_log(self.config)
         self.batcher.start()
         if self.canary is not None:
             self.canary.batcher.start()
@@ -260,6 +259,11 @@ class ServeApp:
         record: dict[str, Any] = {}
         metrics = self.metrics
         metrics.inflight += 1
+        log = self.log
+        if log is not None and (self.config.log_probes or endpoint not in protocol.UNLOGGED):
+            log.counts[0] += 1  # promised now: were this worker killed, its record would be counted as lost
+        else:
+            log = None
         try:
             if self._token is not None and path not in PROBES:
                 self._authorize(headers)
@@ -305,13 +309,12 @@ class ServeApp:
             shadowed = record.pop("_shadow", None)
             if shadowed is not None and self.shadow is not None:
                 self.shadow.offer(rid, shadowed, int(seconds * 1e6) / 1000)
-        log = self.log
-        if log is not None and (self.config.log_probes or endpoint not in protocol.UNLOGGED):
+        if log is not None:
             log.write({
                 "ts": time.time(), "id": rid, "method": method, "path": path, "endpoint": endpoint,
                 "status": status, "latency_ms": int(seconds * 1e6) / 1000, "model": self.bundle.name,
                 "version": self.bundle.version, **record,
-            })
+            }, promised=True)
             if log.full:
                 await log.wait_for_space()
 
@@ -347,10 +350,14 @@ class ServeApp:
 
     # -- inference ------------------------------------------------------------
     async def infer(
-        self, receive: Any, headers: dict[bytes, bytes], record: dict[str, Any], kind: str
+        self, receive: Any, headers: dict[bytes, bytes], record: dict[str, Any], kind: str,
+        variant: Variant | None = None,
     ) -> tuple[Any, list[dict[str, Any]], int, Any]:
-        """Read, parse, validate and predict: (predictions, flags, rows, v2 request or None)."""
-        if self.canary is None:
+        """Read, parse, validate and predict: (predictions, flags, rows, v2 request or None).
+        ``variant``: the version the request asked for (V2's /versions/{v}), else live or canary."""
+        if variant is not None:
+            record["version"] = variant.version
+        elif self.canary is None:
             variant = self.live
         else:  # the record names the version that answered (the live one's is the default)
             variant = self._pick(headers)
@@ -412,7 +419,7 @@ class ServeApp:
             record["outputs"] = predictions
         if variant is not self.live:  # a reload switched while this request was with the old version
             record["version"] = variant.version
-        if self.shadow is not None:  # handed to the shadow once the answer is sent
+        if self.shadow is not None and variant is not self.shadow.variant:  # to the shadow once answered
             record["_shadow"] = (payload, data.n, deferred, names, predictions, variant.version)
         return predictions, flags, data.n, v2req
 
@@ -492,9 +499,27 @@ def create_app(bundle_dir: str | Path, config: ServeConfig | None = None) -> Ser
     if config.canary:
         app.add_canary(open_variant(config.canary, config, app.metrics, drift=False))
     if config.shadow:
-        app.add_shadow(Shadow(open_variant(config.shadow, config, None, threaded=True), bundle.version,
+        app.add_shadow(Shadow(open_variant(config.shadow, config, None, shadow=True), bundle.version,
                               config.shadow_max_pending, config.log_payloads))
     return app
+
+
+def open_log(config: ServeConfig) -> RequestLog:
+    """The request log of this process: with several workers, its own file (no shared rotation) and
+    its counters in the folder the workers share (a killed worker's lost records are counted from them)."""
+    path = Path(config.log_path)
+    counters = None
+    if config.workers > 1:
+        path = path.with_name(f"{path.stem}.{os.getpid()}{path.suffix}")
+        shared = os.environ.get(METRICS_DIR_ENV)
+        if shared and Path(shared).is_dir():
+            counters = Path(shared) / f"{os.getpid()}{LOG_COUNTERS_SUFFIX}"
+    try:
+        return RequestLog(path, config.log_max_bytes, config.log_keep_seconds, family=config.log_path,
+                          counters=counters)
+    except OSError as e:
+        raise ServeError(f"cannot open the request log {path}: {e.strerror or e}",
+                         hint="give a writable --log-path (NBDEPLOY_LOG_PATH), or \"\" for no request log") from None
 
 
 def app_from_env() -> ServeApp:

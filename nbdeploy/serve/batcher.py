@@ -48,6 +48,7 @@ class Batcher:
         max_wait: float = 0.002,
         on_batch: Callable[[int, int, float], None] | None = None,
         inline_below: float = 0.0,
+        linger: float = 0.0,
     ) -> None:
         self._run_batch = run_batch
         self.max_rows = max_rows
@@ -59,6 +60,9 @@ class Batcher:
         self._task: asyncio.Task[None] | None = None
         self._busy = False
         self.inline_below = inline_below
+        #: seconds to wait after the first queued request before taking a batch (for a consumer
+        #: nobody waits on, such as a shadow: fewer, fuller batches)
+        self.linger = linger
         #: moving average of the seconds one predict call takes (None until measured)
         self.predict_seconds: float | None = None
         #: requests being read or validated that will soon be submitted
@@ -121,6 +125,8 @@ class Batcher:
             if not self._queue:
                 await self._sleep_until_woken(None)
                 continue
+            if self.linger > 0:
+                await asyncio.sleep(self.linger)
             batch: list[Part] = []
             rows = self._take(batch, 0)
             self._busy = True  # from here, parts are held here, out of the queue: stop() waits for them

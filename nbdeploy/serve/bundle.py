@@ -27,6 +27,12 @@ V2_TYPES = {
 }
 
 
+def v2_output_names(signature_outputs: list[dict[str, Any]]) -> list[str]:
+    """The names of the V2 outputs: the signature's column names, or "predict" for one unnamed output."""
+    names = [str(o["name"]) for o in signature_outputs if o.get("name")]
+    return names if len(names) > 1 else names or ["predict"]
+
+
 @dataclass
 class Column:
     name: str

@@ -147,29 +147,33 @@ def _is_float(x: Any) -> bool:
 
 # -- request logs ---------------------------------------------------------------
 def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """Every record of a request log: the file, its rotated backups (oldest first), and the
-    files of the other workers (``requests.<pid>.jsonl``) when ``path`` is the shared name."""
-    from .requestlog import log_files
+    """Every record of a request log: the file, its rotated files (gzipped or not yet, oldest first),
+    and the files of the other workers (``requests.<pid>.jsonl``) when ``path`` is the shared name."""
+    from .logfiles import family_files, read_lines
 
     p = Path(path)
-    files = list(log_files(p))
-    if p.suffix:
-        for other in sorted(p.parent.glob(f"{p.stem}.*{p.suffix}")):
-            if other.stem[len(p.stem) + 1:].isdigit():
-                files += log_files(other)
+    files = family_files(p)
     if not files:
         from .errors import ServeError
 
         raise ServeError(f"no request log at {p}", hint="pass the file named by --log-path / NBDEPLOY_LOG_PATH")
     records = []
     for f in files:
-        for line in f.read_bytes().splitlines():
+        for line in read_lines(f):
             if line.strip():
                 try:
-                    records.append(orjson.loads(line))
+                    record = orjson.loads(line)
                 except orjson.JSONDecodeError:
                     continue  # a line cut off by a killed server
+                # the server writes objects naming their endpoint; anything else is not its record
+                if isinstance(record, dict) and isinstance(record.get("endpoint"), str):
+                    records.append(record)
     return records
+
+
+def _ms(value: Any) -> float | None:
+    """A logged latency, when it is a number."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def compare_log(path: str | Path) -> dict[str, Any]:
@@ -184,7 +188,9 @@ def compare_log(path: str | Path) -> dict[str, Any]:
                 inputs[str(r.get("id"))] = r["inputs"]
             continue
         shadowed += 1
-        primary = r.get("primary") or {}
+        primary = r.get("primary")
+        if not isinstance(primary, dict):
+            primary = {}
         agreement.primary = str(primary.get("version", agreement.primary))
         agreement.candidate = str(r.get("version", agreement.candidate))
         outcome = r.get("shadow")
@@ -193,8 +199,8 @@ def compare_log(path: str | Path) -> dict[str, Any]:
         elif outcome == "error":
             agreement.error(str(r.get("id")), str(r.get("error")))
         elif "outputs" in r and "outputs" in primary:
-            agreement.add(str(r.get("id")), primary["outputs"], r["outputs"], primary.get("latency_ms"),
-                          r.get("latency_ms"))
+            agreement.add(str(r.get("id")), primary["outputs"], r["outputs"], _ms(primary.get("latency_ms")),
+                          _ms(r.get("latency_ms")))
     if not shadowed:
         from .errors import ServeError
 
@@ -232,7 +238,7 @@ def replay(path: str | Path, candidate: str | Path, config: Any = None) -> dict[
         except Exception as e:
             agreement.error(rid, f"{type(e).__name__}: {getattr(e, 'message', e)}")
             continue
-        agreement.add(rid, r["outputs"], outputs, r.get("latency_ms"), (time.perf_counter() - t0) * 1000)
+        agreement.add(rid, r["outputs"], outputs, _ms(r.get("latency_ms")), (time.perf_counter() - t0) * 1000)
     doc = agreement.report()
     _attach_inputs(doc, inputs)
     return doc

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ServeError
+from .logfiles import parse_keep
 
 FLAG_MODES = ("header", "body", "both", "off")
 
@@ -28,8 +29,11 @@ class ServeConfig:
     inline_predict_ms: float = 20.0
     #: JSON-lines request log; "" turns request logging off
     log_path: str = "nbdeploy-requests.jsonl"
+    #: the log rotates past this size into a gzipped file named with the time
     log_max_bytes: int = 50 * 1024 * 1024
-    log_backups: int = 5
+    #: rotated files are deleted once their newest record is older than this (7d, 12h, 30m; 0 = never);
+    #: every deleted record is counted in nbdeploy_requestlog_dropped_total{reason="retention"}
+    log_keep: str = "7d"
     #: record request inputs and outputs in the log (off for sensitive data)
     log_payloads: bool = True
     #: also log health probes and /metrics scrapes
@@ -70,8 +74,19 @@ class ServeConfig:
             raise ServeError(f"max_body_bytes must be positive, not {self.max_body_bytes}")
         if not 0 <= self.canary_percent <= 100:
             raise ServeError(f"canary_percent must be between 0 and 100, not {self.canary_percent}")
+        if self.log_max_bytes < 1:
+            raise ServeError(f"log_max_bytes must be positive, not {self.log_max_bytes}")
+        try:
+            parse_keep(self.log_keep)
+        except ValueError as e:
+            raise ServeError(f"log_keep: {e}") from None
         if self.shadow_max_pending < 1:
             raise ServeError(f"shadow_max_pending must be at least 1, not {self.shadow_max_pending}")
+
+    @property
+    def log_keep_seconds(self) -> float:
+        """``log_keep`` in seconds (0: rotated files are kept for ever)."""
+        return parse_keep(self.log_keep)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> ServeConfig:

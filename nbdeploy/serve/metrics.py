@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .drift import Drift
+    from .requestlog import RequestLog
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -24,6 +25,9 @@ VALUE_BUCKETS = (-1e6, -1e3, -100.0, -10.0, -1.0, 0.0, 0.25, 0.5, 0.75, 1.0, 10.
 #: distinct class labels tracked in nbdeploy_predictions_total before lumping into "other"
 MAX_LABELS = 50
 FORMAT = "nbdeploy.metrics/1"
+#: a worker's request-log counters in the shared folder: ``<pid>.logcount`` (see requestlog.lost_by)
+LOG_COUNTERS_SUFFIX = ".logcount"
+_DROP_REASONS = ("retention", "write_error", "worker_died")
 
 
 class Histogram:
@@ -96,6 +100,13 @@ class Metrics:
         self.shared: Path | None = None
         #: served inputs against the training profile (None without a profile)
         self.drift: Drift | None = None
+        #: this process's request log (None: no log)
+        self.log: RequestLog | None = None
+        #: request-log records written and dropped (by reason), and logs failing now: of the other workers
+        self.log_written = 0
+        self.log_dropped = dict.fromkeys(_DROP_REASONS, 0)
+        self.logs_failing = 0
+        self.logs = 0
 
     def request(self, endpoint: str, status: int, seconds: float) -> None:
         h = self.latency.get((endpoint, status))
@@ -173,7 +184,14 @@ class Metrics:
             "out_of_range": [[f, k, n] for (f, k), n in self.out_of_range.items()],
             "model_errors": self.model_errors, "inflight": self.inflight,
             "drift": self.drift.state() if self.drift is not None else None,
+            "log": self._log_state(),
         }
+
+    def _log_state(self) -> dict[str, Any] | None:
+        log = self.log
+        if log is None:
+            return None
+        return {"written": log.written, "dropped": dict(log.dropped), "failing": 0 if log.ok else 1}
 
     def add(self, state: dict[str, Any], alive: bool = True) -> None:
         """Add another worker's counts to these (its in-flight requests only if it is alive)."""
@@ -197,6 +215,14 @@ class Metrics:
         self.model_errors += state["model_errors"]
         if self.drift is not None and state.get("drift"):
             self.drift.add(state["drift"])
+        log = state.get("log")
+        if log:
+            self.log_written += log["written"]
+            for reason, n in log["dropped"].items():
+                self.log_dropped[reason] = self.log_dropped.get(reason, 0) + n
+            if alive:
+                self.logs_failing += log["failing"]
+                self.logs += 1
         if alive:
             self.inflight += state["inflight"]
             self.workers += 1
@@ -230,11 +256,35 @@ class Metrics:
             if not isinstance(state, dict) or state.get("format") != FORMAT:
                 continue
             total.add(state, alive=_alive(int(state["pid"])))
+        total.log_dropped["worker_died"] += self.lost_by_dead_workers()
         return total
+
+    def lost_by_dead_workers(self) -> int:
+        """Request-log records that workers killed before writing them lost (their requests in flight and
+        their queued lines), from the counters each worker keeps in the shared folder."""
+        from .requestlog import lost_by
+
+        if self.shared is None:
+            return 0
+        lost = 0
+        for path in self.shared.glob(f"*{LOG_COUNTERS_SUFFIX}"):
+            pid = path.name[: -len(LOG_COUNTERS_SUFFIX)]
+            if pid.isdigit() and not _alive(int(pid)):
+                lost += lost_by(path)
+        return lost
+
+    def _local_log(self) -> None:
+        """This process's log counts (a single process: there is no shared snapshot to add)."""
+        state = self._log_state()
+        if state is not None:
+            self.log_written, self.logs, self.logs_failing = state["written"], 1, state["failing"]
+            self.log_dropped = {**dict.fromkeys(_DROP_REASONS, 0), **state["dropped"]}
 
     # -- exposition -----------------------------------------------------------
     def render(self) -> str:
         m = self.combined()
+        if m is self:
+            self._local_log()
         out = [
             "# HELP nbdeploy_requests_total HTTP requests by endpoint and status.",
             "# TYPE nbdeploy_requests_total counter",
@@ -295,6 +345,20 @@ class Metrics:
             "# TYPE nbdeploy_workers gauge",
             f"nbdeploy_workers {m.workers}",
         ]
+        if m.logs or any(m.log_dropped.values()):
+            out += [
+                "# HELP nbdeploy_requestlog_records_total Request-log records written.",
+                "# TYPE nbdeploy_requestlog_records_total counter",
+                f"nbdeploy_requestlog_records_total {m.log_written}",
+                "# HELP nbdeploy_requestlog_dropped_total Request-log records lost: deleted by retention "
+                "(--log-keep), not writable (disk full, read-only), or lost with a killed worker.",
+                "# TYPE nbdeploy_requestlog_dropped_total counter",
+                *(f'nbdeploy_requestlog_dropped_total{{reason="{r}"}} {n}' for r, n in sorted(m.log_dropped.items())),
+                "# HELP nbdeploy_requestlog_failing Request logs failing now (cannot write, rotate or compress; "
+                "see /health).",
+                "# TYPE nbdeploy_requestlog_failing gauge",
+                f"nbdeploy_requestlog_failing {m.logs_failing}",
+            ]
         if m.drift is not None and m.drift.columns:
             report = m.drift.report()
             out += [

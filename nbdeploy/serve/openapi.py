@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import csv
 import html
+import io
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
-from .bundle import V2_TYPES, Bundle, read_bundle
+from .bundle import V2_TYPES, Bundle, read_bundle, v2_output_names
 
 _JSON_TYPES = {
     "double": {"type": "number"},
@@ -38,7 +41,8 @@ def openapi_document(bundle: Bundle | str | Path) -> dict[str, Any]:
         "405": {**_resp("The path does not take this method", "Error"), "headers": {"Allow": {
             "description": "the methods the path takes", "schema": {"type": "string"}}}},
         "415": _resp("Unsupported content type", "Error"),
-        "422": _resp("Rows do not match the training schema; each offending field is named", "Error"),
+        "422": _resp("Rows do not match the training schema, or hold values the model cannot take (a category "
+                      "its encoder refuses, a number too large for it); each offending field is named", "Error"),
         "500": _resp("The model raised; error_id is also in the server log", "Error"),
     }
     paths: dict[str, Any] = {
@@ -46,7 +50,7 @@ def openapi_document(bundle: Bundle | str | Path) -> dict[str, Any]:
             "summary": "Predict (MLflow scoring protocol)",
             "requestBody": {"required": True, "content": {
                 "application/json": {"schema": json_body, **({"example": example} if example else {})},
-                "text/csv": {"schema": {"type": "string"}}}},
+                "text/csv": {"schema": _csv_schema(b)}}},
             "responses": {"200": _resp("Predictions, one per row, in request order", "ScoringResponse"), **errors},
         }},
         f"/v2/models/{b.name}/infer": {"post": {
@@ -55,9 +59,10 @@ def openapi_document(bundle: Bundle | str | Path) -> dict[str, Any]:
                             "with an `Inference-Header-Content-Length` header giving the size of the JSON part; "
                             "inputs with `parameters.binary_data_size` take their bytes from what follows it."),
             "requestBody": {"required": True, "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/V2Request"}},
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
-            "responses": {"200": _resp("V2 inference response", "V2Response"), **errors},
+                "application/json": {"schema": {"$ref": "#/components/schemas/V2Request"}}}},
+            "responses": {"200": {**_resp("V2 inference response", "V2Response"), "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/V2Response"}},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}, **errors},
         }},
         f"/v2/models/{b.name}": {"get": {"summary": "V2 model metadata", "responses": {"200": _resp("Model metadata")}}},
         f"/v2/models/{b.name}/ready": {"get": {"summary": "V2 model readiness", "responses": {"200": _resp("Ready")}}},
@@ -71,7 +76,64 @@ def openapi_document(bundle: Bundle | str | Path) -> dict[str, Any]:
                                            "description": "json (PSI per column, the default), report (a verdict "
                                                           "and a test per feature) or html (that report as a page)",
                                            "schema": {"type": "string", "enum": ["json", "report", "html"]}}],
-                           "responses": {"200": _resp("drift report: rows, status, columns")}}},
+                           "responses": {"200": _resp("drift report: rows, status, columns"),
+                                         "404": _resp("No training profile with the model's columns, or "
+                                                      "drift_window is 0", "Error")}}},
+        f"/v2/models/{b.name}/versions/{{version}}/infer": {"post": {
+            "summary": "Predict with one served version (Open Inference Protocol V2)",
+            "description": "The live version, or the canary or shadow candidate when the server has one; "
+                           "`model_version` and `X-Model-Version` name it. A version not served is a 404 "
+                           "that lists the versions served.",
+            "parameters": [{"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/V2Request"}},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+            "responses": {"200": _resp("V2 inference response", "V2Response"),
+                          "404": _resp("This version is not served here (the message lists those that are)",
+                                       "Error"), **{k: v for k, v in errors.items() if k != "404"}},
+        }},
+        "/version": {"get": {"summary": "The live version (text)", "responses": {"200": {
+            "description": "the version number", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        "/v2": {"get": {"summary": "V2 server metadata", "responses": {"200": _resp("Server metadata")}}},
+        "/shadow": {"get": {
+            "summary": "How the shadow candidate's answers compare with the live model's, on the same inputs",
+            "responses": {"200": _resp("agreement of the shadow with the live model", "ShadowReport"),
+                          "401": errors["401"],
+                          "404": _resp("No shadow: the server was started without --shadow", "Error")}}},
+        "/feedback": {"post": {
+            "summary": "Send back the true label (or value) of answered requests",
+            "description": "`request_id` is the `X-Request-ID` of the answer. The label joins every answer "
+                           "the request log holds for that request (the version that answered and, with a "
+                           "shadow, the shadow's). Unknown ids are counted in the answer, not refused; a "
+                           "label sent again replaces the first. Kept in the request log: it survives a "
+                           "restart and every worker sees it.",
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/FeedbackRequest"},
+                "example": [{"request_id": "3f2a9c1e00000001", "label": 1}]}}},
+            "responses": {"200": _resp("How many labels were joined, unknown, mismatched", "FeedbackResponse"),
+                          "400": errors["400"], "401": errors["401"],
+                          "409": _resp("The request log is off or keeps no predictions: nothing to join to",
+                                       "Error"),
+                          "413": errors["413"], "415": errors["415"],
+                          "422": _resp("A feedback field is wrong; errors[].field names it ([3].label)", "Error")},
+        }},
+        "/performance": {"get": {
+            "summary": "Live accuracy (or MAE/RMSE) of each version from the labels sent back, against training",
+            "responses": {"200": _resp("per version: labelled rows, live and training metric",
+                                       "PerformanceReport"),
+                          "401": errors["401"],
+                          "409": _resp("The request log is off or keeps no predictions", "Error")}}},
+        "/admin/reload": {"post": {
+            "summary": "Load the bundle folder again and switch to it (as SIGHUP does)",
+            "description": "The old version answers until the new one has loaded and predicted its example; "
+                           "a bundle that fails is a 422 and the old one keeps serving. The request body is "
+                           "ignored.",
+            "security": [{"adminToken": []}],
+            "responses": {"200": _resp("The versions before and after", "ReloadResponse"),
+                          "401": errors["401"],
+                          "403": _resp("Reloading is off: the server has no NBDEPLOY_API_TOKEN", "Error"),
+                          "409": _resp("A reload is already running", "Error"),
+                          "422": _resp("The bundle did not load; the old version keeps serving", "Error")}}},
         "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _resp("OpenAPI document")}}},
         "/docs": {"get": {"summary": "Interactive documentation", "responses": {"200": {"description": "HTML page"}}}},
     }
@@ -82,10 +144,7 @@ def openapi_document(bundle: Bundle | str | Path) -> dict[str, Any]:
             "description": "Exactly one of dataframe_split, dataframe_records, instances and inputs, with at "
                            "least one row; params is optional; any other key is refused (400).",
             "properties": {
-                "dataframe_split": {"type": "object", "properties": {
-                    "columns": {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
-                    "data": {"type": "array", "minItems": 1, "items": {"type": "array"}}},
-                    "required": ["columns", "data"]},
+                "dataframe_split": _split_schema(b),
                 "dataframe_records": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Row"}},
                 "instances": {"$ref": "#/components/schemas/Instances"},
                 "inputs": {"$ref": "#/components/schemas/Instances"},
@@ -94,10 +153,7 @@ def openapi_document(bundle: Bundle | str | Path) -> dict[str, Any]:
             "oneOf": [{"required": [k]} for k in ("dataframe_split", "dataframe_records", "instances", "inputs")],
             "additionalProperties": False,
         },
-        "Instances": {"description": "Rows (a list of rows or of objects), or columns (an object of lists).",
-                      "oneOf": [{"type": "array", "minItems": 1},
-                                {"type": "object", "minProperties": 1, "additionalProperties": {
-                                    "not": {"type": "array", "maxItems": 0}}}]},
+        "Instances": _instances_schema(b),
         "ScoringResponse": {"type": "object", "properties": {
             "predictions": {"type": "array", "items": {}},
             "warnings": {"type": "array", "items": {"type": "object"}}}, "required": ["predictions"]},
@@ -106,29 +162,76 @@ def openapi_document(bundle: Bundle | str | Path) -> dict[str, Any]:
             "shape": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}},
             "datatype": {"type": "string", "enum": ["BOOL", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64", "FP16", "FP32", "FP64", "BYTES"]},
             "data": {"type": "array"}}},
-        "V2Request": {"type": "object", "required": ["inputs"], "properties": {
-            "id": {"type": "string"},
-            "inputs": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/V2Tensor"}},
-            "outputs": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
-                "name": {"type": "string"}, "parameters": {"type": "object"}}}},
-            "parameters": {"type": "object"}}},
+        "V2Request": _v2_request_schema(b),
         "V2Response": {"type": "object", "properties": {
             "model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"},
             "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/V2Tensor"}}}},
         "FieldError": {"type": "object", "properties": {
-            "field": {"type": "string"}, "problem": {"type": "string", "enum": ["missing", "unexpected", "wrong_type", "null", "wrong_datatype", "out_of_bounds"]},
+            "field": {"type": "string"}, "problem": {"type": "string", "enum": ["missing", "unexpected", "wrong_type", "null", "wrong_datatype", "out_of_bounds", "unknown_category"]},
             "expected": {"type": "string"}, "got": {"type": "string"},
             "rows": {"type": "array", "items": {"type": "integer"}}, "count": {"type": "integer"},
             "allowed_range": {"type": "array", "items": {"type": "number"}}}},
         "Error": error,
+        **_operation_schemas(),
     }
     return {
         "openapi": "3.1.0",
         "info": {"title": f"{b.name} (nbdeploy)", "version": b.version,
                  "description": "Predictions from the model of an nbdeploy handoff bundle."},
         "paths": paths,
-        "components": {"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {"schemas": schemas, "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer",
+                       "description": "NBDEPLOY_API_TOKEN; when the server has one, every endpoint but the "
+                                      "health probes needs it"},
+            "adminToken": {"type": "http", "scheme": "bearer",
+                           "description": "NBDEPLOY_API_TOKEN, required by /admin/reload (which is off, 403, "
+                                          "when the server has no token)"}}},
         "security": [{"bearer": []}, {}],
+    }
+
+
+def _operation_schemas() -> dict[str, Any]:
+    """The bodies of the operations endpoints: feedback, performance, shadow, reload."""
+    label = {"type": ["string", "number", "boolean"]}
+    feedback = {"type": "object", "required": ["request_id", "label"], "additionalProperties": False,
+                "properties": {
+                    "request_id": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "\\S",
+                                   "description": "the X-Request-ID header of the answer"},
+                    "label": {"description": "the true class or value; a list: one per row of the request",
+                              "oneOf": [label, {"type": "array", "minItems": 1, "items": label}]}}}
+    metrics = {"type": "object", "additionalProperties": {"type": ["number", "null"]}}
+    return {
+        "Feedback": feedback,
+        "FeedbackRequest": {"oneOf": [{"$ref": "#/components/schemas/Feedback"},
+                                      {"type": "array", "minItems": 1, "maxItems": 10_000,
+                                       "items": {"$ref": "#/components/schemas/Feedback"}}]},
+        "FeedbackResponse": {"type": "object", "required": ["received", "joined", "unknown", "mismatched"],
+                             "properties": {
+                                 "received": {"type": "integer"}, "joined": {"type": "integer"},
+                                 "unknown": {"type": "integer"}, "mismatched": {"type": "integer"},
+                                 "unknown_ids": {"type": "array", "items": {"type": "string"}},
+                                 "mismatched_ids": {"type": "array", "items": {"type": "string"}}}},
+        "PerformanceReport": {"type": "object", "required": ["labels", "joined", "unjoined", "versions"],
+                              "properties": {
+                                  "labels": {"type": "integer"}, "joined": {"type": "integer"},
+                                  "unjoined": {"type": "integer"},
+                                  "versions": {"type": "array", "items": {"type": "object", "properties": {
+                                      "version": {"type": "string"},
+                                      "served_as": {"type": "array", "items": {"enum": ["answered", "shadow"]}},
+                                      "kind": {"enum": ["classification", "regression"]},
+                                      "labelled_requests": {"type": "integer"}, "labelled_rows": {"type": "integer"},
+                                      "live": metrics, "training": metrics, "change": metrics,
+                                      "training_metric_names": {"type": "object"}}}}}},
+        "ShadowReport": {"type": "object", "properties": {
+            "primary": {"type": "object"}, "candidate": {"type": "object"}, "requests": {"type": "integer"},
+            "rows": {"type": "integer"}, "dropped": {"type": "integer"}, "errors": {"type": "integer"},
+            "kind": {"enum": ["classification", "regression"]}, "agreement": {"type": ["number", "null"]},
+            "disagreeing_rows": {"type": "integer"}, "worst": {"type": "array"}, "pending": {"type": "integer"},
+            "max_pending": {"type": "integer"}}},
+        "ReloadResponse": {"type": "object", "properties": {
+            "reloaded": {"type": "boolean"}, "reloading": {"type": "boolean"}, "name": {"type": "string"},
+            "version": {"type": "string"}, "previous": {"type": "string"}, "bundle": {"type": "string"},
+            "seconds": {"type": "number"}, "workers": {"type": "integer"}}},
     }
 
 
@@ -151,6 +254,118 @@ def _row_schema(b: Bundle) -> dict[str, Any]:
         props[c.name] = schema
     return {"type": "object", "properties": props, "additionalProperties": False,
             "required": [c.name for c in b.columns if c.required]}
+
+
+def _value_schemas(b: Bundle) -> list[dict[str, Any]]:
+    """Each signature column's value schema (as in Row), in the signature's order."""
+    props = _row_schema(b).get("properties", {})
+    return [props[c.name] for c in b.columns or []]
+
+
+def _any_value(b: Bundle) -> dict[str, Any]:
+    """A value of any of the columns (a row given as a list: its place decides its column)."""
+    kinds: list[Any] = []
+    for v in _value_schemas(b):
+        t = v.get("type", "string")
+        for k in t if isinstance(t, list) else [t]:
+            if k not in kinds:
+                kinds.append(k)
+    return {"type": kinds if len(kinds) != 1 else kinds[0]}
+
+
+def _split_schema(b: Bundle) -> dict[str, Any]:
+    """MLflow's dataframe_split: the signature's columns (in any order) and rows of as many values."""
+    if b.columns is None:
+        return {"type": "object", "properties": {
+            "columns": {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
+            "data": {"type": "array", "minItems": 1, "items": {"type": "array"}}},
+            "required": ["columns", "data"]}
+    n = len(b.columns)
+    return {"type": "object", "description": "columns: the signature's column names, each once, in any "
+                                             "order; data: the rows, each with a value per column in that order",
+            "properties": {
+                "columns": {"type": "array", "items": {"enum": [c.name for c in b.columns]},
+                            "uniqueItems": True, "minItems": n, "maxItems": n},
+                "data": {"type": "array", "minItems": 1, "items": {
+                    "type": "array", "minItems": n, "maxItems": n, "items": _any_value(b)}}},
+            "required": ["columns", "data"], "additionalProperties": False}
+
+
+def _instances_schema(b: Bundle) -> dict[str, Any]:
+    """instances / inputs: rows as objects, rows as lists (signature order), or one row as columns."""
+    if b.columns is None:
+        return {"description": "Rows (a list of rows or of objects), or columns (an object of lists).",
+                "oneOf": [{"type": "array", "minItems": 1},
+                          {"type": "object", "minProperties": 1, "additionalProperties": {
+                              "not": {"type": "array", "maxItems": 0}}}]}
+    n = len(b.columns)
+    values = _value_schemas(b)
+    return {"description": "Rows as objects, rows as lists of a value per column in the signature's order, "
+                           "or columns (an object of lists of equal length; here, one value each).",
+            "oneOf": [
+                {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Row"}},
+                {"type": "array", "minItems": 1, "items": {
+                    "type": "array", "minItems": n, "maxItems": n, "prefixItems": values}},
+                {"type": "object", "additionalProperties": False,
+                 "required": [c.name for c in b.columns if c.required],
+                 "properties": {c.name: {"type": "array", "minItems": 1, "maxItems": 1, "items": v}
+                                for c, v in zip(b.columns, values, strict=True)}},
+            ]}
+
+
+_V2_KINDS = {"boolean": ["BOOL"], "string": ["BYTES"], "binary": ["BYTES"], "datetime": ["BYTES"]}
+_V2_INTS = ["INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"]
+
+
+def _v2_request_schema(b: Bundle) -> dict[str, Any]:
+    """A V2 request: for a model with a column signature, one tensor per column (here, one row:
+    shape [1]); the binary tensor extension is described with the operation, not here."""
+    outputs = {"type": "array", "items": {
+        "type": "object", "required": ["name"], "description": 'parameters {"binary_data": true}: as binary data',
+        "properties": {"name": {"type": "string"} if b.columns is None else {"enum": v2_output_names(b.outputs)}}}}
+    params = {"type": "object", "description": '{"binary_data_output": true}: every output as binary data'}
+    if b.columns is None:
+        return {"type": "object", "required": ["inputs"], "properties": {
+            "id": {"type": "string"},
+            "inputs": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/V2Tensor"}},
+            "outputs": outputs, "parameters": params}}
+    tensors = []
+    for c, value in zip(b.columns, _value_schemas(b), strict=True):
+        kinds = _V2_KINDS.get(c.type) or (_V2_INTS if c.type in ("long", "integer")
+                                          else ["FP16", "FP32", "FP64", *_V2_INTS])
+        tensors.append({"type": "object", "required": ["name", "shape", "datatype", "data"], "properties": {
+            "name": {"const": c.name}, "datatype": {"enum": kinds},
+            "shape": {"type": "array", "prefixItems": [{"const": 1}], "minItems": 1, "maxItems": 1},
+            "data": {"type": "array", "minItems": 1, "maxItems": 1, "items": value},
+            "parameters": {"type": "object"}}})
+    n = len(b.columns)
+    return {"type": "object", "required": ["inputs"], "description": (
+                "One tensor per column of the signature (each once, in any order); the document shows one "
+                "row (shape [1]); N rows are shape [N] (or [N, 1]) with N values in each tensor."),
+            "properties": {
+                "id": {"type": "string"},
+                "inputs": {"type": "array", "minItems": n, "maxItems": n, "items": {"oneOf": tensors},
+                           "allOf": [{"contains": {"properties": {"name": {"const": c.name}}}}
+                                     for c in b.columns]},
+                "outputs": outputs, "parameters": params}}
+
+
+def _csv_schema(b: Bundle) -> dict[str, Any]:
+    """A CSV body as the server reads it: the header row (the signature's columns, in its
+    order), then at least one row with a field for each column. The values are text the
+    server converts by the column's type (a value that does not convert is a 422 naming the
+    column); a field with a comma, a quote or a line break would need quoting, left out here."""
+    schema: dict[str, Any] = {"type": "string", "description": "A header row, then one row per prediction"}
+    if b.columns is None:
+        return schema
+    names = [c.name for c in b.columns]
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow(names)
+    # with one column an empty field is an empty line, which CSV readers skip: it needs a value
+    value = '[^,"\\r\\n]' + ("+" if len(names) == 1 else "*")
+    row = ",".join([value] * len(names))
+    schema["pattern"] = f"^{re.escape(out.getvalue())}\\r?\\n{row}(\\r?\\n{row})*(\\r?\\n)?$"
+    return schema
 
 
 def _example(b: Bundle) -> dict[str, Any] | None:

@@ -142,10 +142,27 @@ def _column_names(names: Any) -> list[str]:
     if len(set(out)) != len(out):
         raise RequestError(400, "dataframe_split columns must be a list of distinct names")
     if key is not None:
-        if len(_NAMES) >= 64:
-            _NAMES.clear()
-        _NAMES[key] = out
+        _remember(key, out)
     return out
+
+
+def _remember(key: tuple[Any, ...], names: list[str]) -> None:
+    if len(_NAMES) >= 64:
+        _NAMES.clear()
+    _NAMES[key] = names
+
+
+def _shared_names(names: list[str]) -> list[str] | None:
+    """The one list object for these (string) column names, shared by every request that
+    names the same columns in the same order; None when a name is there twice."""
+    key = tuple(names)
+    known = _NAMES.get(key)
+    if known is not None:
+        return known
+    if len(set(names)) != len(names):
+        return None
+    _remember(key, names)
+    return names
 
 
 def _records(rows: Any, key: str) -> Frame:
@@ -263,9 +280,19 @@ def parse_v2(body: bytes, bundle: Bundle, header_length: int | None = None) -> V
     out_names, binary_outs, json_outs = _requested_outputs(doc.get("outputs"))
     params = doc.get("parameters")
     binary_all = isinstance(params, dict) and params.get("binary_data_output") is True
-    slices = v2binary.split_inputs(doc["inputs"], binary)
+    inputs = doc["inputs"]
+    data = _v2_json_columns(inputs, bundle) if header_length is None else None
+    if data is None:
+        data = _v2_tensors(inputs, binary, bundle)
+    return V2Request(data, str(rid) if rid is not None else None, out_names, binary_outs, binary_all, json_outs)
+
+
+def _v2_tensors(inputs: list[Any], binary: bytes, bundle: Bundle) -> Frame | Tensor:
+    """Any V2 request's inputs, each checked and flattened (JSON data or binary): what
+    :func:`_v2_json_columns` leaves to it, and every mistake, named."""
+    slices = v2binary.split_inputs(inputs, binary)
     tensors = []
-    for i, (t, raw) in enumerate(zip(doc["inputs"], slices, strict=True)):
+    for i, (t, raw) in enumerate(zip(inputs, slices, strict=True)):
         needed = {"name", "shape", "datatype"} if raw is not None else {"name", "shape", "datatype", "data"}
         if not isinstance(t, dict) or not needed <= t.keys():
             raise RequestError(400, f"inputs[{i}] needs name, shape, datatype and data (or binary_data_size)")
@@ -285,8 +312,88 @@ def parse_v2(body: bytes, bundle: Bundle, header_length: int | None = None) -> V
         if size != len(flat):
             raise RequestError(400, f"{where}: shape {shape} needs {size} values, got {len(flat)}")
         tensors.append((str(t["name"]), shape, t["datatype"], flat))
-    return V2Request(_v2_data(tensors, bundle), str(rid) if rid is not None else None, out_names,
-                     binary_outs, binary_all, json_outs)
+    return _v2_data(tensors, bundle)
+
+
+def _v2_json_columns(inputs: list[Any], bundle: Bundle) -> Frame | None:
+    """The usual V2 JSON request read in one tight pass: one 1-D tensor per column (each
+    with name, shape [n], datatype, a flat ``data`` list of n values; ``parameters`` without
+    binary data), the same n for all, distinct names, each datatype one its column takes
+    (checked once per list of names and datatypes, then remembered).
+
+    A one-row request keeps its row as it came, under a column list shared with the other
+    requests of the same columns (as /invocations does), so that its batch is turned into
+    columns at once. Anything else, mistakes included, gives None: :func:`_v2_tensors`
+    reads it, so the answer is the same either way."""
+    kept = _kept(bundle)
+    if kept is None:  # a tensor model: the general path shapes its array
+        return None
+    n = -1
+    names, datatypes, datas = [], [], []
+    try:
+        for t in inputs:
+            shape, data = t["shape"], t["data"]
+            if type(shape) is not list or type(data) is not list or len(shape) != 1:
+                return None
+            rows = shape[0]
+            if type(rows) is not int or rows != len(data) or (rows != n and n != -1) or rows == 0:
+                return None
+            n = rows
+            params = t.get("parameters")  # (MLServer's clients send content types)
+            if params is not None and type(params) is dict and "binary_data_size" in params:
+                return None
+            names.append(t["name"])
+            datatypes.append(t["datatype"])
+            datas.append(data)
+        key = (tuple(names), tuple(datatypes))
+        accepted, known = kept
+        shared = known.get(key)
+    except (KeyError, TypeError):  # a tensor that is no object or lacks a field; a name that is a list
+        return None
+    if shared is None:
+        shared = _checked_names(key[0], key[1], accepted)
+        if shared is None:
+            return None
+        if len(known) >= 64:
+            known.clear()
+        known[key] = shared
+    if n == 1:
+        row = [d[0] for d in datas]
+        if list in set(map(type, row)):  # a nested list: flattened (and checked) by the general path
+            return None
+        return Frame(None, 1, row, shared, [row])
+    if any(list in set(map(type, d)) for d in datas):
+        return None
+    return Frame(dict(zip(shared, datas, strict=True)), n)
+
+
+def _checked_names(names: tuple[Any, ...], datatypes: tuple[Any, ...],
+                   accepted: dict[str, frozenset[str]]) -> list[str] | None:
+    """The shared column list of these tensors when their names are distinct strings and each
+    datatype is one its column takes (any V2 datatype for a name the signature lacks)."""
+    for name, datatype in zip(names, datatypes, strict=True):
+        if type(name) is not str or type(datatype) is not str or datatype not in accepted.get(name, V2_DATATYPES):
+            return None
+    return _shared_names(list(names))
+
+
+_KEPT: dict[int, tuple[list[Any], dict[str, frozenset[str]], dict[Any, list[str]]]] = {}
+
+
+def _kept(bundle: Bundle) -> tuple[dict[str, frozenset[str]], dict[Any, list[str]]] | None:
+    """For the bundle's column list: the V2 datatypes each column takes, and the (names,
+    datatypes) of requests already checked against them (None: no column signature). Kept
+    per column list; the entry holds the list, so its id is not reused while it is kept."""
+    columns = bundle.columns
+    if columns is None:
+        return None
+    kept = _KEPT.get(id(columns))
+    if kept is None or kept[0] is not columns:
+        accepted = {c.name: frozenset(d for d in V2_DATATYPES if v2_datatype_matches(d, c.type)) for c in columns}
+        if len(_KEPT) >= 16:
+            _KEPT.clear()
+        kept = _KEPT[id(columns)] = (columns, accepted, {})
+    return kept[1], kept[2]
 
 
 def _requested_outputs(outs: Any) -> tuple[list[str] | None, frozenset[str], frozenset[str]]:

@@ -23,6 +23,10 @@ from .validation import Validator
 
 #: what scikit-learn says when a value is too large for the float32 its trees compute in
 FLOAT32_REFUSED = "too large for dtype('float32')"
+#: what scikit-learn (and the compiled program) say of a number that became infinity in the model's arithmetic
+OVERFLOWED = (FLOAT32_REFUSED, "Input X contains infinity", "Input X contains NaN or infinity")
+#: what scikit-learn's OneHotEncoder(handle_unknown="error") (and the compiled program's) says of a new category
+UNKNOWN_CATEGORY = "Found unknown categories"
 _NUMPY = {"long": "int64", "integer": "int32", "double": "float64", "float": "float32", "boolean": "bool"}
 
 
@@ -130,26 +134,42 @@ class Predictor:
                 raw = self.model.program.predict(build_table(self.columns, merged))
             except InputOverflow as e:
                 raise _overflow_error(e) from None
+            except ValueError as e:
+                raise self._refusal(parts, merged, e) from None
         else:
             try:
                 raw = self.model.predict(build_frame(self.columns, merged))
             except ValueError as e:
-                # scikit-learn's trees cast to float32; a batch of several requests is retried
-                # request by request (see Batcher), so only a lone request is looked into
-                if FLOAT32_REFUSED not in str(e) or len(parts) > 1:
-                    raise
-                raise self._locate_too_large(merged) or e from None
+                raise self._refusal(parts, merged, e) from None
         total = sum(p.n for p in parts)
         outs = split_output(raw, [p.n for p in parts], total)
         if observe:
             self._observe(raw, merged, total)
         return outs
 
-    def _locate_too_large(self, merged: dict[str, list[Any]]) -> RequestError | None:
+    def _refusal(self, parts: list[Part], merged: Any, e: ValueError) -> Exception:
+        """The 422 for a lone request whose values the model refused though their types are
+        right (a category its encoder does not know, a number its arithmetic overflows on), or
+        ``e`` itself. A batch of several requests is retried request by request (see Batcher),
+        so only a lone request is looked into, and never a good one."""
+        text = str(e)
+        if len(parts) > 1 or not isinstance(merged, dict):
+            return e
+        if UNKNOWN_CATEGORY in text:
+            return self._locate_unknown(merged, text) or e
+        if any(mark in text for mark in OVERFLOWED):
+            return self._locate_too_large(merged, text) or e
+        return e
+
+    def _locate_too_large(self, merged: dict[str, list[Any]], text: str) -> RequestError | None:
         """The numeric columns whose values the library model refused as too large for float32
         (after its own transforms): every numeric column is set to a value from training, then
         each is given back its own values; those the model refuses again are named, with the
         fewest of their largest values that must go. Only on that error, never on a good request."""
+        if FLOAT32_REFUSED in text:
+            sees, computes = "'s float32 trees see as infinity", "computes in float32"
+        else:
+            sees, computes = "'s arithmetic turns into infinity", "overflows to infinity"
         numeric = [c.name for c in self.columns or [] if c.type in ("double", "float", "long", "integer")]
         safe = {n: [None if v is None else self._typical(n) for v in merged[n]] for n in numeric}
         if not numeric or not self._predicts({**merged, **safe}):
@@ -171,13 +191,38 @@ class Predictor:
             rows = sorted(largest[:k])
             below = min(abs(values[i]) for i in rows)
             errors.append({"field": name, "problem": "out_of_bounds", "rows": rows[:5], "count": len(rows),
-                           "expected": f"a number of magnitude below {_number(float(below))}, which the model's "
-                                       "float32 trees see as infinity after its own transforms"})
+                           "expected": f"a number of magnitude below {_number(float(below))}, which the model"
+                                       f"{sees} after its own transforms"})
         if not errors:
             return None
         names = ", ".join(repr(e["field"]) for e in errors)
-        return RequestError(422, f"{names} has values too large for the model, which computes in float32 after "
-                                 "its own transforms; send values nearer the training range", errors)
+        return RequestError(422, f"{names} has values too large for the model, which {computes} after its own "
+                                 "transforms; send values nearer the training range", errors)
+
+    def _locate_unknown(self, merged: dict[str, list[Any]], message: str) -> RequestError | None:
+        """The columns holding the categories an encoder with handle_unknown="error" refused
+        (its message quotes them): a 422 naming each column, the value and its rows, instead of
+        the model's 500. Values the training profile lists for the column are never blamed."""
+        errors = []
+        for name, values in merged.items():
+            rule = self.validator.rules.get(name) if self.validator is not None else None
+            known = rule.categories if rule is not None else None
+            rows = [i for i, v in enumerate(values) if v is not None and not isinstance(v, bool | float)
+                    and (known is None or str(v) not in known) and repr(v) in message]
+            if not rows:
+                continue
+            value = values[rows[0]]
+            expected = ("a category seen in training" if not known else
+                        f"one of the {len(known)} categories seen in training: {sorted(known)[:10]}"
+                        + (" ..." if len(known) > 10 else ""))
+            errors.append({"field": name, "problem": "unknown_category", "got": repr(value)[:80],
+                           "expected": expected, "rows": rows[:5], "count": len(rows)})
+        if not errors:
+            return None
+        what = "; ".join(f"{e['field']!r} has {e['got']} in {e['count']} row(s) (first: {e['rows']})"
+                         for e in errors)
+        return RequestError(422, f"the model's encoder refuses categories it never saw in training: {what}; "
+                                 "send a category from training (see /openapi.json, x-training-values)", errors)
 
     def _typical(self, name: str) -> Any:
         rule = self.validator.rules.get(name) if self.validator is not None else None
@@ -186,7 +231,10 @@ class Predictor:
 
     def _predicts(self, columns: dict[str, list[Any]]) -> bool:
         try:
-            self.model.predict(build_frame(self.columns, columns))
+            if self.model.program is not None:
+                self.model.program.predict(build_table(self.columns, columns))
+            else:
+                self.model.predict(build_frame(self.columns, columns))
         except Exception:
             return False
         return True

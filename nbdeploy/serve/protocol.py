@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from . import v2binary
-from .bundle import V2_TYPES, Bundle
+from . import feedback, v2binary
+from .bundle import V2_TYPES, Bundle, v2_output_names
 from .errors import RequestError
 from .version import __version__ as SERVER_VERSION
 
@@ -34,7 +34,10 @@ class ServeApp(Protocol):
     def flags_in_body(self) -> bool: ...
 
     async def infer(self, receive: Any, headers: dict[bytes, bytes], record: dict[str, Any],
-                    kind: str) -> tuple[Any, list[dict[str, Any]], int, Any]: ...
+                    kind: str, variant: Any = None) -> tuple[Any, list[dict[str, Any]], int, Any]: ...
+
+    @property
+    def live(self) -> Any: ...
 
     def flag_headers(self, flags: list[dict[str, Any]]) -> list[tuple[bytes, bytes]]: ...
 
@@ -51,7 +54,7 @@ class ServeApp(Protocol):
 JSON = b"application/json"
 Handler = Callable[..., Awaitable[tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]]]
 #: endpoints whose requests are not written to the request log (unless log_probes)
-UNLOGGED = frozenset({"health", "v2_live", "v2_ready", "metrics", "drift", "shadow"})
+UNLOGGED = frozenset({"health", "v2_live", "v2_ready", "metrics", "drift", "shadow", "performance"})
 
 
 def content_type(headers: dict[bytes, bytes], kind: str) -> str:
@@ -108,22 +111,37 @@ async def invocations(app: ServeApp, scope: Any, receive: Any, headers: Any, rec
 
 
 # -- Open Inference Protocol (V2) ----------------------------------------------
-def _model_path(app: ServeApp, path: str) -> str:
-    """The part after /v2/models/{name}[/versions/{v}], checking name and version."""
+def _model_path(app: ServeApp, path: str) -> tuple[Any, str]:
+    """The part after /v2/models/{name}[/versions/{v}], checking name and version: (the variant
+    a version asks for, or None, and that part)."""
     rest = path[len("/v2/models/"):]
     name, _, tail = rest.partition("/")
     if name != app.bundle.name:
         raise RequestError(404, f"no model named {name!r}; this server has {app.bundle.name!r}")
+    chosen = None
     if tail.startswith("versions/"):
         version, _, tail = tail[len("versions/"):].partition("/")
-        if version != app.bundle.version:
-            raise RequestError(404, f"no version {version!r} of {name!r}; this server has {app.bundle.version!r}")
-    return tail
+        served = _served(app)
+        chosen = next((v for role, v in served if v.version == version), None)
+        if chosen is None:
+            listed = ", ".join(f"{v.version!r} ({role})" for role, v in served)
+            raise RequestError(404, f"no version {version!r} of {name!r} is served here; this server has {listed}")
+    return chosen, tail
+
+
+def _served(app: ServeApp) -> list[tuple[str, Any]]:
+    """(role, variant) of every version this server holds: live, canary, shadow."""
+    served = [("live", app.live)]
+    if app.canary is not None:
+        served.append(("canary", app.canary))
+    if app.shadow is not None:
+        served.append(("shadow", app.shadow.variant))
+    return served
 
 
 async def v2_infer(app: ServeApp, scope: Any, receive: Any, headers: Any, record: Any) -> Any:
-    _model_path(app, scope["path"])
-    predictions, flags, n, req = await app.infer(receive, headers, record, "v2")
+    chosen, _ = _model_path(app, scope["path"])
+    predictions, flags, n, req = await app.infer(receive, headers, record, "v2", chosen)
     outputs = v2_outputs(predictions, n, app.bundle.outputs, req.outputs if req else None)
     # the version that answered: the canary's for its share, the old one's for a request that was
     # already in its hands when a reload switched
@@ -147,13 +165,11 @@ async def v2_infer(app: ServeApp, scope: Any, receive: Any, headers: Any, record
     return 200, header + b"".join(blobs), b"application/octet-stream", extra
 
 
-def v2_output_names(signature_outputs: list[dict[str, Any]]) -> list[str]:
-    """The names of the V2 outputs: the signature's column names, or "predict" for one unnamed output."""
-    names = [str(o["name"]) for o in signature_outputs if o.get("name")]
-    return names if len(names) > 1 else names or ["predict"]
-
-
 def v2_outputs(preds: Any, n: int, signature_outputs: list[dict[str, Any]], wanted: list[str] | None) -> list[dict[str, Any]]:
+    if type(preds) is list and not wanted and (not preds or type(preds[0]) not in (dict, list)):
+        # what nearly every request gets: one output of scalars, under the one output name
+        return [{"name": _first_output_name(signature_outputs), "datatype": _datatype(preds), "shape": [n],
+                 "data": preds}]
     if isinstance(preds, dict):
         columns = {str(k): v for k, v in preds.items()}
     elif isinstance(preds, list) and preds and isinstance(preds[0], dict):
@@ -177,6 +193,20 @@ def v2_outputs(preds: Any, n: int, signature_outputs: list[dict[str, Any]], want
     return outputs
 
 
+_OUTPUT_NAMES: dict[int, tuple[list[dict[str, Any]], str]] = {}
+
+
+def _first_output_name(signature_outputs: list[dict[str, Any]]) -> str:
+    """``v2_output_names(signature_outputs)[0]``, kept per outputs list (the entry holds the list,
+    so its id is not reused while it is kept)."""
+    kept = _OUTPUT_NAMES.get(id(signature_outputs))
+    if kept is None or kept[0] is not signature_outputs:
+        if len(_OUTPUT_NAMES) >= 16:
+            _OUTPUT_NAMES.clear()
+        kept = _OUTPUT_NAMES[id(signature_outputs)] = (signature_outputs, v2_output_names(signature_outputs)[0])
+    return kept[1]
+
+
 def _signature_datatype(signature_outputs: list[dict[str, Any]], name: str) -> str:
     for o in signature_outputs:
         if o.get("name") in (name, None) and o.get("type") in V2_TYPES:
@@ -191,23 +221,27 @@ _TENSOR_TYPES = {"int64": "INT64", "int32": "INT32", "float64": "FP64", "float32
 
 
 def _datatype(data: list[Any]) -> str:
-    kinds = {type(x) for x in data[:1000] if x is not None}
-    if kinds == {bool}:
+    kinds = set(map(type, data if len(data) <= 1000 else data[:1000]))  # at C speed: every response
+    kinds.discard(_NONE)
+    if kinds == _BOOL:
         return "BOOL"
-    if kinds <= {int}:
+    if kinds <= _INT:
         return "INT64"
-    if kinds <= {int, float}:
+    if kinds <= _NUMBER:
         return "FP64"
     return "BYTES"
 
 
+_NONE, _BOOL, _INT, _NUMBER = type(None), frozenset({bool}), frozenset({int}), frozenset({int, float})
+
+
 async def v2_model(app: ServeApp, scope: Any, receive: Any, headers: Any, record: Any) -> Any:
-    tail = _model_path(app, scope["path"])
+    chosen, tail = _model_path(app, scope["path"])
     if tail == "ready":
         return 200, orjson.dumps({"name": app.bundle.name, "ready": True}), JSON, []
     if tail != "":
         raise RequestError(404, f"no endpoint {scope['path']}")
-    b = app.bundle
+    b = app.bundle if chosen is None else chosen.bundle
     inputs = (
         [{"name": c.name, "datatype": V2_TYPES.get(c.type, "BYTES"), "shape": [-1]} for c in b.columns]
         if b.columns is not None
@@ -215,8 +249,8 @@ async def v2_model(app: ServeApp, scope: Any, receive: Any, headers: Any, record
     )
     doc = {
         "name": b.name,
-        "versions": [b.version],
-        "platform": f"mlflow_{app.model.flavor}",
+        "versions": [v.version for _, v in _served(app)] if chosen is None else [b.version],
+        "platform": f"mlflow_{(app.model if chosen is None else chosen.model).flavor}",
         "inputs": inputs,
         "outputs": [{"name": name, "datatype": _signature_datatype(b.outputs, name), "shape": [-1]}
                     for name in v2_output_names(b.outputs)],
@@ -238,7 +272,12 @@ async def v2_ready(app: ServeApp, *_: Any) -> Any:
 
 # -- operations ----------------------------------------------------------------
 async def health(app: ServeApp, *_: Any) -> Any:
-    return 200, b'{"status":"ok"}', JSON, []
+    """200 while the API answers; the request log's state beside it ("degraded" while it fails to write,
+    rotate or compress: the API keeps answering, and a probe must not restart it for that)."""
+    log = app.metrics.log
+    if log is None:
+        return 200, b'{"status":"ok"}', JSON, []
+    return 200, app.json({"status": "ok" if log.ok else "degraded", "request_log": log.status()}), JSON, []
 
 
 async def version(app: ServeApp, *_: Any) -> Any:
@@ -358,6 +397,8 @@ ROUTES: dict[str, tuple[str, dict[str, Handler]]] = {
     "/drift": ("drift", {"GET": drift}),
     "/shadow": ("shadow", {"GET": shadow}),
     "/admin/reload": ("admin_reload", {"POST": admin_reload}),
+    "/feedback": ("feedback", {"POST": feedback.post_feedback}),
+    "/performance": ("performance", {"GET": feedback.get_performance}),
     "/openapi.json": ("openapi", {"GET": openapi_json}),
     "/docs": ("docs", {"GET": docs}),
     "/v2": ("v2_server", {"GET": v2_server}),
@@ -370,12 +411,14 @@ _ROUTED: dict[tuple[str, str], tuple[str, Handler]] = {}
 
 
 def route(method: str, path: str) -> tuple[str, Handler]:
-    """(endpoint name, handler) of a request; the answers for the fixed paths are remembered."""
+    """(endpoint name, handler) of a request; the answers for the fixed paths and the first
+    V2 model paths seen are remembered."""
     found = _ROUTED.get((method, path))
     if found is not None:
         return found
     found = _route(method, path)
-    if path in ROUTES and len(_ROUTED) < 256:
+    # the fixed paths, and the V2 model paths (the model's name and version are checked by the handler)
+    if (path in ROUTES or path.startswith("/v2/models/")) and len(_ROUTED) < 256:
         _ROUTED[(method, path)] = found
     return found
 

@@ -24,6 +24,8 @@ from typing import Any
 from .config import ServeConfig
 from .errors import ServeError
 
+logger = logging.getLogger("nbdeploy.serve")
+
 #: how long a new worker may take to load its model and start before the supervisor gives up on it
 #: (uvicorn also waits this long for a ping answer before it counts a worker as hung)
 WORKER_READY_SECONDS = 60
@@ -152,8 +154,6 @@ def run(bundle_dir: str | Path, config: ServeConfig | None = None) -> None:
         signal.signal(signal.SIGTERM, _exit_cleanly)
         server.run(sockets=[sock])
         return
-    from uvicorn.supervisors import Multiprocess
-
     bundle = read_bundle(bundle_dir)  # fail early on a wrong folder
     # as given, not resolved: on SIGHUP the supervisor starts new workers, which follow a symlink anew
     os.environ["NBDEPLOY_SERVE_BUNDLE"] = os.path.abspath(bundle_dir)
@@ -173,6 +173,36 @@ def run(bundle_dir: str | Path, config: ServeConfig | None = None) -> None:
     print(f"nbdeploy: serving {bundle.name} v{bundle.version} with {config.workers} workers "
           f"on http://{config.host}:{sock.getsockname()[1]} (pid {os.getpid()})", file=sys.stderr, flush=True)
     try:
-        Multiprocess(ucfg, sockets=[sock]).run()
+        _supervisor(ucfg, sock, Path(shared)).run()
     finally:
         shutil.rmtree(shared, ignore_errors=True)
+
+
+def _supervisor(ucfg: Any, sock: socket.socket, shared: Path) -> Any:
+    """uvicorn's supervisor, which replaces a worker that died; this one also says what the dead worker lost.
+
+    A worker killed (SIGKILL, the OOM killer) takes its requests in flight and the request-log lines it
+    had not written yet (at most ``flush_interval``, 0.5 s, of answered requests) with it. Each worker
+    counts in a file of the shared folder the records it promised and those it settled; the difference
+    for a dead worker is what it lost: logged here and counted in /metrics as
+    ``nbdeploy_requestlog_dropped_total{reason="worker_died"}``.
+    """
+    from uvicorn.supervisors import Multiprocess
+
+    from .metrics import LOG_COUNTERS_SUFFIX
+    from .requestlog import lost_by
+
+    class Supervisor(Multiprocess):  # type: ignore[misc]
+        def keep_subprocess_alive(self) -> None:
+            before = list(self.processes)
+            super().keep_subprocess_alive()
+            for process in before:
+                if process not in self.processes:
+                    lost = lost_by(shared / f"{process.pid}{LOG_COUNTERS_SUFFIX}")
+                    code = process.exitcode
+                    how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited ({code})"
+                    logger.warning("worker %s %s and was replaced; %d request(s) it had in flight or not yet "
+                                   "written to the request log were lost (nbdeploy_requestlog_dropped_total"
+                                   "{reason=\"worker_died\"})", process.pid, how, lost)
+
+    return Supervisor(ucfg, sockets=[sock])

@@ -9,6 +9,7 @@ beside the old one and the server switches to it in one step.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,18 +30,25 @@ if TYPE_CHECKING:
     from .metrics import Metrics
 
 logger = logging.getLogger("nbdeploy.serve")
+#: a shadow's predict runs on the event loop only below this many milliseconds a call
+SHADOW_INLINE_MS = 1.0
+#: seconds a shadow's requests gather before one predict takes them all
+SHADOW_LINGER = 0.005
 
 
 class Variant:
     """A bundle and its model, ready to predict through its own batcher.
 
     ``metrics``: where its batches and predictions are counted (None: nowhere, as for a
-    shadow). ``threaded``: always call predict in the batcher's thread, never on the event
-    loop (a shadow must not hold up the live model's requests).
+    shadow). ``shadow``: predict on the event loop only when a call takes under
+    SHADOW_INLINE_MS (a shadow must not hold up the live model's requests; a slower one
+    runs in the batcher's thread), and let its requests gather for SHADOW_LINGER seconds
+    first: nobody waits for a shadow's answer, and one predict of many requests costs the
+    live model far less than many small ones, each a tug-of-war for the GIL.
     """
 
     def __init__(self, bundle: Bundle, model: LoadedModel, config: ServeConfig,
-                 metrics: Metrics | None = None, *, threaded: bool = False, drift: bool = True) -> None:
+                 metrics: Metrics | None = None, *, shadow: bool = False, drift: bool = True) -> None:
         self.bundle = bundle
         self.model = model
         self.version = bundle.version
@@ -54,7 +62,8 @@ class Variant:
         self.batcher = Batcher(
             self.predictor.run_batch, config.max_batch_size, config.max_wait_ms / 1000,
             metrics.batch if metrics is not None else None,
-            inline_below=0.0 if threaded else config.inline_predict_ms / 1000,
+            inline_below=min(config.inline_predict_ms, SHADOW_INLINE_MS if shadow else math.inf) / 1000,
+            linger=SHADOW_LINGER if shadow else 0.0,
         )
         #: whether the start-up prediction of the input example ran, and why it failed if it did not
         self.warmed = False
@@ -107,14 +116,14 @@ class Variant:
 
 
 def open_variant(path: str | Path, config: ServeConfig, metrics: Metrics | None = None, *,
-                 threaded: bool = False, drift: bool = True, warm: bool = True) -> Variant:
+                 shadow: bool = False, drift: bool = True, warm: bool = True) -> Variant:
     """Read the bundle at ``path`` (its seal is checked before any model bytes load), load its
     model and predict its input example; ServeError when any of it fails (``warm``)."""
     bundle = read_bundle(path)
     if bundle.unlisted:
         logger.warning("%s holds %d file(s) its manifest does not list (never loaded): %s", bundle.root,
                        len(bundle.unlisted), ", ".join(bundle.unlisted[:5]))
-    variant = Variant(bundle, load_model(bundle), config, metrics, threaded=threaded, drift=drift)
+    variant = Variant(bundle, load_model(bundle), config, metrics, shadow=shadow, drift=drift)
     if warm:
         variant.warm_up()
         if variant.warm_up_error is not None:

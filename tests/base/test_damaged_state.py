@@ -51,3 +51,47 @@ def test_damaged_run_records_are_named_and_the_rest_still_listed(tmp_path: Path)
     assert "2 run record(s) could not be read" in proc.stderr
     assert str(runs / "a" / "run.json") in proc.stderr and str(runs / "b" / "run.json") in proc.stderr
     assert "c" in proc.stdout.split() and "completed" in proc.stdout
+
+
+def test_doctor_repair_moves_damaged_records_aside_and_says_what_it_moved(tmp_path: Path) -> None:
+    import sqlite3
+
+    (tmp_path / "nb.ipynb").write_text(json.dumps(NB))
+    state = tmp_path / ".nbdeploy"
+    runs = state / "nb" / "runs"
+    (runs / "bad").mkdir(parents=True)
+    (runs / "bad" / "run.json").write_text("{half a rec")
+    (runs / "bad" / "executed.ipynb").write_text("{}")
+    (runs / "good").mkdir()
+    good = {"run_id": "good", "notebook": str(tmp_path / "nb.ipynb"), "run_dir": str(runs / "good"),
+            "status": "completed"}
+    (runs / "good" / "run.json").write_text(json.dumps(good))
+    (state / "nb" / "capture.json").write_text("")  # truncated by a full disk
+    store = state / "mlflow.db"
+    store.write_bytes(b"SQLite format 3\x00" + b"\xff" * 5000)  # a header, then garbage
+    (state / "mlartifacts").mkdir()
+    (state / "mlartifacts" / "x.json").write_text("not json, and not a record")  # never touched
+
+    looked = _nbdeploy(tmp_path, "doctor", "nb.ipynb")
+    assert looked.returncode == 1 and "Traceback" not in looked.stderr, looked.stderr
+    assert "3 of 4 record(s) damaged" in looked.stdout and "nbdeploy doctor --repair" in looked.stdout
+    assert (runs / "bad" / "run.json").exists()  # only looked
+
+    fixed = _nbdeploy(tmp_path, "doctor", "--repair", "--json")
+    assert fixed.returncode == 0, fixed.stderr
+    report = json.loads(fixed.stdout)
+    moved = {Path(d["path"]).relative_to(state).as_posix(): Path(d["moved_to"]) for d in report["damaged"]}
+    assert set(moved) == {"nb/runs/bad/run.json", "nb/capture.json", "mlflow.db"}
+    for dest in moved.values():
+        assert dest.exists() and dest.is_relative_to(state / "damaged")  # moved, not deleted
+    assert (moved["nb/runs/bad/run.json"] / "executed.ipynb").exists()  # the whole run folder
+    assert not (runs / "bad").exists() and not store.exists() and not (state / "nb" / "capture.json").exists()
+    assert (runs / "good" / "run.json").exists() and (state / "mlartifacts" / "x.json").exists()
+
+    listed = _nbdeploy(tmp_path, "runs", "nb.ipynb")
+    assert listed.returncode == 0 and "could not be read" not in listed.stderr
+    again = _nbdeploy(tmp_path, "doctor")
+    assert again.returncode == 0 and "none damaged" in again.stdout
+
+    sqlite3.connect(store).execute("CREATE TABLE experiments (id int)")  # a healthy-looking store
+    assert _nbdeploy(tmp_path, "doctor").returncode == 0

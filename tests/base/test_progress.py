@@ -62,3 +62,21 @@ def test_fan_out_passes_each_event_to_every_callback_in_order() -> None:
     tick = fan_out(lambda e: seen.append(("a", e.title)), None, lambda e: seen.append(("b", e.title)))
     tick(ProgressEvent("x"))
     assert seen == [("a", "x"), ("b", "x")]
+
+
+def test_events_and_what_the_cli_prints_carry_no_secret(capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+
+    from nbdeploy.frontends.cli import _Scrubbed
+
+    token, url = "tkn8Hq3ZvR6pL1mX9cW4Param", "postgresql://app:Zq8Param3Lx7Mv2Kp@db/prod"
+    event = ProgressEvent(f"run r1: executing (api_token={token!r} db_url={url!r})", "started", 1, 2,
+                          detail=f"Bearer {token}")
+    shown = json.dumps(event.to_dict()) + event.text()
+    assert token not in shown and "Zq8Param3Lx7Mv2Kp" not in shown and "app:***@db" in shown
+    done = Finished(False, f"failed with {url}", {"message": f"api_token={token!r}"})
+    assert token not in json.dumps(done.to_dict()) and "Zq8Param3Lx7Mv2Kp" not in json.dumps(done.to_dict())
+    out = _Scrubbed(sys.stdout)
+    print(f"given: api_token={token!r} {url}", file=out)  # type: ignore[arg-type]
+    printed = capsys.readouterr().out
+    assert token not in printed and "Zq8Param3Lx7Mv2Kp" not in printed and printed.startswith("given: ")

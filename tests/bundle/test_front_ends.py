@@ -26,6 +26,12 @@ def test_cli_build_unknown_parameter_before_any_kernel(tmp_path, capsys):
     assert "parameter" in capsys.readouterr().err
 
 
+def test_cli_serve_a_bad_setting_is_one_line_not_a_traceback(tmp_path, capsys):
+    assert main(["serve", str(tmp_path), "--log-keep", "a week"]) == 2
+    err = capsys.readouterr().err
+    assert "log_keep: 'a week' is not a duration" in err and "7d" in err and "Traceback" not in err
+
+
 @pytest.mark.slow
 def test_cli_verify_exit_codes(diabetes_build, tmp_path, capsys):
     b = tmp_path / "b"

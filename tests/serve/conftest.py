@@ -196,9 +196,7 @@ def client_for():
 
 
 def read_log(path: str | Path) -> list[dict[str, Any]]:
-    from nbdeploy.serve.requestlog import log_files
+    """Every record of the log ``path``: its rotated (gzipped) files, oldest first, then the file."""
+    from nbdeploy.serve.logfiles import log_files, read_lines
 
-    records = []
-    for f in log_files(path):
-        records += [json.loads(line) for line in f.read_text().splitlines() if line]
-    return records
+    return [json.loads(line) for f in log_files(path) for line in read_lines(f) if line.strip()]

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_log_has_one_record_per_request_under_load_with_rotation(tripwire_model, tmp_path):
-    handle = start(tripwire_model, tmp_path, log_max_bytes=8 * 1024, log_backups=1000)
+    handle = start(tripwire_model, tmp_path, log_max_bytes=8 * 1024)
     sent: list[str] = []
     lock = threading.Lock()
 
@@ -37,7 +37,7 @@ def test_log_has_one_record_per_request_under_load_with_rotation(tripwire_model,
     finally:
         assert handle.stop() == 0
     records = read_log(tmp_path / "requests.jsonl")
-    assert len(list(tmp_path.glob("requests.jsonl.*"))) > 3, "the log should have rotated"
+    assert len(list(tmp_path.glob("requests.jsonl.*.gz"))) > 3, "the log should have rotated and compressed"
     assert len(records) == len(sent) == 600
     assert sorted(r["id"] for r in records) == sorted(sent)
     ok = [r for r in records if r["status"] == 200]
@@ -100,7 +100,7 @@ def test_bearer_token(classifier_bundle, tmp_path):
 
 
 def test_two_workers_serve_and_log(classifier_bundle, tmp_path):
-    handle = start(classifier_bundle, tmp_path, workers=2)
+    handle = start(classifier_bundle, tmp_path, workers=2, log_max_bytes=4096)
     body = {"dataframe_records": [{"age": 40, "income": 1.0, "city": "nice", "member": False}]}
     try:
         def calls(_: int) -> list[int]:
@@ -131,7 +131,11 @@ def test_two_workers_serve_and_log(classifier_bundle, tmp_path):
         assert handle.stop() == 0
     files = sorted(tmp_path.glob("requests.*.jsonl"))
     assert 1 <= len(files) <= 2
-    assert sum(len(f.read_text().splitlines()) for f in files) == 80
+    assert list(tmp_path.glob("requests.*.jsonl.*.gz")), "each worker's log rotates into gzipped files"
+    from nbdeploy.serve.compare import read_records
+
+    # what `nbdeploy compare` reads: every worker's file and its rotated files
+    assert len([r for r in read_records(tmp_path / "requests.jsonl") if r["endpoint"] == "invocations"]) == 80
 
 
 def _metric(text: str, series: str) -> float:

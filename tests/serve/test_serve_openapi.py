@@ -31,6 +31,12 @@ SCORING = [  # (body, the server answers it)
     ({"dataframe_split": {"columns": COLUMNS, "data": [list(ROW.values())]}}, True),
     ({"instances": [ROW, ROW]}, True),
     ({"inputs": {k: [v] for k, v in ROW.items()}}, True),
+    # found by schemathesis (tests/bundle/test_api_fuzz.py): rows that do not fit the columns
+    ({"dataframe_split": {"columns": COLUMNS, "data": [[30, 52_000.0]]}}, False),
+    ({"dataframe_split": {"columns": ["x", "y"], "data": [[]]}}, False),
+    ({"instances": [[30]]}, False),
+    ({"dataframe_split": {"columns": COLUMNS[::-1], "data": [list(ROW.values())[::-1]]}}, True),
+    ({"instances": [list(ROW.values())]}, True),
 ]
 
 _KINDS = {"age": "INT64", "income": "FP64", "city": "BYTES", "member": "BOOL"}
@@ -45,6 +51,20 @@ V2 = [
     ({"inputs": _TENSORS, "outputs": [{}]}, False),
     ({"inputs": _TENSORS}, True),
     ({"inputs": _TENSORS, "id": "r1", "outputs": [{"name": "predict"}]}, True),
+    # found by schemathesis: a tensor of no rows, an output the model does not have
+    ({"inputs": [{"name": "age", "shape": [0], "datatype": "INT64", "data": []}]}, False),
+    ({"inputs": _TENSORS, "outputs": [{"name": "proba"}]}, False),
+    ({"inputs": _TENSORS[::-1]}, True),
+]
+
+_HEADER = ",".join(COLUMNS)
+CSV = [  # (body, the server answers it)
+    ("", False),
+    (_HEADER + "\n", False),
+    (_HEADER + "\n30,52000.0,paris\n", False),
+    ("age,income\n30,52000.0\n", False),
+    (_HEADER + "\n30,52000.0,paris,true\n", True),
+    (_HEADER + "\r\n30,,lyon,false\r\n41,61000.5,nice,true", True),
 ]
 
 
@@ -90,6 +110,15 @@ def test_the_document_accepts_a_v2_body_exactly_when_the_server_does(
     assert validator.is_valid(body) is answered, list(validator.iter_errors(body))
 
 
+@pytest.mark.parametrize(("body", "answered"), CSV)
+def test_the_document_accepts_a_csv_body_exactly_when_the_server_does(
+        classifier_server: Any, client_for: Any, document: dict[str, Any], body: str, answered: bool) -> None:
+    schema = document["paths"]["/invocations"]["post"]["requestBody"]["content"]["text/csv"]["schema"]
+    status, _, reply = client_for(classifier_server).post("/invocations", body, content_type="text/csv")
+    assert (status == 200) is answered, reply
+    assert jsonschema.Draft202012Validator(schema).is_valid(body) is answered
+
+
 def test_a_405_says_which_methods_the_path_takes(classifier_server: Any, client_for: Any,
                                                  document: dict[str, Any]) -> None:
     c = client_for(classifier_server)
@@ -102,3 +131,72 @@ def test_a_405_says_which_methods_the_path_takes(classifier_server: Any, client_
     assert c.get("/health")[0] == 200  # the connection and the server carry on
     documented = document["paths"]["/invocations"]["post"]["responses"]["405"]
     assert "Allow" in documented["headers"]
+
+
+FEEDBACK = [  # (body, the server answers it); the request ids need not be known (they are counted)
+    ({}, False),
+    ([], False),
+    ("x", False),
+    ({"request_id": "r1"}, False),
+    ({"label": 1}, False),
+    ({"request_id": "", "label": 1}, False),
+    ({"request_id": "   ", "label": 1}, False),
+    ({"request_id": "r" * 129, "label": 1}, False),
+    ({"request_id": 7, "label": 1}, False),
+    ({"request_id": "r1", "label": None}, False),
+    ({"request_id": "r1", "label": {"a": 1}}, False),
+    ({"request_id": "r1", "label": []}, False),
+    ({"request_id": "r1", "label": [1, None]}, False),
+    ({"request_id": "r1", "label": [[1]]}, False),
+    ({"request_id": "r1", "label": 1, "weight": 2}, False),
+    ([{"request_id": "r1", "label": 1}, 5], False),
+    ({"request_id": "r1", "label": 1}, True),
+    ({"request_id": "r1", "label": "yes"}, True),
+    ({"request_id": "r1", "label": True}, True),
+    ({"request_id": "r1", "label": 2.5}, True),
+    ({"request_id": "r1", "label": [1, 0, 1]}, True),
+    ([{"request_id": "r1", "label": 1}, {"request_id": "r2", "label": 0}], True),
+]
+
+
+@pytest.mark.parametrize(("body", "answered"), FEEDBACK)
+def test_the_document_accepts_a_feedback_body_exactly_when_the_server_does(
+        classifier_server: Any, client_for: Any, document: dict[str, Any], body: Any, answered: bool) -> None:
+    import json
+
+    validator = _validator(document, _request_schema(document, "/feedback"))
+    status, _, reply = client_for(classifier_server).post("/feedback", json.dumps(body))
+    assert (status == 200) is answered, reply
+    assert status < 500, reply
+    assert validator.is_valid(body) is answered, list(validator.iter_errors(body))
+
+
+def test_every_endpoint_is_documented_and_reload_needs_the_admin_token(document: dict[str, Any]) -> None:
+    from nbdeploy.serve.protocol import ROUTES
+
+    undocumented = set(ROUTES) - set(document["paths"]) - {"/ping"}  # /ping: an alias of /health
+    assert undocumented == set()
+    versioned = document["paths"]["/v2/models/churn/versions/{version}/infer"]["post"]
+    assert versioned["parameters"][0]["name"] == "version" and "404" in versioned["responses"]
+    reload = document["paths"]["/admin/reload"]["post"]
+    assert reload["security"] == [{"adminToken": []}] and "requestBody" not in reload
+    assert document["components"]["securitySchemes"]["adminToken"] == {
+        **document["components"]["securitySchemes"]["adminToken"], "type": "http", "scheme": "bearer"}
+    for path in ("/shadow", "/feedback", "/performance", "/drift"):
+        assert path in document["paths"]
+    for schema in ("FeedbackResponse", "PerformanceReport", "ShadowReport", "ReloadResponse"):
+        jsonschema.Draft202012Validator.check_schema(document["components"]["schemas"][schema])
+
+
+def test_feedback_and_performance_answers_match_their_documented_schemas(
+        classifier_server: Any, client_for: Any, document: dict[str, Any]) -> None:
+    c = client_for(classifier_server)
+    status, headers, reply = c.post("/invocations", {"dataframe_records": [ROW, ROW]})
+    assert status == 200, reply
+    status, _, answer = c.post("/feedback", [{"request_id": headers["x-request-id"], "label": [1, 0]},
+                                             {"request_id": "unknown-id", "label": 1}])
+    assert status == 200 and answer["joined"] == 1 and answer["unknown"] == 1
+    _validator(document, "FeedbackResponse").validate(answer)
+    status, _, report = c.get("/performance")
+    assert status == 200 and report["joined"] >= 1
+    _validator(document, "PerformanceReport").validate(report)

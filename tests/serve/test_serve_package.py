@@ -20,8 +20,11 @@ import nbdeploy.serve
 PACKAGE = Path(nbdeploy.serve.__file__).parent
 ALLOWED = {
     "__future__", "argparse", "asyncio", "bisect", "collections", "concurrent", "csv", "dataclasses",
-    "datetime", "gc", "glob", "hashlib", "heapq", "hmac", "itertools", "math", "html", "importlib", "io", "json", "logging", "os", "pathlib", "pickle", "signal",
-    "py_compile", "random", "shutil", "socket", "struct", "subprocess", "sys", "tempfile", "threading", "time", "types", "typing", "urllib", "zlib",
+    "calendar", "contextlib", "contextvars", "datetime", "gc", "glob", "gzip", "hashlib", "heapq",
+    "hmac", "html", "importlib", "io", "itertools", "json", "logging", "math", "mmap", "os",
+    "pathlib", "pickle", "py_compile", "random", "re", "shutil", "signal", "socket", "stat",
+    "struct", "subprocess", "sys", "tempfile", "threading", "time", "types", "typing", "urllib",
+    "zlib",
     "numpy", "pandas", "orjson", "uvicorn", "yaml",
     "pyarrow", "fsspec",  # batch scoring only (score, score_io), imported lazily: neither is in the API's lock
     "scipy",  # the drift report's tests, imported lazily (it comes with scikit-learn; without it: PSI only)

@@ -233,3 +233,33 @@ async def test_verify_job_can_run_in_the_container(jp_fetch, root: Path, fake_cl
     code, plain = await _json(jp_fetch, "jobs", method="POST", body=json.dumps(
         {"kind": "verify", "path": "out/churn-bundle"}))
     assert plain["command"][-2:] == ["verify", str(b)]
+
+
+async def _cookie_login(jp_fetch, jp_serverapp) -> str:
+    """A browser's session: the token once in the URL, then only the login cookie it set."""
+    token = jp_serverapp.identity_provider.token
+    r = await jp_fetch("nbdeploy", "jobs", params={"token": token}, headers={"Authorization": ""})
+    cookies = [c.split(";", 1)[0] for c in r.headers.get_list("Set-Cookie")]
+    login = [c for c in cookies if c.startswith("username-")]
+    assert login, cookies
+    return login[0]
+
+
+@pytest.mark.parametrize("method, parts, body", [
+    ("POST", ("jobs",), {"kind": "launch", "path": NB}),
+    ("DELETE", ("jobs", "abc123"), None),
+    ("POST", ("releases",), {"path": NB, "action": "rollback"}),
+])
+async def test_writes_from_a_cookie_session_need_the_xsrf_token(jp_fetch, jp_serverapp, root: Path,
+                                                                method: str, parts: tuple, body) -> None:
+    """A page on another site can make the browser send the login cookie, never the XSRF token:
+    without it a write is refused before the handler runs; with it, the handler answers."""
+    login = await _cookie_login(jp_fetch, jp_serverapp)
+    data = {"body": json.dumps(body)} if body is not None else {}
+    code, doc = await _error(jp_fetch, *parts, method=method, headers={"Authorization": "", "Cookie": login},
+                             **data)
+    assert code == 403 and "xsrf" in json.dumps(doc).lower(), doc
+    headers = {"Authorization": "", "Cookie": f"{login}; _xsrf=nbdeploy-test", "X-XSRFToken": "nbdeploy-test"}
+    code, doc = await _error(jp_fetch, *parts, method=method, headers=headers, **data)
+    assert code in (400, 404), doc  # past the XSRF check: the handler's own answer to this body
+    assert "xsrf" not in json.dumps(doc).lower()

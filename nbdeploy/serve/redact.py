@@ -1,0 +1,235 @@
+"""Keep secrets on the machine (the one copy: nbdeploy.base.redact re-exports it).
+
+Two guards. Names: an environment variable whose name looks like a secret is
+never recorded, whatever its value. Values: every document nbdeploy writes is
+scrubbed of the values of such variables, of passwords in URLs, of keys whose
+shape gives them away (cloud keys, ``sk-...`` API keys, tokens, bearer tokens,
+private-key blocks) and of random-looking literals given to a name like
+``api_key``, ``token`` or ``secret`` - so a key written into a notebook cell, or a
+token that reaches a record some other way (a SQL URL, a parameter, a log line),
+is replaced by ``***`` before it touches disk.
+
+What was scrubbed (its kind, never its value) is told to whoever asked with
+:func:`recording` - the bundle build reports it per file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+SECRET_NAME = re.compile(
+    r"(KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH|PRIVATE|COOKIE|SIGNATURE)",
+    re.IGNORECASE,
+)
+MASK = "***"
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@")
+_MIN_SECRET_LEN = 8  # shorter values ("1", "true") are not secrets and would mangle text
+
+
+def is_secret_name(name: str) -> bool:
+    return bool(SECRET_NAME.search(name))
+
+
+def secret_values(environ: dict[str, str] | None = None) -> list[str]:
+    """Values of environment variables whose names look like secrets, longest first."""
+    env = os.environ if environ is None else environ
+    vals = {v for k, v in env.items() if is_secret_name(k) and len(v) >= _MIN_SECRET_LEN}
+    return sorted(vals, key=len, reverse=True)
+
+
+def strip_url_password(url: str) -> str:
+    """``postgresql://u:pw@host/db`` -> ``postgresql://u:***@host/db``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", url)
+    if parts.password:
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        netloc = f"{parts.username or ''}:{MASK}@{host}"
+        return urlunsplit(parts._replace(netloc=netloc))
+    return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", url)
+
+
+def _random(value: str) -> bool:
+    """Whether a literal looks like a generated secret rather than a word, a name or a path:
+    16+ characters without spaces, letters and digits mixed, about 3 bits per character or more."""
+    if len(value) < 16 or not _HAS_DIGIT.search(value) or not _HAS_LETTER.search(value):
+        return False
+    if "://" in value or value.startswith(("/", "./", "~")) or _FILE_END.search(value):
+        return False
+    counts = Counter(value)
+    entropy = -sum(c / len(value) * math.log2(c / len(value)) for c in counts.values())
+    return entropy >= 3.0
+
+
+_HAS_DIGIT = re.compile(r"[0-9]")
+_HAS_LETTER = re.compile(r"[A-Za-z]")
+_FILE_END = re.compile(r"\.[A-Za-z]{2,5}$")
+#: an unquoted value that is code (``key=sort_key_2024``, ``token=cfg.api_token``), not a literal
+_IDENTIFIER = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
+_SNAKE = re.compile(r"[a-z0-9]+(?:_[a-z0-9]+)+")
+#: a name whose last part says it holds a secret: api_key, AWS_SECRET_ACCESS_KEY, token, db_password
+_SECRET_WORD = r"(?:[A-Za-z0-9]+[_\-])*(?:api_?key|key|token|secret|passw(?:or)?d|pwd|credentials?)"
+_SECRET_KEY_NAME = re.compile(rf"^{_SECRET_WORD}$", re.IGNORECASE)
+_ASSIGNED = re.compile(  # (only the name's last part is matched: the rest cannot change the verdict)
+    r"""(?<![A-Za-z0-9])(?:api_?key|key|token|secret|passw(?:or)?d|pwd|credentials?)\b  # code, JSON, YAML, .env
+    (?:\\?["'])?\s*(?::\s*[A-Za-z_][\w.]*\s*)?  # the closing quote of a dict key; a type annotation
+    [:=]\s*
+    (?:(?P<q>\\?["'])(?P<quoted>[^"'\\\s]+)(?P=q)|(?P<bare>[A-Za-z0-9+/=_\-.]+))""",
+    re.IGNORECASE | re.VERBOSE,
+)
+
+_SHORTEST_KEY = 15  # no key shape or assigned secret fits in fewer characters (xoxb- + 10)
+_AWS_PREFIXES = ("AKIA", "ASIA", "AIDA", "AROA", "AGPA", "ANPA", "ANVA", "AIPA")
+#: (kind, substrings one of which the text must hold, pattern, the group that is the secret,
+#: the group that must look random or None); the substrings spare the regex on most texts
+KEY_SHAPES: tuple[tuple[str, tuple[str, ...], re.Pattern[str], int | str, str | None], ...] = (
+    ("private key block", ("PRIVATE KEY-----",), re.compile(
+        r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----.*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----", re.S), 0, None),
+    ("AWS access key id", _AWS_PREFIXES, re.compile(rf"\b(?:{'|'.join(_AWS_PREFIXES)})[0-9A-Z]{{16}}\b"), 0, None),
+    ("API key (sk-...)", ("sk-", "sk_", "rk-", "rk_"), re.compile(r"\b(?:sk|rk)[-_](?P<k>[A-Za-z0-9_\-]{16,})"),
+     0, "k"),
+    ("GitHub token", ("gh", "github_pat_"),
+     re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{40,})"), 0, None),
+    ("Slack token", ("xox",), re.compile(r"\bxox[abposr]-[A-Za-z0-9\-]{10,}"), 0, None),
+    ("Google API key", ("AIza",), re.compile(r"\bAIza[0-9A-Za-z_\-]{35}"), 0, None),
+    ("JSON web token", ("eyJ",), re.compile(r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"),
+     0, None),
+    ("bearer token", ("earer",), re.compile(r"\b[Bb]earer\s+(?P<t>[A-Za-z0-9\-._~+/]{16,}=*)"), "t", "t"),
+)
+
+#: what was scrubbed while :func:`recording` is active: {"kind", "count", "where"}
+_FOUND: ContextVar[list[dict[str, Any]] | None] = ContextVar("nbdeploy_scrubbed", default=None)
+_WHERE: ContextVar[str | None] = ContextVar("nbdeploy_scrubbed_where", default=None)
+
+
+@contextmanager
+def recording() -> Iterator[list[dict[str, Any]]]:
+    """Collect what the scrubber replaces inside the block (kind and where, never the value)."""
+    found: list[dict[str, Any]] = []
+    token = _FOUND.set(found)
+    try:
+        yield found
+    finally:
+        _FOUND.reset(token)
+
+
+@contextmanager
+def scrubbing(where: str) -> Iterator[None]:
+    """Name the file being scrubbed, for :func:`recording`."""
+    token = _WHERE.set(where)
+    try:
+        yield
+    finally:
+        _WHERE.reset(token)
+
+
+def _note(kind: str, count: int) -> None:
+    found = _FOUND.get()
+    if found is not None and count:
+        found.append({"kind": kind, "count": count, "where": _WHERE.get()})
+
+
+def _masker(kind: str, group: int | str, check: str | None) -> Callable[[re.Match[str]], str]:
+    def mask(m: re.Match[str]) -> str:
+        if check is not None and (not _random(m.group(check)) or _SNAKE.fullmatch(m.group(check))):
+            return m.group(0)  # a word or a snake_case name (sk_learn_model_2024), not a key
+        _note(kind, 1)
+        whole, start, end = m.group(0), m.start(group) - m.start(0), m.end(group) - m.start(0)
+        return whole[:start] + MASK + whole[end:]
+
+    return mask
+
+
+def _mask_assigned(m: re.Match[str]) -> str:
+    group = "quoted" if m.group("quoted") is not None else "bare"
+    value = m.group(group)
+    if value == MASK or not _random(value) or (group == "bare" and _is_code(value)):
+        return m.group(0)
+    _note("secret assigned to a name", 1)
+    start, end = m.start(group) - m.start(0), m.end(group) - m.start(0)
+    return m.group(0)[:start] + MASK + m.group(0)[end:]
+
+
+def _is_code(value: str) -> bool:
+    return bool(_IDENTIFIER.fullmatch(value)) and ("_" in value or "." in value)
+
+
+def _mask_url_password(m: re.Match[str]) -> str:
+    if m["pw"] != MASK:
+        _note("password in a URL", 1)
+    return f"{m['scheme']}{m['user']}:{MASK}@"
+
+
+def scrub_text(text: str, values: list[str] | None = None) -> str:
+    if "://" in text:
+        text = _URL_PASSWORD.sub(_mask_url_password, text)
+    for v in secret_values() if values is None else values:
+        if v in text:
+            _note("value of a secret environment variable", text.count(v))
+            text = text.replace(v, MASK)
+    if len(text) < _SHORTEST_KEY:
+        return text
+    for kind, hints, pattern, group, check in KEY_SHAPES:
+        if any(h in text for h in hints):
+            text = pattern.sub(_masker(kind, group, check), text)
+    return _ASSIGNED.sub(_mask_assigned, text)
+
+
+def scrub(obj: Any, values: list[str] | None = None) -> Any:
+    """Return ``obj`` with every string scrubbed (dicts, lists and tuples walked); a random-looking
+    string under a key named like a secret (``{"api_key": "..."}``) is masked as well."""
+    vals = secret_values() if values is None else values
+    if isinstance(obj, str):
+        return scrub_text(obj, vals)
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            if isinstance(k, str) and isinstance(v, str) and _SECRET_KEY_NAME.match(k) and _random(v):
+                _note("secret assigned to a name", 1)
+                v = MASK
+            out[scrub(k, vals) if isinstance(k, str) else k] = scrub(v, vals)
+        return out
+    if isinstance(obj, list | tuple):
+        return [scrub(v, vals) for v in obj]
+    return obj
+
+
+#: what a serialized record must contain for a secret to possibly be in it (most lines have none)
+_SUSPECT = re.compile(
+    rb"://[^\"\s]*@|\b(?:" + "|".join(_AWS_PREFIXES).encode() + rb")[0-9A-Z]{16}|\b(?:sk|rk)[-_]|gh[pousr]_|"
+    rb"github_pat_|xox[abposr]-|AIza|eyJ|[Bb]earer\s|PRIVATE KEY|key|token|secret|passw|pwd|credential",
+    re.IGNORECASE,
+)
+
+
+def suspect(line: bytes, values: list[bytes]) -> bool:
+    """Whether a serialized record may hold a secret: cheap enough for every request."""
+    return bool(_SUSPECT.search(line)) or any(v in line for v in values)
+
+
+def scrub_inputs(inputs: Any) -> Any:
+    """A request's logged inputs, scrubbed: key shapes and URL passwords anywhere, and the
+    random-looking values of a column named like a secret (``{"columns": [..., "api_token"],
+    "data": [[..., "..."]]}``, or records ``[{"api_token": "..."}]``)."""
+    if isinstance(inputs, dict) and isinstance(inputs.get("columns"), list) and isinstance(inputs.get("data"), list):
+        secret_cols = {i for i, c in enumerate(inputs["columns"]) if isinstance(c, str) and _SECRET_KEY_NAME.match(c)}
+        if secret_cols:
+            rows = []
+            for row in inputs["data"]:
+                if isinstance(row, list):
+                    row = [MASK if i in secret_cols and isinstance(v, str) and _random(v) else v
+                           for i, v in enumerate(row)]
+                rows.append(row)
+            inputs = {**inputs, "data": rows}
+    return scrub(inputs)
