@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -142,18 +141,28 @@ def test_an_old_profile_without_quantiles_gets_psi_and_a_note(bundle, tmp_path) 
     assert any("no quantile grid" in n for n in entry["notes"])
 
 
-def test_rotated_and_gzipped_files_are_read(bundle, tmp_path) -> None:
+def test_every_file_of_the_log_is_read(bundle, tmp_path) -> None:
+    """The server's rotated files (named by time, gzipped), numbered backups of older servers,
+    logrotate's NAME.1.gz, the current file and another worker's."""
+    from nbdeploy.serve.logfiles import compress, rotated_name
+
     model = _model(bundle)
     log = tmp_path / "requests.jsonl"
     _write_log(log, _records(_frame(300, seed=5), model))
-    shutil.move(log, tmp_path / "requests.jsonl.2")
+    compress(log.rename(rotated_name(log)))
     _write_log(log, _records(_frame(200, seed=6), model))
+    log.rename(tmp_path / "requests.jsonl.2")
+    _write_log(log, _records(_frame(100, seed=7), model))
     (tmp_path / "requests.jsonl.1.gz").write_bytes(gzip.compress(log.read_bytes()))
     log.unlink()
-    _write_log(log, _records(_frame(100, seed=7), model))
-    assert [p.name for p in log_files(log)] == ["requests.jsonl.2", "requests.jsonl.1.gz", "requests.jsonl"]
+    _write_log(log, _records(_frame(100, seed=8), model))
+    _write_log(tmp_path / "requests.4242.jsonl", _records(_frame(50, seed=9), model))
+    names = sorted(p.name for p in log_files(log))
+    assert len(names) == 5 and {"requests.jsonl.1.gz", "requests.jsonl.2", "requests.jsonl",
+                                "requests.4242.jsonl"} < set(names)
+    assert any(re.fullmatch(r"requests\.jsonl\.\d{8}T\d{12}Z\.gz", n) for n in names)
     doc = log_report(bundle, log)
-    assert doc["rows"] == 600 and doc["source"]["requests"] == 12
+    assert doc["rows"] == 750 and doc["source"]["requests"] == 15
 
 
 def test_bad_logs_are_one_clear_line(bundle, tmp_path) -> None:
