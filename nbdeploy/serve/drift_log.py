@@ -169,7 +169,9 @@ def read_served(path: str | Path, columns: dict[str, Buckets], prediction: Bucke
                               "nbdeploy-requests.jsonl by default)")
     parts = _parts(files)
     workers = min(os.cpu_count() or 1, MAX_WORKERS, len(parts))
-    if workers < 2 or sum(f.stat().st_size for f in files) < PARALLEL_BYTES:
+    # a gzipped request log holds ~6x its size in lines (level 1 on JSON records)
+    size = sum(f.stat().st_size * (6 if f.suffix == ".gz" else 1) for f in files)
+    if workers < 2 or size < PARALLEL_BYTES:
         served = _read_parts(parts, columns, prediction)
     else:
         results = _in_processes([parts[i::workers] for i in range(workers)], columns, prediction)
