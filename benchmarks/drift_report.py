@@ -84,7 +84,7 @@ def write_log(path: Path, model, rows: int, per_request: int):
 
     half = rows // 2
     served = [_frame(half, seed=2), _frame(rows - half, seed=3, shift=True)]
-    log = RequestLog(path, backups=1000)
+    log = RequestLog(path, keep_seconds=0)  # keep every rotated file
     n = 0
     for df in served:
         predictions = model.predict(df).tolist()

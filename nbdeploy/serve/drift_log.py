@@ -1,9 +1,9 @@
 """The served rows of a request log, counted per feature: what ``nbdeploy drift BUNDLE --log`` reads.
 
-A log is the file the server writes (:mod:`.requestlog`), its rotated backups
-(``NAME.1`` ... ``NAME.5``, also gzipped ``NAME.1.gz`` as logrotate leaves them), and the
-files of the other workers (``NAME-STEM.<pid>.jsonl``); a folder means every log file in
-it. Only answered predictions (``/invocations``, V2 ``infer``, status 200) with their
+A log is the file the server writes (:mod:`.requestlog`), its rotated files (named by
+time, gzipped or not yet, see :mod:`.logfiles`; also numbered backups ``NAME.1`` and
+logrotate's ``NAME.1.gz``), and the files of the other workers (``STEM.<pid>.jsonl``);
+a folder means every log file in it. Only answered predictions (``/invocations``, V2 ``infer``, status 200) with their
 inputs count. Lines are parsed in chunks with one ``orjson.loads`` each, and every chunk
 is reduced to per-column bucket counts and number arrays before the next is read, so a
 log of millions of rows needs memory for its numbers only.
@@ -83,27 +83,19 @@ class Served:
 
 
 def log_files(path: str | Path) -> list[Path]:
-    """The files of the request log at ``path`` (see the module docstring), oldest first."""
+    """The files of the request log at ``path`` (see the module docstring)."""
+    from .logfiles import family, family_files
+
     p = Path(path).expanduser()
     if p.is_dir():
         return sorted(q for q in p.iterdir() if q.is_file() and ".jsonl" in q.name)
-    found: list[Path] = []
-    stems = [p.name]
-    if p.suffix:  # the other workers' files: requests.<pid>.jsonl
-        stems += sorted(q.name for q in p.parent.glob(f"{p.stem}.*{p.suffix}")
-                        if q.name[len(p.stem) + 1:-len(p.suffix)].isdigit())
-    for name in stems:
-        base = p.with_name(name)
-        backups = [q for q in p.parent.glob(name + ".*") if _backup_number(q, name) is not None]
-        found += sorted(backups, key=lambda q: -(_backup_number(q, name) or 0))
-        if base.is_file():
-            found.append(base)
-    return found
-
-
-def _backup_number(q: Path, name: str) -> int | None:
-    rest = q.name[len(name) + 1:].removesuffix(".gz")
-    return int(rest) if rest.isdigit() else None
+    found = family_files(p)
+    # logrotate's gzipped numbered backups (NAME.1.gz), which the server itself never writes
+    for member in family(p):
+        numbered = [q for q in member.parent.glob(member.name + ".*.gz")
+                    if q.name[len(member.name) + 1:-3].isdigit()]
+        found = sorted(numbered, key=lambda q: -int(q.name[len(member.name) + 1:-3])) + found
+    return [f for f in found if f.is_file()]
 
 
 def _lines(path: Path, start: int = 0, end: int = -1) -> Iterator[list[bytes]]:
@@ -177,7 +169,9 @@ def read_served(path: str | Path, columns: dict[str, Buckets], prediction: Bucke
                               "nbdeploy-requests.jsonl by default)")
     parts = _parts(files)
     workers = min(os.cpu_count() or 1, MAX_WORKERS, len(parts))
-    if workers < 2 or sum(f.stat().st_size for f in files) < PARALLEL_BYTES:
+    # a gzipped request log holds ~6x its size in lines (level 1 on JSON records)
+    size = sum(f.stat().st_size * (6 if f.suffix == ".gz" else 1) for f in files)
+    if workers < 2 or size < PARALLEL_BYTES:
         served = _read_parts(parts, columns, prediction)
     else:
         results = _in_processes([parts[i::workers] for i in range(workers)], columns, prediction)

@@ -76,7 +76,12 @@ def openapi_document(bundle: Bundle | str | Path) -> dict[str, Any]:
                                            "description": "json (PSI per column, the default), report (a verdict "
                                                           "and a test per feature) or html (that report as a page)",
                                            "schema": {"type": "string", "enum": ["json", "report", "html"]}}],
-                           "responses": {"200": _resp("drift report: rows, status, columns"),
+                           "responses": {"200": {"description": "format=json: rows, status, PSI per column; "
+                                                                "format=report: a verdict per feature; format=html: "
+                                                                "the report as one page",
+                                                 "content": {"application/json": {"schema": {"type": "object"}},
+                                                             "text/html": {"schema": {"type": "string"}}}},
+                                         "400": _resp("format is not json, report or html", "Error"),
                                          "404": _resp("No training profile with the model's columns, or "
                                                       "drift_window is 0", "Error")}}},
         f"/v2/models/{b.name}/versions/{{version}}/infer": {"post": {

@@ -106,7 +106,7 @@ def test_magic_shows_the_log_of_the_notebooks_last_api_inline(ipshell, tmp_path,
     ipshell.run_line_magic("deploy", "init")
     with pytest.raises(UsageError, match="no API of this notebook is running and there is no request log"):
         ipshell.run_line_magic("deploy", "drift")
-    log = servers.log_path(tmp_path / "nb.ipynb")
+    log = servers.request_log(tmp_path / "nb.ipynb")
     _log(log, _frame(400, seed=4, shift=2.0))
     report = ipshell.run_line_magic("deploy", f"drift {bundle}")
     html = report._repr_html_()

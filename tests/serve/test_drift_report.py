@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -142,18 +141,28 @@ def test_an_old_profile_without_quantiles_gets_psi_and_a_note(bundle, tmp_path) 
     assert any("no quantile grid" in n for n in entry["notes"])
 
 
-def test_rotated_and_gzipped_files_are_read(bundle, tmp_path) -> None:
+def test_every_file_of_the_log_is_read(bundle, tmp_path) -> None:
+    """The server's rotated files (named by time, gzipped), numbered backups of older servers,
+    logrotate's NAME.1.gz, the current file and another worker's."""
+    from nbdeploy.serve.logfiles import compress, rotated_name
+
     model = _model(bundle)
     log = tmp_path / "requests.jsonl"
     _write_log(log, _records(_frame(300, seed=5), model))
-    shutil.move(log, tmp_path / "requests.jsonl.2")
+    compress(log.rename(rotated_name(log)))
     _write_log(log, _records(_frame(200, seed=6), model))
+    log.rename(tmp_path / "requests.jsonl.2")
+    _write_log(log, _records(_frame(100, seed=7), model))
     (tmp_path / "requests.jsonl.1.gz").write_bytes(gzip.compress(log.read_bytes()))
     log.unlink()
-    _write_log(log, _records(_frame(100, seed=7), model))
-    assert [p.name for p in log_files(log)] == ["requests.jsonl.2", "requests.jsonl.1.gz", "requests.jsonl"]
+    _write_log(log, _records(_frame(100, seed=8), model))
+    _write_log(tmp_path / "requests.4242.jsonl", _records(_frame(50, seed=9), model))
+    names = sorted(p.name for p in log_files(log))
+    assert len(names) == 5 and {"requests.jsonl.1.gz", "requests.jsonl.2", "requests.jsonl",
+                                "requests.4242.jsonl"} < set(names)
+    assert any(re.fullmatch(r"requests\.jsonl\.\d{8}T\d{12}Z\.gz", n) for n in names)
     doc = log_report(bundle, log)
-    assert doc["rows"] == 600 and doc["source"]["requests"] == 12
+    assert doc["rows"] == 750 and doc["source"]["requests"] == 15
 
 
 def test_bad_logs_are_one_clear_line(bundle, tmp_path) -> None:
@@ -218,3 +227,35 @@ def test_a_served_bundle_gives_its_report_as_html_and_its_log_offline(bundle, tm
     # the predictions moved with the ages; the prediction comes first among drifted features
     assert offline["rows"] == 600 and offline["drifted"] == ["prediction", "age"]
     assert {f["field"] for f in offline["features"]} == {*COLUMNS, "prediction"}
+
+
+def test_a_log_read_by_worker_processes_counts_what_one_process_counts(bundle, tmp_path, monkeypatch) -> None:
+    import nbdeploy.serve.drift_log as dl
+
+    log = _write_log(tmp_path / "requests.jsonl", _records(_frame(3000, seed=12, age_shift=3), _model(bundle), 10))
+    alone = log_report(bundle, log)
+    monkeypatch.setattr(dl, "PARALLEL_BYTES", 0)
+    monkeypatch.setattr(dl, "PART_BYTES", 16 * 1024)
+    monkeypatch.setattr(dl.os, "cpu_count", lambda: 3)
+    parts = dl._parts(dl.log_files(log))
+    assert len(parts) > 6 and parts[0][1] == 0 and all(a[2] == b[1] for a, b in zip(parts, parts[1:], strict=False))
+    together = log_report(bundle, log)
+    alone.pop("created")
+    together.pop("created")
+    for f in alone["features"]:
+        if f.get("served_mean") is not None:
+            f["served_mean"] = pytest.approx(f["served_mean"], rel=1e-12)  # sums in another order
+    assert together == alone and together["rows"] == 3000
+
+
+def test_without_scipy_the_report_is_psi_and_says_so(monkeypatch) -> None:
+    """A bundle whose lock has no SciPy (no scikit-learn) still gets a report: PSI, and a note."""
+    import nbdeploy.serve.drift_report as dr
+
+    monkeypatch.setattr(dr, "_stats", lambda: None)
+    train = _frame(3000, seed=13)
+    stats = profile_frame(train)["columns"]["city"]
+    col = buckets(stats)
+    entry = feature("city", col, stats, col.counts(_frame(400, seed=14, city_p=(0.1, 0.1, 0.8))["city"].tolist()))
+    assert entry["test"] == "psi" and entry["verdict"] == "drift" and "chi2" not in entry
+    assert "no SciPy" in entry["reason"] and any("SciPy is not installed" in n for n in entry["notes"])

@@ -27,6 +27,7 @@ ALLOWED = {
     "zlib",
     "numpy", "pandas", "orjson", "uvicorn", "yaml",
     "pyarrow", "fsspec",  # batch scoring only (score, score_io), imported lazily: neither is in the API's lock
+    "scipy",  # the drift report's tests, imported lazily (it comes with scikit-learn; without it: PSI only)
     "sklearn", "skops", "cloudpickle", "xgboost", "lightgbm", "mlflow",
 }
 
