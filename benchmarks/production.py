@@ -5,7 +5,8 @@
 The model is the churn example's (example_notebooks/churn_classifier.ipynb), saved, compiled
 and sealed as `nbdeploy build` saves it (benchmarks/score_vs_peers.py builds it); version 2
 is the same bundle sealed again as version 2 (a candidate that costs what the live one does).
-Three servers run side by side (an idle one costs nothing): v1 alone, v1 with v2 as
+Three servers run side by side (an idle one costs nothing; --pin pins them to one CPU and
+wrk to the others): v1 alone, v1 with v2 as
 `--shadow`, v1 with v2 as a 10 % `--canary`. wrk (one thread, the 1-row body of
 benchmarks/serve_vs_mlflow.py, c=64) drives them in turn for --duration seconds:
 plain, shadow, canary, plain, shadow, canary, ..., plain. Each shadow and canary run is
@@ -38,7 +39,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from score_vs_peers import EXAMPLES, FEATURES, build_bundle  # noqa: E402
-from serve_vs_mlflow import wrk  # noqa: E402
+from serving import load_average, pinning, wrk  # noqa: E402  (what the serving benchmarks share)
 
 TOKEN = "bench-token"
 TARGETS = (("throughput with a shadow candidate >= 0.8x without (req/s, alternating runs)", "shadow", 0.8, ">="),
@@ -71,11 +72,19 @@ def one_row_body(bundle: Path, work: Path) -> Path:
     return body
 
 
+SERVER_CPUS: list[str] = []
+WRK: list[str] = []
+
+
 def serve(bundle: Path, work: Path, name: str, **config):
-    """A server of ``bundle`` started as `nbdeploy serve` starts it (its handle: url, stop())."""
+    """A server of ``bundle`` started as `nbdeploy serve` starts it (its handle: url, stop()), pinned
+    to the last CPU while wrk runs on the others (as benchmarks/serving.py pins them)."""
     from nbdeploy.serve import ServeConfig, launch
 
-    return launch(bundle, ServeConfig(port=0, log_path=str(work / f"{name}.jsonl"), **config), timeout=180)
+    handle = launch(bundle, ServeConfig(port=0, log_path=str(work / f"{name}.jsonl"), **config), timeout=180)
+    if SERVER_CPUS:
+        os.sched_setaffinity(handle.pid, {int(c) for c in SERVER_CPUS[-1].split(",")})
+    return handle
 
 
 def modes(v1: Path, v2: Path, body: Path, work: Path, duration: int, rounds: int) -> dict:
@@ -89,7 +98,7 @@ def modes(v1: Path, v2: Path, body: Path, work: Path, duration: int, rounds: int
             for name in order:
                 proc = psutil.Process(servers[name].pid)
                 before = sum(proc.cpu_times()[:2])
-                r = wrk(f"{servers[name].url}/invocations", body, 64, duration)
+                r = wrk(f"{servers[name].url}/invocations", body, 64, duration, WRK)
                 cpu_ms = (sum(proc.cpu_times()[:2]) - before) / (r["rps"] * duration) * 1000
                 runs[name].append(r["rps"])
                 cpu[name].append(cpu_ms)
@@ -154,8 +163,15 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="plain/shadow/canary rounds (default 3)")
     ap.add_argument("--reloads", type=int, default=3, help="reloads timed per bundle (default 3)")
     ap.add_argument("--bundle", action="append", default=[], help="another built bundle to time reloads of")
+    ap.add_argument("--pin", action="store_true",
+                    help="pin the servers to the last CPU and wrk to the others (benchmarks/serving.py); off by "
+                         "default: on a shared machine the neighbours' load on that one CPU inflates every figure")
     ap.add_argument("--out", help="also write the results as JSON here")
     args = ap.parse_args()
+    if args.pin:
+        server, client = pinning()
+        SERVER_CPUS.extend(server)
+        WRK.extend(client)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: install it (Debian/Ubuntu: apt-get install -y wrk) and run again")
     work = Path(tempfile.mkdtemp(prefix="nbdeploy-production-"))
@@ -180,7 +196,8 @@ def main() -> None:
 
 def report(res: dict) -> None:
     m = res["modes"]
-    print(f"\nload average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (a shared machine: short runs)")
+    print(f"\nload average {load_average()} on {os.cpu_count()} CPUs (a shared machine: short runs); "
+          f"servers pinned to CPU {SERVER_CPUS[-1] if SERVER_CPUS else '-'}, wrk to {WRK[-1] if WRK else '-'}")
     for name in ("shadow", "canary"):
         rs, cs = m["ratios"][name], m["cpu_ratios"][name]
         print(f"{name}: {', '.join(f'{r:.0%}' for r in rs)} of plain's req/s (median {statistics.median(rs):.0%}); "

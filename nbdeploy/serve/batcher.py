@@ -48,7 +48,6 @@ class Batcher:
         max_wait: float = 0.002,
         on_batch: Callable[[int, int, float], None] | None = None,
         inline_below: float = 0.0,
-        linger: float = 0.0,
     ) -> None:
         self._run_batch = run_batch
         self.max_rows = max_rows
@@ -60,9 +59,6 @@ class Batcher:
         self._task: asyncio.Task[None] | None = None
         self._busy = False
         self.inline_below = inline_below
-        #: seconds to wait after the first queued request before taking a batch (for a consumer
-        #: nobody waits on, such as a shadow: fewer, fuller batches)
-        self.linger = linger
         #: moving average of the seconds one predict call takes (None until measured)
         self.predict_seconds: float | None = None
         #: requests being read or validated that will soon be submitted
@@ -125,8 +121,6 @@ class Batcher:
             if not self._queue:
                 await self._sleep_until_woken(None)
                 continue
-            if self.linger > 0:
-                await asyncio.sleep(self.linger)
             batch: list[Part] = []
             rows = self._take(batch, 0)
             self._busy = True  # from here, parts are held here, out of the queue: stop() waits for them
@@ -151,6 +145,21 @@ class Batcher:
                     part.future.set_result(value)
                 else:
                     part.future.set_exception(value)
+
+    async def run_parts(self, parts: list[Part]) -> list[tuple[bool, Any]]:
+        """One batch the caller formed (a shadow's), outside the queue: each part's (ok, output or
+        exception), predicted on the event loop when that is fast, else in this batcher's thread."""
+        t0 = time.perf_counter()
+        self._busy = True
+        try:
+            if self.predict_seconds is not None and self.predict_seconds < self.inline_below:
+                outcomes = self._run_isolated(parts)
+            else:
+                outcomes = await asyncio.get_running_loop().run_in_executor(self._pool, self._run_isolated, parts)
+        finally:
+            self._busy = False
+        self.observe(time.perf_counter() - t0)
+        return outcomes
 
     async def _gather(self, batch: list[Part], rows: int, deadline: float) -> int:
         """Let requests that already reached the server join the batch, until none arrive.

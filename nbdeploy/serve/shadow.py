@@ -1,24 +1,35 @@
 """Shadow mode: a candidate model sees every request's inputs, off the request path.
 
-The live model answers; after the answer is sent, the same inputs are handed to the
-shadow's own batcher (predict always in its thread, never on the event loop). When
-``max_pending`` shadow requests are already waiting, a new one is dropped and counted
-instead of queued, so a slow shadow never holds up the live model or grows memory. Each
-comparison goes into the running :class:`.compare.Agreement` (``GET /shadow``) and, as a
-``"endpoint": "shadow"`` record with both predictions, into the request log.
+The live model answers; after the answer is sent, the same inputs join the shadow's
+queue. One consumer lets them gather for SHADOW_LINGER seconds (nobody waits for a
+shadow's answer) and predicts all of them in one batch: on the event loop when the
+shadow's predict is fast (see :class:`.variant.Variant`), else in its batcher's thread.
+One queue and one batch per few milliseconds, instead of a task, a future and a small
+predict per request, is what keeps a shadow's cost to the live model low
+(``benchmarks/production.py``). When ``max_pending`` requests are already waiting, a new
+one is dropped and counted instead of queued, so a slow shadow never holds up the live
+model or grows memory. Each comparison goes into the running :class:`.compare.Agreement`
+(``GET /shadow``) and, as a ``"endpoint": "shadow"`` record with both predictions, into
+the request log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from .batcher import Part
 from .compare import Agreement
 
 if TYPE_CHECKING:
     from .requestlog import RequestLog
     from .variant import Variant
+
+#: seconds the shadow's requests gather before one predict takes them all (at 3,000 requests/s,
+#: batches of ~60: a predict's fixed cost shared by that many)
+SHADOW_LINGER = 0.02
 
 
 class Shadow:
@@ -27,16 +38,33 @@ class Shadow:
         self.max_pending = max_pending
         self.log_payloads = log_payloads
         self.agreement = Agreement(primary_version, variant.version)
-        self.pending = 0
         self.log: RequestLog | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        #: (request id, (payload, rows, check, names, live answer, live version), live ms, time offered)
+        self._queue: deque[tuple[str, tuple[Any, int, bool, Any, Any, str], float, float]] = deque()
+        self._taken = 0  # requests in the batch being predicted
+        self._wakeup: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def pending(self) -> int:
+        """Requests offered and not compared yet."""
+        return len(self._queue) + self._taken
 
     def start(self) -> None:
-        self.variant.batcher.start()
+        self.variant.batcher.start()  # for the requests that ask for this version by name (V2 /versions/{v})
+        self._wakeup = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._consume())
 
     async def stop(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Compare everything offered so far, then stop."""
+        while self.pending and self._task is not None and not self._task.done():
+            await asyncio.sleep(0.005)
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
         await self.variant.batcher.stop()
 
     def offer(self, rid: str, item: tuple[Any, int, bool, Any, Any, str], primary_ms: float) -> None:
@@ -45,32 +73,58 @@ class Shadow:
             self.agreement.dropped += 1
             self._write({"id": rid, "shadow": "dropped"})
             return
-        self.pending += 1
-        task = asyncio.get_running_loop().create_task(self._run(rid, item, primary_ms))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._queue.append((rid, item, primary_ms, time.perf_counter()))
+        if self._wakeup is not None and len(self._queue) == 1:
+            self._wakeup.set()
 
-    async def _run(self, rid: str, item: tuple[Any, int, bool, Any, Any, str], primary_ms: float) -> None:
-        payload, n, check, names, answered, version = item
-        t0 = time.perf_counter()
+    async def _consume(self) -> None:
+        assert self._wakeup is not None
+        while True:
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            await asyncio.sleep(SHADOW_LINGER)
+            taken = self._take()
+            self._taken = len(taken)
+            try:
+                await self._compare(taken)
+            finally:
+                self._taken = 0
+
+    def _take(self) -> list[tuple[str, tuple[Any, int, bool, Any, Any, str], float, float]]:
+        """Queued requests up to the batcher's max rows (a request is never split)."""
+        q, limit = self._queue, self.variant.batcher.max_rows
+        taken, rows = [], 0
+        while q and (not taken or rows + q[0][1][1] <= limit):
+            entry = q.popleft()
+            taken.append(entry)
+            rows += entry[1][1]
+        return taken
+
+    async def _compare(self, taken: list[tuple[str, tuple[Any, int, bool, Any, Any, str], float, float]]) -> None:
+        parts = [Part(payload, n, None, check, None, names)  # type: ignore[arg-type]
+                 for _, (payload, n, check, names, _, _), _, _ in taken]
         try:
-            outputs, _ = await self.variant.batcher.submit_part(payload, n, check=check, names=names)
-        except Exception as e:
-            message = f"{type(e).__name__}: {getattr(e, 'message', e)}"
-            self.agreement.error(rid, message)
-            self._write({"id": rid, "shadow": "error", "error": message})
-            return
-        finally:
-            self.pending -= 1
-        ms = int((time.perf_counter() - t0) * 1e6) / 1000
-        self.agreement.primary = version
-        self.agreement.add(rid, answered, outputs, primary_ms, ms)
-        record: dict[str, Any] = {"id": rid, "shadow": "ok", "rows": n, "latency_ms": ms,
-                                  "primary": {"version": version, "latency_ms": primary_ms}}
-        if self.log_payloads:
-            record["outputs"] = outputs
-            record["primary"]["outputs"] = answered
-        self._write(record)
+            outcomes = await self.variant.batcher.run_parts(parts)
+        except Exception as e:  # the batcher already retried one by one; this is its own failure
+            outcomes = [(False, e)] * len(parts)
+        done = time.perf_counter()
+        for (rid, (_, n, _, _, answered, version), primary_ms, t0), (ok, outputs) in zip(taken, outcomes, strict=True):
+            if not ok:
+                message = f"{type(outputs).__name__}: {getattr(outputs, 'message', outputs)}"
+                self.agreement.error(rid, message)
+                self._write({"id": rid, "shadow": "error", "error": message})
+                continue
+            ms = int((done - t0) * 1e6) / 1000  # from the hand-over to the answer: its wait and predict
+            self.agreement.primary = version
+            self.agreement.add(rid, answered, outputs, primary_ms, ms)
+            record: dict[str, Any] = {"id": rid, "shadow": "ok", "rows": n, "latency_ms": ms,
+                                      "primary": {"version": version, "latency_ms": primary_ms}}
+            if self.log_payloads:
+                record["outputs"] = outputs
+                record["primary"]["outputs"] = answered
+            self._write(record)
 
     def _write(self, record: dict[str, Any]) -> None:
         if self.log is not None:

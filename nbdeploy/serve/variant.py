@@ -32,8 +32,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("nbdeploy.serve")
 #: a shadow's predict runs on the event loop only below this many milliseconds a call
 SHADOW_INLINE_MS = 1.0
-#: seconds a shadow's requests gather before one predict takes them all
-SHADOW_LINGER = 0.005
 
 
 class Variant:
@@ -42,9 +40,8 @@ class Variant:
     ``metrics``: where its batches and predictions are counted (None: nowhere, as for a
     shadow). ``shadow``: predict on the event loop only when a call takes under
     SHADOW_INLINE_MS (a shadow must not hold up the live model's requests; a slower one
-    runs in the batcher's thread), and let its requests gather for SHADOW_LINGER seconds
-    first: nobody waits for a shadow's answer, and one predict of many requests costs the
-    live model far less than many small ones, each a tug-of-war for the GIL.
+    runs in the batcher's thread, where each small predict is a tug-of-war with the event
+    loop for the GIL). :class:`.shadow.Shadow` forms the shadow's batches itself.
     """
 
     def __init__(self, bundle: Bundle, model: LoadedModel, config: ServeConfig,
@@ -63,7 +60,6 @@ class Variant:
             self.predictor.run_batch, config.max_batch_size, config.max_wait_ms / 1000,
             metrics.batch if metrics is not None else None,
             inline_below=min(config.inline_predict_ms, SHADOW_INLINE_MS if shadow else math.inf) / 1000,
-            linger=SHADOW_LINGER if shadow else 0.0,
         )
         #: whether the start-up prediction of the input example ran, and why it failed if it did not
         self.warmed = False
