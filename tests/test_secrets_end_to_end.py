@@ -181,9 +181,9 @@ def _image_leaks(bundle: Path, proj: Path) -> list[str]:
         layers.mkdir()
         subprocess.run(["tar", "-xf", str(archive), "-C", str(layers)], check=True, timeout=600)
         found = []
-        for blob in sorted(p for p in layers.rglob("*") if p.is_file()):
-            files = layers / f"{blob.name}.d"
-            files.mkdir()
+        for i, blob in enumerate(sorted(p for p in layers.rglob("*") if p.is_file())):
+            files = proj / "unpacked" / str(i)  # each layer's (or blob's) files
+            files.mkdir(parents=True)
             unpacked = subprocess.run(["tar", "-xf", str(blob), "-C", str(files)], capture_output=True)
             found += _leaks_in_tree(files) if unpacked.returncode == 0 else \
                 [f"{blob}: {w}" for w in _leaks_in_bytes(blob.read_bytes())]
