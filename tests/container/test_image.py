@@ -136,11 +136,13 @@ def test_air_gapped_the_local_base_is_used_when_the_dockerfiles_cannot_be_pulled
         result = build_image(mini_bundle, replace(opts, base=None), engine=engine, on_line=lines.append)
     finally:
         if made:  # drop the extra name only, never the session's base
-            subprocess.run(engine.cmd("untag", local) if engine.name == "podman" else engine.cmd("rmi", local),
-                           capture_output=True)
+            # (podman untag IMAGE without a name would strip every name the image has)
+            subprocess.run(engine.cmd("untag", local, local) if engine.name == "podman"
+                           else engine.cmd("rmi", local), capture_output=True)
     registry = dockerfile_base(mini_bundle)
     assert registry == "python:3.11-slim"
     pulled = not any("cannot be pulled" in line for line in lines)
+    print("fell back to the local base" if not pulled else "pulled the registry base")
     if pulled:  # a registry answered: the Dockerfile's own base, named
         assert result.base == registry
     else:
