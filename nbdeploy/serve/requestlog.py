@@ -66,9 +66,6 @@ class RequestLog:
     def write(self, record: dict[str, Any]) -> None:
         """Queue ``record`` as a JSON line. Called from one thread (the event loop's)."""
         line = _line(record)
-        if suspect(line, self._secrets):  # a client sent a key, a token or a URL with a password
-            line = _line({**scrub({k: v for k, v in record.items() if k != "inputs"}),
-                          **({"inputs": scrub_inputs(record["inputs"])} if "inputs" in record else {})})
         self._queue.append(line)
         self.records += 1
         self._queued += len(line)
@@ -110,7 +107,8 @@ class RequestLog:
         with self._lock:
             waiters, self._waiters = self._waiters, []
         if lines:
-            total = sum(map(len, lines))
+            total = sum(map(len, lines))  # as queued (the accounting the event loop waits on)
+            lines = self._scrubbed(lines)
             if self._size + total <= self.max_bytes:
                 self._write(lines)
             else:  # rotate on line boundaries, so no file grows past max_bytes
@@ -127,6 +125,14 @@ class RequestLog:
             self._written += total
         for loop, fut in waiters:
             loop.call_soon_threadsafe(_resolve, fut)
+
+    def _scrubbed(self, lines: list[bytes]) -> list[bytes]:
+        """The lines with any secret a client sent (a key, a token, a URL's password, a value of
+        this server's secret variables) masked. Here in the writer thread, over the whole group
+        at once: one check per flush, not per request, and none on the event loop."""
+        if not suspect(b"".join(lines), self._secrets):
+            return lines
+        return [_scrub_line(line) if suspect(line, self._secrets) else line for line in lines]
 
     def _write(self, lines: list[bytes]) -> None:
         if lines:
@@ -159,6 +165,14 @@ def _line(record: dict[str, Any]) -> bytes:
     except (TypeError, orjson.JSONEncodeError) as e:
         keep = {k: record.get(k) for k in ("ts", "id", "method", "path", "endpoint", "status", "latency_ms")}
         return orjson.dumps({**keep, "log_error": f"{type(e).__name__}: {e}"}, default=str, option=_OPTIONS)
+
+
+def _scrub_line(line: bytes) -> bytes:
+    record = orjson.loads(line)
+    if not isinstance(record, dict):
+        return line
+    inputs = {"inputs": scrub_inputs(record["inputs"])} if "inputs" in record else {}
+    return _line({**scrub({k: v for k, v in record.items() if k != "inputs"}), **inputs})
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:
