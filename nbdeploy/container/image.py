@@ -169,7 +169,7 @@ def _pull_failed(lines: list[str]) -> bool:
 def local_base(engine: Engine, registry_base: str) -> str | None:
     """The image ``nbdeploy base-image`` builds for the same Python (X.Y) on this host's Debian
     release, when it exists here; None otherwise (or when the base is no python image)."""
-    from nbdeploy.container.base_image import default_tag, os_codename
+    from nbdeploy.container.options import default_tag, os_codename
 
     m = re.search(r"(?:^|/)python:(\d+\.\d+)", registry_base)
     if not m:
