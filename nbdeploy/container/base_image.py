@@ -20,6 +20,7 @@ from pathlib import Path
 
 from nbdeploy.base.errors import ContainerError
 from nbdeploy.container.engine import Engine, detect_engine
+from nbdeploy.container.options import default_tag, os_codename  # noqa: F401  (their home before)
 from nbdeploy.container.process import OnLine, run, stream
 
 PACKAGES = ("python3", "python3-venv", "python3-pip", "ca-certificates")
@@ -51,19 +52,6 @@ class BaseImage:
         return (f"base image {self.tag} ({self.image_id[:12]}, {self.size_bytes / 1e6:.0f} MB, "
                 f"python {self.python}) from {self.mirror.uri} {self.mirror.suite} "
                 f"in {self.seconds:.0f} s")
-
-
-def os_codename(root: Path = Path("/")) -> str:
-    """The Debian/Ubuntu release codename of the host (``bookworm``)."""
-    try:
-        text = (root / "etc/os-release").read_text()
-    except OSError:
-        text = ""
-    m = re.search(r"^VERSION_CODENAME=\"?([a-z]+)\"?$", text, re.M)
-    if not m:
-        raise ContainerError("cannot tell the Debian release of this host (no VERSION_CODENAME "
-                             "in /etc/os-release)", hint="pass --suite, e.g. --suite bookworm")
-    return m.group(1)
 
 
 def find_mirror(suite: str | None = None, apt_dir: Path = APT_SOURCES) -> Mirror:
@@ -113,10 +101,6 @@ def _parse_deb822(text: str):
             continue
         yield (fields.get("types", "").split(), fields.get("uris", "").split(),
                fields.get("suites", "").split(), fields.get("components", "").split())
-
-
-def default_tag(python: str, suite: str) -> str:
-    return f"localhost/nbdeploy-python:{python}-{suite}"
 
 
 def build_base_image(tag: str | None = None, *, engine: Engine | None = None,

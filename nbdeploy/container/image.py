@@ -6,7 +6,7 @@ import hashlib
 import json
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from nbdeploy.base.errors import ContainerError
@@ -39,10 +39,13 @@ class ImageResult:
     seconds: float  # build time; 0 when an existing image was reused
     reused: bool = False
     saved: Path | None = None
+    #: the image it was built FROM: --base, the Dockerfile's, or the local one when that cannot be pulled
+    base: str = ""
 
     def text(self) -> str:
         how = "reused" if self.reused else f"built in {self.seconds:.1f} s"
         lines = [f"image {self.tag} ({how} with {self.engine})",
+                 *([f"  base   {self.base}"] if self.base else []),
                  f"  id     {self.image_id}",
                  f"  digest {self.digest or '(none)'}",
                  f"  size   {self.size_bytes / 1e6:.0f} MB"]
@@ -132,15 +135,47 @@ def build_image(bundle: str | Path, opts: ContainerOptions | None = None, *,
             result = ImageResult(tag, info.image_id, info.digest, info.size_bytes, engine.name,
                                  0.0, reused=True)
             return _saved(engine, result, save)
-    cmd = build_command(engine, bundle, tag, opts, fingerprint)
+    base = opts.base or dockerfile_base(bundle)
     started = time.monotonic()
-    res = stream(cmd, on_line)
+    res = stream(build_command(engine, bundle, tag, opts, fingerprint), on_line)
+    if res.returncode != 0 and not opts.base and _pull_failed(res.lines):
+        local = local_base(engine, base)
+        if local is not None:  # air-gapped: the base `nbdeploy base-image` built here
+            if on_line:
+                on_line(f"== the Dockerfile's base {base} cannot be pulled; building FROM the local base "
+                        f"{local} (made by `nbdeploy base-image`)")
+            base, opts = local, replace(opts, base=local)
+            res = stream(build_command(engine, bundle, tag, opts, fingerprint), on_line)
     seconds = time.monotonic() - started
     if res.returncode != 0:
         raise _build_failure(engine, res.lines, res.returncode)
     info = inspect_image(engine, tag)
-    result = ImageResult(tag, info.image_id, info.digest, info.size_bytes, engine.name, seconds)
+    result = ImageResult(tag, info.image_id, info.digest, info.size_bytes, engine.name, seconds, base=base)
     return _saved(engine, result, save)
+
+
+def dockerfile_base(bundle: Path) -> str:
+    """The Dockerfile's default ``BASE`` (``docker.io/library/python:3.11-slim``), or ""."""
+    m = re.search(r"^ARG BASE=(\S+)", bundle_dockerfile(bundle).read_text(encoding="utf-8"), re.M)
+    return m.group(1) if m else ""
+
+
+def _pull_failed(lines: list[str]) -> bool:
+    """Whether the build stopped because the base image could not be pulled."""
+    return any(re.search(r"pull|registry|manifest unknown|resolve .*image|dial tcp|no such host", line, re.I)
+               for line in lines[-40:])
+
+
+def local_base(engine: Engine, registry_base: str) -> str | None:
+    """The image ``nbdeploy base-image`` builds for the same Python (X.Y) on this host's Debian
+    release, when it exists here; None otherwise (or when the base is no python image)."""
+    from nbdeploy.container.options import default_tag, os_codename
+
+    m = re.search(r"(?:^|/)python:(\d+\.\d+)", registry_base)
+    if not m:
+        return None
+    tag = default_tag(m.group(1), os_codename())
+    return tag if find_image(engine, tag) is not None else None
 
 
 def _build_failure(engine: Engine, lines: list[str], rc: int) -> ContainerError:

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from nbdeploy.base.errors import ContainerError
 
 #: where the CA bundle is mounted in the build; Debian and the python images read it here
 CA_TARGET = "/etc/ssl/certs/ca-certificates.crt"
@@ -86,3 +89,21 @@ def from_args(args: argparse.Namespace) -> ContainerOptions:
         ca_bundle=args.ca_bundle,
         build_flags=tuple(f for flag in args.build_flag for f in shlex.split(flag)),
         run_flags=tuple(f for flag in args.run_flag for f in shlex.split(flag)))
+
+
+# -- the base `nbdeploy base-image` builds (named here: image.py falls back to it) --
+def default_tag(python: str, suite: str) -> str:
+    return f"localhost/nbdeploy-python:{python}-{suite}"
+
+
+def os_codename(root: Path = Path("/")) -> str:
+    """The Debian/Ubuntu release codename of the host (``bookworm``)."""
+    try:
+        text = (root / "etc/os-release").read_text()
+    except OSError:
+        text = ""
+    m = re.search(r"^VERSION_CODENAME=\"?([a-z]+)\"?$", text, re.M)
+    if not m:
+        raise ContainerError("cannot tell the Debian release of this host (no VERSION_CODENAME "
+                             "in /etc/os-release)", hint="pass --suite, e.g. --suite bookworm")
+    return m.group(1)

@@ -145,3 +145,34 @@ def test_a_build_killed_while_the_store_is_created_does_not_break_the_next(tmp_p
     done = _build(nb)
     assert done.returncode == 0, done.stderr
     _state(nb.parent / "nb-bundle")
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid  # gone (reaped); a reuse of it within the test is vanishingly unlikely
+
+
+def test_sweep_clears_only_what_dead_builders_left_and_puts_a_set_aside_bundle_back(tmp_path: Path) -> None:
+    from nbdeploy.bundle.staging import move_into_place, staging_dir, sweep
+
+    target = tmp_path / "nb-bundle"
+    dead = _dead_pid()
+    abandoned = tmp_path / f".nb-bundle.partial-{dead}-abcd1234"
+    abandoned.mkdir()
+    live = staging_dir(target)  # this process's: a concurrent build still writing
+    set_aside = tmp_path / f".nb-bundle.old-{dead}-efgh5678"  # killed between the two renames
+    set_aside.mkdir()
+    (set_aside / "nbdeploy.json").write_text("{}")
+    other = tmp_path / f".other.partial-{dead}-ijkl9012"  # another target's: not ours to touch
+    other.mkdir()
+
+    touched = sweep(target)
+    assert sorted(p.name for p in touched) == sorted([abandoned.name, set_aside.name])
+    assert not abandoned.exists() and live.is_dir() and other.is_dir()
+    assert (target / "nbdeploy.json").read_text() == "{}"  # restored, not deleted
+
+    (live / "nbdeploy.json").write_text('{"new": 1}')
+    move_into_place(live, target, force=True)  # the atomic exchange
+    assert (target / "nbdeploy.json").read_text() == '{"new": 1}'
+    assert not live.exists() and sorted(p.name for p in tmp_path.iterdir()) == [other.name, "nb-bundle"]

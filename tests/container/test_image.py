@@ -115,3 +115,37 @@ def test_unreachable_base_points_at_base_image(engine: Engine, mini_bundle: Path
         build_image(mini_bundle, opts, engine=engine)
     assert "failed at STEP 1/" in err.value.message and "FROM" in err.value.message
     assert "nbdeploy base-image" in (err.value.hint or "")
+
+
+def test_air_gapped_the_local_base_is_used_when_the_dockerfiles_cannot_be_pulled(
+        engine: Engine, opts: ContainerOptions, mini_bundle: Path):
+    """No --base: the Dockerfile's python:3.11-slim. Where no registry answers (this host), the
+    build falls back to the base `nbdeploy base-image` made for Python 3.11 and says so."""
+    import subprocess
+
+    from nbdeploy.container.base_image import default_tag as base_tag
+    from nbdeploy.container.base_image import os_codename
+    from nbdeploy.container.image import dockerfile_base, find_image
+
+    local = base_tag("3.11", os_codename())
+    made = find_image(engine, local) is None
+    if made:  # the session's test base under the name `nbdeploy base-image` gives its own
+        subprocess.run(engine.cmd("tag", opts.base or "", local), check=True, capture_output=True)
+    lines: list[str] = []
+    try:
+        result = build_image(mini_bundle, replace(opts, base=None), engine=engine, on_line=lines.append)
+    finally:
+        if made:  # drop the extra name only, never the session's base
+            # (podman untag IMAGE without a name would strip every name the image has)
+            subprocess.run(engine.cmd("untag", local, local) if engine.name == "podman"
+                           else engine.cmd("rmi", local), capture_output=True)
+    registry = dockerfile_base(mini_bundle)
+    assert registry == "python:3.11-slim"
+    pulled = not any("cannot be pulled" in line for line in lines)
+    print("fell back to the local base" if not pulled else "pulled the registry base")
+    if pulled:  # a registry answered: the Dockerfile's own base, named
+        assert result.base == registry
+    else:
+        assert result.base == local and f"base   {local}" in result.text()
+        assert any(f"base {registry} cannot be pulled; building FROM the local base {local}" in line
+                   for line in lines)

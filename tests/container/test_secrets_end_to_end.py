@@ -28,7 +28,7 @@ import pytest
 
 from tests.bundle.conftest import make_notebook
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # in the environment of every nbdeploy command (and so of the kernels it starts)
 AWS_KEY = "AKIAQ7PLANTX3K9ZT2WF"
@@ -163,14 +163,11 @@ def _serve_and_request(proj: Path, bundle: Path) -> None:
         server.wait(timeout=30)
 
 
-def _image_leaks(bundle: Path, proj: Path) -> list[str]:
-    base = os.environ.get("NBDEPLOY_TEST_SECRETS_BASE") or os.environ.get("NBDEPLOY_BASE_IMAGE")
-    args = ["image", str(bundle), "--tag", f"localhost/nbdeploy-secrets-test:{os.getpid()}", "--json"]
-    if base:
-        args += ["--base", base]
-    ca = Path("/etc/ssl/certs/ca-certificates.crt")
-    if ca.is_file():
-        args += ["--ca-bundle", str(ca)]
+def _image_leaks(bundle: Path, proj: Path, base: str, ca_bundle: Path | None) -> list[str]:
+    args = ["image", str(bundle), "--tag", f"localhost/nbdeploy-secrets-test:{os.getpid()}", "--json",
+            "--base", base]
+    if ca_bundle is not None:
+        args += ["--ca-bundle", str(ca_bundle)]
     done = _nbdeploy(proj, *args, timeout=1800)
     tag = json.loads(done.stdout)["tag"]
     engine = json.loads(done.stdout).get("engine") or "podman"
@@ -181,9 +178,9 @@ def _image_leaks(bundle: Path, proj: Path) -> list[str]:
         layers.mkdir()
         subprocess.run(["tar", "-xf", str(archive), "-C", str(layers)], check=True, timeout=600)
         found = []
-        for blob in sorted(p for p in layers.rglob("*") if p.is_file()):
-            files = layers / f"{blob.name}.d"
-            files.mkdir()
+        for i, blob in enumerate(sorted(p for p in layers.rglob("*") if p.is_file())):
+            files = proj / "unpacked" / str(i)  # each layer's (or blob's) files
+            files.mkdir(parents=True)
             unpacked = subprocess.run(["tar", "-xf", str(blob), "-C", str(files)], capture_output=True)
             found += _leaks_in_tree(files) if unpacked.returncode == 0 else \
                 [f"{blob}: {w}" for w in _leaks_in_bytes(blob.read_bytes())]
@@ -193,7 +190,9 @@ def _image_leaks(bundle: Path, proj: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_planted_secrets_reach_no_file_nbdeploy_writes(tmp_path: Path) -> None:
+@pytest.mark.container
+def test_planted_secrets_reach_no_file_nbdeploy_writes(tmp_path: Path, base_image: str,
+                                                       ca_bundle: Path | None) -> None:
     import numpy as np
     import pandas as pd
 
@@ -225,6 +224,5 @@ def test_planted_secrets_reach_no_file_nbdeploy_writes(tmp_path: Path) -> None:
     written = [proj / "requests.jsonl", proj / "serve.out", *proj.glob("scored*")]
     leaks += [f"{p.name}: {w}" for p in written if p.is_file() for w in _leaks_in_bytes(p.read_bytes())]
     leaks += _sqlite_rows(proj / ".nbdeploy" / "mlflow.db")
-    if os.environ.get("NBDEPLOY_TEST_SECRETS_IMAGE", "1") != "0":
-        leaks += _image_leaks(bundle, proj)
+    leaks += _image_leaks(bundle, proj, base_image, ca_bundle)
     assert leaks == [], "planted secrets were written:\n" + "\n".join(leaks)
