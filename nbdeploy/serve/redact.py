@@ -209,7 +209,8 @@ def scrub(obj: Any, values: list[str] | None = None) -> Any:
 #: substring passes over a whole flush of the request log (a regex cost more than the request);
 #: the AWS ids of users and roles (AIDA, AROA, ...) are not secrets and are left to the full scrub
 _SUSPECT = tuple(h.lower().encode() for h in (
-    "AKIA", "ASIA", "sk-", "sk_", "ghp_", "github_pat_", "xox", "AIza", "eyJ", "bearer", "PRIVATE KEY",
+    "AKIA", "ASIA", "sk-", "sk_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "xox", "AIza",
+    "eyJ", "bearer", "PRIVATE KEY",
     "key", "token", "secret", "passw", "pwd", "credential"))
 
 

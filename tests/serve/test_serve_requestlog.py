@@ -205,11 +205,13 @@ def test_secrets_a_client_sends_are_not_logged_and_plain_records_are_untouched(t
                "error": {"message": f"bad value {key}"}})
     log.write({"id": "3", "status": 422, "inputs": [{"a": "postgresql://u:Zq8Param3Lx7Mv2Kp@db/x", "b": key}]})
     log.write({"id": "4", "status": 422, "inputs": [{"a": "srvPw8Zq2Lm7Xk4"}]})
+    app_token = "ghs_" + "Qw3Er5Ty7Ui9Op1As2Df4Gh6Jk8Lz0Xc2Vb4N"  # a GitHub App token, no secret-like name
+    log.write({"id": "5", "status": 422, "inputs": [{"a": app_token}]})
     log.close()
     text = (tmp_path / "r.jsonl").read_text()
-    for secret in (token, key, "Zq8Param3Lx7Mv2Kp", "srvPw8Zq2Lm7Xk4"):
+    for secret in (token, key, "Zq8Param3Lx7Mv2Kp", "srvPw8Zq2Lm7Xk4", app_token):
         assert secret not in text
-    first, second, third, _ = _records(tmp_path / "r.jsonl")
+    first, second, third, *_ = _records(tmp_path / "r.jsonl")
     assert first == plain  # nothing suspect: written as it came
     assert second["inputs"]["data"] == [[0.1, "***"]] and second["error"]["message"] == "bad value ***"
     assert third["inputs"] == [{"a": "postgresql://u:***@db/x", "b": "***"}]
