@@ -144,7 +144,9 @@ def render(ctx: ReadmeContext) -> str:
         "",
         "Also: `GET /health`, `GET /metadata`, `GET /metrics` (Prometheus), `GET /drift` (the served "
         "inputs against the training profile: PSI per column; `?format=html` a page with a verdict and "
-        "a chart per feature), `GET /openapi.json`, "
+        "a chart per feature), `POST /feedback` (the true label of an answered request, by its "
+        "`X-Request-ID`) and `GET /performance` (live accuracy or MAE/RMSE per version against the "
+        "training metric; offline: `python -m nbdeploy_serve performance LOG`), `GET /openapi.json`, "
         "`GET /docs`. A request missing a column gets a 422 naming it.",
         "",
         "Check that the API answers like the notebook did (the golden predictions in `tests/`):",

@@ -158,7 +158,8 @@ def test_openapi_and_readme(built):
     for col in golden["columns"]:
         assert f"`{col}`" in readme
     for needle in ("curl", "/invocations", "/v2/models/", "podman build", "nbdeploy build",
-                   "papermill", "## Lineage", "## Metrics", "requirements.lock"):
+                   "papermill", "## Lineage", "## Metrics", "requirements.lock", "POST /feedback",
+                   "GET /performance"):
         assert needle in readme, needle
     # the rebuild says where the training data lives: read as (relative) and its source path
     manifest = json.loads((built.bundle / "nbdeploy.json").read_text())
