@@ -72,10 +72,16 @@ def openapi_document(bundle: Bundle | str | Path) -> dict[str, Any]:
         "/metadata": {"get": {"summary": "Model name, version, signature and bundle summary", "responses": {"200": _resp("Metadata")}}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         "/drift": {"get": {"summary": "Drift of the served inputs against the training profile (PSI per column)",
-                           "responses": {"200": _resp("drift report: rows, status, columns")}}},
+                           "responses": {"200": _resp("drift report: rows, status, columns"),
+                                         "404": _resp("No drift report: the bundle has no training profile "
+                                                      "with the model's columns, or drift_window is 0", "Error")}}},
         "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _resp("OpenAPI document")}}},
         "/docs": {"get": {"summary": "Interactive documentation", "responses": {"200": {"description": "HTML page"}}}},
     }
+    for path, ops in paths.items():  # with a token set, everything but the probes needs it
+        if path not in ("/health", "/v2/health/live", "/v2/health/ready"):
+            for op in ops.values():
+                op["responses"].setdefault("401", errors["401"])
     schemas = {
         "Row": row,
         "ScoringRequest": {

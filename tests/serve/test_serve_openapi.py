@@ -131,3 +131,16 @@ def test_a_405_says_which_methods_the_path_takes(classifier_server: Any, client_
     assert c.get("/health")[0] == 200  # the connection and the server carry on
     documented = document["paths"]["/invocations"]["post"]["responses"]["405"]
     assert "Allow" in documented["headers"]
+
+
+def test_every_status_the_server_gives_is_documented(tripwire_server: Any, client_for: Any) -> None:
+    """/drift of a model without a training profile is a 404, and with a token every operation
+    but the probes can be a 401: both are in the document."""
+    c = client_for(tripwire_server)
+    status, _, doc = c.get("/openapi.json")
+    status, _, _ = c.get("/drift")
+    assert status == 404 and "404" in doc["paths"]["/drift"]["get"]["responses"]
+    probes = {"/health", "/v2/health/live", "/v2/health/ready"}
+    for path, ops in doc["paths"].items():
+        for op in ops.values():
+            assert ("401" in op["responses"]) is (path not in probes), path
