@@ -219,7 +219,7 @@ def _v2_request_schema(b: Bundle) -> dict[str, Any]:
     params = {"type": "object", "description": '{"binary_data_output": true}: every output as binary data'}
     if b.columns is None:
         return {"type": "object", "required": ["inputs"], "properties": {
-            "id": {"type": "string"},
+            "id": {"type": ["string", "null"]},
             "inputs": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/V2Tensor"}},
             "outputs": outputs, "parameters": params}}
     tensors = []
@@ -236,7 +236,7 @@ def _v2_request_schema(b: Bundle) -> dict[str, Any]:
                 "One tensor per column of the signature (each once, in any order); the document shows one "
                 "row (shape [1]); N rows are shape [N] (or [N, 1]) with N values in each tensor."),
             "properties": {
-                "id": {"type": "string"},
+                "id": {"type": ["string", "null"]},
                 "inputs": {"type": "array", "minItems": n, "maxItems": n, "items": {"oneOf": tensors},
                            "allOf": [{"contains": {"properties": {"name": {"const": c.name}}}}
                                      for c in b.columns]},

@@ -260,6 +260,9 @@ def parse_v2(body: bytes, bundle: Bundle, header_length: int | None = None) -> V
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list) or not doc["inputs"]:
         raise RequestError(400, 'the body must be an object with a non-empty "inputs" list of tensors')
     rid = doc.get("id")
+    if rid is not None and not isinstance(rid, str):
+        raise RequestError(400, f'"id" must be a string (the request\'s id, sent back in the answer), not '
+                                f"{orjson.dumps(rid).decode()[:40]}")
     out_names, binary_outs, json_outs = _requested_outputs(doc.get("outputs"))
     params = doc.get("parameters")
     binary_all = isinstance(params, dict) and params.get("binary_data_output") is True
@@ -285,7 +288,7 @@ def parse_v2(body: bytes, bundle: Bundle, header_length: int | None = None) -> V
         if size != len(flat):
             raise RequestError(400, f"{where}: shape {shape} needs {size} values, got {len(flat)}")
         tensors.append((str(t["name"]), shape, t["datatype"], flat))
-    return V2Request(_v2_data(tensors, bundle), str(rid) if rid is not None else None, out_names,
+    return V2Request(_v2_data(tensors, bundle), rid, out_names,
                      binary_outs, binary_all, json_outs)
 
 

@@ -55,6 +55,9 @@ V2 = [
     ({"inputs": [{"name": "age", "shape": [0], "datatype": "INT64", "data": []}]}, False),
     ({"inputs": _TENSORS, "outputs": [{"name": "proba"}]}, False),
     ({"inputs": _TENSORS[::-1]}, True),
+    ({"inputs": _TENSORS, "id": {"a": 1}}, False),  # found: any id was taken and sent back as its repr
+    ({"inputs": _TENSORS, "id": 7}, False),
+    ({"inputs": _TENSORS, "id": None}, True),
 ]
 
 _HEADER = ",".join(COLUMNS)
