@@ -213,10 +213,10 @@ _V2_INTS = ["INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UIN
 def _v2_request_schema(b: Bundle) -> dict[str, Any]:
     """A V2 request: for a model with a column signature, one tensor per column (here, one row:
     shape [1]); the binary tensor extension is described with the operation, not here."""
-    outputs = {"type": "array", "items": {
+    outputs = {"type": ["array", "null"], "items": {
         "type": "object", "required": ["name"], "description": 'parameters {"binary_data": true}: as binary data',
         "properties": {"name": {"type": "string"} if b.columns is None else {"enum": v2_output_names(b.outputs)}}}}
-    params = {"type": "object", "description": '{"binary_data_output": true}: every output as binary data'}
+    params = {"type": ["object", "null"], "description": '{"binary_data_output": true}: every output as binary data'}
     if b.columns is None:
         return {"type": "object", "required": ["inputs"], "properties": {
             "id": {"type": ["string", "null"]},
@@ -230,7 +230,7 @@ def _v2_request_schema(b: Bundle) -> dict[str, Any]:
             "name": {"const": c.name}, "datatype": {"enum": kinds},
             "shape": {"type": "array", "prefixItems": [{"const": 1}], "minItems": 1, "maxItems": 1},
             "data": {"type": "array", "minItems": 1, "maxItems": 1, "items": value},
-            "parameters": {"type": "object"}}})
+            "parameters": {"type": ["object", "null"]}}})
     n = len(b.columns)
     return {"type": "object", "required": ["inputs"], "description": (
                 "One tensor per column of the signature (each once, in any order); the document shows one "

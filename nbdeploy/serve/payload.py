@@ -265,6 +265,8 @@ def parse_v2(body: bytes, bundle: Bundle, header_length: int | None = None) -> V
                                 f"{orjson.dumps(rid).decode()[:40]}")
     out_names, binary_outs, json_outs = _requested_outputs(doc.get("outputs"))
     params = doc.get("parameters")
+    if params is not None and not isinstance(params, dict):
+        raise RequestError(400, '"parameters" must be an object, such as {"binary_data_output": true}')
     binary_all = isinstance(params, dict) and params.get("binary_data_output") is True
     slices = v2binary.split_inputs(doc["inputs"], binary)
     tensors = []
@@ -272,6 +274,8 @@ def parse_v2(body: bytes, bundle: Bundle, header_length: int | None = None) -> V
         needed = {"name", "shape", "datatype"} if raw is not None else {"name", "shape", "datatype", "data"}
         if not isinstance(t, dict) or not needed <= t.keys():
             raise RequestError(400, f"inputs[{i}] needs name, shape, datatype and data (or binary_data_size)")
+        if t.get("parameters") is not None and not isinstance(t["parameters"], dict):
+            raise RequestError(400, f"inputs[{i}] ({t['name']}): parameters must be an object")
         if not isinstance(t["datatype"], str) or t["datatype"] not in V2_DATATYPES:
             raise RequestError(
                 400, f"inputs[{i}] ({t['name']}): datatype must be one of {', '.join(sorted(V2_DATATYPES))} "

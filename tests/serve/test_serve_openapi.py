@@ -58,6 +58,9 @@ V2 = [
     ({"inputs": _TENSORS, "id": {"a": 1}}, False),  # found: any id was taken and sent back as its repr
     ({"inputs": _TENSORS, "id": 7}, False),
     ({"inputs": _TENSORS, "id": None}, True),
+    ({"inputs": _TENSORS, "parameters": 5}, False),  # found: parameters of any type were ignored
+    ({"inputs": [{**_TENSORS[0], "parameters": [1]}, *_TENSORS[1:]]}, False),
+    ({"inputs": _TENSORS, "outputs": None, "parameters": None}, True),
 ]
 
 _HEADER = ",".join(COLUMNS)
