@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from nbdeploy.base.errors import NbdeployError
@@ -71,6 +71,7 @@ def _refused_clearly(exc: BaseException, path: Path) -> None:
 # -- nbdeploy run -p FILE ----------------------------------------------------------
 @FUZZ
 @given(data=contents(["alpha", "epochs", "name"], _yaml))
+@example(data=b"\x80")  # found: UnicodeDecodeError
 def test_parameters_file(tmp_path: Path, data: bytes) -> None:
     from nbdeploy.job.params import read_params_file
 
@@ -87,6 +88,8 @@ def test_parameters_file(tmp_path: Path, data: bytes) -> None:
 # -- nbdeploy batch NB GRID ----------------------------------------------------------
 @FUZZ
 @given(data=contents(["grid", "runs", "alpha"], _yaml))
+@example(data=b"runs: true\n")  # found: TypeError 'bool' object is not iterable
+@example(data=b"[]")  # found: "the grid is empty", without the file's name
 def test_grid_file(tmp_path: Path, data: bytes) -> None:
     from nbdeploy.job.batch import load_grid
 
@@ -160,6 +163,8 @@ record = documents(LOG_KEYS) | st.fixed_dictionaries(
 
 @FUZZ
 @given(lines=st.lists(record.map(_json) | st.text(max_size=40), min_size=1, max_size=6))
+@example(lines=["5", '{"endpoint": ["shadow"]}'])  # found: AttributeError, unhashable list
+@example(lines=['{"endpoint": "shadow", "primary": [1], "outputs": [1], "latency_ms": "x"}'])
 def test_request_log_read_by_compare(tmp_path: Path, lines: list[str]) -> None:
     from nbdeploy.bundle.servers import compare
 
@@ -180,6 +185,8 @@ RUN_KEYS = ["run_id", "notebook", "run_dir", "status", "parameters", "given", "s
 
 @FUZZ
 @given(data=contents(RUN_KEYS, _json))
+@example(data=b"{}")  # found: TypeError, missing run_id, notebook, run_dir and status
+@example(data=b'{"run_id": "a", "notebook": "n", "run_dir": "d", "status": "completed", "metrics": {"m": "x"}}')
 def test_run_record(tmp_path: Path, data: bytes) -> None:
     from nbdeploy.job.run import load_run
 
@@ -196,6 +203,7 @@ def test_run_record(tmp_path: Path, data: bytes) -> None:
 
 @FUZZ
 @given(data=contents(["notebook", "packages", "python", "lineage", "environment"], _json))
+@example(data=b"\x80")  # found: UnicodeDecodeError
 def test_capture_record(tmp_path: Path, data: bytes) -> None:
     from nbdeploy.base.state import NotebookState
 

@@ -142,6 +142,10 @@ def openapi_document(bundle: Bundle | str | Path) -> dict[str, Any]:
         "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _resp("OpenAPI document")}}},
         "/docs": {"get": {"summary": "Interactive documentation", "responses": {"200": {"description": "HTML page"}}}},
     }
+    for path, ops in paths.items():  # with a token set, everything but the probes needs it
+        if path not in ("/health", "/v2/health/live", "/v2/health/ready"):
+            for op in ops.values():
+                op["responses"].setdefault("401", errors["401"])
     schemas = {
         "Row": row,
         "ScoringRequest": {
@@ -325,13 +329,13 @@ _V2_INTS = ["INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UIN
 def _v2_request_schema(b: Bundle) -> dict[str, Any]:
     """A V2 request: for a model with a column signature, one tensor per column (here, one row:
     shape [1]); the binary tensor extension is described with the operation, not here."""
-    outputs = {"type": "array", "items": {
+    outputs = {"type": ["array", "null"], "items": {
         "type": "object", "required": ["name"], "description": 'parameters {"binary_data": true}: as binary data',
         "properties": {"name": {"type": "string"} if b.columns is None else {"enum": v2_output_names(b.outputs)}}}}
-    params = {"type": "object", "description": '{"binary_data_output": true}: every output as binary data'}
+    params = {"type": ["object", "null"], "description": '{"binary_data_output": true}: every output as binary data'}
     if b.columns is None:
         return {"type": "object", "required": ["inputs"], "properties": {
-            "id": {"type": "string"},
+            "id": {"type": ["string", "null"]},
             "inputs": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/V2Tensor"}},
             "outputs": outputs, "parameters": params}}
     tensors = []
@@ -342,13 +346,13 @@ def _v2_request_schema(b: Bundle) -> dict[str, Any]:
             "name": {"const": c.name}, "datatype": {"enum": kinds},
             "shape": {"type": "array", "prefixItems": [{"const": 1}], "minItems": 1, "maxItems": 1},
             "data": {"type": "array", "minItems": 1, "maxItems": 1, "items": value},
-            "parameters": {"type": "object"}}})
+            "parameters": {"type": ["object", "null"]}}})
     n = len(b.columns)
     return {"type": "object", "required": ["inputs"], "description": (
                 "One tensor per column of the signature (each once, in any order); the document shows one "
                 "row (shape [1]); N rows are shape [N] (or [N, 1]) with N values in each tensor."),
             "properties": {
-                "id": {"type": "string"},
+                "id": {"type": ["string", "null"]},
                 "inputs": {"type": "array", "minItems": n, "maxItems": n, "items": {"oneOf": tensors},
                            "allOf": [{"contains": {"properties": {"name": {"const": c.name}}}}
                                      for c in b.columns]},

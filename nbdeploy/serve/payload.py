@@ -277,8 +277,13 @@ def parse_v2(body: bytes, bundle: Bundle, header_length: int | None = None) -> V
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list) or not doc["inputs"]:
         raise RequestError(400, 'the body must be an object with a non-empty "inputs" list of tensors')
     rid = doc.get("id")
+    if rid is not None and not isinstance(rid, str):
+        raise RequestError(400, f'"id" must be a string (the request\'s id, sent back in the answer), not '
+                                f"{orjson.dumps(rid).decode()[:40]}")
     out_names, binary_outs, json_outs = _requested_outputs(doc.get("outputs"))
     params = doc.get("parameters")
+    if params is not None and not isinstance(params, dict):
+        raise RequestError(400, '"parameters" must be an object, such as {"binary_data_output": true}')
     binary_all = isinstance(params, dict) and params.get("binary_data_output") is True
     inputs = doc["inputs"]
     data = _v2_json_columns(inputs, bundle) if header_length is None else None
@@ -296,6 +301,8 @@ def _v2_tensors(inputs: list[Any], binary: bytes, bundle: Bundle) -> Frame | Ten
         needed = {"name", "shape", "datatype"} if raw is not None else {"name", "shape", "datatype", "data"}
         if not isinstance(t, dict) or not needed <= t.keys():
             raise RequestError(400, f"inputs[{i}] needs name, shape, datatype and data (or binary_data_size)")
+        if t.get("parameters") is not None and not isinstance(t["parameters"], dict):
+            raise RequestError(400, f"inputs[{i}] ({t['name']}): parameters must be an object")
         if not isinstance(t["datatype"], str) or t["datatype"] not in V2_DATATYPES:
             raise RequestError(
                 400, f"inputs[{i}] ({t['name']}): datatype must be one of {', '.join(sorted(V2_DATATYPES))} "
@@ -340,7 +347,7 @@ def _v2_json_columns(inputs: list[Any], bundle: Bundle) -> Frame | None:
                 return None
             if len(t) > 4:  # more than name, shape, datatype and data: MLServer's content types?
                 params = t.get("parameters")
-                if type(params) is dict and "binary_data_size" in params:
+                if type(params) is not dict or "binary_data_size" in params:  # the general path names it
                     return None
             names.append(t["name"])
             datatypes.append(t["datatype"])

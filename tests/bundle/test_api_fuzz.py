@@ -9,6 +9,12 @@ Deterministic: Hypothesis is derandomized (a fixed seed from each test's name), 
 generates the same requests every run; the database is off, so nothing carries over from an
 earlier run. The bundles are the session's example builds (tests/bundle/conftest.py); each is
 served by a real ``nbdeploy_serve`` process on 127.0.0.1.
+
+The document is loaded from the running server with ``schemathesis.openapi.from_url`` and each
+operation's cases come from ``APIOperation.as_strategy`` under Hypothesis's ``@given``:
+``schemathesis.pytest.from_fixture`` (the way to load a schema from a fixture) fails on pytest
+9.2, whose items no longer have the ``_nodeid`` it rewrites. Phases: the document's own example
+and generation (no shrinking: a failure is reported as generated, which keeps CI short).
 """
 
 from __future__ import annotations

@@ -55,6 +55,12 @@ V2 = [
     ({"inputs": [{"name": "age", "shape": [0], "datatype": "INT64", "data": []}]}, False),
     ({"inputs": _TENSORS, "outputs": [{"name": "proba"}]}, False),
     ({"inputs": _TENSORS[::-1]}, True),
+    ({"inputs": _TENSORS, "id": {"a": 1}}, False),  # found: any id was taken and sent back as its repr
+    ({"inputs": _TENSORS, "id": 7}, False),
+    ({"inputs": _TENSORS, "id": None}, True),
+    ({"inputs": _TENSORS, "parameters": 5}, False),  # found: parameters of any type were ignored
+    ({"inputs": [{**_TENSORS[0], "parameters": [1]}, *_TENSORS[1:]]}, False),
+    ({"inputs": _TENSORS, "outputs": None, "parameters": None}, True),
 ]
 
 _HEADER = ",".join(COLUMNS)
@@ -200,3 +206,16 @@ def test_feedback_and_performance_answers_match_their_documented_schemas(
     status, _, report = c.get("/performance")
     assert status == 200 and report["joined"] >= 1
     _validator(document, "PerformanceReport").validate(report)
+
+
+def test_every_status_the_server_gives_is_documented(tripwire_server: Any, client_for: Any) -> None:
+    """/drift of a model without a training profile is a 404, and with a token every operation
+    but the probes can be a 401: both are in the document."""
+    c = client_for(tripwire_server)
+    status, _, doc = c.get("/openapi.json")
+    status, _, _ = c.get("/drift")
+    assert status == 404 and "404" in doc["paths"]["/drift"]["get"]["responses"]
+    probes = {"/health", "/v2/health/live", "/v2/health/ready"}
+    for path, ops in doc["paths"].items():
+        for op in ops.values():
+            assert ("401" in op["responses"]) is (path not in probes), path
