@@ -347,8 +347,8 @@ def _v2_json_columns(inputs: list[Any], bundle: Bundle) -> Frame | None:
                 return None
             if len(t) > 4:  # more than name, shape, datatype and data: MLServer's content types?
                 params = t.get("parameters")
-                if type(params) is not dict or "binary_data_size" in params:  # the general path names it
-                    return None
+                if params is not None and (type(params) is not dict or "binary_data_size" in params):
+                    return None  # binary data, or parameters that are no object: the general path names it
             names.append(t["name"])
             datatypes.append(t["datatype"])
             datas.append(data)
