@@ -24,12 +24,12 @@ function change(x: number | undefined): string {
   return x === undefined ? '' : `${x >= 0 ? '+' : '−'}${Math.abs(x).toFixed(3)}`;
 }
 
-/** One row per version and metric: labelled rows, live value, training value, change. */
+/** One row per version and metric, narrow enough for the sidebar: version, metric, live, training, rows. */
 function performanceTable(p: Performance): HTMLTableElement {
   const head = el(
     'tr',
     {},
-    ...['Version', 'Labelled rows', 'Metric', 'Live', 'Training', 'Change'].map(h => el('th', { scope: 'col' }, h))
+    ...['Version', 'Metric', 'Live', 'Training', 'Rows'].map(h => el('th', { scope: 'col' }, h))
   );
   const table = el(
     'table',
@@ -49,15 +49,23 @@ function performanceTable(p: Performance): HTMLTableElement {
 function versionRow(v: PerformanceVersion, name: string): HTMLTableRowElement {
   const delta = v.change[name];
   const worse = delta !== undefined && (name === 'accuracy' ? delta < 0 : delta > 0);
+  const trained = name in v.training;
   return el(
     'tr',
-    { 'data-version': v.version, 'data-metric': name, class: worse ? 'nbdeploy-warning' : '' },
-    el('td', {}, `v${v.version}` + (v.served_as.length ? ` (${v.served_as.join(', ')})` : '')),
-    el('td', { class: 'nbdeploy-performance-rows' }, String(v.labelled_rows)),
+    {
+      'data-version': v.version,
+      'data-metric': name,
+      class: worse ? 'nbdeploy-warning' : '',
+      title:
+        `v${v.version} (${v.served_as.join(', ')}), ${v.kind}: ${v.labelled_rows} labelled row(s) in ` +
+        `${v.labelled_requests} request(s)` +
+        (delta !== undefined ? `; ${name} changed by ${change(delta)} since training` : '')
+    },
+    el('td', {}, `v${v.version}`),
     el('td', {}, name),
     el('td', {}, metric(v.live[name])),
-    el('td', {}, name in v.training ? metric(v.training[name]) : 'not recorded'),
-    el('td', {}, change(delta))
+    el('td', trained ? {} : { title: 'the bundle recorded no such metric at training' }, trained ? metric(v.training[name]) : '—'),
+    el('td', { class: 'nbdeploy-performance-rows' }, String(v.labelled_rows))
   );
 }
 
@@ -143,8 +151,6 @@ export function renderLive(s: LiveStatus, extras: LiveExtras | null = null): HTM
   }
   let drift: HTMLButtonElement | null = null;
   if (extras) {
-    table.append(row('performance', 'Performance', ''));
-    table.lastElementChild?.lastElementChild?.append(performanceCell(extras));
     const open = extras.openDrift;
     drift = el(
       'button',
@@ -167,6 +173,14 @@ export function renderLive(s: LiveStatus, extras: LiveExtras | null = null): HTM
     { class: 'nbdeploy-live', 'data-up': 'true', 'data-version': s.version ?? '', 'data-requests': String(s.requests) },
     title,
     table,
+    extras
+      ? el(
+          'section',
+          { class: 'nbdeploy-performance-box', 'aria-label': 'Performance' },
+          el('h4', { class: 'nbdeploy-live-subtitle' }, 'Performance'),
+          performanceCell(extras)
+        )
+      : null,
     drift
   );
 }
