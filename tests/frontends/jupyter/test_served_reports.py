@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 FEATURES = ["age", "income"]
 
 
-def _bundle(root: Path) -> Path:
+def _bundle(root: Path, profile: bool = True) -> Path:
     """A sealed bundle of a small classifier with its training profile and accuracy, as a build writes."""
     import mlflow.sklearn
     import numpy as np
@@ -38,7 +38,8 @@ def _bundle(root: Path) -> Path:
     out.mkdir()
     mlflow.sklearn.save_model(model, str(out / "model"), signature=infer_signature(X, model.predict(X)),
                               input_example=X.head(3), skops_trusted_types=["numpy.dtype"])
-    (out / "profile.json").write_text(json.dumps(profile_frame(X)))
+    if profile:
+        (out / "profile.json").write_text(json.dumps(profile_frame(X)))
     manifest = {"name": "ages", "version": "2", "model": {"serialization": "skops"},
                 "summary": {"trained_on": 300, "metrics": {"accuracy": 0.9}}}
     (out / "nbdeploy.json").write_text(json.dumps({**manifest, "files": checksums(out)}))
@@ -109,6 +110,16 @@ async def test_drift_page_and_performance_of_a_serve_job(jp_fetch, root: Path) -
     for what in ("drift", "performance"):  # a stopped API has no report: the reason, not a 500
         code, doc = await _error(jp_fetch, "jobs", job["id"], what)
         assert code == 400 and "not a serve job with an API answering yet" in doc["message"], doc
+
+
+async def test_drift_of_an_api_without_a_training_profile_says_so(jp_fetch, root: Path) -> None:
+    _bundle(root, profile=False)
+    job = await _serving(jp_fetch, "bundle")
+    try:
+        code, doc = await _error(jp_fetch, "jobs", job["id"], "drift")
+    finally:
+        await _json(jp_fetch, "jobs", job["id"], method="DELETE")
+    assert code == 400 and "no drift report" in doc["message"] and "training profile" in doc["message"], doc
 
 
 async def test_reports_of_a_job_that_is_not_serving(jp_fetch, root: Path) -> None:
