@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -31,7 +32,7 @@ def _bundle(root: Path, profile: bool = True) -> Path:
     from nbdeploy.serve.seal import checksums
 
     rng = np.random.default_rng(3)
-    X = pd.DataFrame({"age": rng.integers(18, 80, 300).astype("int64"),
+    X = pd.DataFrame({"age": rng.integers(18, 80, 300).astype("float64"),
                       "income": rng.normal(50_000, 12_000, 300).round(2)})
     model = LogisticRegression(max_iter=500).fit(X, (X["age"] > 45).astype(int))
     out = root / "bundle"
@@ -81,7 +82,7 @@ async def test_drift_page_and_performance_of_a_serve_job(jp_fetch, root: Path) -
     try:
         code, doc = await _json(jp_fetch, "jobs", job["id"], "performance")
         assert code == 200 and (doc["source"], doc["labels"], doc["versions"]) == (url, 0, [])
-        rows = [{"age": 20 + i, "income": 40_000.0 + 100 * i} for i in range(40)]
+        rows = [{"age": 20.0 + i, "income": 40_000.0 + 100 * i} for i in range(40)]
         answers = [await asyncio.to_thread(_post, f"{url}/invocations", {"dataframe_records": [r]}) for r in rows]
         # labels for 10 answers: 8 the model's own answer, 2 the other class
         labels = [{"request_id": h["x-request-id"], "label": a["predictions"][0] if i < 8 else 1 - a["predictions"][0]}
@@ -120,6 +121,25 @@ async def test_drift_of_an_api_without_a_training_profile_says_so(jp_fetch, root
     finally:
         await _json(jp_fetch, "jobs", job["id"], method="DELETE")
     assert code == 400 and "no drift report" in doc["message"] and "training profile" in doc["message"], doc
+
+
+async def test_an_api_with_a_token_is_read_with_the_servers_token(jp_fetch, root: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NBDEPLOY_API_TOKEN", "panel-test-token")  # the API and the extension both read it
+    _bundle(root)
+    job = await _serving(jp_fetch, "bundle")
+    url = job["result"]["url"]
+    try:
+        with pytest.raises(urllib.error.HTTPError) as refused:  # the API really wants the token
+            await asyncio.to_thread(urllib.request.urlopen, f"{url}/performance", timeout=30)
+        assert refused.value.code == 401
+        refused.value.close()
+        code, doc = await _json(jp_fetch, "jobs", job["id"], "performance")
+        assert code == 200 and doc["labels"] == 0
+        r = await jp_fetch("nbdeploy", "jobs", job["id"], "drift")
+        assert r.body.decode().count('<section class="feature"') == len(FEATURES)
+    finally:
+        await _json(jp_fetch, "jobs", job["id"], method="DELETE")
 
 
 async def test_reports_of_a_job_that_is_not_serving(jp_fetch, root: Path) -> None:
