@@ -110,5 +110,20 @@ def test_drift_report_opens_in_a_tab_with_a_chart_per_feature(page) -> None:
         assert report.locator(f'section.feature[data-field="{name}"] svg').count() == 1
     assert report.locator("section.feature svg").count() == len(fields)  # one chart per section
     assert report.locator("script").count() == 0
+    assert "the last 30 rows" in report.locator("body").inner_text()
+
+
+def test_refresh_fetches_the_report_again_and_the_button_reuses_the_tab(page, project) -> None:
+    url = page.locator(".nbdeploy-api-url").inner_text()
+    for row in pd.read_csv(project / "data.csv").iloc[30:40].to_dict("records"):
+        _post(f"{url}/invocations", {"dataframe_records": [{k: row[k] for k in FEATURES}]})
+    report = page.frame_locator(".nbdeploy-drift-report iframe")
+    page.locator(".jp-MainAreaWidget:has(.nbdeploy-drift-report)").get_by_role("button", name="Refresh").click()
+    report.locator("body", has_text="the last 40 rows").wait_for()
+    tab = page.locator('.jp-SideBar li[data-id="nbdeploy-panel"]')
+    if "lm-mod-current" not in (tab.get_attribute("class") or ""):
+        tab.click()
+    page.get_by_role("button", name="Drift report").click()
+    assert page.locator('.lm-TabBar-tabLabel:text-is("Drift report")').count() == 1
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "live-drift-report.png"))
