@@ -1,19 +1,21 @@
 /**
  * nbdeploy's JupyterLab extension: the Deploy panel in the left sidebar, which follows
- * the active notebook, and the "Mark as parameters cell" command (palette and cell
- * context menu).
+ * the active notebook, the "Mark as parameters cell" command (palette and cell
+ * context menu), and the tabs it opens: a bundle's README and a served API's drift report.
  */
 import {
   ILayoutRestorer,
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
-import { ICommandPalette, MainAreaWidget } from '@jupyterlab/apputils';
+import { ICommandPalette, MainAreaWidget, showErrorMessage } from '@jupyterlab/apputils';
 import { IRenderMimeRegistry, MimeModel } from '@jupyterlab/rendermime';
 import { INotebookTracker } from '@jupyterlab/notebook';
-import { LabIcon } from '@jupyterlab/ui-components';
+import { LabIcon, ToolbarButton } from '@jupyterlab/ui-components';
+import { Widget } from '@lumino/widgets';
 
 import { DeployPanel } from './panel';
+import { getDriftReport } from './request';
 
 const PARAMETERS_TAG = 'parameters'; // papermill's tag
 
@@ -29,6 +31,35 @@ export namespace CommandIDs {
   export const markParameters = 'nbdeploy:mark-parameters';
   export const openPanel = 'nbdeploy:open-panel';
   export const openReadme = 'nbdeploy:open-readme';
+  export const openDriftReport = 'nbdeploy:open-drift-report';
+}
+
+/**
+ * A tab showing a serve job's drift report. The page comes from the server extension and is
+ * shown in an iframe sandboxed with no permission at all: no script runs, nothing reaches this
+ * origin, and the page (inline styles and SVG) needs nothing more.
+ */
+class DriftReport extends Widget {
+  constructor(readonly job: string, readonly url: string) {
+    super();
+    this.addClass('nbdeploy-drift-report');
+    this._frame = document.createElement('iframe');
+    this._frame.setAttribute('sandbox', '');
+    this._frame.setAttribute('title', `Drift report of the API at ${url}`);
+    this.node.append(this._frame);
+  }
+
+  /** Fetch the report again (the API's drift moves with every request it answers). */
+  async refresh(): Promise<void> {
+    try {
+      this._frame.srcdoc = await getDriftReport(this.job);
+      this.node.dataset.loaded = String(Date.now());
+    } catch (e) {
+      await showErrorMessage('Drift report', e instanceof Error ? e.message : String(e));
+    }
+  }
+
+  private readonly _frame: HTMLIFrameElement;
 }
 
 const plugin: JupyterFrontEndPlugin<void> = {
@@ -107,6 +138,35 @@ const plugin: JupyterFrontEndPlugin<void> = {
         widget.title.closable = true;
         app.shell.add(widget, 'main');
         app.shell.activateById(widget.id);
+      }
+    });
+
+    const driftTabs = new Map<string, MainAreaWidget<DriftReport>>();
+    app.commands.addCommand(CommandIDs.openDriftReport, {
+      label: 'Open the Drift Report of a Served API (nbdeploy)',
+      execute: async args => {
+        const job = String(args.job ?? '');
+        let widget = driftTabs.get(job);
+        if (!widget || widget.isDisposed) {
+          const content = new DriftReport(job, String(args.url ?? ''));
+          widget = new MainAreaWidget({ content });
+          widget.id = `nbdeploy-drift-${job}`;
+          widget.title.label = 'Drift report';
+          widget.title.caption = `Drift report of the API at ${content.url}`;
+          widget.title.closable = true;
+          widget.toolbar.addItem(
+            'refresh',
+            new ToolbarButton({
+              label: 'Refresh',
+              tooltip: 'Fetch the drift report again',
+              onClick: () => void content.refresh()
+            })
+          );
+          driftTabs.set(job, widget);
+          app.shell.add(widget, 'main');
+        }
+        app.shell.activateById(widget.id);
+        await widget.content.refresh();
       }
     });
 

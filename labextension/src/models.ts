@@ -184,6 +184,27 @@ export interface LiveStatus {
   shadow: ShadowStatus | null;
 }
 
+export interface PerformanceVersion {
+  version: string;
+  served_as: string[];
+  kind: string;
+  labelled_requests: number;
+  labelled_rows: number;
+  live: Record<string, number | null>;
+  training: Record<string, number>;
+  change: Record<string, number>;
+  mismatched_requests: number;
+  unscorable_rows: number;
+}
+
+export interface Performance {
+  source: string;
+  labels: number;
+  joined: number;
+  unjoined: number;
+  versions: PerformanceVersion[];
+}
+
 export interface ErrorBody {
   error: string;
   message: string;

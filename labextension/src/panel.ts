@@ -7,7 +7,9 @@
  * Versions section lists the notebook's registered versions (`GET nbdeploy/releases`);
  * its Promote and Rollback buttons move the aliases (`POST nbdeploy/releases`) once the
  * user confirms. The option fields (`forms.ts`) are the CLI's options; while a Serve job
- * runs, the live view (`live.ts`) shows what its API is doing.
+ * runs, the live view (`live.ts`) shows what its API is doing, how its answers score against
+ * the labels sent back, and opens its drift report in a tab (the `nbdeploy:open-drift-report`
+ * command).
  */
 import { CommandRegistry } from '@lumino/commands';
 import { Widget } from '@lumino/widgets';
@@ -21,6 +23,7 @@ import {
   getJob,
   getLive,
   getLog,
+  getPerformance,
   getParameters,
   getReadiness,
   getReleases,
@@ -604,9 +607,19 @@ export class DeployPanel extends Widget {
         return;
       }
       try {
-        const status = await getLive(job.id);
+        const [status, perf] = await Promise.all([
+          getLive(job.id),
+          getPerformance(job.id).then(
+            p => ({ performance: p, performanceError: null }),
+            e => ({ performance: null, performanceError: this._message(e) })
+          )
+        ]);
+        const openDrift =
+          status.up && status.drift !== null
+            ? () => void this.commands.execute('nbdeploy:open-drift-report', { job: job.id, url: status.url })
+            : null;
         if (this._liveJob === job.id) {
-          this._live.replaceChildren(renderLive(status));
+          this._live.replaceChildren(renderLive(status, { ...perf, openDrift }));
         }
       } catch (e) {
         if (this._liveJob === job.id) {
@@ -646,9 +659,12 @@ export class DeployPanel extends Widget {
     return box;
   }
 
+  private _message(e: unknown): string {
+    return e instanceof NbdeployRequestError ? e.message + (e.hint ? ` (${e.hint})` : '') : String(e);
+  }
+
   private _error(e: unknown): HTMLElement {
-    const msg = e instanceof NbdeployRequestError ? e.message + (e.hint ? ` (${e.hint})` : '') : String(e);
-    return el('div', { class: 'nbdeploy-error nbdeploy-request-error' }, msg);
+    return el('div', { class: 'nbdeploy-error nbdeploy-request-error' }, this._message(e));
   }
 
   dispose(): void {

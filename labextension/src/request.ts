@@ -15,6 +15,7 @@ import {
   LiveStatus,
   LogChunk,
   Parameters,
+  Performance,
   Readiness,
   ReleaseRequest,
   Releases
@@ -31,11 +32,12 @@ export class NbdeployRequestError extends Error {
   }
 }
 
-async function requestAPI<T>(
+/** The answer's text; a failure (its JSON error body, or the network's) as an NbdeployRequestError. */
+async function requestText(
   endpoint: string,
   init: RequestInit = {},
   query: Record<string, string> = {}
-): Promise<T> {
+): Promise<string> {
   const settings = ServerConnection.makeSettings();
   const qs = new URLSearchParams(query).toString();
   const url =
@@ -47,21 +49,33 @@ async function requestAPI<T>(
     throw new NbdeployRequestError(`cannot reach the server: ${error}`, 0);
   }
   const text = await response.text();
-  let body: unknown = null;
-  try {
-    body = text ? JSON.parse(text) : null;
-  } catch {
-    body = null;
-  }
   if (!response.ok) {
-    const err = (body ?? {}) as Partial<ErrorBody>;
+    let err: Partial<ErrorBody> = {};
+    try {
+      err = (text ? JSON.parse(text) : {}) as Partial<ErrorBody>;
+    } catch {
+      err = {};
+    }
     throw new NbdeployRequestError(
       err.message || `${response.status} ${response.statusText}`,
       response.status,
       err.hint ?? null
     );
   }
-  return body as T;
+  return text;
+}
+
+async function requestAPI<T>(
+  endpoint: string,
+  init: RequestInit = {},
+  query: Record<string, string> = {}
+): Promise<T> {
+  const text = await requestText(endpoint, init, query);
+  try {
+    return (text ? JSON.parse(text) : null) as T;
+  } catch {
+    return null as T;
+  }
 }
 
 export function getReadiness(path: string): Promise<Readiness> {
@@ -116,4 +130,13 @@ export function getCandidates(path: string): Promise<Candidates> {
 
 export function getLive(id: string): Promise<LiveStatus> {
   return requestAPI<LiveStatus>(`jobs/${id}/live`);
+}
+
+export function getPerformance(id: string): Promise<Performance> {
+  return requestAPI<Performance>(`jobs/${id}/performance`);
+}
+
+/** The serve job's drift report: one self-contained HTML page (inline styles and SVG, no scripts). */
+export function getDriftReport(id: string): Promise<string> {
+  return requestText(`jobs/${id}/drift`);
 }

@@ -9,6 +9,8 @@ GET      nbdeploy/jobs/ID              one job (state, progress, result)
 DELETE   nbdeploy/jobs/ID              stop a job (serve jobs run until stopped)
 GET      nbdeploy/jobs/ID/log?offset=N the job's log from byte N
 GET      nbdeploy/jobs/ID/live         a serve job's API now: version, requests, errors, drift, canary, shadow
+GET      nbdeploy/jobs/ID/drift        a serve job's drift report: one self-contained HTML page (no scripts)
+GET      nbdeploy/jobs/ID/performance  a serve job's live metric against training, per version (its labels)
 GET      nbdeploy/parameters?path=NB   the parameters cell of a notebook: names, types, defaults
 GET      nbdeploy/candidates?path=NB   the models the last build found (Build can choose one)
 GET      nbdeploy/releases?path=NB     the registered versions of a notebook's model, and its history
@@ -42,6 +44,7 @@ from nbdeploy.frontends.jupyter.models import (
     BundleInfo,
     JobRequest,
     Parameters,
+    Performance,
     ReleaseRequest,
     Releases,
     VersionRow,
@@ -199,7 +202,18 @@ class JobHandler(_Handler):
         self.reply(await self.jobs.stop(job_id))
 
 
-class LiveHandler(_Handler):
+class _ServedHandler(_Handler):
+    """A handler about the API a serve job runs: it answers only while that API does."""
+
+    def api_url(self, job_id: str) -> str:
+        job = self.jobs.get(job_id)
+        url = job.result.url if job.result else None
+        if job.kind != "serve" or job.state != "running" or not url:  # a stopped API has no live view
+            raise NbdeployError(f"job {job_id} is not a serve job with an API answering yet")
+        return url
+
+
+class LiveHandler(_ServedHandler):
     @tornado.web.authenticated
     @authorized
     async def get(self, job_id: str) -> None:
@@ -208,11 +222,46 @@ class LiveHandler(_Handler):
 
         from nbdeploy.bundle.live import live_status
 
-        job = self.jobs.get(job_id)
-        url = job.result.url if job.result else None
-        if job.kind != "serve" or job.state != "running" or not url:  # a stopped API has no live view
-            raise NbdeployError(f"job {job_id} is not a serve job with an API answering yet")
+        url = self.api_url(job_id)
         self.reply(await asyncio.to_thread(live_status, url, os.environ.get("NBDEPLOY_API_TOKEN")))
+
+
+#: the drift page is static HTML with inline styles and inline SVG charts: nothing may run or load
+DRIFT_PAGE_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; "
+                  "form-action 'none'; frame-ancestors 'self'; sandbox")
+
+
+class DriftHandler(_ServedHandler):
+    @property
+    def content_security_policy(self) -> str:
+        return DRIFT_PAGE_CSP
+
+    @tornado.web.authenticated
+    @authorized
+    async def get(self, job_id: str) -> None:
+        """The API's per-feature drift report as the page ``nbdeploy drift URL --html`` writes."""
+        import os
+
+        from nbdeploy.bundle.drift import of_api
+
+        url = self.api_url(job_id)
+        report = await asyncio.to_thread(of_api, url, os.environ.get("NBDEPLOY_API_TOKEN"))
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.finish(report.html(), set_content_type="text/html; charset=utf-8")
+
+
+class PerformanceHandler(_ServedHandler):
+    @tornado.web.authenticated
+    @authorized
+    async def get(self, job_id: str) -> None:
+        """The API's ``GET /performance``: per version, the labels sent back and the live metric."""
+        import os
+
+        from nbdeploy.bundle.performance import performance
+
+        url = self.api_url(job_id)
+        report = await asyncio.to_thread(performance, url, None, os.environ.get("NBDEPLOY_API_TOKEN"))
+        self.reply(Performance.of(report.to_dict()))
 
 
 class ParametersHandler(_Handler):
@@ -313,6 +362,8 @@ def setup_handlers(web_app: Any, root: Root, jobs: JobManager) -> None:
         (url_path_join(base, "jobs", job_id), JobHandler, kw),
         (url_path_join(base, "jobs", job_id, "log"), JobLogHandler, kw),
         (url_path_join(base, "jobs", job_id, "live"), LiveHandler, kw),
+        (url_path_join(base, "jobs", job_id, "drift"), DriftHandler, kw),
+        (url_path_join(base, "jobs", job_id, "performance"), PerformanceHandler, kw),
         (url_path_join(base, "parameters"), ParametersHandler, kw),
         (url_path_join(base, "candidates"), CandidatesHandler, kw),
         (url_path_join(base, "releases"), ReleasesHandler, kw),

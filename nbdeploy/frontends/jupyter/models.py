@@ -149,6 +149,41 @@ class Parameters:
 
 
 @dataclass
+class PerformanceVersion:
+    """One version's live metric against training (the API's ``GET /performance``)."""
+
+    version: str
+    served_as: list[str]  # live, canary, shadow
+    kind: str  # classification (accuracy) | regression (mae, rmse)
+    labelled_requests: int
+    labelled_rows: int
+    live: dict[str, float | None]  # metric -> value on the labelled rows (None before any)
+    training: dict[str, float]  # metric -> what the notebook recorded at training
+    change: dict[str, float]  # metric -> live minus training
+    mismatched_requests: int = 0  # labels whose row count differs from the answer's
+    unscorable_rows: int = 0  # answers with several outputs or probabilities: nothing to compare
+
+
+@dataclass
+class Performance:
+    """``GET /nbdeploy/jobs/ID/performance``: the labels a serve job's API was sent back, joined to its answers."""
+
+    source: str  # the API's URL
+    labels: int
+    joined: int  # labels whose request the API logged
+    unjoined: int
+    versions: list[PerformanceVersion]
+
+    @classmethod
+    def of(cls, doc: dict[str, Any]) -> Performance:
+        """The typed report of the core's document (fields the panel does not show are left out)."""
+        names = {f.name for f in dataclasses.fields(PerformanceVersion)}
+        return cls(str(doc.get("source") or ""), int(doc.get("labels") or 0), int(doc.get("joined") or 0),
+                   int(doc.get("unjoined") or 0),
+                   [PerformanceVersion(**{k: v[k] for k in names if k in v}) for v in doc.get("versions") or []])
+
+
+@dataclass
 class ErrorBody:
     error: str
     message: str
@@ -157,7 +192,8 @@ class ErrorBody:
 
 MODELS: tuple[type, ...] = (Detail, Item, Readiness, JobRequest, JobResult, Job, LogChunk,
                             BundleInfo, VersionRow, AliasMove, Releases, ReleaseRequest, ParamSpec, Parameters,
-                            Candidate, Candidates, CanaryStatus, ShadowStatus, LiveStatus, ErrorBody)
+                            Candidate, Candidates, CanaryStatus, ShadowStatus, LiveStatus, PerformanceVersion, Performance,
+                            ErrorBody)
 
 REQUESTS = (JobRequest, ReleaseRequest)  # bodies the client sends: fields with defaults may be left out
 
