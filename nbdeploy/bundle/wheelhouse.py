@@ -10,8 +10,9 @@ loaded folders (an unlisted wheel there could be installed instead of the sealed
 Wheels come offline first: from the local sources pip is configured with on this
 machine (``find-links`` folders, ``file://`` indexes such as a mirror under ``/opt``) and
 the wheels pip built into its cache, with pip run ``--isolated`` so no remote index is
-asked. Only the pins none of those hold are downloaded from the configured index, and
-the progress says so; ``index=False`` never asks it.
+asked; then packed again from the packages installed in this environment at the locked
+version (:mod:`.repack`). Only the pins none of those hold are downloaded from the
+configured index, and the progress says so; ``index=False`` never asks it.
 """
 
 from __future__ import annotations
@@ -52,15 +53,19 @@ class Wheelhouse:
     python: str
     wheels: list[str] = field(default_factory=list)
     from_index: list[str] = field(default_factory=list)
+    #: pins whose wheel was packed again from this environment's installed package (:mod:`.repack`)
+    from_installed: list[str] = field(default_factory=list)
     sources: Sources = field(default_factory=Sources)
 
     def record(self) -> dict:
         """The manifest's ``wheelhouse`` entry (the files themselves are in ``files``)."""
         return {"folder": FOLDER, "python": self.python, "wheels": len(self.wheels),
-                "from_index": self.from_index}
+                "from_installed": self.from_installed, "from_index": self.from_index}
 
     def text(self) -> str:
-        where = (f"{len(self.wheels) - len(self.from_index)} from local sources"
+        local = len(self.wheels) - len(self.from_index) - len(self.from_installed)
+        where = (f"{local} from local sources"
+                 + (f", {len(self.from_installed)} packed from installed packages" if self.from_installed else "")
                  + (f", {len(self.from_index)} from the package index" if self.from_index else ""))
         return f"wheelhouse: {len(self.wheels)} wheels for Python {self.python} ({where})"
 
@@ -132,6 +137,15 @@ def pack_wheelhouse(root: Path, python: str, *, index: bool = True,
         held = _held_locally(sources)
         absent = [p for p in pins if _key(p) not in held]  # no file of that version: not worth asking pip
         missing = absent + _download([p for p in pins if p not in absent], local, xy, dest)
+        if missing:
+            from nbdeploy.bundle.repack import repack_installed
+
+            result.from_installed = [p for p in missing if repack_installed(p, xy, dest) is not None]
+            missing = [p for p in missing if p not in result.from_installed]
+            if result.from_installed:
+                say(note(f"{len(result.from_installed)} wheels packed again from the packages installed "
+                         f"in this environment ({sys.prefix}), each file checked against its RECORD: "
+                         f"{', '.join(result.from_installed)}"))
         if missing and index:
             say(note(f"{len(missing)} of {len(pins)} wheels are not in the local sources "
                      f"({sources.text()}): downloading {', '.join(missing)} from the package index "
@@ -142,7 +156,8 @@ def pack_wheelhouse(root: Path, python: str, *, index: bool = True,
         if missing:
             raise BundleError(
                 f"no wheel for {', '.join(missing)} (Python {xy}, this platform) in the local sources "
-                f"({sources.text()})" + (" or the package index" if index else "; the index was not asked"),
+                f"({sources.text()}), this environment's installed packages"
+                + (" or the package index" if index else "; the index was not asked"),
                 hint=f"put the wheel in a pip find-links folder (e.g. `pip wheel --no-deps {missing[0]} "
                      "-w /opt/wheels` on a machine that has it, with find-links = /opt/wheels in "
                      "pip.conf), or build without --wheelhouse")
@@ -241,8 +256,9 @@ def add_wheelhouse(bundle: Path, *, index: bool = True, progress: Progress | Non
                           hint="rebuild the bundle with `nbdeploy build --wheelhouse`")
     listed = sorted(k for k in manifest["files"] if k.startswith(f"{FOLDER}/"))
     if listed and not check_files(root, manifest):
+        before = manifest.get("wheelhouse") or {}
         return Wheelhouse(".".join(python.split(".")[:2]), [k.split("/", 1)[1] for k in listed],
-                          list((manifest.get("wheelhouse") or {}).get("from_index") or []))
+                          list(before.get("from_index") or []), list(before.get("from_installed") or []))
     result = pack_wheelhouse(root, python, index=index, progress=progress)
     atomic_write_text(root / "Dockerfile", dockerfile(str(manifest.get("name")), str(manifest.get("version")),
                                                      python, wheelhouse=True))

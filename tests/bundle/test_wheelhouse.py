@@ -12,6 +12,7 @@ import pytest
 from nbdeploy.base.errors import BundleError
 from nbdeploy.bundle.deploy_files import dockerfile
 from nbdeploy.bundle.manifest import check_files, checksums
+from nbdeploy.bundle.repack import _digest, repack_installed
 from nbdeploy.bundle.wheelhouse import add_wheelhouse
 from nbdeploy.frontends.cli import main
 from nbdeploy.serve.errors import ServeError
@@ -25,12 +26,15 @@ def _wheel(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / WHEEL
     info = "nbdeploy_test_tiny-1.0.dist-info"
+    files = {"nbdeploy_test_tiny.py": b"VALUE = 1\n",
+             f"{info}/METADATA": b"Metadata-Version: 2.1\nName: nbdeploy-test-tiny\nVersion: 1.0\n",
+             f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                              b"Tag: py3-none-any\n"}
     with zipfile.ZipFile(path, "w") as z:
-        z.writestr("nbdeploy_test_tiny.py", "VALUE = 1\n")
-        z.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: nbdeploy-test-tiny\nVersion: 1.0\n")
-        z.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
-                                    "Tag: py3-none-any\n")
-        z.writestr(f"{info}/RECORD", "")
+        for name, data in files.items():
+            z.writestr(name, data)
+        z.writestr(f"{info}/RECORD", "".join(f"{n},sha256={_digest(d)},{len(d)}\n" for n, d in files.items())
+                   + f"{info}/RECORD,,\n")
     return path
 
 
@@ -57,7 +61,7 @@ def test_wheelhouse_is_listed_sealed_and_installed_without_an_index(bundle: Path
     manifest = json.loads((bundle / "nbdeploy.json").read_text())
     assert f"wheelhouse/{WHEEL}" in manifest["files"]
     assert manifest["wheelhouse"] == {"folder": "wheelhouse", "python": "3.11", "wheels": 1,
-                                      "from_index": []}
+                                      "from_installed": [], "from_index": []}
     assert check_files(bundle, manifest) == []  # sealed again, Dockerfile included
     docker = (bundle / "Dockerfile").read_text()
     assert "pip install --no-index --find-links /tmp/wheelhouse --no-deps -r requirements.lock" in docker
@@ -88,3 +92,26 @@ def test_a_wheel_found_nowhere_is_named_in_one_line(bundle: Path, capsys: pytest
     assert main(["image", str(bundle), "--wheelhouse", "--no-index"]) == 2
     err_lines = [line for line in capsys.readouterr().err.splitlines() if "no-such-package" in line]
     assert len(err_lines) >= 1 and "no wheel for nbdeploy-no-such-package==9.9" in err_lines[0]
+
+
+def test_an_installed_package_is_packed_again_only_while_it_matches_its_record(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import subprocess
+    import sys
+
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target",
+                    str(site), str(_wheel(tmp_path / "w"))], check=True, capture_output=True)
+    monkeypatch.syspath_prepend(str(site))
+    out = tmp_path / "out"
+    out.mkdir()
+    wheel = repack_installed("nbdeploy-test-tiny==1.0", "3.11", out)
+    assert wheel is not None and wheel.name == WHEEL
+    with zipfile.ZipFile(wheel) as z:
+        assert z.read("nbdeploy_test_tiny.py") == b"VALUE = 1\n"
+        record = z.read("nbdeploy_test_tiny-1.0.dist-info/RECORD").decode()
+        assert "nbdeploy_test_tiny.py,sha256=" in record
+        assert not any(n.endswith(("/INSTALLER", "/REQUESTED")) for n in z.namelist())
+    assert repack_installed("nbdeploy-test-tiny==2.0", "3.11", out) is None  # not that version
+    (site / "nbdeploy_test_tiny.py").write_text("VALUE = 2\n")  # changed since the install
+    assert repack_installed("nbdeploy-test-tiny==1.0", "3.11", out) is None

@@ -32,7 +32,8 @@ def test_wheelhouse_bundle_builds_offline_and_predicts(engine: Engine, base_imag
     saved = os.environ.pop("MLFLOW_TRACKING_URI", None)  # the embedded store beside the copy
     try:
         result = build_bundle(tmp_path / "examples" / "churn_classifier.ipynb",
-                              output=tmp_path / "churn-bundle", wheelhouse=True)
+                              output=tmp_path / "churn-bundle", wheelhouse=True,
+                              wheelhouse_index=False)  # local sources and installed packages only
     finally:
         if saved is not None:
             os.environ["MLFLOW_TRACKING_URI"] = saved
