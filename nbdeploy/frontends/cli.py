@@ -147,7 +147,7 @@ def _wheelhouse_args(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--wheelhouse", action="store_true", help=what)
     p.add_argument("--no-index", action="store_true",
                    help="with --wheelhouse: only local sources (pip's find-links, file:// indexes, "
-                        "its cache), never the package index")
+                        "its cache, the installed packages), never the package index")
 
 
 @command("build", "build the handoff bundle from a clean papermill run of the notebook", _build_args)

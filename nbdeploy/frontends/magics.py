@@ -82,6 +82,8 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         _a("--force", action="store_true", help="replace an existing bundle folder"),
         _a("--wheelhouse", action="store_true",
            help="pack the lock's wheels into the bundle: its image builds with no package index"),
+        _a("--no-index", action="store_true",
+           help="with --wheelhouse: only local sources and installed packages, never the index"),
     )),
     Subcommand("verify", "check a bundle: checksums, lock-only environment, its tests against its API", (
         _a("bundle", nargs="?", help="bundle folder (default: this notebook's bundle)"),
@@ -100,6 +102,8 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         _a("--save", help="also write an OCI archive to this file"),
         _a("--wheelhouse", action="store_true",
            help="first pack the lock's wheels into the bundle (sealed again): no index in the build"),
+        _a("--no-index", action="store_true",
+           help="with --wheelhouse: only local sources and installed packages, never the index"),
     )),
     Subcommand("serve", "serve the bundle's API in the background: %deploy serve [BUNDLE] [--stop]", (
         _a("bundle", nargs="?", help="bundle folder, or models:/NAME@champion (default: this notebook's bundle)"),
@@ -344,7 +348,8 @@ class DeployMagics(ReleaseMagics, Magics):
         try:
             result = build_bundle(self._notebook(), output=args.output, model=args.model,
                                   cli_params=[tuple(p) for p in args.param], force=args.force,
-                                  wheelhouse=args.wheelhouse, progress=ui or _print_event)
+                                  wheelhouse=args.wheelhouse, wheelhouse_index=not args.no_index,
+                                  progress=ui or _print_event)
         except Exception as exc:
             if ui is not None:
                 ui.finish(False, f"<b style='color:#c62828'>build failed</b>: {exc}")
@@ -419,7 +424,7 @@ class DeployMagics(ReleaseMagics, Magics):
         if args.wheelhouse:
             from nbdeploy.bundle.wheelhouse import add_wheelhouse
 
-            print(add_wheelhouse(bundle, progress=_print_event).text())
+            print(add_wheelhouse(bundle, index=not args.no_index, progress=_print_event).text())
         print(build_image(bundle, opts, save=args.save,
                           on_line=_print_line).text())
 

@@ -75,7 +75,8 @@ def test_wheelhouse_is_listed_sealed_and_installed_without_an_index(bundle: Path
         check_seal(bundle)
 
 
-def test_a_wheel_found_nowhere_is_named_in_one_line(bundle: Path, capsys: pytest.CaptureFixture[str]):
+def test_a_wheel_found_nowhere_is_named_in_one_line(bundle: Path, capsys: pytest.CaptureFixture[str],
+                                                    ipshell):
     lock = bundle / "requirements.lock"
     lock.write_text(lock.read_text() + "nbdeploy-no-such-package==9.9\n")
     manifest = json.loads((bundle / "nbdeploy.json").read_text())
@@ -92,6 +93,11 @@ def test_a_wheel_found_nowhere_is_named_in_one_line(bundle: Path, capsys: pytest
     assert main(["image", str(bundle), "--wheelhouse", "--no-index"]) == 2
     err_lines = [line for line in capsys.readouterr().err.splitlines() if "no-such-package" in line]
     assert len(err_lines) >= 1 and "no wheel for nbdeploy-no-such-package==9.9" in err_lines[0]
+    # the notebook: one UsageError line
+    from IPython.core.error import UsageError
+
+    with pytest.raises(UsageError, match="no wheel for nbdeploy-no-such-package==9.9"):
+        ipshell.run_line_magic("deploy", f"image {bundle} --wheelhouse --no-index")
 
 
 def test_an_installed_package_is_packed_again_only_while_it_matches_its_record(
