@@ -47,6 +47,8 @@ class Context:
     registry: dict = field(default_factory=dict)
     build_seconds: float = 0.0
     signature: dict = field(default_factory=dict)
+    #: the manifest's ``wheelhouse`` entry when the build packed one (``--wheelhouse``)
+    wheelhouse: dict | None = None
 
 
 def read_export(export_dir: Path) -> Export:
@@ -280,7 +282,10 @@ def finish(root: Path, ctx: Context) -> Manifest:
     from nbdeploy.serve.openapi import openapi_document
 
     atomic_write_json(root / "openapi.json", openapi_document(root))
-    atomic_write_text(root / "Dockerfile", deploy_files.dockerfile(ctx.name, version, ex["python"]))
+    if ctx.wheelhouse:
+        manifest["wheelhouse"] = ctx.wheelhouse
+    atomic_write_text(root / "Dockerfile", deploy_files.dockerfile(ctx.name, version, ex["python"],
+                                                                   wheelhouse=bool(ctx.wheelhouse)))
     for fname, text in deploy_files.k8s_files(ctx.name, version, _model_bytes(root / "model")).items():
         atomic_write_text(root / "k8s" / fname, text)
     types = {c.get("name"): c.get("type") for c in ctx.signature["inputs"]}

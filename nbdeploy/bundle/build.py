@@ -256,13 +256,18 @@ def build_bundle(notebook: str | Path, *, output: str | Path | None = None, mode
                  cli_params: list[tuple[str, str]] | None = None, params: dict | None = None,
                  force: bool = False, progress: Progress | None = None,
                  timeout: float | None = None, kernel: str | None = None,
-                 example: str | None = None) -> BuildResult:
+                 example: str | None = None, wheelhouse: bool = False,
+                 wheelhouse_index: bool = True) -> BuildResult:
     """Run ``notebook`` clean, export its model and assemble the bundle at ``output``.
 
     ``example``: an expression (evaluated after the notebook's last cell) giving the
     example rows, so the notebook need not be edited to add ``%deploy model ... --example``.
 
     ``kernel``: the kernel spec to run it in (default: the notebook's, else this Python's).
+
+    ``wheelhouse``: also pack the lock's wheels into ``wheelhouse/`` (local sources first,
+    the index only for the rest unless ``wheelhouse_index`` is False), so the image builds
+    with no package index (:mod:`nbdeploy.bundle.wheelhouse`).
     """
     from nbdeploy.base.notebook import load_notebook
     from nbdeploy.base.state import read_json
@@ -352,6 +357,13 @@ def build_bundle(notebook: str | Path, *, output: str | Path | None = None, mode
                 scrubbed = _scrubbed(found, partial)
                 for line in scrubbed_lines(scrubbed):
                     steps.progress(note(line))
+                if wheelhouse:
+                    from nbdeploy.bundle.wheelhouse import pack_wheelhouse
+
+                    packed = pack_wheelhouse(partial, export["python"], index=wheelhouse_index,
+                                             progress=steps.progress)
+                    ctx.wheelhouse = packed.record()
+                    steps.progress(note(packed.text()))
                 steps.end(2, f"{len(list(partial.rglob('*')))} files")
                 steps.start(3)
                 warm.join()

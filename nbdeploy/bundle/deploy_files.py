@@ -26,12 +26,21 @@ DOCKERIGNORE = """\
 """
 
 
+_INSTALL = "RUN python -m pip install --no-deps -r requirements.lock \\\n"
+#: no index: every wheel comes from the bundle's wheelhouse/ (the seal lists each one)
+_INSTALL_WHEELHOUSE = ("RUN --mount=type=bind,source=wheelhouse,target=/tmp/wheelhouse \\\n"
+                       "    python -m pip install --no-index --find-links /tmp/wheelhouse --no-deps "
+                       "-r requirements.lock \\\n")
+
+
 def k8s_name(name: str) -> str:
     """A DNS-1123 label (what Kubernetes accepts as a resource name)."""
     return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:63] or "model"
 
 
-def dockerfile(name: str, version: str, python_version: str) -> str:
+def dockerfile(name: str, version: str, python_version: str, *, wheelhouse: bool = False) -> str:
+    """The recipe; with ``wheelhouse`` the lock is installed from the bundle's own wheels
+    (``wheelhouse/``, bind-mounted for that step only) with no package index at all."""
     return f"""\
 # {name} v{version}: the model API of an nbdeploy handoff bundle.
 #   podman build -t {k8s_name(name)}:{version} .      (or docker build)
@@ -59,8 +68,7 @@ ENV PATH=/opt/venv/bin:$PATH
 # the lock only, without resolving anything else: what verify proved is what runs
 COPY requirements.lock ./
 # (test suites shipped inside wheels are never imported by the API: dropped to keep the image small)
-RUN python -m pip install --no-deps -r requirements.lock \\
-    && find /opt/venv/lib -depth -type d -name tests -prune -exec rm -rf {{}} +
+{_INSTALL_WHEELHOUSE if wheelhouse else _INSTALL}    && find /opt/venv/lib -depth -type d -name tests -prune -exec rm -rf {{}} +
 
 RUN groupadd --gid {UID} app \\
     && useradd --uid {UID} --gid {UID} --no-create-home --home-dir /app --shell /usr/sbin/nologin app \\

@@ -108,6 +108,8 @@ class Manifest(TypedDict, total=False):
     python: str
     nbdeploy_version: str
     build: dict[str, Any]
+    #: with ``--wheelhouse``: the folder, the Python its wheels are for, what came from the index
+    wheelhouse: dict[str, Any]
     files: dict[str, str]
 
 

@@ -138,7 +138,16 @@ def _build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing bundle folder")
     p.add_argument("--timeout", type=float, default=None, help="per-cell timeout in seconds")
     _kernel_arg(p)
+    _wheelhouse_args(p, "pack the lock's wheels into wheelhouse/ (local sources first): the image "
+                        "then builds with no package index")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _wheelhouse_args(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--wheelhouse", action="store_true", help=what)
+    p.add_argument("--no-index", action="store_true",
+                   help="with --wheelhouse: only local sources (pip's find-links, file:// indexes, "
+                        "its cache, the installed packages), never the package index")
 
 
 @command("build", "build the handoff bundle from a clean papermill run of the notebook", _build_args)
@@ -147,8 +156,8 @@ def _build(args: argparse.Namespace) -> int:
 
     result = build_bundle(args.notebook, output=args.output, model=args.model, example=args.example,
                           cli_params=[tuple(p) for p in args.param], force=args.force,
-                          timeout=args.timeout, kernel=args.kernel,
-                          progress=_progress(args))
+                          timeout=args.timeout, kernel=args.kernel, wheelhouse=args.wheelhouse,
+                          wheelhouse_index=not args.no_index, progress=_progress(args))
     _show(args, result)
     return 0
 
@@ -197,6 +206,9 @@ def _image_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save", metavar="FILE", help="also write the image as an OCI archive")
     p.add_argument("--reuse", action="store_true",
                    help="keep an existing image built from identical bundle files")
+    _wheelhouse_args(p, "first pack the lock's wheels into the bundle's wheelhouse/ and seal it "
+                        "again, so the build needs no package index (add --build-flag=--network=none "
+                        "to prove it)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -205,6 +217,11 @@ def _image(args: argparse.Namespace) -> int:
     from nbdeploy.container.image import build_image
     from nbdeploy.container.options import from_args
 
+    if args.wheelhouse:
+        from nbdeploy.bundle.wheelhouse import add_wheelhouse
+
+        packed = add_wheelhouse(args.bundle, index=not args.no_index, progress=_progress(args))
+        print(packed.text(), file=sys.stderr if args.json else sys.stdout)
     result = build_image(args.bundle, from_args(args), reuse=args.reuse, save=args.save,
                          on_line=_say(args))
     if args.json:

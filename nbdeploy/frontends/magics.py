@@ -80,6 +80,10 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
            help="a notebook parameter for the run"),
         _a("-o", "--output", help="bundle folder (default: NOTEBOOK-bundle beside the notebook)"),
         _a("--force", action="store_true", help="replace an existing bundle folder"),
+        _a("--wheelhouse", action="store_true",
+           help="pack the lock's wheels into the bundle: its image builds with no package index"),
+        _a("--no-index", action="store_true",
+           help="with --wheelhouse: only local sources and installed packages, never the index"),
     )),
     Subcommand("verify", "check a bundle: checksums, lock-only environment, its tests against its API", (
         _a("bundle", nargs="?", help="bundle folder (default: this notebook's bundle)"),
@@ -96,6 +100,10 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         _a("--engine", choices=["docker", "podman", "buildah"], help="container engine"),
         _a("--tag", help="image tag (default: localhost/nbdeploy-NAME:VERSION)"),
         _a("--save", help="also write an OCI archive to this file"),
+        _a("--wheelhouse", action="store_true",
+           help="first pack the lock's wheels into the bundle (sealed again): no index in the build"),
+        _a("--no-index", action="store_true",
+           help="with --wheelhouse: only local sources and installed packages, never the index"),
     )),
     Subcommand("serve", "serve the bundle's API in the background: %deploy serve [BUNDLE] [--stop]", (
         _a("bundle", nargs="?", help="bundle folder, or models:/NAME@champion (default: this notebook's bundle)"),
@@ -340,6 +348,7 @@ class DeployMagics(ReleaseMagics, Magics):
         try:
             result = build_bundle(self._notebook(), output=args.output, model=args.model,
                                   cli_params=[tuple(p) for p in args.param], force=args.force,
+                                  wheelhouse=args.wheelhouse, wheelhouse_index=not args.no_index,
                                   progress=ui or _print_event)
         except Exception as exc:
             if ui is not None:
@@ -412,6 +421,10 @@ class DeployMagics(ReleaseMagics, Magics):
 
         bundle = Path(args.bundle) if args.bundle else default_bundle_dir(self._notebook())
         opts = ContainerOptions.from_env(base=args.base, engine=args.engine, tag=args.tag)
+        if args.wheelhouse:
+            from nbdeploy.bundle.wheelhouse import add_wheelhouse
+
+            print(add_wheelhouse(bundle, index=not args.no_index, progress=_print_event).text())
         print(build_image(bundle, opts, save=args.save,
                           on_line=_print_line).text())
 

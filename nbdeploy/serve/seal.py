@@ -1,8 +1,8 @@
 """The bundle's seal: ``nbdeploy.json`` lists every file with its sha256.
 
 The server checks the seal before it reads a single byte of the model: a changed or
-missing file, or a file in ``model/`` or ``nbdeploy_serve/`` that the manifest does not
-list (code there is imported or unpickled), refuses the bundle with the file's name.
+missing file, or a file in ``model/``, ``nbdeploy_serve/`` or ``wheelhouse/`` that the manifest
+does not list (code there is imported, unpickled or installed), refuses the bundle with the file's name.
 Other files that are not listed (a request log, a cache someone left) are reported but
 do not stop the server: they are never loaded.
 
@@ -24,8 +24,9 @@ from .errors import ServeError
 MANIFEST = "nbdeploy.json"
 #: made by tools, never content: caches that running the bundle or its tests may leave behind
 IGNORED_PARTS = frozenset({"__pycache__", ".pytest_cache", ".ipynb_checkpoints"})
-#: folders whose files are executed or unpickled when the model loads: nothing unlisted may sit there
-LOADED_FOLDERS = ("model/", "nbdeploy_serve/")
+#: folders whose files are executed or unpickled when the model loads, or installed into its image
+#: (``wheelhouse/``: pip could pick an extra wheel there over the sealed one): nothing unlisted may sit there
+LOADED_FOLDERS = ("model/", "nbdeploy_serve/", "wheelhouse/")
 _CHUNK = 1 << 20
 
 

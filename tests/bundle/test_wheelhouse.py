@@ -1,0 +1,123 @@
+"""The bundle's wheelhouse on a small sealed bundle: packed from a local find-links folder,
+listed in the manifest, guarded by the seal; a wheel nowhere to be found is one clear line."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from nbdeploy.base.errors import BundleError
+from nbdeploy.bundle.deploy_files import dockerfile
+from nbdeploy.bundle.manifest import check_files, checksums
+from nbdeploy.bundle.repack import _digest, repack_installed
+from nbdeploy.bundle.wheelhouse import add_wheelhouse
+from nbdeploy.frontends.cli import main
+from nbdeploy.serve.errors import ServeError
+from nbdeploy.serve.seal import check_seal
+
+WHEEL = "nbdeploy_test_tiny-1.0-py3-none-any.whl"
+
+
+def _wheel(folder: Path) -> Path:
+    """A real (if tiny) wheel: one module and its dist-info."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / WHEEL
+    info = "nbdeploy_test_tiny-1.0.dist-info"
+    files = {"nbdeploy_test_tiny.py": b"VALUE = 1\n",
+             f"{info}/METADATA": b"Metadata-Version: 2.1\nName: nbdeploy-test-tiny\nVersion: 1.0\n",
+             f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                              b"Tag: py3-none-any\n"}
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+        z.writestr(f"{info}/RECORD", "".join(f"{n},sha256={_digest(d)},{len(d)}\n" for n, d in files.items())
+                   + f"{info}/RECORD,,\n")
+    return path
+
+
+@pytest.fixture
+def bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A sealed bundle whose lock pins the tiny wheel, which only a local folder holds."""
+    _wheel(tmp_path / "local-wheels")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "local-wheels"))
+    root = tmp_path / "bundle"
+    root.mkdir()
+    (root / "requirements.lock").write_text("# the lock\nnbdeploy-test-tiny==1.0\n    # via test\n")
+    (root / "Dockerfile").write_text(dockerfile("tiny", "1", "3.11.7"))
+    (root / "app.txt").write_text("x\n")
+    manifest = {"name": "tiny", "version": "1", "python": "3.11.7", "files": checksums(root)}
+    (root / "nbdeploy.json").write_text(json.dumps(manifest))
+    return root
+
+
+def test_wheelhouse_is_listed_sealed_and_installed_without_an_index(bundle: Path):
+    before = (bundle / "Dockerfile").read_text()
+    assert "--no-index" not in before  # bundles without --wheelhouse keep the index install
+    packed = add_wheelhouse(bundle, index=False)
+    assert packed.wheels == [WHEEL] and packed.from_index == []
+    manifest = json.loads((bundle / "nbdeploy.json").read_text())
+    assert f"wheelhouse/{WHEEL}" in manifest["files"]
+    assert manifest["wheelhouse"] == {"folder": "wheelhouse", "python": "3.11", "wheels": 1,
+                                      "from_installed": [], "from_index": []}
+    assert check_files(bundle, manifest) == []  # sealed again, Dockerfile included
+    docker = (bundle / "Dockerfile").read_text()
+    assert "pip install --no-index --find-links /tmp/wheelhouse --no-deps -r requirements.lock" in docker
+    assert "source=wheelhouse" in docker
+    # a second call keeps the sealed wheelhouse
+    assert add_wheelhouse(bundle, index=False).wheels == [WHEEL]
+    # an extra wheel beside the sealed ones could be installed instead: serving refuses the bundle
+    (bundle / "wheelhouse" / "nbdeploy_test_tiny-1.0-1-py3-none-any.whl").write_bytes(b"x")
+    with pytest.raises(ServeError, match="wheelhouse/nbdeploy_test_tiny-1.0-1-py3-none-any.whl: "
+                                         "not in the manifest"):
+        check_seal(bundle)
+
+
+def test_a_wheel_found_nowhere_is_named_in_one_line(bundle: Path, capsys: pytest.CaptureFixture[str],
+                                                    ipshell):
+    lock = bundle / "requirements.lock"
+    lock.write_text(lock.read_text() + "nbdeploy-no-such-package==9.9\n")
+    manifest = json.loads((bundle / "nbdeploy.json").read_text())
+    manifest["files"] = checksums(bundle)
+    (bundle / "nbdeploy.json").write_text(json.dumps(manifest))
+    sealed = (bundle / "nbdeploy.json").read_text()
+    with pytest.raises(BundleError) as err:
+        add_wheelhouse(bundle, index=False)
+    assert "no wheel for nbdeploy-no-such-package==9.9 (Python 3.11" in err.value.message
+    assert "\n" not in err.value.message and "pip wheel --no-deps nbdeploy-no-such-package==9.9" in (
+        err.value.hint or "")
+    assert (bundle / "nbdeploy.json").read_text() == sealed and not (bundle / "wheelhouse").exists()
+    # the CLI: that line, exit status 2, before any engine is asked to build
+    assert main(["image", str(bundle), "--wheelhouse", "--no-index"]) == 2
+    err_lines = [line for line in capsys.readouterr().err.splitlines() if "no-such-package" in line]
+    assert len(err_lines) >= 1 and "no wheel for nbdeploy-no-such-package==9.9" in err_lines[0]
+    # the notebook: one UsageError line
+    from IPython.core.error import UsageError
+
+    with pytest.raises(UsageError, match="no wheel for nbdeploy-no-such-package==9.9"):
+        ipshell.run_line_magic("deploy", f"image {bundle} --wheelhouse --no-index")
+
+
+def test_an_installed_package_is_packed_again_only_while_it_matches_its_record(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import subprocess
+    import sys
+
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target",
+                    str(site), str(_wheel(tmp_path / "w"))], check=True, capture_output=True)
+    monkeypatch.syspath_prepend(str(site))
+    out = tmp_path / "out"
+    out.mkdir()
+    wheel = repack_installed("nbdeploy-test-tiny==1.0", "3.11", out)
+    assert wheel is not None and wheel.name == WHEEL
+    with zipfile.ZipFile(wheel) as z:
+        assert z.read("nbdeploy_test_tiny.py") == b"VALUE = 1\n"
+        record = z.read("nbdeploy_test_tiny-1.0.dist-info/RECORD").decode()
+        assert "nbdeploy_test_tiny.py,sha256=" in record
+        assert not any(n.endswith(("/INSTALLER", "/REQUESTED")) for n in z.namelist())
+    assert repack_installed("nbdeploy-test-tiny==2.0", "3.11", out) is None  # not that version
+    (site / "nbdeploy_test_tiny.py").write_text("VALUE = 2\n")  # changed since the install
+    assert repack_installed("nbdeploy-test-tiny==1.0", "3.11", out) is None
