@@ -325,7 +325,8 @@ async def drift(app: ServeApp, scope: Any, *_: Any) -> Any:
     feature (:mod:`.drift_report`); ``?format=html``: that report as a self-contained page."""
     from urllib.parse import parse_qs
 
-    query = parse_qs((scope.get("query_string") or b"").decode("latin-1"))
+    # blank values kept: ``?format=`` is a mistake to name, not the default
+    query = parse_qs((scope.get("query_string") or b"").decode("latin-1"), keep_blank_values=True)
     fmt = (query.get("format") or ["json"])[-1]
     if fmt not in ("json", "report", "html"):
         raise RequestError(400, f"format must be json, report or html, not {fmt[:40]!r}")
