@@ -25,9 +25,16 @@ _JSON_TYPES = {
 }
 
 
-def openapi_document(bundle: Bundle | str | Path) -> dict[str, Any]:
-    """The OpenAPI document for ``bundle`` (a Bundle or a bundle/model folder)."""
+def openapi_document(bundle: Bundle | str | Path, versions: list[str] | None = None) -> dict[str, Any]:
+    """The OpenAPI document for ``bundle`` (a Bundle or a bundle/model folder).
+
+    ``versions``: the versions a running server answers for (live, canary, shadow), the only
+    values of ``/versions/{version}/infer``; the bundle's own version when not given."""
     b = bundle if isinstance(bundle, Bundle) else read_bundle(bundle, check=False)  # reads no model bytes
+    version_schema: dict[str, Any] = {"type": "string"}
+    chosen = versions if versions is not None else ([str(b.version)] if b.version is not None else None)
+    if chosen:
+        version_schema["enum"] = list(dict.fromkeys(chosen))
     row = _row_schema(b)
     example = _example(b)
     error = {"type": "object", "properties": {
@@ -89,7 +96,7 @@ def openapi_document(bundle: Bundle | str | Path) -> dict[str, Any]:
             "description": "The live version, or the canary or shadow candidate when the server has one; "
                            "`model_version` and `X-Model-Version` name it. A version not served is a 404 "
                            "that lists the versions served.",
-            "parameters": [{"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "parameters": [{"name": "version", "in": "path", "required": True, "schema": version_schema}],
             "requestBody": {"required": True, "content": {
                 "application/json": {"schema": {"$ref": "#/components/schemas/V2Request"}},
                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},

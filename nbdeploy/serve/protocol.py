@@ -363,13 +363,14 @@ async def admin_reload(app: ServeApp, *_: Any) -> Any:
 async def openapi_json(app: ServeApp, *_: Any) -> Any:
     from .openapi import openapi_document
 
-    return 200, app.json(openapi_document(app.bundle)), JSON, []
+    return 200, app.json(openapi_document(app.bundle, [v.version for _, v in _served(app)])), JSON, []
 
 
 async def docs(app: ServeApp, *_: Any) -> Any:
     from .openapi import docs_html, openapi_document
 
-    return 200, docs_html(openapi_document(app.bundle)).encode(), b"text/html; charset=utf-8", []
+    document = openapi_document(app.bundle, [v.version for _, v in _served(app)])
+    return 200, docs_html(document).encode(), b"text/html; charset=utf-8", []
 
 
 async def not_found(app: ServeApp, scope: Any, *_: Any) -> Any:

@@ -184,6 +184,8 @@ def test_every_endpoint_is_documented_and_reload_needs_the_admin_token(document:
     assert undocumented == set()
     versioned = document["paths"]["/v2/models/churn/versions/{version}/infer"]["post"]
     assert versioned["parameters"][0]["name"] == "version" and "404" in versioned["responses"]
+    # the one version this server answers for is the parameter's only value: a valid request is served
+    assert versioned["parameters"][0]["schema"]["enum"] == [document["info"]["version"]]
     reload = document["paths"]["/admin/reload"]["post"]
     assert reload["security"] == [{"adminToken": []}] and "requestBody" not in reload
     assert document["components"]["securitySchemes"]["adminToken"] == {
