@@ -25,11 +25,14 @@ _JSON_TYPES = {
 }
 
 
-def openapi_document(bundle: Bundle | str | Path, versions: list[str] | None = None) -> dict[str, Any]:
+def openapi_document(bundle: Bundle | str | Path, versions: list[str] | None = None,
+                     shadow: bool = True) -> dict[str, Any]:
     """The OpenAPI document for ``bundle`` (a Bundle or a bundle/model folder).
 
-    ``versions``: the versions a running server answers for (live, canary, shadow), the only
-    values of ``/versions/{version}/infer``; the bundle's own version when not given."""
+    A running server's document says what that server does: ``versions``, the versions it
+    answers for (live, canary, shadow), are the only values of ``/versions/{version}/infer``
+    (the bundle's own version when not given), and ``shadow=False`` (started without
+    ``--shadow``) leaves ``/shadow`` out."""
     b = bundle if isinstance(bundle, Bundle) else read_bundle(bundle, check=False)  # reads no model bytes
     version_schema: dict[str, Any] = {"type": "string"}
     chosen = versions if versions is not None else ([str(b.version)] if b.version is not None else None)
@@ -95,11 +98,11 @@ def openapi_document(bundle: Bundle | str | Path, versions: list[str] | None = N
             "summary": "Predict with one served version (Open Inference Protocol V2)",
             "description": "The live version, or the canary or shadow candidate when the server has one; "
                            "`model_version` and `X-Model-Version` name it. A version not served is a 404 "
-                           "that lists the versions served.",
+                           "that lists the versions served. Binary tensors as on the unversioned route "
+                           "(`application/octet-stream` with an `Inference-Header-Content-Length` header).",
             "parameters": [{"name": "version", "in": "path", "required": True, "schema": version_schema}],
             "requestBody": {"required": True, "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/V2Request"}},
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+                "application/json": {"schema": {"$ref": "#/components/schemas/V2Request"}}}},
             "responses": {"200": _resp("V2 inference response", "V2Response"),
                           "404": _resp("This version is not served here (the message lists those that are)",
                                        "Error"), **{k: v for k, v in errors.items() if k != "404"}},
@@ -149,6 +152,8 @@ def openapi_document(bundle: Bundle | str | Path, versions: list[str] | None = N
         "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _resp("OpenAPI document")}}},
         "/docs": {"get": {"summary": "Interactive documentation", "responses": {"200": {"description": "HTML page"}}}},
     }
+    if not shadow:
+        del paths["/shadow"]
     for path, ops in paths.items():  # with a token set, everything but the probes needs it
         if path not in ("/health", "/v2/health/live", "/v2/health/ready"):
             for op in ops.values():
@@ -183,7 +188,7 @@ def openapi_document(bundle: Bundle | str | Path, versions: list[str] | None = N
             "model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"},
             "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/V2Tensor"}}}},
         "FieldError": {"type": "object", "properties": {
-            "field": {"type": "string"}, "problem": {"type": "string", "enum": ["missing", "unexpected", "wrong_type", "null", "wrong_datatype", "out_of_bounds", "unknown_category"]},
+            "field": {"type": "string"}, "problem": {"type": "string", "enum": ["missing", "unexpected", "wrong_type", "null", "wrong_datatype", "out_of_bounds", "unknown_category", "empty", "too_many"]},
             "expected": {"type": "string"}, "got": {"type": "string"},
             "rows": {"type": "array", "items": {"type": "integer"}}, "count": {"type": "integer"},
             "allowed_range": {"type": "array", "items": {"type": "number"}}}},
@@ -317,14 +322,15 @@ def _instances_schema(b: Bundle) -> dict[str, Any]:
     n = len(b.columns)
     values = _value_schemas(b)
     return {"description": "Rows as objects, rows as lists of a value per column in the signature's order, "
-                           "or columns (an object of lists of equal length; here, one value each).",
+                           "or columns (an object of lists of equal length; here, one value each; a bare "
+                           "value counts as a list of one).",
             "oneOf": [
                 {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Row"}},
                 {"type": "array", "minItems": 1, "items": {
                     "type": "array", "minItems": n, "maxItems": n, "prefixItems": values}},
                 {"type": "object", "additionalProperties": False,
                  "required": [c.name for c in b.columns if c.required],
-                 "properties": {c.name: {"type": "array", "minItems": 1, "maxItems": 1, "items": v}
+                 "properties": {c.name: {"anyOf": [{"type": "array", "minItems": 1, "maxItems": 1, "items": v}, v]}
                                 for c, v in zip(b.columns, values, strict=True)}},
             ]}
 

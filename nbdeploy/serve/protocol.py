@@ -363,13 +363,14 @@ async def admin_reload(app: ServeApp, *_: Any) -> Any:
 async def openapi_json(app: ServeApp, *_: Any) -> Any:
     from .openapi import openapi_document
 
-    return 200, app.json(openapi_document(app.bundle, [v.version for _, v in _served(app)])), JSON, []
+    document = openapi_document(app.bundle, [v.version for _, v in _served(app)], app.shadow is not None)
+    return 200, app.json(document), JSON, []
 
 
 async def docs(app: ServeApp, *_: Any) -> Any:
     from .openapi import docs_html, openapi_document
 
-    document = openapi_document(app.bundle, [v.version for _, v in _served(app)])
+    document = openapi_document(app.bundle, [v.version for _, v in _served(app)], app.shadow is not None)
     return 200, docs_html(document).encode(), b"text/html; charset=utf-8", []
 
 
