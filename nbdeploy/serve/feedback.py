@@ -61,7 +61,7 @@ def check_items(doc: Any) -> list[tuple[str, Any]]:
     if not doc:
         raise _field(422, "body", "empty", "at least one feedback item")
     if len(doc) > MAX_ITEMS:
-        raise _field(413, "body", "too_many", f"at most {MAX_ITEMS} items a request", str(len(doc)))
+        raise _field(422, "body", "too_many", f"at most {MAX_ITEMS} items a request", str(len(doc)))
     return [_item(item, f"[{i}].") for i, item in enumerate(doc)]
 
 

@@ -155,6 +155,7 @@ FEEDBACK = [  # (body, the server answers it); the request ids need not be known
     ({"request_id": "r1", "label": [1, None]}, False),
     ({"request_id": "r1", "label": [[1]]}, False),
     ({"request_id": "r1", "label": 1, "weight": 2}, False),
+    ([{"request_id": "r1", "label": 1}] * 10_001, False),  # over the 10,000 items a request: a 422
     ([{"request_id": "r1", "label": 1}, 5], False),
     ({"request_id": "r1", "label": 1}, True),
     ({"request_id": "r1", "label": "yes"}, True),
