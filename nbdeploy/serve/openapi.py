@@ -26,7 +26,7 @@ _JSON_TYPES = {
 
 
 def openapi_document(bundle: Bundle | str | Path, versions: list[str] | None = None,
-                     shadow: bool = True) -> dict[str, Any]:
+                     shadow: bool = True, admin: bool = True) -> dict[str, Any]:
     """The OpenAPI document for ``bundle`` (a Bundle or a bundle/model folder).
 
     A running server's document says what that server does: ``versions``, the versions it
@@ -154,6 +154,8 @@ def openapi_document(bundle: Bundle | str | Path, versions: list[str] | None = N
     }
     if not shadow:
         del paths["/shadow"]
+    if not admin:
+        del paths["/admin/reload"]
     for path, ops in paths.items():  # with a token set, everything but the probes needs it
         if path not in ("/health", "/v2/health/live", "/v2/health/ready"):
             for op in ops.values():

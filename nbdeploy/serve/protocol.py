@@ -363,14 +363,16 @@ async def admin_reload(app: ServeApp, *_: Any) -> Any:
 async def openapi_json(app: ServeApp, *_: Any) -> Any:
     from .openapi import openapi_document
 
-    document = openapi_document(app.bundle, [v.version for _, v in _served(app)], app.shadow is not None)
+    document = openapi_document(app.bundle, [v.version for _, v in _served(app)], app.shadow is not None,
+                                bool(app.config.token))
     return 200, app.json(document), JSON, []
 
 
 async def docs(app: ServeApp, *_: Any) -> Any:
     from .openapi import docs_html, openapi_document
 
-    document = openapi_document(app.bundle, [v.version for _, v in _served(app)], app.shadow is not None)
+    document = openapi_document(app.bundle, [v.version for _, v in _served(app)], app.shadow is not None,
+                                bool(app.config.token))
     return 200, docs_html(document).encode(), b"text/html; charset=utf-8", []
 
 

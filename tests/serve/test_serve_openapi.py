@@ -178,16 +178,22 @@ def test_the_document_accepts_a_feedback_body_exactly_when_the_server_does(
     assert validator.is_valid(body) is answered, list(validator.iter_errors(body))
 
 
-def test_every_endpoint_is_documented_and_reload_needs_the_admin_token(document: dict[str, Any]) -> None:
+def test_every_endpoint_is_documented_and_reload_needs_the_admin_token(document: dict[str, Any],
+                                                                      classifier_bundle: Any) -> None:
     from nbdeploy.serve.protocol import ROUTES
 
     undocumented = set(ROUTES) - set(document["paths"]) - {"/ping"}  # /ping: an alias of /health
-    assert undocumented == {"/shadow"}  # this server has no shadow: its document leaves /shadow out
+    # this server has no shadow and no admin token: its document leaves /shadow and /admin/reload out
+    assert undocumented == {"/shadow", "/admin/reload"}
     versioned = document["paths"]["/v2/models/churn/versions/{version}/infer"]["post"]
     assert versioned["parameters"][0]["name"] == "version" and "404" in versioned["responses"]
     # the one version this server answers for is the parameter's only value: a valid request is served
     assert versioned["parameters"][0]["schema"]["enum"] == [document["info"]["version"]]
-    reload = document["paths"]["/admin/reload"]["post"]
+    from nbdeploy.serve.openapi import openapi_document
+
+    full = openapi_document(classifier_bundle)  # the bundle's own document: every route
+    assert {"/shadow", "/admin/reload"} <= set(full["paths"])
+    reload = full["paths"]["/admin/reload"]["post"]
     assert reload["security"] == [{"adminToken": []}] and "requestBody" not in reload
     assert document["components"]["securitySchemes"]["adminToken"] == {
         **document["components"]["securitySchemes"]["adminToken"], "type": "http", "scheme": "bearer"}
