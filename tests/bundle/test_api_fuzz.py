@@ -87,5 +87,6 @@ def test_api_answers_as_documented(served: Any) -> None:
     print(f"\n{served.which}: " + ", ".join(f"{op}: {n}" for op, n in sorted(sent.items())))
     assert {op.label for op in operations} == set(sent)
     posts = {op.label: sent[op.label] for op in operations if op.method.upper() == "POST"}
-    assert len(posts) == 2, sent  # /invocations and /v2/models/{name}/infer
+    # /invocations, V2 infer, V2 /versions/{v}/infer and /feedback (admin/reload: only with a token)
+    assert len(posts) == 4, sent
     assert all(n >= 2 * EXAMPLES for n in posts.values()), posts  # at least 1,000 each
