@@ -4,7 +4,6 @@ request log (and a file of labels), both computed by :mod:`nbdeploy.serve.perfor
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,10 @@ def performance(source: str | Path, feedback: str | Path | None = None, token: s
         if feedback is not None:
             raise ServeError("--feedback goes with a request log, not a URL",
                              hint="POST the labels to the API's /feedback, or pass the log file")
-        return PerformanceReport(text.rstrip("/"), _fetch(text.rstrip("/") + "/performance", token))
+        from nbdeploy.bundle.servers import get_json
+
+        base = text.rstrip("/")
+        return PerformanceReport(base, get_json(base, "/performance", token, timeout=30.0))
     from nbdeploy.serve.errors import ServingError
     from nbdeploy.serve.feedback import performance_log
 
@@ -44,24 +46,3 @@ def performance(source: str | Path, feedback: str | Path | None = None, token: s
     except ServingError as exc:
         raise ServeError(getattr(exc, "message", str(exc)), hint=getattr(exc, "hint", None)) from None
     return PerformanceReport(text + (f" with {feedback}" if feedback else ""), doc)
-
-
-def _fetch(url: str, token: str | None, timeout: float = 30.0) -> dict[str, Any]:
-    import urllib.error
-    import urllib.request
-
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            doc: dict[str, Any] = json.loads(r.read())
-            return doc
-    except urllib.error.HTTPError as e:
-        try:
-            message = json.loads(e.read()).get("message") or e.reason
-        except (ValueError, AttributeError):
-            message = e.reason
-        hint = "set NBDEPLOY_API_TOKEN to the API's token" if e.code == 401 else None
-        raise ServeError(f"{url} answered {e.code}: {message}", hint=hint) from None
-    except (urllib.error.URLError, OSError) as e:
-        raise ServeError(f"no API answers at {url}: {getattr(e, 'reason', e)}",
-                         hint="start one with `nbdeploy serve BUNDLE` or `%deploy serve`") from None

@@ -193,7 +193,11 @@ def _mtime(path: Path) -> float:
 
 
 def _pid_alive(worker_file: Path) -> bool:
-    pid = int(worker_file.stem.rsplit(".", 1)[1])
+    return pid_alive(int(worker_file.stem.rsplit(".", 1)[1]))
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (this one always does; another user's counts as running)."""
     if pid == os.getpid():
         return True
     try:

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .logfiles import pid_alive
+
 if TYPE_CHECKING:
     from .drift import Drift
     from .requestlog import RequestLog
@@ -253,7 +255,7 @@ class Metrics:
                 continue  # a worker's file that vanished: nothing to add
             if not isinstance(state, dict) or state.get("format") != FORMAT:
                 continue
-            total.add(state, alive=_alive(int(state["pid"])))
+            total.add(state, alive=pid_alive(int(state["pid"])))
         total.log_dropped["worker_died"] += self.lost_by_dead_workers()
         return total
 
@@ -267,7 +269,7 @@ class Metrics:
         lost = 0
         for path in self.shared.glob(f"*{LOG_COUNTERS_SUFFIX}"):
             pid = path.name[: -len(LOG_COUNTERS_SUFFIX)]
-            if pid.isdigit() and not _alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 lost += lost_by(path)
         return lost
 
@@ -369,18 +371,6 @@ class Metrics:
                 f"nbdeploy_drift_rows {report['rows']}",
             ]
         return "\n".join(out) + "\n"
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _fmt(x: float) -> str:
