@@ -59,6 +59,28 @@ def skip_slow_schema_formats() -> None:
         sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
 
 
+def _papermill() -> Any:
+    """papermill, with a local file handler that never changes this process's folder.
+
+    papermill's own handler wraps every read and write in ``os.chdir(cwd)`` ... ``os.chdir(old)``
+    with one ``cwd`` shared by the whole process. Batch workers are threads of one process:
+    two writes interleaving that pair left the process in another folder (a batch started
+    from ``elsewhere`` ended in the folder an earlier run had been started from). nbdeploy
+    gives papermill absolute paths, so the handler reads and writes them where they are.
+    """
+    import papermill as pm
+    from papermill import iorw
+
+    handler = iorw.papermill_io.get_handler("local")
+    handler._cwd = None  # read/write call chdir(self._cwd); chdir(None) is papermill's no-op
+    handler.cwd = _no_folder  # what local_file_io_cwd sets (and restores) is never kept
+    return pm
+
+
+def _no_folder(_path: str | None) -> None:
+    return None
+
+
 def _code_cell(source: str) -> Any:
     import nbformat
 
@@ -108,7 +130,7 @@ def execute(notebook: str | Path, output: str | Path, state_dir: str | Path, *,
     tells ``progress`` in one line).
     """
     skip_slow_schema_formats()
-    import papermill as pm
+    pm = _papermill()
     from papermill.exceptions import PapermillExecutionError
 
     src = Path(notebook).resolve()

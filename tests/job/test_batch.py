@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import os
+import time
 
 import pytest
 
@@ -132,3 +134,40 @@ def test_a_run_that_times_out_fails_alone_and_keeps_its_record_and_notebook(proj
     assert executed.metadata.papermill.end_time is not None
     row = _rows(result.csv)[0]
     assert row["status"] == "failed" and row["output"] == slow.output
+
+
+def test_papermill_writes_never_move_the_process_to_another_folder(tmp_path, monkeypatch):
+    """Batch workers are threads: papermill's chdir-around-each-write raced across them.
+
+    A write into a FIFO blocks in ``open`` until a reader comes, so the folder the process
+    is in *during* a write is seen from the main thread. papermill's own handler, with a
+    folder set by ``local_file_io_cwd`` (as each run sets it), sits in that folder then.
+    """
+    import threading
+
+    from papermill.iorw import local_file_io_cwd, papermill_io
+
+    from nbdeploy.job.execute import _papermill
+
+    _papermill()
+    here, other = tmp_path / "here", tmp_path / "other"
+    here.mkdir()
+    other.mkdir()
+    fifo = tmp_path / "out.ipynb"
+    os.mkfifo(fifo)
+    monkeypatch.chdir(here)
+    seen: list[str] = []
+
+    def write() -> None:
+        with local_file_io_cwd(str(other)):
+            papermill_io.write("{}", str(fifo))
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    time.sleep(0.5)  # the writer is blocked in open() now
+    seen.append(os.getcwd())
+    with open(fifo) as f:  # let it finish
+        assert f.read() == "{}"
+    writer.join(10)
+    assert seen == [str(here)]
+    assert os.getcwd() == str(here)

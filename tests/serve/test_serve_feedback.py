@@ -220,9 +220,11 @@ def test_feedback_across_two_workers_with_a_canary_and_a_restart(clf3, clf4, tmp
         assert _numbers(perf) == expected and perf["labels"] == 60
     finally:
         assert handle.stop() == 0
-    # both workers answered and took feedback: each wrote its own file
+    # each worker wrote its own file; which worker took which connection is the kernel's
+    # choice (one may have taken all ten prediction connections), so rows count across both
     per_worker = [f.read_text() for f in tmp_path.glob("requests.*.jsonl")]
-    assert len(per_worker) == 2 and all('"endpoint":"invocations"' in t for t in per_worker)
+    assert len(per_worker) == 2
+    assert sum(t.count('"endpoint":"invocations"') for t in per_worker) == len(answered)
     # a restart (one worker now) reads the labels and the answers back from the logs
     handle = start(clf3, tmp_path, canary=str(clf4), canary_percent=50)
     c = Client(handle.url)
