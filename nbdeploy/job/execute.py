@@ -60,21 +60,40 @@ def skip_slow_schema_formats() -> None:
 
 
 def _papermill() -> Any:
-    """papermill, with a local file handler that never changes this process's folder.
+    """papermill, with its local file handler changed in two ways (once per process).
 
-    papermill's own handler wraps every read and write in ``os.chdir(cwd)`` ... ``os.chdir(old)``
-    with one ``cwd`` shared by the whole process. Batch workers are threads of one process:
-    two writes interleaving that pair left the process in another folder (a batch started
-    from ``elsewhere`` ended in the folder an earlier run had been started from). nbdeploy
-    gives papermill absolute paths, so the handler reads and writes them where they are.
+    * It never changes this process's folder. papermill's own handler wraps every read and
+      write in ``os.chdir(cwd)`` ... ``os.chdir(old)`` with one ``cwd`` shared by the whole
+      process; batch workers are threads of one process, and two writes interleaving that
+      pair left the process in another folder. nbdeploy gives papermill absolute paths.
+    * The executed copies of nbdeploy's runs (:data:`_SCRUBBED`) are written through the
+      secret scrubber, atomically, at *every* save: the injected parameters cell holds
+      ``-p api_token ...`` as given and outputs may print a token, and a run killed between
+      two saves must not leave a copy that was never scrubbed. Other paths are papermill's.
     """
     import papermill as pm
     from papermill import iorw
 
     handler = iorw.papermill_io.get_handler("local")
+    if getattr(handler, "_nbdeploy", False):
+        return pm
     handler._cwd = None  # read/write call chdir(self._cwd); chdir(None) is papermill's no-op
     handler.cwd = _no_folder  # what local_file_io_cwd sets (and restores) is never kept
+    plain_write = handler.write
+
+    def write(buf: str, path: str) -> None:
+        if os.path.abspath(path) in _SCRUBBED:
+            atomic_write_text(Path(path), buf)
+        else:
+            plain_write(buf, path)
+
+    handler.write = write
+    handler._nbdeploy = True
     return pm
+
+
+#: the executed copies being written by runs of this process (absolute paths)
+_SCRUBBED: set[str] = set()
 
 
 def _no_folder(_path: str | None) -> None:
@@ -177,14 +196,15 @@ def execute(notebook: str | Path, output: str | Path, state_dir: str | Path, *,
 
 def _execute_scrubbed(pm: Any, out: Path, prepared: Any, parameters: dict[str, Any] | None, kernel: str,
                       log_output: bool, timeout: float | None, options: dict[str, Any]) -> None:
-    """papermill's run, whose executed copy then passes the secret scrubber like every record.
+    """papermill's run, whose executed copy passes the secret scrubber like every record.
 
     papermill writes the copy itself (the injected parameters cell holds ``-p api_token ...``
-    as given, and outputs may print a token or a URL with its password), so it is rewritten
-    through the scrubber however the run ended.
+    as given, and outputs may print a token or a URL with its password): every save of it is
+    scrubbed (:func:`_papermill`), and it is rewritten through the scrubber however the run ended.
     """
     from nbdeploy.job import engine
 
+    _SCRUBBED.add(str(out))
     try:
         pm.execute_notebook(
             prepared, str(out), parameters=parameters or {}, engine_name=engine.NAME,
@@ -192,7 +212,8 @@ def _execute_scrubbed(pm: Any, out: Path, prepared: Any, parameters: dict[str, A
             execution_timeout=timeout, report_mode=False, **options,
         )
     finally:
-        if out.is_file():
+        _SCRUBBED.discard(str(out))
+        if out.is_file():  # written scrubbed at every save; once more in case a write bypassed it
             atomic_write_text(out, out.read_text(encoding="utf-8"))
 
 

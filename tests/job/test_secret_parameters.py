@@ -3,13 +3,18 @@ writes, not the batch's results.csv, not the MLflow store's params, tags or arti
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
+import subprocess
+import time
 from pathlib import Path
 
 import nbformat
 import pytest
 
 from nbdeploy.job.batch import run_batch
+from tests.job.conftest import VENV_BIN
 
 TOKEN = "tkn8Hq3ZvR6pL1mX9cW4Param"
 PASSWORD = "Zq8Param3Lx7Mv2Kp"
@@ -46,3 +51,35 @@ def test_a_token_parameter_is_scrubbed_from_runs_results_and_the_mlflow_store(pr
     params = dict(con.execute("SELECT key, value FROM params").fetchall())
     con.close()
     assert params["api_token"] == "***" and params["db_url"] == "postgresql://app:***@db/prod"
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_cell_leaves_no_copy_with_the_token(proj: Path) -> None:
+    """papermill saves the executed copy when the run starts (parameters cell injected, token
+    in it) and again later; a run killed in between must not leave that first save unscrubbed."""
+    v4 = nbformat.v4
+    nb = v4.new_notebook()
+    params = v4.new_code_cell('api_token = "none"')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, v4.new_code_cell("import time\ntime.sleep(120)")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, proj / "slow.ipynb")
+    proc = subprocess.Popen([str(VENV_BIN / "nbdeploy"), "run", str(proj / "slow.ipynb"), "-p", "api_token", TOKEN,
+                             "--tracking", "off"], cwd=proj, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        copies: list[Path] = []
+        while not copies and time.monotonic() < deadline and proc.poll() is None:
+            copies = [p for p in proj.rglob("*.ipynb") if "time.sleep(120)" in p.read_text(errors="replace")
+                      and p.name != "slow.ipynb"]
+            time.sleep(0.2)
+        assert copies, "the run never saved its executed copy"
+        time.sleep(1.0)  # inside the sleeping cell now
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the CLI and the kernel it started
+        proc.wait(30)
+    assert "api_token = " in copies[0].read_text()  # the injected cell is there...
+    for p in proj.rglob("*"):
+        if p.is_file():
+            assert TOKEN.encode() not in p.read_bytes(), p  # ...but not the token, in any file
