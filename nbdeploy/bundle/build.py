@@ -344,6 +344,7 @@ def build_bundle(notebook: str | Path, *, output: str | Path | None = None, mode
                          f"notebook {result.duration:.1f} s, export {export['seconds']:.1f} s")
 
             partial = staging_dir(target)
+            registered: dict = {}  # the version this build registered, until its bundle is attached
             try:
                 partial.chmod(0o755)
                 steps.start(2)
@@ -367,6 +368,9 @@ def build_bundle(notebook: str | Path, *, output: str | Path | None = None, mode
                 steps.end(2, f"{len(list(partial.rglob('*')))} files")
                 steps.start(3)
                 warm.join()
+                for gone in registry.clear_unfinished(name, nb_path.parent):
+                    steps.progress(note(f"deleted {name} version {gone} from the registry: its build was "
+                                        "killed before the bundle was attached"))
                 metrics = {k: v.get("value") for k, v in result.record.get("metrics", {}).items()}
                 ctx.registry = registry.register(
                     partial / "model", name, nb_path.parent, params=effective, metrics=metrics,
@@ -375,6 +379,7 @@ def build_bundle(notebook: str | Path, *, output: str | Path | None = None, mode
                           "nbdeploy.parameters": registry.json_tag(effective),
                           "nbdeploy.metrics": registry.json_tag(metrics),
                           "nbdeploy.training_data": registry.json_tag(export.get("training_data"))})
+                registered = ctx.registry
                 steps.end(3, f"{name} version {ctx.registry['version']} in {ctx.registry['tracking_uri']}")
                 steps.start(4)
                 ctx.build_seconds = time.perf_counter() - started
@@ -386,6 +391,7 @@ def build_bundle(notebook: str | Path, *, output: str | Path | None = None, mode
                 scrubbed += late
                 registry.attach_bundle(partial, ctx.registry, nb_path.parent, target,
                                        sha256_file(partial / MANIFEST)[0])
+                registered = {}  # attached: the version has its bundle in the store whatever comes next
                 move_into_place(partial, target, force)
                 if reuse is not None:  # used once: a later build runs the notebook again
                     shutil.rmtree(reuse[0], ignore_errors=True)
@@ -393,6 +399,10 @@ def build_bundle(notebook: str | Path, *, output: str | Path | None = None, mode
                              f"version {ctx.registry['version']}'s artifact")
             except BaseException:
                 shutil.rmtree(partial, ignore_errors=True)
+                if registered:
+                    why = registry.withdraw(registered, nb_path.parent)  # no version without a bundle
+                    if why:
+                        steps.progress(note(why))
                 raise
         return BuildResult(target, name, manifest["version"], export["flavor"],
                            round(time.perf_counter() - started, 3), round(result.duration, 3),

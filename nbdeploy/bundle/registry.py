@@ -6,6 +6,11 @@ logged as the artifact ``model`` of a run in the experiment ``nbdeploy-bundles``
 and that artifact becomes the version's source, so the registry never points at
 the bundle folder (which can be moved or deleted).
 
+A version is tagged ``nbdeploy.build = building PID@HOST`` when it is registered and
+``done`` when its bundle is attached. A build that fails in between withdraws (deletes) its
+version; one killed in between cannot, so the next build of the same name deletes the
+versions whose builder is gone (:func:`clear_unfinished`), as it clears staging folders.
+
 Once the manifest is written, :func:`attach_bundle` logs the whole sealed bundle as the
 run's artifact ``bundle`` and tags the version with the manifest's sha256 and the folder
 it was built into: ``nbdeploy serve models:/NAME@champion`` and ``nbdeploy promote``
@@ -15,6 +20,8 @@ it was built into: ``nbdeploy serve models:/NAME@champion`` and ``nbdeploy promo
 from __future__ import annotations
 
 import json
+import os
+import socket
 import threading
 from pathlib import Path
 
@@ -85,7 +92,7 @@ def register(model_dir: Path, name: str, project_dir: Path, tags: dict[str, str]
         except MlflowException:
             client.create_registered_model(name, description="built by nbdeploy")
         mv = client.create_model_version(name, source=f"{run.info.artifact_uri}/model", run_id=run_id,
-                                         tags=tags)
+                                         tags={**tags, TAG_BUILD: _building()})
     except MlflowException as exc:
         raise BundleError(f"registering {name} in the MLflow registry failed: {exc.message}",
                           hint="check MLFLOW_TRACKING_URI, or unset it to use the local store") from None
@@ -102,6 +109,7 @@ def register(model_dir: Path, name: str, project_dir: Path, tags: dict[str, str]
 
 
 #: version tags the release commands read (the source notebook's tags are set at registration)
+TAG_BUILD = "nbdeploy.build"
 TAG_MANIFEST = "nbdeploy.manifest_sha256"
 TAG_BUNDLE_PATH = "nbdeploy.bundle_path"
 TAG_BUNDLE_ARTIFACT = "nbdeploy.bundle_artifact"
@@ -126,10 +134,57 @@ def attach_bundle(bundle_dir: Path, registered: dict, project_dir: Path, target:
         client.log_artifacts(registered["run_id"], str(bundle_dir), BUNDLE_ARTIFACT)
         artifact = f"runs:/{registered['run_id']}/{BUNDLE_ARTIFACT}"
         for key, value in ((TAG_MANIFEST, manifest_sha256), (TAG_BUNDLE_PATH, str(target)),
-                           (TAG_BUNDLE_ARTIFACT, artifact)):
+                           (TAG_BUNDLE_ARTIFACT, artifact), (TAG_BUILD, "done")):
             client.set_model_version_tag(name, version, key, value)
     except MlflowException as exc:
         raise BundleError(f"attaching the bundle to {name} version {version} in the MLflow registry "
                           f"failed: {exc.message}",
                           hint="check MLFLOW_TRACKING_URI, or unset it to use the local store") from None
     return {**registered, "bundle_artifact": artifact}
+
+
+def _building() -> str:
+    return f"building {os.getpid()}@{socket.gethostname()}"
+
+
+def unfinished(tags: dict[str, str]) -> bool:
+    """Registered by a build that has not attached its bundle (still running, failed or killed)."""
+    return str(tags.get(TAG_BUILD, "")).startswith("building")
+
+
+def withdraw(registered: dict, project_dir: Path) -> str | None:
+    """Delete the version a failing build registered; None, or why it could not (best effort:
+    the build's own error is what the user needs first)."""
+    try:
+        client, _ = _client(project_dir)
+        client.delete_model_version(registered["name"], registered["version"])
+        client.set_terminated(registered["run_id"], "FAILED")
+    except Exception as exc:  # noqa: BLE001  (reported as a note, never instead of the build's error)
+        return (f"{registered['name']} version {registered['version']} stays in the registry without a bundle "
+                f"({type(exc).__name__}); delete it in MLflow's UI")
+    return None
+
+
+def clear_unfinished(name: str, project_dir: Path) -> list[str]:
+    """Delete the versions of ``name`` whose build was killed on this machine before attaching
+    its bundle (their builder's process is gone); the version numbers deleted."""
+    from mlflow.exceptions import MlflowException
+
+    from nbdeploy.bundle.staging import _alive
+
+    host = socket.gethostname()
+    removed = []
+    try:
+        client, _ = _client(project_dir)
+        for mv in client.search_model_versions(f"name = '{name}'"):
+            state = str((mv.tags or {}).get(TAG_BUILD, ""))
+            pid, _, where = state.removeprefix("building ").partition("@")
+            if not state.startswith("building ") or where != host or not pid.isdigit() or _alive(int(pid)):
+                continue
+            client.delete_model_version(name, mv.version)
+            if mv.run_id:
+                client.set_terminated(mv.run_id, "KILLED")
+            removed.append(str(mv.version))
+    except MlflowException:  # a name not registered yet, or a store that refuses: nothing to clear
+        return removed
+    return sorted(removed, key=int)

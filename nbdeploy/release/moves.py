@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from nbdeploy.base.errors import PromoteError, RegistryError
-from nbdeploy.bundle.registry import TAG_MANIFEST
+from nbdeploy.bundle.registry import TAG_MANIFEST, unfinished
 from nbdeploy.release import history
 from nbdeploy.release.history import Move
 from nbdeploy.release.store import CHAMPION, check_alias, open_registry
@@ -34,6 +34,9 @@ def _why_not_verified(name: str, mv: object, record: dict | None) -> str | None:
     tags = getattr(mv, "tags", None) or {}
     version = getattr(mv, "version", "?")
     where = f"models:/{name}/{version}"
+    if unfinished(tags):
+        return (f"{name} version {version} has no bundle: its build registered it and has not attached the "
+                f"bundle (still running, or killed; the next build of {name} deletes it)")
     if not tags.get(TAG_MANIFEST):
         return f"{name} version {version} has no bundle on record in the registry (built before nbdeploy " \
                f"attached bundles)"

@@ -17,7 +17,7 @@ from typing import Any
 
 from nbdeploy.base.state import STATE_DIRNAME
 from nbdeploy.base.tables import View
-from nbdeploy.bundle.registry import TAG_BUNDLE_ARTIFACT, TAG_BUNDLE_PATH, TAG_MANIFEST
+from nbdeploy.bundle.registry import TAG_BUNDLE_ARTIFACT, TAG_BUNDLE_PATH, TAG_MANIFEST, unfinished
 from nbdeploy.release.store import Registry, open_registry
 
 
@@ -36,8 +36,11 @@ class VersionInfo:
     bundle_path: str = ""
     bundle_artifact: str = ""
     verify: dict | None = None  # the last verify outcome of this bundle, if one is on record
+    unfinished: bool = False  # registered by a build that has not attached its bundle (running or killed)
 
     def verified(self) -> str:
+        if self.unfinished:
+            return "build unfinished (no bundle)"
         if self.verify is None:
             return "not verified"
         return "verified" if self.verify.get("ok") else f"verify failed: {self.verify.get('summary')}"
@@ -117,7 +120,8 @@ def version_info(registry: Registry, mv: Any, aliases: dict[str, str]) -> Versio
         training_data=[{"path": d.get("relative_path") or d.get("path"), "hash": d.get("hash"),
                         "rows": d.get("rows")} for d in training if isinstance(d, dict)],
         manifest_sha256=tags.get(TAG_MANIFEST, ""), bundle_path=tags.get(TAG_BUNDLE_PATH, ""),
-        bundle_artifact=tags.get(TAG_BUNDLE_ARTIFACT, ""), verify=verify_record(registry, mv))
+        bundle_artifact=tags.get(TAG_BUNDLE_ARTIFACT, ""), verify=verify_record(registry, mv),
+        unfinished=unfinished(tags))
 
 
 def list_versions(name: str, project_dir: str | Path | None = None) -> VersionList:

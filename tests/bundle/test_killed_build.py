@@ -127,11 +127,26 @@ def test_a_killed_build_leaves_the_previous_bundle_and_the_next_build_works(tmp_
         found = find_bundles(nb.parent)
         assert [b["path"] for b in found] == [str(bundle)], found
 
+    # the kills after registering left versions without a bundle: listed as such, never promotable
+    from nbdeploy.release.moves import promote
+    from nbdeploy.release.versions import list_versions
+
+    name = manifest["registry"]["name"]
+    orphans = [v.version for v in list_versions(name, nb.parent).versions if v.unfinished]
+    assert orphans, "a kill after registering leaves a version whose bundle was never attached"
+    with pytest.raises(Exception, match="its build registered it and has not attached the bundle"):
+        promote(name, orphans[0], project_dir=nb.parent, force=False)
+
     again = _build(nb, "--force")
     assert again.returncode == 0, again.stderr
     now, manifest_now = _state(bundle)
     assert int(manifest_now["version"]) > int(manifest["version"])
     assert _leftovers(nb.parent) == [], "the next build clears what killed builds left"
+    left = {v.version: v for v in list_versions(name, nb.parent).versions}
+    assert not set(orphans) & set(left), "the next build deletes the versions killed builds registered"
+    assert not any(v.unfinished for v in left.values()) and left[str(manifest_now["version"])].bundle_artifact
+    for version in orphans:
+        assert f"deleted {name} version {version} from the registry" in again.stderr
 
 
 @pytest.mark.slow
