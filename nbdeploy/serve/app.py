@@ -319,10 +319,16 @@ class ServeApp:
                 await log.wait_for_space()
 
     def _authorize(self, headers: dict[bytes, bytes]) -> None:
+        if not self.authorized(headers):
+            raise RequestError(401, "this endpoint needs an Authorization: Bearer <token> header")
+
+    def authorized(self, headers: dict[bytes, bytes]) -> bool:
+        """No token configured, or the request's bearer token is it."""
+        if self._token is None:
+            return True
         auth = headers.get(b"authorization", b"")
         scheme, _, token = auth.partition(b" ")
-        if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self._token or b""):
-            raise RequestError(401, "this endpoint needs an Authorization: Bearer <token> header")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self._token)
 
     async def read_body(self, receive: Any, headers: dict[bytes, bytes]) -> bytes:
         limit = self.config.max_body_bytes

@@ -271,13 +271,19 @@ async def v2_ready(app: ServeApp, *_: Any) -> Any:
 
 
 # -- operations ----------------------------------------------------------------
-async def health(app: ServeApp, *_: Any) -> Any:
+async def health(app: ServeApp, scope: Any, receive: Any, headers: dict[bytes, bytes], *_: Any) -> Any:
     """200 while the API answers; the request log's state beside it ("degraded" while it fails to write,
-    rotate or compress: the API keeps answering, and a probe must not restart it for that)."""
+    rotate or compress: the API keeps answering, and a probe must not restart it for that).
+
+    A probe needs no token; on an API with one, the log's details (its path, the error) are only
+    for a caller who gives it: an anonymous probe reads the status alone."""
     log = app.metrics.log
     if log is None:
         return 200, b'{"status":"ok"}', JSON, []
-    return 200, app.json({"status": "ok" if log.ok else "degraded", "request_log": log.status()}), JSON, []
+    doc: dict[str, Any] = {"status": "ok" if log.ok else "degraded"}
+    if app.authorized(headers):
+        doc["request_log"] = log.status()
+    return 200, app.json(doc), JSON, []
 
 
 async def version(app: ServeApp, *_: Any) -> Any:

@@ -84,6 +84,9 @@ def test_bearer_token(classifier_bundle, tmp_path):
         anon, good, bad = Client(handle.url), Client(handle.url, "s3cret"), Client(handle.url, "wrong")
         for path in ("/health", "/v2/health/live", "/v2/health/ready"):
             assert anon.get(path)[0] == 200
+        # an anonymous probe reads the status; where the log is (and its error) needs the token
+        assert anon.get("/health")[2] == {"status": "ok"} == bad.get("/health")[2]
+        assert good.get("/health")[2]["request_log"]["path"] == str(tmp_path / "requests.jsonl")
         body = {"dataframe_records": [{"age": 40, "income": 1.0, "city": "nice", "member": False}]}
         for path in ("/metadata", "/metrics", "/openapi.json", "/docs", "/v2/models/churn"):
             assert anon.get(path)[0] == 401, path
