@@ -639,7 +639,8 @@ export class DeployPanel extends Widget {
       return null;
     }
     const box = el('div', { class: `nbdeploy-result nbdeploy-${r.ok ? 'ok' : 'error'}` });
-    if (r.summary) {
+    if (r.summary && !(!r.ok && r.summary === job.error)) {
+      // a failed job's summary is its error, shown once below
       box.append(el('div', { class: 'nbdeploy-result-summary' }, r.summary));
     }
     if (r.bundle) {

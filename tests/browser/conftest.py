@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -140,3 +141,38 @@ def browser() -> Iterator[object]:
         b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+@contextlib.contextmanager
+def embedded_store() -> Iterator[None]:
+    """Builds inside use the project's embedded MLflow store, whatever the environment names."""
+    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
+@contextlib.contextmanager
+def notebook_page(browser: object, lab: Lab, notebook: str, last_shot: str,
+                  height: int = 950) -> Iterator[object]:
+    """A page of ``lab`` with ``notebook`` open (a leftover dialog dismissed) and the Deploy
+    panel shown; a screenshot ``last_shot`` in test-artifacts/ when it closes."""
+    ctx = browser.new_context(viewport={"width": 1500, "height": height})  # type: ignore[attr-defined]
+    pg = ctx.new_page()
+    pg.set_default_timeout(60_000)
+    try:
+        pg.goto(f"{lab.url}/lab/tree/{notebook}?token={lab.token}&reset")
+        pg.wait_for_selector(".jp-Notebook .jp-Cell", state="visible")
+        pg.wait_for_timeout(1000)
+        if pg.locator(".jp-Dialog").count():
+            pg.locator(".jp-Dialog .jp-Dialog-button").last.click()
+        tab = pg.locator('.jp-SideBar li[data-id="nbdeploy-panel"]')
+        if "lm-mod-current" not in (tab.get_attribute("class") or ""):
+            tab.click()
+        yield pg
+        ARTIFACTS.mkdir(exist_ok=True)
+        pg.screenshot(path=str(ARTIFACTS / last_shot))
+    finally:
+        ctx.close()

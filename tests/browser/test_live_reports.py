@@ -10,7 +10,6 @@ feature, in an iframe that may run nothing.
 from __future__ import annotations
 
 import json
-import os
 import urllib.request
 
 import pandas as pd
@@ -18,7 +17,7 @@ import pytest
 
 from tests.release.conftest import make_project
 
-from .conftest import ARTIFACTS
+from .conftest import ARTIFACTS, embedded_store, notebook_page
 
 pytestmark = pytest.mark.slow
 NB = "proj/tiny_ridge.ipynb"
@@ -30,34 +29,19 @@ LABELLED = 12
 def project(lab):
     from nbdeploy.bundle import build_bundle
 
-    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
-    nb = make_project(lab.root / "proj")
-    build_bundle(nb, output=lab.root / "proj" / "bundle")
-    yield lab.root / "proj"
-    if saved is not None:
-        os.environ["MLFLOW_TRACKING_URI"] = saved
+    with embedded_store():
+        nb = make_project(lab.root / "proj")
+        build_bundle(nb, output=lab.root / "proj" / "bundle")
+        yield lab.root / "proj"
 
 
 @pytest.fixture(scope="module")
 def page(lab, browser, project):
-    ctx = browser.new_context(viewport={"width": 1500, "height": 950})
-    pg = ctx.new_page()
-    pg.set_default_timeout(60_000)
-    pg.goto(f"{lab.url}/lab/tree/{NB}?token={lab.token}&reset")
-    pg.wait_for_selector(".jp-Notebook .jp-Cell", state="visible")
-    pg.wait_for_timeout(1000)
-    if pg.locator(".jp-Dialog").count():
-        pg.locator(".jp-Dialog .jp-Dialog-button").last.click()
-    tab = pg.locator('.jp-SideBar li[data-id="nbdeploy-panel"]')
-    if "lm-mod-current" not in (tab.get_attribute("class") or ""):
-        tab.click()
-    yield pg
-    ARTIFACTS.mkdir(exist_ok=True)
-    pg.screenshot(path=str(ARTIFACTS / "live-reports-last.png"))
-    if pg.locator('#nbdeploy-panel button[data-action="stop"]').is_enabled():
-        pg.locator('#nbdeploy-panel button[data-action="stop"]').click()
-        pg.wait_for_selector('.nbdeploy-job[data-kind="serve"][data-state="stopped"]')
-    ctx.close()
+    with notebook_page(browser, lab, NB, "live-reports-last.png") as pg:
+        yield pg
+        if pg.locator('#nbdeploy-panel button[data-action="stop"]').is_enabled():
+            pg.locator('#nbdeploy-panel button[data-action="stop"]').click()
+            pg.wait_for_selector('.nbdeploy-job[data-kind="serve"][data-state="stopped"]')
 
 
 def _post(url: str, doc: object) -> tuple[dict, dict]:

@@ -17,7 +17,7 @@ import pytest
 
 from tests.bundle.test_candidates import two_models_project
 
-from .conftest import ARTIFACTS
+from .conftest import ARTIFACTS, notebook_page
 
 pytestmark = pytest.mark.slow
 NB = "proj/two_models.ipynb"
@@ -25,22 +25,9 @@ JOB_TIMEOUT_MS = 300_000
 @pytest.fixture(scope="module")
 def page(lab, browser):
     two_models_project(lab.root / "proj")
-    ctx = browser.new_context(viewport={"width": 1500, "height": 1000})
-    pg = ctx.new_page()
-    pg.set_default_timeout(60_000)
-    pg.goto(f"{lab.url}/lab/tree/{NB}?token={lab.token}&reset")
-    pg.wait_for_selector(".jp-Notebook .jp-Cell", state="visible")
-    pg.wait_for_timeout(1000)
-    if pg.locator(".jp-Dialog").count():
-        pg.locator(".jp-Dialog .jp-Dialog-button").last.click()
-    tab = pg.locator('.jp-SideBar li[data-id="nbdeploy-panel"]')
-    if "lm-mod-current" not in (tab.get_attribute("class") or ""):
-        tab.click()
-    pg.wait_for_selector("#nbdeploy-panel .nbdeploy-item", state="visible")
-    yield pg
-    ARTIFACTS.mkdir(exist_ok=True)
-    pg.screenshot(path=str(ARTIFACTS / "options-last.png"))
-    ctx.close()
+    with notebook_page(browser, lab, NB, "options-last.png", height=1000) as pg:
+        pg.wait_for_selector("#nbdeploy-panel .nbdeploy-item", state="visible")
+        yield pg
 
 
 def _panel(page):
@@ -107,6 +94,7 @@ def test_build_chooses_a_model_among_several(page, lab) -> None:
     panel = _panel(page)
     assert _ended(page, "build") == "failed"
     assert "several fitted models" in panel.locator(".nbdeploy-job-error").inner_text()
+    assert panel.locator(".nbdeploy-job").inner_text().count("several fitted models") == 1  # said once
     model = panel.get_by_label("Model", exact=True)
     page.wait_for_selector('#nbdeploy-panel select[data-option="model"] option[value="tree"]', state="attached")
     options = model.locator("option").all_inner_texts()

@@ -7,13 +7,11 @@ aliases are read back from the registry with MlflowClient after each click.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from tests.release.conftest import NAME, build_two_versions
 
-from .conftest import ARTIFACTS
+from .conftest import ARTIFACTS, embedded_store, notebook_page
 
 pytestmark = pytest.mark.slow
 NB = "proj/tiny_ridge.ipynb"
@@ -23,31 +21,16 @@ NB = "proj/tiny_ridge.ipynb"
 def project(lab):
     from nbdeploy.bundle.catalog import record_verify
 
-    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
-    v1, _ = build_two_versions(lab.root / "proj")
-    record_verify(v1, True, "verified")
-    yield lab.root / "proj"
-    if saved is not None:
-        os.environ["MLFLOW_TRACKING_URI"] = saved
+    with embedded_store():
+        v1, _ = build_two_versions(lab.root / "proj")
+        record_verify(v1, True, "verified")
+        yield lab.root / "proj"
 
 
 @pytest.fixture(scope="module")
 def page(lab, browser, project):
-    ctx = browser.new_context(viewport={"width": 1500, "height": 950})
-    pg = ctx.new_page()
-    pg.set_default_timeout(60_000)
-    pg.goto(f"{lab.url}/lab/tree/{NB}?token={lab.token}&reset")
-    pg.wait_for_selector(".jp-Notebook .jp-Cell", state="visible")
-    pg.wait_for_timeout(1000)
-    if pg.locator(".jp-Dialog").count():
-        pg.locator(".jp-Dialog .jp-Dialog-button").last.click()
-    tab = pg.locator('.jp-SideBar li[data-id="nbdeploy-panel"]')
-    if "lm-mod-current" not in (tab.get_attribute("class") or ""):
-        tab.click()
-    yield pg
-    ARTIFACTS.mkdir(exist_ok=True)
-    pg.screenshot(path=str(ARTIFACTS / "releases-last.png"))
-    ctx.close()
+    with notebook_page(browser, lab, NB, "releases-last.png") as pg:
+        yield pg
 
 
 def _aliases(project) -> dict[str, str]:

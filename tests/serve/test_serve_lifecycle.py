@@ -116,14 +116,22 @@ def test_two_workers_serve_and_log(classifier_bundle, tmp_path):
         with ThreadPoolExecutor(8) as pool:
             statuses = [s for ss in pool.map(calls, range(8)) for s in ss]
         assert statuses == [200] * 80
-        time.sleep(1.5)  # each worker shares its counts once a second
-        # whichever worker a scrape reaches, it answers with the sum over both workers
-        for _ in range(6):
+        def scrape() -> str:
             c = Client(handle.url)
             try:
-                text = c.get("/metrics")[2]
+                return c.get("/metrics")[2]
             finally:
                 c.close()
+
+        # each worker shares its counts once a second (later on a loaded machine): once a scrape
+        # holds all 80, both shares are written, and whichever worker a scrape reaches then,
+        # it answers with the sum over both workers
+        deadline = time.monotonic() + 30
+        while (_metric(scrape(), 'nbdeploy_requests_total{endpoint="invocations",status="200"}') != 80
+               and time.monotonic() < deadline):
+            time.sleep(0.25)
+        for _ in range(6):
+            text = scrape()
             assert _metric(text, 'nbdeploy_requests_total{endpoint="invocations",status="200"}') == 80
             assert _metric(text, "nbdeploy_batch_rows_sum") == 80
             assert _metric(text, 'nbdeploy_predictions_total{label="0"}') + _metric(
