@@ -94,7 +94,7 @@ def _capture(args: argparse.Namespace) -> int:
     from nbdeploy.job.capture_run import capture_notebook
 
     result = capture_notebook(args.notebook, timeout=args.timeout, kernel=args.kernel,
-                              progress=_say(args))
+                              progress=_progress(args))
     if result.error is not None:
         raise result.error
     if args.json:

@@ -54,6 +54,12 @@ def test_a_kernel_this_machine_lacks_falls_back_to_this_python_and_says_so(proj,
                     "choose with --kernel NAME"]
     rec = last_run(nb)
     assert rec.ok and rec.kernel == "python3" and rec.metrics["marker"] == 0.0
+    # capture says it the same way (it printed the event's dataclass repr)
+    assert cli.main(["capture", str(nb)]) == 0
+    said = [ln for ln in capsys.readouterr().out.splitlines() if "authors-conda-env" in ln]
+    assert said == [f"the kernel 'authors-conda-env' that tiny.ipynb names is not on this machine: "
+                    f"running it in python3 ({sys.executable}), the Python nbdeploy runs in; "
+                    "choose with --kernel NAME"]
 
 
 def test_kernel_names_the_kernel_of_run_reproduce_and_batch(proj, other_kernel, capsys):
