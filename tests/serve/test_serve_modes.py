@@ -374,6 +374,33 @@ def test_agreement_numbers_on_known_inputs():
     assert doc["agreement"] == 0.25 and [w["difference"] for w in doc["worst"]] == [2.0, 0.5, 0.5]
 
 
+def test_agreement_of_equal_label_lists_counts_as_row_by_row():
+    """Equal lists of labels are counted at once; the report is the one comparing row by row gives
+    (a label list that equals numbers, booleans or NaN is compared row by row)."""
+    from nbdeploy.serve import compare
+    from nbdeploy.serve.compare import Agreement
+
+    pairs = [([0, 1, 1], [0, 1, 1]), (["yes"], ["yes"]), ([True], [True]), ([1], [1.0]), ([1], [True]),
+             ([], []), ([0, "a"], [0, "a"]), ([2.5], [2.5]), ([float("nan")], [float("nan")]), ([1, 0], [1, 1])]
+    for cut in range(len(pairs)):  # each order of kinds: the first pair decides nothing alone
+        chosen = pairs[cut:] + pairs[:cut]
+        fast = Agreement("3", "4")
+        for i, (a, b) in enumerate(chosen):
+            fast.add(f"r{i}", a, b, 1.0, 2.0)
+        labels, compare._LABELS = compare._LABELS, frozenset()  # every pair row by row
+        try:
+            slow = Agreement("3", "4")
+            for i, (a, b) in enumerate(chosen):
+                slow.add(f"r{i}", a, b, 1.0, 2.0)
+        finally:
+            compare._LABELS = labels
+        assert str(fast.report()) == str(slow.report())
+    numbers = Agreement()  # equal integers counted at once stay numbers: with floats, a regression
+    numbers.add("a", [1, 0], [1, 0])
+    numbers.add("b", [2.5], [3.0])
+    assert numbers.report()["kind"] == "regression" and numbers.report()["mean_abs_diff"] == pytest.approx(0.5 / 3)
+
+
 def test_replay_of_a_logged_day(regressor_bundle, regressor_v4, tmp_path, capsys):
     from nbdeploy.frontends.cli import main
     from nbdeploy.serve.compare import replay
