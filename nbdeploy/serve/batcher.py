@@ -24,6 +24,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+#: time a predict on the event loop spent off the CPU past which it counts as :attr:`Batcher.blocking`
+#: (far longer than a shared machine preempts a thread)
+BLOCKED_SECONDS = 0.1
+
 
 @dataclass(slots=True)
 class Part:
@@ -63,6 +67,9 @@ class Batcher:
         self.predict_seconds: float | None = None
         #: requests being read or validated that will soon be submitted
         self.reading = 0
+        #: its predict waits without computing (sleeps, I/O): :meth:`run_parts` keeps it off the loop,
+        #: where the CPU time that judges a predict in the thread would not show the wait
+        self.blocking = False
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop())
@@ -148,18 +155,39 @@ class Batcher:
 
     async def run_parts(self, parts: list[Part]) -> list[tuple[bool, Any]]:
         """One batch the caller formed (a shadow's), outside the queue: each part's (ok, output or
-        exception), predicted on the event loop when that is fast, else in this batcher's thread."""
-        t0 = time.perf_counter()
+        exception), predicted on the event loop when that is fast, else in this batcher's thread.
+
+        On the loop a predict is timed by the clock (how long it held the loop); in the thread,
+        by the CPU time it took there. By the clock it would also count its waits for the GIL
+        that the busy loop holds: a predict sent to the thread once (say, preempted once on a
+        shared machine) then looked slow every time and stayed there, each batch a tug-of-war
+        with the loop (benchmarks/production.py). A predict that waits without computing
+        (:attr:`blocking`: a sleep, I/O) never runs on the loop."""
         self._busy = True
         try:
-            if self.predict_seconds is not None and self.predict_seconds < self.inline_below:
+            if not self.blocking and self.predict_seconds is not None and self.predict_seconds < self.inline_below:
+                c0, t0 = time.thread_time(), time.perf_counter()
                 outcomes = self._run_isolated(parts)
+                seconds, cpu = time.perf_counter() - t0, time.thread_time() - c0
+                if seconds - cpu > BLOCKED_SECONDS:  # no preemption lasts this long: it waited on something
+                    self.blocking = True
             else:
-                outcomes = await asyncio.get_running_loop().run_in_executor(self._pool, self._run_isolated, parts)
+                outcomes, seconds = await asyncio.get_running_loop().run_in_executor(self._pool, self._run_timed, parts)
         finally:
             self._busy = False
-        self.observe(time.perf_counter() - t0)
+        self.observe(seconds)
         return outcomes
+
+    def _run_timed(self, parts: list[Part]) -> tuple[list[tuple[bool, Any]], float]:
+        """``_run_isolated`` and the CPU seconds this thread spent in it."""
+        t0 = time.thread_time()
+        outcomes = self._run_isolated(parts)
+        return outcomes, time.thread_time() - t0
+
+    def waits(self, seconds: float, cpu: float) -> bool:
+        """Whether a predict that took ``seconds`` by the clock and ``cpu`` of CPU time spent more
+        than :attr:`inline_below` waiting (most of its time): see :attr:`blocking`."""
+        return seconds - cpu > self.inline_below and cpu < seconds / 2
 
     async def _gather(self, batch: list[Part], rows: int, deadline: float) -> int:
         """Let requests that already reached the server join the batch, until none arrive.
