@@ -354,15 +354,22 @@ class ServeApp:
         variant: Variant | None = None,
     ) -> tuple[Any, list[dict[str, Any]], int, Any]:
         """Read, parse, validate and predict: (predictions, flags, rows, v2 request or None).
-        ``variant``: the version the request asked for (V2's /versions/{v}), else live or canary."""
+        ``variant``: the version the request asked for (V2's /versions/{v}), else live or canary.
+        A canary's request joins the live requests' batches with the canary's predict (see
+        :mod:`.batcher`); one that names its version goes to that version's own batcher."""
+        run = None
         if variant is not None:
             record["version"] = variant.version
+            batcher = variant.batcher
         elif self.canary is None:
-            variant = self.live
+            variant, batcher = self.live, self.batcher
         else:  # the record names the version that answered (the live one's is the default)
             variant = self._pick(headers)
             record["version"] = variant.version
-        bundle, batcher = variant.bundle, variant.batcher
+            batcher = self.batcher
+            if variant is not self.live:
+                run = variant.predictor.run_batch
+        bundle = variant.bundle
         validator = variant.validator
         batcher.reading += 1
         reading = True
@@ -401,7 +408,7 @@ class ServeApp:
             batcher.reading -= 1
             reading = False
             try:
-                predictions, part = await batcher.submit_part(payload, data.n, check=deferred, names=names)
+                predictions, part = await batcher.submit_part(payload, data.n, check=deferred, names=names, run=run)
             except RequestError:
                 raise
             except Exception as e:

@@ -7,6 +7,12 @@ seconds, so at low load nothing waits and at high load batches fill. Each reques
 are a contiguous slice of the batch and get exactly that slice of the output back. If a
 batch raises, its requests are retried one by one, so one bad request fails alone.
 
+A canary's requests join the live model's queue with their own ``run`` (the canary's
+predict): a batch that holds both is cut into one predict call per version. With a
+batcher of its own, the canary's few requests formed a small batch beside each live one,
+answered apart from it, and a 10 % canary cost ~10 % of the server's CPU per request
+(benchmarks/production.py); sharing the queue keeps one wave of answers per batch.
+
 Where ``predict`` runs: in a worker thread, so that a slow model never stalls the event
 loop; but when a call takes less than ``inline_below`` seconds (moving average), on the
 event loop itself. A fast model in a thread loses more than it gains: while it holds the
@@ -40,6 +46,8 @@ class Part:
     flags: list[dict[str, Any]] | None = None
     #: when set, ``data`` is one row (a list of values in the order of these column names)
     names: list[str] | None = None
+    #: another version's ``run_batch`` (a canary's) for this part; None: the batcher's own
+    run: Callable[[list[Part]], list[Any]] | None = None
 
 
 class Batcher:
@@ -89,11 +97,12 @@ class Batcher:
     async def submit(self, data: Any, n: int) -> Any:
         return (await self.submit_part(data, n))[0]
 
-    async def submit_part(self, data: Any, n: int, check: bool = False,
-                          names: list[str] | None = None) -> tuple[Any, Part]:
-        """The output for these rows, and their part (its ``flags`` when ``check``)."""
+    async def submit_part(self, data: Any, n: int, check: bool = False, names: list[str] | None = None,
+                          run: Callable[[list[Part]], list[Any]] | None = None) -> tuple[Any, Part]:
+        """The output for these rows, and their part (its ``flags`` when ``check``); ``run``:
+        predict them with another version's ``run_batch`` (see :attr:`Part.run`)."""
         fut = asyncio.get_running_loop().create_future()
-        part = Part(data, n, fut, check, None, names)
+        part = Part(data, n, fut, check, None, names, run)
         self._queue.append(part)
         self._wake()
         return await fut, part
@@ -136,15 +145,16 @@ class Batcher:
             t0 = time.perf_counter()
             try:
                 if self.predict_seconds is not None and self.predict_seconds < self.inline_below:
-                    outcomes = self._run_isolated(batch)  # fast model: no thread hand-off, no GIL tug-of-war
+                    outcomes, calls = self._run_versions(batch)  # fast model: no thread hand-off, no GIL tug-of-war
                 else:
-                    outcomes = await loop.run_in_executor(self._pool, self._run_isolated, batch)
+                    outcomes, calls = await loop.run_in_executor(self._pool, self._run_versions, batch)
             finally:
                 self._busy = False
             seconds = time.perf_counter() - t0
             self.observe(seconds)
             if self._on_batch is not None:
-                self._on_batch(rows, len(batch), seconds)
+                for call in calls or ((rows, len(batch), seconds),):  # one count per predict call
+                    self._on_batch(*call)
             for part, (ok, value) in zip(batch, outcomes, strict=True):
                 if part.future.done():  # the client went away
                     continue
@@ -212,18 +222,40 @@ class Batcher:
         p = self.predict_seconds
         self.predict_seconds = seconds if p is None else 0.8 * p + 0.2 * seconds
 
-    def _run_isolated(self, batch: list[Part]) -> list[tuple[bool, Any]]:
-        """Each part's (ok, output or exception). ``run_batch`` may hand back an exception for a
-        part it refused (say, a request whose columns do not match the signature)."""
+    def _run_versions(self, batch: list[Part]) -> tuple[list[tuple[bool, Any]], list[tuple[int, int, float]] | None]:
+        """Each part's (ok, output or exception). A batch holding parts of other versions
+        (:attr:`Part.run`) is cut into one predict call per version, in the order each first
+        appears; then also (rows, requests, seconds) of each call, for the metrics."""
+        if all(p.run is None for p in batch):
+            return self._run_isolated(batch), None
+        groups: dict[Any, list[int]] = {}
+        for i, p in enumerate(batch):
+            groups.setdefault(p.run, []).append(i)
+        outcomes: list[tuple[bool, Any]] = [(False, None)] * len(batch)
+        calls = []
+        for run, index in groups.items():
+            parts = [batch[i] for i in index]
+            t0 = time.perf_counter()
+            for i, outcome in zip(index, self._run_isolated(parts, run), strict=True):
+                outcomes[i] = outcome
+            calls.append((sum(p.n for p in parts), len(parts), time.perf_counter() - t0))
+        return outcomes, calls
+
+    def _run_isolated(self, batch: list[Part], run: Callable[[list[Part]], list[Any]] | None = None
+                      ) -> list[tuple[bool, Any]]:
+        """Each part's (ok, output or exception), predicted by ``run`` (default: this batcher's
+        ``run_batch``). It may hand back an exception for a part it refused (say, a request whose
+        columns do not match the signature)."""
+        run = run or self._run_batch
         try:
-            return [(not isinstance(out, Exception), out) for out in self._run_batch(batch)]
+            return [(not isinstance(out, Exception), out) for out in run(batch)]
         except Exception as e:
             if len(batch) == 1:
                 return [(False, e)]
         outcomes: list[tuple[bool, Any]] = []
         for part in batch:
             try:
-                out = self._run_batch([part])[0]
+                out = run([part])[0]
                 outcomes.append((not isinstance(out, Exception), out))
             except Exception as e:
                 outcomes.append((False, e))

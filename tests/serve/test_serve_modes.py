@@ -157,6 +157,41 @@ def test_canary_answers_its_share_sticky_per_key(classifier_bundle, classifier_v
     assert sum(r["version"] == "4" for r in records) == canary + 3 * sticky
 
 
+def test_canary_requests_share_the_live_batches_and_get_the_canary_answers(classifier_bundle, classifier_v4):
+    """A canary's requests join the live requests' batch, which is cut into one predict per
+    version: each request gets its own version's answer, and the metrics count each predict."""
+    import asyncio
+
+    from nbdeploy.serve.app import create_app
+    from nbdeploy.serve.batcher import Part
+    from nbdeploy.serve.config import ServeConfig
+
+    app = create_app(classifier_bundle, ServeConfig(log_path="", canary=str(classifier_v4), canary_percent=50))
+    names = ["age", "income", "city", "member"]
+    rows = [[r[n] for n in names] for r in ROWS[:90]]
+
+    def alone(variant, row):
+        return variant.predictor.run_batch([Part({n: [v] for n, v in zip(names, row, strict=True)}, 1, None,
+                                                 True)])[0]
+
+    expected = [alone(app.canary if i % 2 else app.live, r) for i, r in enumerate(rows)]
+    assert expected != [alone(app.live, r) for r in rows]  # the canary's answers differ on some rows
+    calls, requests = app.metrics.batch_requests.count, app.metrics.batch_requests.sum
+
+    async def batch():
+        app.batcher.start()
+        try:  # all submitted before the batcher runs: one batch
+            return await asyncio.gather(*(app.batcher.submit_part(
+                list(r), 1, check=True, names=names, run=app.canary.predictor.run_batch if i % 2 else None)
+                for i, r in enumerate(rows)))
+        finally:
+            await app.batcher.stop()
+
+    got = asyncio.run(batch())
+    assert [out for out, _ in got] == expected
+    assert app.metrics.batch_requests.count - calls == 2 and app.metrics.batch_requests.sum - requests == 90
+
+
 # -- shadow ------------------------------------------------------------------------
 def test_shadow_never_changes_answers_and_logs_both(classifier_server, classifier_bundle, classifier_v4, tmp_path):
     from nbdeploy.serve.compare import compare_log
