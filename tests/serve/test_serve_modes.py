@@ -236,6 +236,35 @@ def test_shadow_never_changes_answers_and_logs_both(classifier_server, classifie
     assert all("inputs" in w for w in from_log["worst"])
 
 
+def test_a_shadow_stops_lingering_once_half_its_queue_is_full(classifier_v4, monkeypatch):
+    """Requests gather for SHADOW_LINGER, but not past half of max_pending: a fast stream would
+    otherwise fill the queue while the shadow waits, and be dropped though nothing is behind."""
+    import asyncio
+
+    from nbdeploy.serve import shadow as shadow_module
+    from nbdeploy.serve.config import ServeConfig
+    from nbdeploy.serve.variant import open_variant
+
+    monkeypatch.setattr(shadow_module, "SHADOW_LINGER", 60.0)  # nothing is compared by waiting it out
+    shadow = shadow_module.Shadow(open_variant(classifier_v4, ServeConfig(log_path=""), None, shadow=True), "3",
+                                  8, False)
+
+    async def offer_half():
+        shadow.start()
+        loop = asyncio.get_running_loop()
+        for i, row in enumerate(ROWS[:4]):
+            shadow.offer(f"r{i}", ({k: [v] for k, v in row.items()}, 1, True, None, [0], "3"), 1.0)
+        deadline = loop.time() + 30
+        while shadow.pending and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        report = shadow.report()
+        await shadow.stop()
+        return report
+
+    report = asyncio.run(offer_half())
+    assert report["requests"] == 4 and report["pending"] == 0 and report["dropped"] == 0 and report["errors"] == 0
+
+
 def test_slow_shadow_is_dropped_and_counted(tripwire_model, sleepy_model, tmp_path):
     handle = start(tripwire_model, tmp_path, shadow=str(sleepy_model), shadow_max_pending=2)
     n = 100
