@@ -9,9 +9,11 @@ batch raises, its requests are retried one by one, so one bad request fails alon
 
 A canary's requests join the live model's queue with their own ``run`` (the canary's
 predict): a batch that holds both is cut into one predict call per version. With a
-batcher of its own, the canary's few requests formed a small batch beside each live one,
-answered apart from it, and a 10 % canary cost ~10 % of the server's CPU per request
-(benchmarks/production.py); sharing the queue keeps one wave of answers per batch.
+batcher of its own, the canary's few requests formed small batches of their own, gathered
+and answered apart from the live ones; in one queue they wait for nothing more than the
+live requests do. What a canary still costs is that second predict call a batch (its
+fixed cost, shared by a tenth of the rows) and counting each request by version
+(benchmarks/production.py, docs/serve.md).
 
 Where ``predict`` runs: in a worker thread, so that a slow model never stalls the event
 loop; but when a call takes less than ``inline_below`` seconds (moving average), on the
