@@ -46,11 +46,11 @@ class ServeApp:
     def __init__(self, bundle: Bundle, model: LoadedModel, config: ServeConfig) -> None:
         self.config = config
         self.metrics = Metrics()
+        #: answers ``canary_percent`` of the requests (set before startup)
+        self.canary: Variant | None = None
         self._use(Variant(bundle, model, config, self.metrics))
         #: the folder a reload reads again (as given: a symlink is followed anew each time)
         self.bundle_path: str = str(bundle.root)
-        #: answers ``canary_percent`` of the requests (set before startup)
-        self.canary: Variant | None = None
         self._canary_cut = config.canary_percent * 100  # out of 10,000
         self._canary_key = config.canary_key_header.lower().encode() or None
         self._wanted = _WANTED | {self._canary_key} if self._canary_key else _WANTED
@@ -78,10 +78,14 @@ class ServeApp:
         self.predictor, self.batcher = variant.predictor, variant.batcher
         self.metrics.drift = variant.drift
         self._version_header = (b"x-model-version", variant.version.encode())
+        self._version_headers = {variant.version: self._version_header}
+        if self.canary is not None:  # the header of each version a request may name, made once
+            self._version_headers[self.canary.version] = (b"x-model-version", self.canary.version.encode())
 
     def add_canary(self, variant: Variant) -> None:
         self.canary = variant
         self._split = True
+        self._version_headers[variant.version] = (b"x-model-version", variant.version.encode())
 
     def add_shadow(self, shadow: Shadow) -> None:
         self.shadow = shadow
@@ -289,7 +293,8 @@ class ServeApp:
         finally:
             metrics.inflight -= 1
         version = record.get("version")
-        version_header = self._version_header if version is None else (b"x-model-version", version.encode())
+        version_header = self._version_header if version is None else (
+            self._version_headers.get(version) or (b"x-model-version", version.encode()))
         await send({
             "type": "http.response.start",
             "status": status,
@@ -303,12 +308,13 @@ class ServeApp:
         })
         await send({"type": "http.response.body", "body": body})
         seconds = time.perf_counter() - t0
-        metrics.request(endpoint, status, seconds)
-        if self._split:
+        if self._split:  # counted also under the version that answered
             metrics.version_request(version or self.bundle.version, endpoint, status, seconds)
             shadowed = record.pop("_shadow", None)
             if shadowed is not None and self.shadow is not None:
                 self.shadow.offer(rid, shadowed, int(seconds * 1e6) / 1000)
+        else:
+            metrics.request(endpoint, status, seconds)
         if log is not None:
             log.write({
                 "ts": time.time(), "id": rid, "method": method, "path": path, "endpoint": endpoint,
@@ -360,15 +366,22 @@ class ServeApp:
         variant: Variant | None = None,
     ) -> tuple[Any, list[dict[str, Any]], int, Any]:
         """Read, parse, validate and predict: (predictions, flags, rows, v2 request or None).
-        ``variant``: the version the request asked for (V2's /versions/{v}), else live or canary."""
+        ``variant``: the version the request asked for (V2's /versions/{v}), else live or canary.
+        A canary's request joins the live requests' batches with the canary's predict (see
+        :mod:`.batcher`); one that names its version goes to that version's own batcher."""
+        run = None
         if variant is not None:
             record["version"] = variant.version
+            batcher = variant.batcher
         elif self.canary is None:
-            variant = self.live
+            variant, batcher = self.live, self.batcher
         else:  # the record names the version that answered (the live one's is the default)
             variant = self._pick(headers)
             record["version"] = variant.version
-        bundle, batcher = variant.bundle, variant.batcher
+            batcher = self.batcher
+            if variant is not self.live:
+                run = variant.predictor.run_batch
+        bundle = variant.bundle
         validator = variant.validator
         batcher.reading += 1
         reading = True
@@ -407,7 +420,7 @@ class ServeApp:
             batcher.reading -= 1
             reading = False
             try:
-                predictions, part = await batcher.submit_part(payload, data.n, check=deferred, names=names)
+                predictions, part = await batcher.submit_part(payload, data.n, check=deferred, names=names, run=run)
             except RequestError:
                 raise
             except Exception as e:

@@ -7,6 +7,14 @@ seconds, so at low load nothing waits and at high load batches fill. Each reques
 are a contiguous slice of the batch and get exactly that slice of the output back. If a
 batch raises, its requests are retried one by one, so one bad request fails alone.
 
+A canary's requests join the live model's queue with their own ``run`` (the canary's
+predict): a batch that holds both is cut into one predict call per version. With a
+batcher of its own, the canary's few requests formed small batches of their own, gathered
+and answered apart from the live ones; in one queue they wait for nothing more than the
+live requests do. What a canary still costs is that second predict call a batch (its
+fixed cost, shared by a tenth of the rows) and counting each request by version
+(benchmarks/production.py, docs/serve.md).
+
 Where ``predict`` runs: in a worker thread, so that a slow model never stalls the event
 loop; but when a call takes less than ``inline_below`` seconds (moving average), on the
 event loop itself. A fast model in a thread loses more than it gains: while it holds the
@@ -24,6 +32,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+#: time a predict on the event loop spent off the CPU past which it counts as :attr:`Batcher.blocking`
+#: (far longer than a shared machine preempts a thread)
+BLOCKED_SECONDS = 0.1
+
 
 @dataclass(slots=True)
 class Part:
@@ -36,6 +48,8 @@ class Part:
     flags: list[dict[str, Any]] | None = None
     #: when set, ``data`` is one row (a list of values in the order of these column names)
     names: list[str] | None = None
+    #: another version's ``run_batch`` (a canary's) for this part; None: the batcher's own
+    run: Callable[[list[Part]], list[Any]] | None = None
 
 
 class Batcher:
@@ -63,6 +77,9 @@ class Batcher:
         self.predict_seconds: float | None = None
         #: requests being read or validated that will soon be submitted
         self.reading = 0
+        #: its predict waits without computing (sleeps, I/O): :meth:`run_parts` keeps it off the loop,
+        #: where the CPU time that judges a predict in the thread would not show the wait
+        self.blocking = False
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop())
@@ -82,11 +99,12 @@ class Batcher:
     async def submit(self, data: Any, n: int) -> Any:
         return (await self.submit_part(data, n))[0]
 
-    async def submit_part(self, data: Any, n: int, check: bool = False,
-                          names: list[str] | None = None) -> tuple[Any, Part]:
-        """The output for these rows, and their part (its ``flags`` when ``check``)."""
+    async def submit_part(self, data: Any, n: int, check: bool = False, names: list[str] | None = None,
+                          run: Callable[[list[Part]], list[Any]] | None = None) -> tuple[Any, Part]:
+        """The output for these rows, and their part (its ``flags`` when ``check``); ``run``:
+        predict them with another version's ``run_batch`` (see :attr:`Part.run`)."""
         fut = asyncio.get_running_loop().create_future()
-        part = Part(data, n, fut, check, None, names)
+        part = Part(data, n, fut, check, None, names, run)
         self._queue.append(part)
         self._wake()
         return await fut, part
@@ -129,15 +147,16 @@ class Batcher:
             t0 = time.perf_counter()
             try:
                 if self.predict_seconds is not None and self.predict_seconds < self.inline_below:
-                    outcomes = self._run_isolated(batch)  # fast model: no thread hand-off, no GIL tug-of-war
+                    outcomes, calls = self._run_versions(batch)  # fast model: no thread hand-off, no GIL tug-of-war
                 else:
-                    outcomes = await loop.run_in_executor(self._pool, self._run_isolated, batch)
+                    outcomes, calls = await loop.run_in_executor(self._pool, self._run_versions, batch)
             finally:
                 self._busy = False
             seconds = time.perf_counter() - t0
             self.observe(seconds)
             if self._on_batch is not None:
-                self._on_batch(rows, len(batch), seconds)
+                for call in calls or ((rows, len(batch), seconds),):  # one count per predict call
+                    self._on_batch(*call)
             for part, (ok, value) in zip(batch, outcomes, strict=True):
                 if part.future.done():  # the client went away
                     continue
@@ -148,18 +167,39 @@ class Batcher:
 
     async def run_parts(self, parts: list[Part]) -> list[tuple[bool, Any]]:
         """One batch the caller formed (a shadow's), outside the queue: each part's (ok, output or
-        exception), predicted on the event loop when that is fast, else in this batcher's thread."""
-        t0 = time.perf_counter()
+        exception), predicted on the event loop when that is fast, else in this batcher's thread.
+
+        On the loop a predict is timed by the clock (how long it held the loop); in the thread,
+        by the CPU time it took there. By the clock it would also count its waits for the GIL
+        that the busy loop holds: a predict sent to the thread once (say, preempted once on a
+        shared machine) then looked slow every time and stayed there, each batch a tug-of-war
+        with the loop (benchmarks/production.py). A predict that waits without computing
+        (:attr:`blocking`: a sleep, I/O) never runs on the loop."""
         self._busy = True
         try:
-            if self.predict_seconds is not None and self.predict_seconds < self.inline_below:
+            if not self.blocking and self.predict_seconds is not None and self.predict_seconds < self.inline_below:
+                c0, t0 = time.thread_time(), time.perf_counter()
                 outcomes = self._run_isolated(parts)
+                seconds, cpu = time.perf_counter() - t0, time.thread_time() - c0
+                if seconds - cpu > BLOCKED_SECONDS:  # no preemption lasts this long: it waited on something
+                    self.blocking = True
             else:
-                outcomes = await asyncio.get_running_loop().run_in_executor(self._pool, self._run_isolated, parts)
+                outcomes, seconds = await asyncio.get_running_loop().run_in_executor(self._pool, self._run_timed, parts)
         finally:
             self._busy = False
-        self.observe(time.perf_counter() - t0)
+        self.observe(seconds)
         return outcomes
+
+    def _run_timed(self, parts: list[Part]) -> tuple[list[tuple[bool, Any]], float]:
+        """``_run_isolated`` and the CPU seconds this thread spent in it."""
+        t0 = time.thread_time()
+        outcomes = self._run_isolated(parts)
+        return outcomes, time.thread_time() - t0
+
+    def waits(self, seconds: float, cpu: float) -> bool:
+        """Whether a predict that took ``seconds`` by the clock and ``cpu`` of CPU time spent more
+        than :attr:`inline_below` waiting (most of its time): see :attr:`blocking`."""
+        return seconds - cpu > self.inline_below and cpu < seconds / 2
 
     async def _gather(self, batch: list[Part], rows: int, deadline: float) -> int:
         """Let requests that already reached the server join the batch, until none arrive.
@@ -184,18 +224,40 @@ class Batcher:
         p = self.predict_seconds
         self.predict_seconds = seconds if p is None else 0.8 * p + 0.2 * seconds
 
-    def _run_isolated(self, batch: list[Part]) -> list[tuple[bool, Any]]:
-        """Each part's (ok, output or exception). ``run_batch`` may hand back an exception for a
-        part it refused (say, a request whose columns do not match the signature)."""
+    def _run_versions(self, batch: list[Part]) -> tuple[list[tuple[bool, Any]], list[tuple[int, int, float]] | None]:
+        """Each part's (ok, output or exception). A batch holding parts of other versions
+        (:attr:`Part.run`) is cut into one predict call per version, in the order each first
+        appears; then also (rows, requests, seconds) of each call, for the metrics."""
+        if all(p.run is None for p in batch):
+            return self._run_isolated(batch), None
+        groups: dict[Any, list[int]] = {}
+        for i, p in enumerate(batch):
+            groups.setdefault(p.run, []).append(i)
+        outcomes: list[tuple[bool, Any]] = [(False, None)] * len(batch)
+        calls = []
+        for run, index in groups.items():
+            parts = [batch[i] for i in index]
+            t0 = time.perf_counter()
+            for i, outcome in zip(index, self._run_isolated(parts, run), strict=True):
+                outcomes[i] = outcome
+            calls.append((sum(p.n for p in parts), len(parts), time.perf_counter() - t0))
+        return outcomes, calls
+
+    def _run_isolated(self, batch: list[Part], run: Callable[[list[Part]], list[Any]] | None = None
+                      ) -> list[tuple[bool, Any]]:
+        """Each part's (ok, output or exception), predicted by ``run`` (default: this batcher's
+        ``run_batch``). It may hand back an exception for a part it refused (say, a request whose
+        columns do not match the signature)."""
+        run = run or self._run_batch
         try:
-            return [(not isinstance(out, Exception), out) for out in self._run_batch(batch)]
+            return [(not isinstance(out, Exception), out) for out in run(batch)]
         except Exception as e:
             if len(batch) == 1:
                 return [(False, e)]
         outcomes: list[tuple[bool, Any]] = []
         for part in batch:
             try:
-                out = self._run_batch([part])[0]
+                out = run([part])[0]
                 outcomes.append((not isinstance(out, Exception), out))
             except Exception as e:
                 outcomes.append((False, e))

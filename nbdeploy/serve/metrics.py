@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,8 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 VALUE_BUCKETS = (-1e6, -1e3, -100.0, -10.0, -1.0, 0.0, 0.25, 0.5, 0.75, 1.0, 10.0, 100.0, 1e3, 1e6)
 #: distinct class labels tracked in nbdeploy_predictions_total before lumping into "other"
 MAX_LABELS = 50
+#: label arrays up to this size are counted in Python (a canary's few rows a batch, a live batch at c=64)
+SMALL_LABELS = 128
 FORMAT = "nbdeploy.metrics/1"
 _DROP_REASONS = ("retention", "write_error", "worker_died")
 
@@ -115,10 +118,22 @@ class Metrics:
         h.observe(seconds)
 
     def version_request(self, version: str, endpoint: str, status: int, seconds: float) -> None:
-        h = self.by_version.get((version, endpoint, status))
+        """A request counted as :meth:`request` counts it and, the same, under the version that
+        answered (with a canary or a shadow): one bucket search for both histograms."""
+        h = self.latency.get((endpoint, status))
         if h is None:
-            h = self.by_version[(version, endpoint, status)] = Histogram(LATENCY_BUCKETS)
-        h.observe(seconds)
+            h = self.latency[(endpoint, status)] = Histogram(LATENCY_BUCKETS)
+        v = self.by_version.get((version, endpoint, status))
+        if v is None:
+            v = self.by_version[(version, endpoint, status)] = Histogram(LATENCY_BUCKETS)
+        i = bisect.bisect_left(LATENCY_BUCKETS, seconds)
+        if i < len(LATENCY_BUCKETS):
+            h.counts[i] += 1
+            v.counts[i] += 1
+        h.sum += seconds
+        h.count += 1
+        v.sum += seconds
+        v.count += 1
 
     def batch(self, rows: int, requests: int, seconds: float) -> None:
         self.batch_rows.observe(rows)
@@ -134,6 +149,9 @@ class Metrics:
                 self.prediction_values.observe_array(raw)
                 return
             if raw.dtype.kind in "biu":
+                if raw.size <= SMALL_LABELS:  # np.unique's fixed cost (~8 us) is most of a small batch's count
+                    self._labels(sorted(Counter(raw.tolist()).items()))  # in np.unique's order
+                    return
                 values, counts = np.unique(raw, return_counts=True)
                 self._labels(zip(values.tolist(), counts.tolist(), strict=True))
                 return

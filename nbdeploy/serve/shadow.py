@@ -2,7 +2,7 @@
 
 The live model answers; after the answer is sent, the same inputs join the shadow's
 queue. One consumer lets them gather for SHADOW_LINGER seconds (nobody waits for a
-shadow's answer) and predicts all of them in one batch: on the event loop when the
+shadow's answer), or until half of ``max_pending`` are queued, and predicts all of them in one batch: on the event loop when the
 shadow's predict is fast (see :class:`.variant.Variant`), else in its batcher's thread.
 One queue and one batch per few milliseconds, instead of a task, a future and a small
 predict per request, is what keeps a shadow's cost to the live model low
@@ -44,6 +44,10 @@ class Shadow:
         self._taken = 0  # requests in the batch being predicted
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        #: requests queued that end the linger early: a fast stream fills half the queue before the
+        #: linger ends, and requests offered past max_pending would be dropped though nothing is behind
+        self._enough = max(1, max_pending // 2)
+        self._lingering: asyncio.Future[None] | None = None
 
     @property
     def pending(self) -> int:
@@ -74,8 +78,11 @@ class Shadow:
             self._write({"id": rid, "shadow": "dropped"})
             return
         self._queue.append((rid, item, primary_ms, time.perf_counter()))
-        if self._wakeup is not None and len(self._queue) == 1:
+        queued = len(self._queue)
+        if queued == 1 and self._wakeup is not None:
             self._wakeup.set()
+        elif queued >= self._enough and self._lingering is not None and not self._lingering.done():
+            self._lingering.set_result(None)
 
     async def _consume(self) -> None:
         assert self._wakeup is not None
@@ -84,13 +91,26 @@ class Shadow:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            await asyncio.sleep(SHADOW_LINGER)
+            await self._linger()
             taken = self._take()
             self._taken = len(taken)
             try:
                 await self._compare(taken)
             finally:
                 self._taken = 0
+
+    async def _linger(self) -> None:
+        """Let requests gather for SHADOW_LINGER seconds, or until half of max_pending are queued."""
+        if len(self._queue) >= self._enough:
+            return
+        loop = asyncio.get_running_loop()
+        self._lingering = fut = loop.create_future()
+        timer = loop.call_later(SHADOW_LINGER, _resolve, fut)
+        try:
+            await fut
+        finally:
+            self._lingering = None
+            timer.cancel()
 
     def _take(self) -> list[tuple[str, tuple[Any, int, bool, Any, Any, str], float, float]]:
         """Queued requests up to the batcher's max rows (a request is never split)."""
@@ -110,21 +130,30 @@ class Shadow:
         except Exception as e:  # the batcher already retried one by one; this is its own failure
             outcomes = [(False, e)] * len(parts)
         done = time.perf_counter()
+        # the records of one batch are written at one moment: one clock read and one look-up of
+        # what every record repeats, instead of a dict merged into another per request
+        log, ts, name, shadow_version = self.log, time.time(), self.variant.bundle.name, self.variant.version
+        agreement, payloads = self.agreement, self.log_payloads
         for (rid, (_, n, _, _, answered, version), primary_ms, t0), (ok, outputs) in zip(taken, outcomes, strict=True):
             if not ok:
                 message = f"{type(outputs).__name__}: {getattr(outputs, 'message', outputs)}"
-                self.agreement.error(rid, message)
+                agreement.error(rid, message)
                 self._write({"id": rid, "shadow": "error", "error": message})
                 continue
             ms = int((done - t0) * 1e6) / 1000  # from the hand-over to the answer: its wait and predict
-            self.agreement.primary = version
-            self.agreement.add(rid, answered, outputs, primary_ms, ms)
-            record: dict[str, Any] = {"id": rid, "shadow": "ok", "rows": n, "latency_ms": ms,
-                                      "primary": {"version": version, "latency_ms": primary_ms}}
-            if self.log_payloads:
-                record["outputs"] = outputs
-                record["primary"]["outputs"] = answered
-            self._write(record)
+            agreement.primary = version
+            agreement.add(rid, answered, outputs, primary_ms, ms)
+            if log is None:
+                continue
+            if payloads:
+                log.write({"ts": ts, "endpoint": "shadow", "model": name, "version": shadow_version, "id": rid,
+                           "shadow": "ok", "rows": n, "latency_ms": ms,
+                           "primary": {"version": version, "latency_ms": primary_ms, "outputs": answered},
+                           "outputs": outputs})
+            else:
+                log.write({"ts": ts, "endpoint": "shadow", "model": name, "version": shadow_version, "id": rid,
+                           "shadow": "ok", "rows": n, "latency_ms": ms,
+                           "primary": {"version": version, "latency_ms": primary_ms}})
 
     def _write(self, record: dict[str, Any]) -> None:
         if self.log is not None:
@@ -133,3 +162,8 @@ class Shadow:
 
     def report(self) -> dict[str, Any]:
         return {**self.agreement.report(), "pending": self.pending, "max_pending": self.max_pending}
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

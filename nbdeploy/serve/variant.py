@@ -82,13 +82,15 @@ class Variant:
                 self.warm_up_error = "input_example.json has no rows"
                 return
             columns, _ = self.validator.check(frame)
-            times = []
+            times, cpu = [], []
             for _ in range(3):  # not served predictions: neither in the metrics nor in the drift report
-                t0 = time.perf_counter()
+                c0, t0 = time.thread_time(), time.perf_counter()
                 self.predictor.run_batch([Part(columns, frame.n, None)], observe=False)  # type: ignore[arg-type]
                 times.append(time.perf_counter() - t0)
+                cpu.append(time.thread_time() - c0)
             # the first call pays one-off costs (lazy imports, caches): the steady cost is the fastest
             self.batcher.predict_seconds = min(times)
+            self.batcher.blocking = self.batcher.waits(min(times), min(cpu))
             self.warmed = True
         except Exception as e:
             logger.warning("warm-up prediction of %s on input_example.json failed: %s: %s",

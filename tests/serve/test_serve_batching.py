@@ -174,3 +174,41 @@ def test_outputs_with_keys_that_are_not_strings_are_answered(classifier_bundle):
     app = create_app(classifier_bundle, ServeConfig(log_path=""))
     assert app.json({"predictions": [1, 0]}) == b'{"predictions":[1,0]}'
     assert app.json({"predictions": [{0: 0.25, 1: 0.75}]}) == b'{"predictions":[{"0":0.25,"1":0.75}]}'
+
+
+def test_a_shadow_predict_judged_in_its_thread_by_cpu_time_returns_to_the_event_loop():
+    """In the thread a predict's clock time also counts its waits for the GIL the busy loop holds;
+    judged by that, a shadow sent there once stayed there. Judged by its CPU time, a cheap
+    predict comes back to the loop; one that waits without computing stays off it."""
+    import asyncio
+    import threading
+    import time
+
+    from nbdeploy.serve.batcher import Batcher, Part
+
+    where: list[str] = []
+    waits = [0.05]  # the first call waits (off the CPU, as for the GIL), later ones do not
+
+    def run(parts):
+        where.append(threading.current_thread().name)
+        time.sleep(waits.pop() if waits else 0)
+        return [p.data for p in parts]
+
+    def sleepy(parts):
+        where.append(threading.current_thread().name)
+        time.sleep(0.15)
+        return [p.data for p in parts]
+
+    async def go(batcher, times):
+        return [await batcher.run_parts([Part(i, 1, None)]) for i in range(times)]
+
+    cheap = Batcher(run, inline_below=0.001)
+    assert asyncio.run(go(cheap, 3)) == [[(True, 0)], [(True, 1)], [(True, 2)]]
+    loop_thread = threading.current_thread().name
+    assert where[0] != loop_thread and where[1:] == [loop_thread, loop_thread]  # back on the loop
+    assert cheap.predict_seconds < 0.001 and not cheap.blocking
+    where.clear()
+    waiting = Batcher(sleepy, inline_below=0.001)
+    waiting.predict_seconds = 0.0  # looks fast: tried on the loop, where its wait shows
+    asyncio.run(go(waiting, 3))
+    assert waiting.blocking and where[0] == loop_thread and loop_thread not in where[1:]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nbdeploy.serve.metrics import MAX_LABELS, VALUE_BUCKETS, Histogram, Metrics
+from nbdeploy.serve.metrics import MAX_LABELS, SMALL_LABELS, VALUE_BUCKETS, Histogram, Metrics
 
 
 def test_float_outputs_fill_the_same_buckets_as_one_value_at_a_time() -> None:
@@ -44,6 +44,11 @@ def test_labels_past_the_limit_are_lumped_together() -> None:
     m.outputs(np.arange(MAX_LABELS + 10))
     assert len(m.prediction_labels) == MAX_LABELS + 1
     assert m.prediction_labels["other"] == 10
+    big = Metrics()  # past SMALL_LABELS values numpy counts them: the same labels, lumped the same way
+    values = np.arange(MAX_LABELS + 10).repeat(3)
+    assert values.size > SMALL_LABELS >= MAX_LABELS + 10
+    big.outputs(values)
+    assert big.prediction_labels == {k: 3 * n for k, n in m.prediction_labels.items()}
 
 
 def test_workers_counts_are_summed_and_an_exited_workers_requests_in_flight_are_not(tmp_path: Path) -> None:

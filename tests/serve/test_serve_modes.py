@@ -157,6 +157,41 @@ def test_canary_answers_its_share_sticky_per_key(classifier_bundle, classifier_v
     assert sum(r["version"] == "4" for r in records) == canary + 3 * sticky
 
 
+def test_canary_requests_share_the_live_batches_and_get_the_canary_answers(classifier_bundle, classifier_v4):
+    """A canary's requests join the live requests' batch, which is cut into one predict per
+    version: each request gets its own version's answer, and the metrics count each predict."""
+    import asyncio
+
+    from nbdeploy.serve.app import create_app
+    from nbdeploy.serve.batcher import Part
+    from nbdeploy.serve.config import ServeConfig
+
+    app = create_app(classifier_bundle, ServeConfig(log_path="", canary=str(classifier_v4), canary_percent=50))
+    names = ["age", "income", "city", "member"]
+    rows = [[r[n] for n in names] for r in ROWS[:90]]
+
+    def alone(variant, row):
+        return variant.predictor.run_batch([Part({n: [v] for n, v in zip(names, row, strict=True)}, 1, None,
+                                                 True)])[0]
+
+    expected = [alone(app.canary if i % 2 else app.live, r) for i, r in enumerate(rows)]
+    assert expected != [alone(app.live, r) for r in rows]  # the canary's answers differ on some rows
+    calls, requests = app.metrics.batch_requests.count, app.metrics.batch_requests.sum
+
+    async def batch():
+        app.batcher.start()
+        try:  # all submitted before the batcher runs: one batch
+            return await asyncio.gather(*(app.batcher.submit_part(
+                list(r), 1, check=True, names=names, run=app.canary.predictor.run_batch if i % 2 else None)
+                for i, r in enumerate(rows)))
+        finally:
+            await app.batcher.stop()
+
+    got = asyncio.run(batch())
+    assert [out for out, _ in got] == expected
+    assert app.metrics.batch_requests.count - calls == 2 and app.metrics.batch_requests.sum - requests == 90
+
+
 # -- shadow ------------------------------------------------------------------------
 def test_shadow_never_changes_answers_and_logs_both(classifier_server, classifier_bundle, classifier_v4, tmp_path):
     from nbdeploy.serve.compare import compare_log
@@ -199,6 +234,35 @@ def test_shadow_never_changes_answers_and_logs_both(classifier_server, classifie
     for key in ("requests", "rows", "agreement", "disagreeing_rows", "dropped", "kind"):
         assert from_log[key] == report[key]
     assert all("inputs" in w for w in from_log["worst"])
+
+
+def test_a_shadow_stops_lingering_once_half_its_queue_is_full(classifier_v4, monkeypatch):
+    """Requests gather for SHADOW_LINGER, but not past half of max_pending: a fast stream would
+    otherwise fill the queue while the shadow waits, and be dropped though nothing is behind."""
+    import asyncio
+
+    from nbdeploy.serve import shadow as shadow_module
+    from nbdeploy.serve.config import ServeConfig
+    from nbdeploy.serve.variant import open_variant
+
+    monkeypatch.setattr(shadow_module, "SHADOW_LINGER", 60.0)  # nothing is compared by waiting it out
+    shadow = shadow_module.Shadow(open_variant(classifier_v4, ServeConfig(log_path=""), None, shadow=True), "3",
+                                  8, False)
+
+    async def offer_half():
+        shadow.start()
+        loop = asyncio.get_running_loop()
+        for i, row in enumerate(ROWS[:4]):
+            shadow.offer(f"r{i}", ({k: [v] for k, v in row.items()}, 1, True, None, [0], "3"), 1.0)
+        deadline = loop.time() + 30
+        while shadow.pending and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        report = shadow.report()
+        await shadow.stop()
+        return report
+
+    report = asyncio.run(offer_half())
+    assert report["requests"] == 4 and report["pending"] == 0 and report["dropped"] == 0 and report["errors"] == 0
 
 
 def test_slow_shadow_is_dropped_and_counted(tripwire_model, sleepy_model, tmp_path):
@@ -372,6 +436,33 @@ def test_agreement_numbers_on_known_inputs():
     doc = reg.report()
     assert doc["kind"] == "regression" and doc["mean_abs_diff"] == pytest.approx(0.75) and doc["max_abs_diff"] == 2.0
     assert doc["agreement"] == 0.25 and [w["difference"] for w in doc["worst"]] == [2.0, 0.5, 0.5]
+
+
+def test_agreement_of_equal_label_lists_counts_as_row_by_row():
+    """Equal lists of labels are counted at once; the report is the one comparing row by row gives
+    (a label list that equals numbers, booleans or NaN is compared row by row)."""
+    from nbdeploy.serve import compare
+    from nbdeploy.serve.compare import Agreement
+
+    pairs = [([0, 1, 1], [0, 1, 1]), (["yes"], ["yes"]), ([True], [True]), ([1], [1.0]), ([1], [True]),
+             ([], []), ([0, "a"], [0, "a"]), ([2.5], [2.5]), ([float("nan")], [float("nan")]), ([1, 0], [1, 1])]
+    for cut in range(len(pairs)):  # each order of kinds: the first pair decides nothing alone
+        chosen = pairs[cut:] + pairs[:cut]
+        fast = Agreement("3", "4")
+        for i, (a, b) in enumerate(chosen):
+            fast.add(f"r{i}", a, b, 1.0, 2.0)
+        labels, compare._LABELS = compare._LABELS, frozenset()  # every pair row by row
+        try:
+            slow = Agreement("3", "4")
+            for i, (a, b) in enumerate(chosen):
+                slow.add(f"r{i}", a, b, 1.0, 2.0)
+        finally:
+            compare._LABELS = labels
+        assert str(fast.report()) == str(slow.report())
+    numbers = Agreement()  # equal integers counted at once stay numbers: with floats, a regression
+    numbers.add("a", [1, 0], [1, 0])
+    numbers.add("b", [2.5], [3.0])
+    assert numbers.report()["kind"] == "regression" and numbers.report()["mean_abs_diff"] == pytest.approx(0.5 / 3)
 
 
 def test_replay_of_a_logged_day(regressor_bundle, regressor_v4, tmp_path, capsys):
