@@ -123,12 +123,16 @@ def test_two_workers_serve_and_log(classifier_bundle, tmp_path):
             finally:
                 c.close()
 
-        # each worker shares its counts once a second (later on a loaded machine): once a scrape
-        # holds all 80, both shares are written, and whichever worker a scrape reaches then,
-        # it answers with the sum over both workers
+        # each worker shares its counts once a second (later on a loaded machine; the second
+        # worker may still be starting while the first answers all 80): once a scrape holds all
+        # 80 from two workers, both shares are written, and whichever worker a scrape reaches
+        # then, it answers with the sum over both workers
+        def both(text: str) -> bool:
+            return (_metric(text, 'nbdeploy_requests_total{endpoint="invocations",status="200"}') == 80
+                    and _metric(text, "nbdeploy_workers") == 2)
+
         deadline = time.monotonic() + 30
-        while (_metric(scrape(), 'nbdeploy_requests_total{endpoint="invocations",status="200"}') != 80
-               and time.monotonic() < deadline):
+        while not both(scrape()) and time.monotonic() < deadline:
             time.sleep(0.25)
         for _ in range(6):
             text = scrape()
