@@ -373,9 +373,8 @@ class LeafMasks:
     stored row per feature and an AND, instead of several lookups per tree and level.
 
     float32 input only (the walk compares float32), and no missing values: NaN goes
-    the walk's way. Thresholds compare as integers: a float32's bits, with the
-    magnitude bits flipped when negative, order as the numbers do (-0.0 sits just
-    below +0.0, and a threshold of -0.0 is stored as +0.0, so it compares as floats do).
+    the walk's way. The search compares float32 with float32, as the walk does (-0.0
+    equals +0.0). A stored row is the trees' words side by side, ANDed 8 bytes at a time.
     """
 
     #: the stored rows may take this many bytes at most (else the trees are walked)
@@ -423,24 +422,27 @@ class LeafMasks:
             raise TooLarge(f"{rows} x {trees} stored masks")
         self.features = used
         full = np.iinfo(self.dtype).max
-        keys = _order_keys(t32.take(node) + np.float32(0)).astype(np.int64)  # + 0: -0.0 -> +0.0
+        t = t32.take(node) + np.float32(0)  # + 0: -0.0 -> +0.0, so that it compares as floats do
         slot = np.searchsorted(used, feature.take(node))  # which used feature each split tests
-        keys += slot.astype(np.int64) << 32  # features one after another, each sorted by threshold
-        by = np.argsort(keys, kind="stable")
-        self.keys = keys[by]
-        self.offsets = np.arange(len(used), dtype=np.int64) << 32
+        by = np.lexsort((t, slot))  # features one after another, each sorted by threshold
+        counts = np.bincount(slot, minlength=len(used))
+        #: each used feature's split thresholds, sorted: a value is above the first k of them
+        self.thresholds = np.split(t[by], np.cumsum(counts)[:-1])
         # feature j's stored rows start at (splits of the features before j) + j; its first row is
         # every leaf still possible (no split went right), row k the AND of its k lowest splits' masks
-        table = np.full((rows, trees), full, dtype=self.dtype)
+        self.starts = (np.cumsum(counts) - counts + np.arange(len(used))).astype(np.intp)
+        # the trees of a stored row side by side, padded to whole 8-byte words: a row is ANDed a word at a time
+        width = -(-trees * self.dtype.itemsize // 8) * 8 // self.dtype.itemsize
+        table = np.full((rows, width), full, dtype=self.dtype)
         at = np.arange(len(node)) + slot[by] + 1
         table[at, np.asarray(split_tree, dtype=np.intp)[by]] = (
             np.asarray(split_mask, dtype=np.uint64)[by] ^ np.uint64(full)).astype(self.dtype)
-        starts = np.searchsorted(slot[by], np.arange(len(used))) + np.arange(len(used))
-        for j, start in enumerate(starts.tolist()):
-            end = starts[j + 1] if j + 1 < len(starts) else rows
+        for j, start in enumerate(self.starts.tolist()):
+            end = start + int(counts[j]) + 1
             np.bitwise_and.accumulate(table[start:end], axis=0, out=table[start:end])
         self.table = table
-        self.shift = np.arange(len(used), dtype=np.intp)
+        self.words = table.view(np.uint64)
+        self.trees = trees
         # the lowest set bit of a byte or a 16-bit word, looked up; of wider words, computed
         if self.dtype.itemsize <= 2:
             self.lowest: np.ndarray | None = _lowest_bit(
@@ -448,13 +450,26 @@ class LeafMasks:
         else:
             self.lowest = None
 
+    def bits(self, x: np.ndarray) -> np.ndarray:
+        """``(rows, trees)`` (a view): each tree's leaves still possible for each row of float32 ``x``:
+        per used feature, the stored row its value picks (a binary search among the feature's
+        thresholds), ANDed a word at a time."""
+        words = None
+        for j, f in enumerate(self.features.tolist()):
+            at = np.searchsorted(self.thresholds[j], x[:, f], side="left")  # thresholds below the value
+            at += self.starts[j]
+            picked = self.words.take(at, axis=0)
+            if words is None:
+                words = picked
+            else:
+                np.bitwise_and(words, picked, out=words)
+        if words is None:  # no splits at all: every tree is its root leaf
+            words = np.repeat(self.words[:1], len(x), axis=0)
+        return words.view(self.dtype)[:, : self.trees]
+
     def slots(self, x: np.ndarray) -> np.ndarray:
         """``(trees, rows)``: the leaf slot each tree sends each row of float32 ``x`` to."""
-        keys = _order_keys(x.take(self.features, axis=1)).astype(np.int64)
-        keys += self.offsets
-        at = np.searchsorted(self.keys, keys)
-        at += self.shift
-        bits = np.bitwise_and.reduce(self.table.take(at, axis=0), axis=1)  # (rows, trees)
+        bits = self.bits(x)
         leaf = self.lowest.take(bits) if self.lowest is not None else _lowest_bit(bits)
         return leaf.T + self.leaf_base
 
@@ -464,12 +479,6 @@ def _lowest_bit(words: np.ndarray) -> np.ndarray:
     as a double), and frexp gives its exponent."""
     isolated = words & (~words + np.array(1, words.dtype))
     return np.frexp(isolated.astype(np.float64))[1] - 1
-
-
-def _order_keys(values: np.ndarray) -> np.ndarray:
-    """int32 keys that order as the float32 ``values`` do (no NaN; -0.0 below +0.0)."""
-    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.int32)
-    return bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))
 
 
 class Trees(Step):
@@ -546,6 +555,18 @@ class Trees(Step):
         terms = self.rate * self.value if self.how == "boosting" else self.value
         self._terms = terms  # by node, where the walk ends
         self._mask_terms = None if self._masks is None else terms.take(self._masks.leaves, axis=0)
+        # trees of up to 8 leaves: each tree's byte of remaining leaves -> its exit leaf's term, a
+        # table of 256 terms per tree (row `tree * 256 + byte`); only when it stays small
+        self._bit_terms = self._bit_base = None
+        m = self._masks
+        if m is not None and m.dtype.itemsize == 1 and m.trees * 256 * terms[0].size * 8 <= LeafMasks.MAX_BYTES:
+            # (trees, 255): the byte 0 never occurs (a leaf is always left), nor a bit past a tree's last leaf
+            ends = np.append(m.leaf_base[1:, 0], len(m.leaves))[:, None]
+            leaf = np.minimum(m.leaf_base + m.lowest[None, 1:], ends - 1)
+            table = np.zeros((m.trees, 256, *terms.shape[1:]), dtype=terms.dtype)
+            table[:, 1:] = self._mask_terms.take(leaf, axis=0)
+            self._bit_terms = table.reshape(m.trees * 256, *terms.shape[1:])
+            self._bit_base = (np.arange(m.trees, dtype=np.intp) * 256)[:, None]
 
     def run(self, x: Any) -> Any:
         given = as_array(x, float_only=False)
@@ -566,7 +587,7 @@ class Trees(Step):
         flat = x.ravel()
         has_nan = self.check != "finite" and bool(np.isnan(flat).any())
         if self._masks is not None and not has_nan:
-            return self._finish(self._combine(self._masks.slots(x), n, self._mask_terms))
+            return self._finish(self._by_masks(x))
         # the walk: one row of nodes per tree (trees in stage order, then output), one column per input row
         v = x.T.take(self._root_feature, axis=0)
         if has_nan:  # a missing value goes where training sent it (scikit-learn's missing_go_to_left)
@@ -606,6 +627,27 @@ class Trees(Step):
             node = done
         node = node.reshape(trees, n)
         return self._finish(self._combine(node, n, self._terms))
+
+    #: rows per step of the masks' path: its arrays (a word per tree and row, a term per tree and
+    #: row) then stay in the CPU's caches; each row's answer does not depend on it
+    MASK_BLOCK = 2048
+
+    def _by_masks(self, x: np.ndarray) -> np.ndarray:
+        """The trees' sum from their leaf masks, block by block of rows."""
+        m = self._masks
+        assert m is not None
+        x = np.asfortranarray(x)  # a feature's values side by side: each search reads them in a run
+        n = len(x)
+        if n <= self.MASK_BLOCK:
+            return self._masks_block(m, x)
+        return np.concatenate([self._masks_block(m, x[i:i + self.MASK_BLOCK]) for i in range(0, n, self.MASK_BLOCK)])
+
+    def _masks_block(self, m: LeafMasks, x: np.ndarray) -> np.ndarray:
+        bits = m.bits(x)  # (rows, trees)
+        if self._bit_terms is not None:  # a byte per tree: the byte picks the term, no leaf number between
+            return self._combine(np.add(bits.T, self._bit_base, dtype=np.intp), len(x), self._bit_terms)
+        leaf = m.lowest.take(bits) if m.lowest is not None else _lowest_bit(bits)
+        return self._combine(leaf.T + m.leaf_base, len(x), self._mask_terms)
 
     def _combine(self, node: np.ndarray, n: int, leaf_terms: np.ndarray) -> np.ndarray:
         """The trees' leaves summed in tree order: ``(n, K)`` for boosting, ``(n, *value)`` else.
