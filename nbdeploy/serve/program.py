@@ -85,6 +85,27 @@ class Table:
         return Table(names, [self.columns[index[n]] for n in names])
 
 
+class Coded:
+    """A text column given as its distinct values and each row's index among them (Arrow's
+    dictionary encoding, as batch scoring reads it): the one-hot encoder maps each distinct
+    value once instead of each row's. Anything else sees the plain object array."""
+
+    dtype = np.dtype(object)
+
+    def __init__(self, values: np.ndarray, codes: np.ndarray) -> None:
+        self.values, self.codes = values, codes
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, rows: Any) -> Coded:
+        return Coded(self.values, self.codes[rows])
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        arr = self.values.take(self.codes)
+        return arr if dtype is None else arr.astype(dtype)
+
+
 def as_array(x: Any, float_only: bool) -> np.ndarray:
     """``np.asarray(DataFrame)`` as pandas does it (column-major), then scikit-learn's dtype rule."""
     if isinstance(x, Table):
@@ -319,8 +340,11 @@ class OneHot(Step):
         cols = x.columns if isinstance(x, Table) else [x[:, j] for j in range(x.shape[1])]
         n = x.n if isinstance(x, Table) else x.shape[0]
         width = self._width
-        codes: list[int] = []  # every column's output column per row; `width` (a spare column): none
+        codes: list[np.ndarray] = []  # each column's output column per row; `width` (a spare column): none
         for j, (col, mapping) in enumerate(zip(cols, self._columns, strict=True)):
+            if isinstance(col, Coded):  # each distinct value once, then its rows
+                codes.append(self._coded(col, mapping, j))
+                continue
             if col.dtype.kind == "f" and np.isinf(col).any():
                 raise ValueError("Input X contains infinity (OneHotEncoder).")
             values = col.tolist()
@@ -335,11 +359,23 @@ class OneHot(Step):
                                                  "during transform")
                             c = width
                         found[i] = c
-            codes += found
+            codes.append(np.array(found, dtype=np.intp))
         out = np.zeros((n, width + 1), dtype=self.dtype)
         if codes:
-            out[np.arange(n), np.array(codes, dtype=np.intp).reshape(len(cols), n)] = 1
+            out[np.arange(n), np.stack(codes)] = 1
         return out[:, :width]
+
+    def _coded(self, col: Coded, mapping: dict[Any, int], j: int) -> np.ndarray:
+        """Each row's output column: the distinct values mapped as :meth:`run` maps a row's."""
+        values = col.values.tolist()
+        found = [mapping.get(v) for v in values]
+        found = [mapping.get(_key(v)) if c is None else c for v, c in zip(values, found, strict=True)]
+        if self.unknown == "error" and None in found:  # an error only when a row has that value
+            unknown = np.array([c is None for c in found], dtype=bool).take(col.codes)
+            if unknown.any():
+                raise ValueError(f"Found unknown categories [{values[col.codes[np.argmax(unknown)]]!r}] in "
+                                 f"column {j} during transform")
+        return np.array([self._width if c is None else c for c in found], dtype=np.intp).take(col.codes)
 
     def spec(self, arrays: Arrays) -> dict[str, Any]:
         return {"kind": self.kind, "categories": [[_jsonable(c) for c in cats] for cats in self.categories],

@@ -25,7 +25,7 @@ from .bundle import Bundle, read_bundle
 from .errors import ServeError
 from .model import LoadedModel, load_model
 from .predictor import build_frame, build_table
-from .program import Table
+from .program import Coded, Table
 from .validation import Rule, Validator
 
 PREDICTION = "prediction"
@@ -104,7 +104,8 @@ class Scorer:
                 raw = np.concatenate([self.model.program.predict(_slice(table, i, i + PROGRAM_ROWS))
                                       for i in range(0, n, PROGRAM_ROWS)])
         else:
-            raw = self.model.predict(build_frame(self.columns, merged))  # numpy columns: the same frame
+            plain = {k: np.asarray(v) if isinstance(v, Coded) else v for k, v in merged.items()}
+            raw = self.model.predict(build_frame(self.columns, plain))  # numpy columns: the same frame
         return output_columns(raw, n, [o.get("name") for o in self.bundle.outputs if isinstance(o, dict)])
 
     def _count_flags(self, masks: dict[str, np.ndarray | None], result: Scored) -> None:
@@ -190,10 +191,10 @@ def _fast(col: Any, rule: Rule, text: bool) -> Any:
         return col.to_numpy(zero_copy_only=False)
     if t == "string" and (pa.types.is_string(typ) or pa.types.is_large_string(typ) or (
             pa.types.is_dictionary(typ) and pa.types.is_string(typ.value_type))):
-        # each distinct string made a Python str once, then shared by its rows: the object array
-        # the predictor builds, without a new str per row
+        # each distinct string made a Python str once: the object array the predictor builds, kept
+        # as its distinct values and each row's index (a compiled one-hot encoder maps each value once)
         enc = col if pa.types.is_dictionary(typ) else pc.dictionary_encode(col)
-        return enc.dictionary.to_numpy(zero_copy_only=False).take(enc.indices.to_numpy())
+        return Coded(enc.dictionary.to_numpy(zero_copy_only=False), enc.indices.to_numpy())
     return None
 
 
@@ -212,7 +213,7 @@ def _is_text(col: Any, rule: Rule) -> bool:
 
 
 def _take(values: Any, kept: np.ndarray) -> Any:
-    return values[kept] if isinstance(values, np.ndarray) else [values[i] for i in kept]
+    return values[kept] if isinstance(values, np.ndarray | Coded) else [values[i] for i in kept]
 
 
 def _as_list(values: Any) -> Any:
@@ -221,9 +222,10 @@ def _as_list(values: Any) -> Any:
 
 def _table(columns: list[Any], merged: dict[str, Any]) -> Table:
     """:func:`.predictor.build_table`, without its per-value pass for columns already typed."""
-    if all(isinstance(merged[c.name], np.ndarray) for c in columns):
+    if all(isinstance(merged[c.name], np.ndarray | Coded) for c in columns):
         return Table([c.name for c in columns], [merged[c.name] for c in columns])
-    return build_table(columns, {k: _as_list(v) if isinstance(v, np.ndarray) else v for k, v in merged.items()})
+    return build_table(columns, {k: _as_list(np.asarray(v)) if isinstance(v, np.ndarray | Coded) else v
+                                 for k, v in merged.items()})
 
 
 def _slice(table: Table, start: int, stop: int) -> Table:
