@@ -74,7 +74,8 @@ class Scorer:
             fast = _fast(col, rule, text) if col is not None else None
             if fast is not None:
                 merged[name] = fast
-                masks[name] = _flag_mask(col if rule.categories is not None else fast, rule)
+                masks[name] = _flag_mask(col if rule.categories is not None and not isinstance(fast, Coded)
+                                         else fast, rule)
                 continue
             values = col.to_pylist() if col is not None else [None] * n
             if col is not None and _is_float(col):
@@ -179,23 +180,66 @@ def _fast(col: Any, rule: Rule, text: bool) -> Any:
         typ = col.type
     nulls = col.null_count
     if t in _FLOAT and (pa.types.is_floating(typ) or pa.types.is_integer(typ)):
-        arr = col.to_numpy(zero_copy_only=False).astype("float64", copy=False)
+        arr = _numpy(col).astype("float64", copy=False)
         if (nulls or np.isnan(arr).any()) and not rule.nulls_ok:
             return None
         return arr.astype(_NUMPY[t], copy=False)
     if nulls:
         return None
     if t in _INT and pa.types.is_integer(typ):
-        return col.to_numpy().astype(_NUMPY[t], copy=False)
+        return _numpy(col).astype(_NUMPY[t], copy=False)
     if t == "boolean" and pa.types.is_boolean(typ):
-        return col.to_numpy(zero_copy_only=False)
+        return _numpy(col)
     if t == "string" and (pa.types.is_string(typ) or pa.types.is_large_string(typ) or (
             pa.types.is_dictionary(typ) and pa.types.is_string(typ.value_type))):
         # each distinct string made a Python str once: the object array the predictor builds, kept
         # as its distinct values and each row's index (a compiled one-hot encoder maps each value once)
         enc = col if pa.types.is_dictionary(typ) else pc.dictionary_encode(col)
-        return Coded(enc.dictionary.to_numpy(zero_copy_only=False), enc.indices.to_numpy())
+        values = np.empty(len(enc.dictionary), dtype=object)
+        values[:] = enc.dictionary.to_pylist()
+        return Coded(values, _numpy(enc.indices))
     return None
+
+
+#: numpy's dtype of Arrow's fixed-width numbers
+_ARROW_NUMPY = {"int8": "i1", "int16": "i2", "int32": "i4", "int64": "i8", "uint8": "u1", "uint16": "u2",
+                "uint32": "u4", "uint64": "u8", "halffloat": "f2", "float": "f4", "double": "f8"}
+
+
+def _numpy(arr: Any) -> np.ndarray:
+    """An Arrow array of numbers or booleans as numpy, read straight from its buffers: a null is
+    NaN (floats; other types with nulls never come here). ``Array.to_numpy`` would import pandas
+    in the scoring threads: half a second of every run."""
+    import pyarrow as pa
+
+    if arr.null_count or (not pa.types.is_boolean(arr.type) and str(arr.type) not in _ARROW_NUMPY):
+        return np.asarray(arr.to_numpy(zero_copy_only=False))
+    n, offset = len(arr), arr.offset
+    data = arr.buffers()[1]
+    if pa.types.is_boolean(arr.type):  # one bit a value, the first value in the lowest bit
+        if not n:
+            return np.zeros(0, dtype=bool)
+        bits = np.frombuffer(data, dtype=np.uint8)
+        return np.unpackbits(bits, count=offset + n, bitorder="little")[offset:].astype(bool)
+    dtype = np.dtype(_ARROW_NUMPY[str(arr.type)])
+    if not n:
+        return np.zeros(0, dtype=dtype)
+    return np.frombuffer(data, dtype=dtype, count=n, offset=offset * dtype.itemsize)
+
+
+def arrow_array(values: Any) -> Any:
+    """numpy numbers or booleans as an Arrow array over the same memory (``pa.array`` imports
+    pandas, half a second of every run); anything else through ``pa.array``."""
+    import pyarrow as pa
+
+    arr = np.asarray(values)
+    if arr.ndim == 1 and arr.dtype.kind in "iuf" and arr.dtype.byteorder in "=|<":
+        arr = np.ascontiguousarray(arr)
+        return pa.Array.from_buffers(pa.from_numpy_dtype(arr.dtype), len(arr), [None, pa.py_buffer(arr)])
+    if arr.ndim == 1 and arr.dtype == bool:
+        bits = np.packbits(arr, bitorder="little")
+        return pa.Array.from_buffers(pa.bool_(), len(arr), [None, pa.py_buffer(bits)])
+    return pa.array(values)
 
 
 def _is_float(col: Any) -> bool:
@@ -240,6 +284,9 @@ def _flag_mask(values: Any, rule: Rule) -> np.ndarray | None:
                          dtype="float64")
         with np.errstate(invalid="ignore"):
             return (arr < rule.lo) | (arr > rule.hi)
+    if rule.categories is not None and isinstance(values, Coded):  # each distinct value once (no nulls)
+        cats = rule.categories
+        return np.array([v not in cats for v in values.values.tolist()], dtype=bool).take(values.codes)
     if rule.categories is not None:
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -248,6 +295,6 @@ def _flag_mask(values: Any, rule: Rule) -> np.ndarray | None:
             values if isinstance(values, list) else values.tolist(), from_pandas=True)
         if not pa.types.is_string(arr.type):
             arr = pc.cast(arr, pa.string())
-        known = pc.is_in(arr, value_set=pa.array(sorted(rule.categories)))
-        return np.asarray(pc.and_(pc.invert(known), pc.is_valid(arr)).to_numpy(zero_copy_only=False), dtype=bool)
+        known = pc.is_in(arr, value_set=pa.array(np.array(sorted(rule.categories), dtype=object), pa.string()))
+        return _numpy(pc.and_(pc.invert(known), pc.is_valid(arr)))
     return None

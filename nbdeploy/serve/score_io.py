@@ -208,7 +208,9 @@ class TableWriter:
 
     def close(self, empty_schema: Any = None) -> None:
         if self._writer is None and empty_schema is not None:
-            self.write(empty_schema.empty_table())
+            import pyarrow as pa
+
+            self.write(pa.Table.from_batches([], schema=empty_schema))  # (empty_table() imports pandas)
         if self._writer is not None:
             self._writer.close()
             self._writer = None
