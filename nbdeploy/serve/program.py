@@ -417,6 +417,8 @@ class LeafMasks:
     MAX_BYTES = 8 << 20
     #: leaves of a tree, at most
     MAX_LEAVES = 64
+    #: features are looked up together while their rows' combinations are at most this many
+    GROUP_ROWS = 256
 
     def __init__(self, roots: np.ndarray, feature: np.ndarray, t32: np.ndarray, left: np.ndarray,
                  right: np.ndarray) -> None:
@@ -462,20 +464,47 @@ class LeafMasks:
         slot = np.searchsorted(used, feature.take(node))  # which used feature each split tests
         by = np.lexsort((t, slot))  # features one after another, each sorted by threshold
         counts = np.bincount(slot, minlength=len(used))
-        #: each used feature's split thresholds, sorted: a value is above the first k of them
-        self.thresholds = np.split(t[by], np.cumsum(counts)[:-1])
-        # feature j's stored rows start at (splits of the features before j) + j; its first row is
-        # every leaf still possible (no split went right), row k the AND of its k lowest splits' masks
-        self.starts = (np.cumsum(counts) - counts + np.arange(len(used))).astype(np.intp)
+        split_t = np.split(t[by], np.cumsum(counts)[:-1])
+        # feature j's rows start at (splits of the features before j) + j; its first row is every
+        # leaf still possible (no split went right), row k the AND of its k lowest splits' masks
+        starts = np.cumsum(counts) - counts + np.arange(len(used))
         # the trees of a stored row side by side, padded to whole 8-byte words: a row is ANDed a word at a time
         width = -(-trees * self.dtype.itemsize // 8) * 8 // self.dtype.itemsize
         table = np.full((rows, width), full, dtype=self.dtype)
         at = np.arange(len(node)) + slot[by] + 1
         table[at, np.asarray(split_tree, dtype=np.intp)[by]] = (
             np.asarray(split_mask, dtype=np.uint64)[by] ^ np.uint64(full)).astype(self.dtype)
-        for j, start in enumerate(self.starts.tolist()):
+        for j, start in enumerate(starts.tolist()):
             end = start + int(counts[j]) + 1
             np.bitwise_and.accumulate(table[start:end], axis=0, out=table[start:end])
+        # Splits on the same threshold (a one-hot column's 0.5, a value many trees split at) are
+        # passed together: only the rows after each distinct threshold are kept, and a value is
+        # searched among the distinct thresholds (compared with the one, for a single threshold)
+        #: each used feature's distinct thresholds, sorted: a value is above the first k of them
+        self.thresholds = [np.unique(ts) for ts in split_t]
+        keep = [start + np.concatenate([[0], np.searchsorted(ts, u, side="right")])
+                for start, ts, u in zip(starts.tolist(), split_t, self.thresholds, strict=True)]
+        # Features of few rows (one-hot columns, flags: two rows each) are looked up together: a
+        # group's row for each combination of its features' rows is their AND, precomputed, so a
+        # value row takes one stored row per group instead of one per feature
+        self.sizes = [len(k) for k in keep]  # rows of each feature
+        self.groups: list[list[int]] = []
+        for j in sorted(range(len(keep)), key=lambda j: self.sizes[j]):
+            if self.groups and np.prod([self.sizes[i] for i in self.groups[-1]]) * self.sizes[j] <= self.GROUP_ROWS:
+                self.groups[-1].append(j)
+            else:
+                self.groups.append([j])
+        grouped = sum(int(np.prod([self.sizes[i] for i in g])) for g in self.groups)
+        if grouped * width * self.dtype.itemsize > self.MAX_BYTES:  # wide trees: one feature at a time
+            self.groups = [[j] for j in range(len(keep))]
+        parts = []
+        for group in self.groups:
+            part = table[keep[group[0]]]
+            for j in group[1:]:
+                part = (part[:, None, :] & table[keep[j]][None, :, :]).reshape(-1, width)
+            parts.append(part)
+        table = np.concatenate(parts) if parts else table[:0]
+        self.starts = np.cumsum([0] + [len(part) for part in parts])[:-1].astype(np.intp)  # of each group
         self.table = table
         self.words = table.view(np.uint64)
         self.trees = trees
@@ -488,12 +517,25 @@ class LeafMasks:
 
     def bits(self, x: np.ndarray) -> np.ndarray:
         """``(rows, trees)`` (a view): each tree's leaves still possible for each row of float32 ``x``:
-        per used feature, the stored row its value picks (a binary search among the feature's
-        thresholds), ANDed a word at a time."""
+        per group of features, the stored row their values pick (each value's place among its
+        feature's distinct thresholds: a binary search, or one comparison), ANDed a word at a time."""
         words = None
-        for j, f in enumerate(self.features.tolist()):
-            at = np.searchsorted(self.thresholds[j], x[:, f], side="left")  # thresholds below the value
-            at += self.starts[j]
+        features = self.features.tolist()
+        for group, start in zip(self.groups, self.starts.tolist(), strict=True):
+            at = None  # the group's row: its features' rows, numbered as the product enumerates them
+            for j in group:
+                ts, values = self.thresholds[j], x[:, features[j]]
+                if len(ts) == 1:  # above it or not: the second row or the first
+                    here = (values > ts[0]).astype(np.intp)
+                else:
+                    here = np.searchsorted(ts, values, side="left")  # distinct thresholds below the value
+                if at is None:
+                    at = here
+                else:
+                    at *= self.sizes[j]
+                    at += here
+            assert at is not None
+            at += start
             picked = self.words.take(at, axis=0)
             if words is None:
                 words = picked
