@@ -56,6 +56,8 @@ class Scorer:
         self.validator = Validator(self.bundle, margin)
         self.columns = self.bundle.columns
         self.names = [c.name for c in self.columns]
+        #: the text columns: read dictionary-encoded from Parquet (each distinct string made once)
+        self.text_names = frozenset(c.name for c in self.columns if c.type == "string")
 
     def check_columns(self, available: list[str], where: str) -> None:
         missing = [c.name for c in self.columns if c.required and c.name not in available]

@@ -19,7 +19,7 @@ import queue
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,8 +34,10 @@ from .score_io import (
     copy_tables,
     file_format,
     list_inputs,
+    plain_text,
     plan,
     read_chunks,
+    text_columns,
 )
 
 DEFAULT_CHUNK_ROWS = 200_000
@@ -105,15 +107,17 @@ class ScoredChunk:
     counts: Counts
 
 
-def score_chunk(scorer: Scorer, unit: Unit, table: Any, start: int, id_column: str | None = None) -> ScoredChunk:
-    """Score one chunk of ``unit`` (its first row is row ``start`` of the file). Safe to call from
-    several threads at once: the scorer and its program are only read."""
+def score_chunk(scorer: Scorer, unit: Unit, table: Any, start: int, id_column: str | None = None,
+                dictionary: dict[str, Any] | None = None) -> ScoredChunk:
+    """Score one chunk of ``unit`` (its first row is row ``start`` of the file; ``dictionary``: the
+    text columns it was read with dictionary-encoded). Safe to call from several threads at
+    once: the scorer and its program are only read."""
 
     scorer.check_columns(table.column_names, unit.path)
     if id_column is not None and id_column not in table.column_names:
         raise ServeError(f"{unit.path} has no id column {id_column!r}", hint="--id names a column of the input")
     result = scorer.score(table, text=unit.kind == "csv")
-    base = table.select([id_column]) if id_column is not None else table
+    base = plain_text(table.select([id_column]) if id_column is not None else table, dictionary or {})
     if result.rejects:
         base = base.take(arrow_array(result.kept))
     for name, values in result.predictions.items():
@@ -140,8 +144,9 @@ def score_unit(scorer: Scorer, unit: Unit, chunk_rows: int, out: TableWriter, re
                id_column: str | None = None, on_rows: Callable[[int], None] | None = None) -> Counts:
     """One unit, chunk after chunk, in this thread (what a Dask worker runs)."""
     counts = Counts()
-    for table, start in read_chunks(unit, chunk_rows):
-        _write(score_chunk(scorer, unit, table, start, id_column), out, rejects, counts, on_rows)
+    dictionary = text_columns(unit, scorer.text_names)
+    for table, start in read_chunks(unit, chunk_rows, dictionary):
+        _write(score_chunk(scorer, unit, table, start, id_column, dictionary), out, rejects, counts, on_rows)
     return counts
 
 
@@ -159,8 +164,8 @@ def score_units(scorer: Scorer, units: list[Unit], chunk_rows: int, out: TableWr
     pending: deque[Future[ScoredChunk]] = deque()
     with ThreadPoolExecutor(threads, thread_name_prefix="nbdeploy-score") as pool:
         try:
-            for unit, table, start in read_ahead(units, chunk_rows, depth=threads):
-                pending.append(pool.submit(score_chunk, scorer, unit, table, start, id_column))
+            for unit, table, start, dictionary in read_ahead(units, chunk_rows, scorer.text_names, threads):
+                pending.append(pool.submit(score_chunk, scorer, unit, table, start, id_column, dictionary))
                 while len(pending) > threads or (pending and pending[0].done()):
                     _write(pending.popleft().result(), out, rejects, counts, on_rows)
             while pending:
@@ -175,9 +180,11 @@ def score_units(scorer: Scorer, units: list[Unit], chunk_rows: int, out: TableWr
 _END = object()
 
 
-def read_ahead(units: list[Unit], chunk_rows: int, depth: int) -> Iterator[tuple[Unit, Any, int]]:
-    """(unit, chunk, its first row) of every unit in order, read by a thread that stays at most
-    ``depth`` chunks ahead; a read error is raised here, where the chunks are taken."""
+def read_ahead(units: list[Unit], chunk_rows: int, text: Collection[str],
+               depth: int) -> Iterator[tuple[Unit, Any, int, dict[str, Any]]]:
+    """(unit, chunk, its first row, the ``text`` columns read dictionary-encoded) of every unit in
+    order, read by a thread that stays at most ``depth`` chunks ahead; a read error is raised
+    here, where the chunks are taken."""
     ready: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))
     stop = threading.Event()
 
@@ -193,8 +200,9 @@ def read_ahead(units: list[Unit], chunk_rows: int, depth: int) -> Iterator[tuple
     def read() -> None:
         try:
             for unit in units:
-                for table, start in read_chunks(unit, chunk_rows):
-                    if not put((unit, table, start)):
+                dictionary = text_columns(unit, text)
+                for table, start in read_chunks(unit, chunk_rows, dictionary):
+                    if not put((unit, table, start, dictionary)):
                         return
             put(_END)
         except BaseException as e:  # handed to the consumer, which raises it

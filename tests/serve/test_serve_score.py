@@ -216,6 +216,11 @@ def test_a_compiled_program_on_threads_answers_as_the_api(compiled_classifier_bu
         assert one.cluster == "" and one.counts == three.counts
         a, b = pd.read_parquet(tmp_path / f"1-{src}.parquet"), pd.read_parquet(tmp_path / f"3-{src}.parquet")
         assert a.equals(b)
+        if src == "in.parquet":  # text read dictionary-encoded goes out as the text type it came in
+            import pyarrow.parquet as pq
+
+            got, came = pq.read_schema(tmp_path / f"3-{src}.parquet"), pq.read_schema(tmp_path / src)
+            assert [(f.name, f.type) for f in got][:-1] == [(f.name, f.type) for f in came]
         kept = [i for i in range(len(df)) if not (src == "in.csv" and i == 33)]
         assert b["customer"].tolist() == df["customer"].iloc[kept].tolist()  # input order kept
         assert b["prediction"].tolist() == [api["predictions"][i] for i in kept]
