@@ -197,8 +197,13 @@ class Chain(Step):
         self.steps = steps
 
     def run(self, x: Any) -> Any:
-        for step in self.steps:
-            x = step.run(x)
+        last = len(self.steps) - 1
+        for i, step in enumerate(self.steps):
+            after = self.steps[i + 1] if i < last else None
+            if isinstance(step, Columns) and isinstance(after, Trees) and after.takes_columns():
+                x = step.run(x, as_float32=True)  # already in the layout the trees' masks read
+            else:
+                x = step.run(x)
         return x
 
     def spec(self, arrays: Arrays) -> dict[str, Any]:
@@ -217,7 +222,11 @@ class Columns(Step):
     def __init__(self, parts: list[tuple[Step | None, list[str]]]) -> None:
         self.parts = parts
 
-    def run(self, x: Any) -> Any:
+    def run(self, x: Any, as_float32: bool = False) -> Any:
+        """The parts' outputs side by side. ``as_float32`` (float32 trees follow): float64 outputs
+        are written straight into one float32 array, a feature's values side by side: the values
+        of stacking them and then casting, without the float64 copy and the transposition (not
+        when a value would become infinite: the trees then name it from the float64 one)."""
         if not isinstance(x, Table):
             raise ValueError("a ColumnTransformer program needs named columns")
         outs = []
@@ -227,6 +236,15 @@ class Columns(Step):
             outs.append(y if y.ndim == 2 else y.reshape(-1, 1))
         if not outs:
             return np.empty((x.n, 0))
+        if as_float32 and all(y.dtype == np.float64 for y in outs):
+            out = np.empty((sum(y.shape[1] for y in outs), x.n), dtype=np.float32)  # the transposed layout
+            at = 0
+            with np.errstate(over="ignore"):
+                for y in outs:
+                    out[at:at + y.shape[1]] = y.T
+                    at += y.shape[1]
+            if not np.isinf(out).any():
+                return out.T
         return np.hstack(outs)
 
     def spec(self, arrays: Arrays) -> dict[str, Any]:
@@ -648,7 +666,8 @@ class Trees(Step):
 
     def run(self, x: Any) -> Any:
         given = as_array(x, float_only=False)
-        x = np.ascontiguousarray(given, dtype=self.dtype)
+        # the masks read a feature's values side by side; the walk a row's
+        x = np.asarray(given, dtype=self.dtype, order="F" if self._masks is not None else "C")
         if x.shape[1] != self.n_features:
             raise ValueError(f"X has {x.shape[1]} features, but the model expects {self.n_features}")
         if self.check != "none":
@@ -662,10 +681,11 @@ class Trees(Step):
                         raise InputOverflow(sorted(set(features.tolist())), sorted(set(rows.tolist()))) from None
                 raise
         n, f = x.shape
-        flat = x.ravel()
-        has_nan = self.check != "finite" and bool(np.isnan(flat).any())
+        has_nan = self.check != "finite" and bool(np.isnan(x).any())
         if self._masks is not None and not has_nan:
             return self._finish(self._by_masks(x))
+        x = np.ascontiguousarray(x)
+        flat = x.ravel()
         # the walk: one row of nodes per tree (trees in stage order, then output), one column per input row
         v = x.T.take(self._root_feature, axis=0)
         if has_nan:  # a missing value goes where training sent it (scikit-learn's missing_go_to_left)
@@ -710,6 +730,10 @@ class Trees(Step):
     #: row) then stay in the CPU's caches; each row's answer does not depend on it
     MASK_BLOCK = 2048
 
+    def takes_columns(self) -> bool:
+        """Whether :meth:`run` reads float32 columns (the masks' path)."""
+        return self._masks is not None and self.dtype == "float32"
+
     def _by_masks(self, x: np.ndarray) -> np.ndarray:
         """The trees' sum from their leaf masks, block by block of rows."""
         m = self._masks
@@ -736,7 +760,8 @@ class Trees(Step):
             stages, k = self.roots.shape
             terms = np.empty((stages + 1, k, n, *value_shape), dtype=np.float64)
             terms[0] = self.init.reshape(k, *([1] * (1 + len(value_shape))))
-            leaf_terms.take(node.reshape(stages, k, n), axis=0, out=terms[1:])
+            # mode="clip" (the leaves are always in range): with "raise" numpy takes into a copy of `out`
+            leaf_terms.take(node.reshape(stages, k, n), axis=0, out=terms[1:], mode="clip")
             return in_order_sum(terms).T.reshape(n, k)
         # forests and single trees: the sum of the trees' leaves (then their mean)
         trees = self.roots.shape[0]
