@@ -67,8 +67,6 @@ def score(bundle: str | Path, input: str, output: str, *, workers: int | None = 
     chunk_rows = chunk_rows or score_run.DEFAULT_CHUNK_ROWS
     if chunk_rows < 1 or (workers is not None and workers < 1):
         raise ScoreError("--chunk-rows and --workers must be at least 1")
-    if lineage:
-        _import_in_background("openlineage.client.event_v2", "openlineage.client.facet_v2")
     try:
         from nbdeploy.serve.bundle import read_bundle
 
@@ -109,23 +107,6 @@ def score(bundle: str | Path, input: str, output: str, *, workers: int | None = 
 
         record(result, tracking)
     return result
-
-
-def _import_in_background(*modules: str) -> None:
-    """Import what the lineage step needs while the rows are scored: the OpenLineage client
-    takes about half a second to import, most of it waiting on files, which the scoring's numpy
-    does not need. A failed import is left to the lineage step to report."""
-    import importlib
-    import threading
-
-    def run() -> None:
-        for name in modules:
-            try:
-                importlib.import_module(name)
-            except Exception:  # reported by the import in nbdeploy.score.lineage
-                return
-
-    threading.Thread(target=run, name="nbdeploy-score-imports", daemon=True).start()
 
 
 def _compiled(b: Any) -> bool:
