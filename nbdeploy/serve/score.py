@@ -24,7 +24,6 @@ import numpy as np
 from .bundle import Bundle, read_bundle
 from .errors import ServeError
 from .model import LoadedModel, load_model
-from .predictor import build_frame, build_table
 from .program import Coded, Table
 from .validation import Rule, Validator
 
@@ -107,6 +106,8 @@ class Scorer:
                 raw = np.concatenate([self.model.program.predict(_slice(table, i, i + PROGRAM_ROWS))
                                       for i in range(0, n, PROGRAM_ROWS)])
         else:
+            from .predictor import build_frame  # here: it imports the server's batching (asyncio)
+
             plain = {k: np.asarray(v) if isinstance(v, Coded) else v for k, v in merged.items()}
             raw = self.model.predict(build_frame(self.columns, plain))  # numpy columns: the same frame
         return output_columns(raw, n, [o.get("name") for o in self.bundle.outputs if isinstance(o, dict)])
@@ -166,11 +167,12 @@ def _fast(col: Any, rule: Rule, text: bool) -> Any:
     """The column as the numpy array the predictor would build, when its Arrow type needs no
     value-by-value check (None when it does)."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     t = rule.column.type
     typ = col.type
     if text and pa.types.is_string(typ) and t != "string":
+        import pyarrow.compute as pc  # (only here and for undecoded text: ~0.1 s to import)
+
         if col.null_count:
             return None
         try:
@@ -196,7 +198,7 @@ def _fast(col: Any, rule: Rule, text: bool) -> Any:
             pa.types.is_dictionary(typ) and pa.types.is_string(typ.value_type))):
         # each distinct string made a Python str once: the object array the predictor builds, kept
         # as its distinct values and each row's index (a compiled one-hot encoder maps each value once)
-        enc = col if pa.types.is_dictionary(typ) else pc.dictionary_encode(col)
+        enc = col if pa.types.is_dictionary(typ) else _dictionary_encode(col)
         values = np.empty(len(enc.dictionary), dtype=object)
         values[:] = enc.dictionary.to_pylist()
         return Coded(values, _numpy(enc.indices))
@@ -244,6 +246,12 @@ def arrow_array(values: Any) -> Any:
     return pa.array(values)
 
 
+def _dictionary_encode(col: Any) -> Any:
+    import pyarrow.compute as pc
+
+    return pc.dictionary_encode(col)
+
+
 def _is_float(col: Any) -> bool:
     import pyarrow as pa
 
@@ -270,6 +278,8 @@ def _table(columns: list[Any], merged: dict[str, Any]) -> Table:
     """:func:`.predictor.build_table`, without its per-value pass for columns already typed."""
     if all(isinstance(merged[c.name], np.ndarray | Coded) for c in columns):
         return Table([c.name for c in columns], [merged[c.name] for c in columns])
+    from .predictor import build_table
+
     return build_table(columns, {k: _as_list(np.asarray(v)) if isinstance(v, np.ndarray | Coded) else v
                                  for k, v in merged.items()})
 
