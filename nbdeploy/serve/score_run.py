@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import sys
 import threading
 import time
 from collections import Counter, deque
@@ -160,6 +161,7 @@ def score_units(scorer: Scorer, units: list[Unit], chunk_rows: int, out: TableWr
     At most ``2 * threads + 1`` chunks are held at once: memory stays bounded."""
     from concurrent.futures import Future, ThreadPoolExecutor
 
+    reuse_freed_memory()
     counts = Counts()
     pending: deque[Future[ScoredChunk]] = deque()
     with ThreadPoolExecutor(threads, thread_name_prefix="nbdeploy-score") as pool:
@@ -178,6 +180,26 @@ def score_units(scorer: Scorer, units: list[Unit], chunk_rows: int, out: TableWr
 
 
 _END = object()
+_MALLOC_TUNED = False
+
+
+def reuse_freed_memory() -> None:
+    """glibc only, once per process: keep freed memory (up to 128 MB) for the next allocations and
+    serve arrays under 64 MB from it, instead of mapping fresh pages for every chunk's arrays and
+    returning them after (a 10 M-row run took 250,000 page faults, ~10 % of its CPU; 50,000 so).
+    The process keeps that memory a little longer; nothing else changes."""
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED or not sys.platform.startswith("linux"):
+        return
+    _MALLOC_TUNED = True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-1, 128 << 20)  # M_TRIM_THRESHOLD
+        libc.mallopt(-3, 64 << 20)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # not glibc (musl, ...): its defaults
+        pass
 
 
 def read_ahead(units: list[Unit], chunk_rows: int, text: Collection[str],
