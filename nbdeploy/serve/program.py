@@ -200,7 +200,8 @@ class Chain(Step):
         last = len(self.steps) - 1
         for i, step in enumerate(self.steps):
             after = self.steps[i + 1] if i < last else None
-            if isinstance(step, Columns) and isinstance(after, Trees) and after.takes_columns():
+            if isinstance(step, Columns) and isinstance(after, Trees) and after.takes_columns() and (
+                    isinstance(x, Table) and x.n > LeafMasks.FEW_ROWS):  # (a request's few rows: no gain)
                 x = step.run(x, as_float32=True)  # already in the layout the trees' masks read
             else:
                 x = step.run(x)
@@ -358,7 +359,7 @@ class OneHot(Step):
         cols = x.columns if isinstance(x, Table) else [x[:, j] for j in range(x.shape[1])]
         n = x.n if isinstance(x, Table) else x.shape[0]
         width = self._width
-        codes: list[np.ndarray] = []  # each column's output column per row; `width` (a spare column): none
+        codes: list[Any] = []  # each column's output column per row; `width` (a spare column): none
         for j, (col, mapping) in enumerate(zip(cols, self._columns, strict=True)):
             if isinstance(col, Coded):  # each distinct value once, then its rows
                 codes.append(self._coded(col, mapping, j))
@@ -377,10 +378,14 @@ class OneHot(Step):
                                                  "during transform")
                             c = width
                         found[i] = c
-            codes.append(np.array(found, dtype=np.intp))
+            codes.append(found)
         out = np.zeros((n, width + 1), dtype=self.dtype)
         if codes:
-            out[np.arange(n), np.stack(codes)] = 1
+            if any(isinstance(c, np.ndarray) for c in codes):
+                index = np.stack([np.asarray(c, dtype=np.intp) for c in codes])
+            else:  # lists (a request's rows): one array of them all
+                index = np.array([c for found in codes for c in found], dtype=np.intp).reshape(len(codes), n)
+            out[np.arange(n), index] = 1
         return out[:, :width]
 
     def _coded(self, col: Coded, mapping: dict[Any, int], j: int) -> np.ndarray:
@@ -437,6 +442,8 @@ class LeafMasks:
     MAX_LEAVES = 64
     #: features are looked up together while their rows' combinations are at most this many
     GROUP_ROWS = 256
+    #: up to this many rows, all features are searched at once (fewer calls; more work per row)
+    FEW_ROWS = 256
 
     def __init__(self, roots: np.ndarray, feature: np.ndarray, t32: np.ndarray, left: np.ndarray,
                  right: np.ndarray) -> None:
@@ -526,6 +533,23 @@ class LeafMasks:
         self.table = table
         self.words = table.view(np.uint64)
         self.trees = trees
+        # a few rows (a request's batch): every feature searched in one call, among keys that order as
+        # the thresholds do, feature after feature (in the groups' order); the groups' rows summed in one
+        # call: row = start + sum(place * weight), with the keys' positions as places (each feature's
+        # first key's position taken off, through the start)
+        order = [j for group in self.groups for j in group]
+        offsets = np.arange(len(order), dtype=np.int64) << 32
+        self._few_features = self.features[np.asarray(order, dtype=np.intp)] if order else self.features
+        self._key_offsets = offsets
+        self._keys = np.concatenate([np.zeros(0, np.int64)] + [
+            _order_keys(self.thresholds[j]).astype(np.int64) + off for j, off in zip(order, offsets.tolist(),
+                                                                                     strict=True)])
+        first = np.cumsum([0] + [len(self.thresholds[j]) for j in order])[:-1].astype(np.int64)
+        self._weight = np.array([int(np.prod([self.sizes[i] for i in group[k + 1:]], dtype=np.int64))
+                                 for group in self.groups for k in range(len(group))], dtype=np.int64)
+        self._group_first = np.cumsum([0] + [len(group) for group in self.groups])[:-1].astype(np.intp)
+        self._few_starts = (self.starts - (np.add.reduceat(first * self._weight, self._group_first)
+                                           if order else 0)).astype(np.int64)
         # the lowest set bit of a byte or a 16-bit word, looked up; of wider words, computed
         if self.dtype.itemsize <= 2:
             self.lowest: np.ndarray | None = _lowest_bit(
@@ -537,6 +561,8 @@ class LeafMasks:
         """``(rows, trees)`` (a view): each tree's leaves still possible for each row of float32 ``x``:
         per group of features, the stored row their values pick (each value's place among its
         feature's distinct thresholds: a binary search, or one comparison), ANDed a word at a time."""
+        if len(x) <= self.FEW_ROWS and len(self.thresholds):
+            return self._few_bits(x)
         words = None
         features = self.features.tolist()
         for group, start in zip(self.groups, self.starts.tolist(), strict=True):
@@ -563,11 +589,28 @@ class LeafMasks:
             words = np.repeat(self.words[:1], len(x), axis=0)
         return words.view(self.dtype)[:, : self.trees]
 
+    def _few_bits(self, x: np.ndarray) -> np.ndarray:
+        """:meth:`bits` in a fixed number of calls, whatever the number of features."""
+        keys = _order_keys(x.take(self._few_features, axis=1)).astype(np.int64)
+        keys += self._key_offsets
+        place = np.searchsorted(self._keys, keys)  # keys below each value: its feature's and the features' before
+        at = np.add.reduceat(place * self._weight, self._group_first, axis=1)
+        at += self._few_starts
+        words = np.bitwise_and.reduce(self.words.take(at, axis=0), axis=1)
+        return words.view(self.dtype)[:, : self.trees]
+
     def slots(self, x: np.ndarray) -> np.ndarray:
         """``(trees, rows)``: the leaf slot each tree sends each row of float32 ``x`` to."""
         bits = self.bits(x)
         leaf = self.lowest.take(bits) if self.lowest is not None else _lowest_bit(bits)
         return leaf.T + self.leaf_base
+
+
+def _order_keys(values: np.ndarray) -> np.ndarray:
+    """int32 keys that order as the float32 ``values`` do (no NaN; -0.0 below +0.0, and the
+    thresholds hold +0.0 only, so a value of -0.0 is not above a threshold of 0, as in floats)."""
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.int32)
+    return bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))
 
 
 def _lowest_bit(words: np.ndarray) -> np.ndarray:

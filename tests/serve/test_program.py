@@ -423,6 +423,8 @@ def test_leaf_masks_find_the_leaves_the_walk_finds(name: str) -> None:
     table = build_table(_columns(X), _merged(fresh))
     want = np.asarray(model.predict(fresh))
     by_masks = program.predict(table)
+    few = build_table(_columns(X), _merged(fresh.head(200)))  # a request's rows: all features searched at once
+    assert program.predict(few).tobytes() == want[:200].tobytes()
     trees._masks = None  # the level-by-level walk
     by_walk = program.predict(table)
     assert by_masks.tobytes() == want.tobytes()
