@@ -359,34 +359,37 @@ class OneHot(Step):
         cols = x.columns if isinstance(x, Table) else [x[:, j] for j in range(x.shape[1])]
         n = x.n if isinstance(x, Table) else x.shape[0]
         width = self._width
-        codes: list[Any] = []  # each column's output column per row; `width` (a spare column): none
-        for j, (col, mapping) in enumerate(zip(cols, self._columns, strict=True)):
-            if isinstance(col, Coded):  # each distinct value once, then its rows
-                codes.append(self._coded(col, mapping, j))
-                continue
-            if col.dtype.kind == "f" and np.isinf(col).any():
-                raise ValueError("Input X contains infinity (OneHotEncoder).")
-            values = col.tolist()
-            found: list[Any] = list(map(mapping.get, values))  # None: unknown, missing, or a key needing _key
-            if None in found:
-                for i, c in enumerate(found):
-                    if c is None:
-                        c = mapping.get(_key(values[i]))
-                        if c is None:
-                            if self.unknown == "error":
-                                raise ValueError(f"Found unknown categories [{values[i]!r}] in column {j} "
-                                                 "during transform")
-                            c = width
-                        found[i] = c
-            codes.append(found)
+        if any(isinstance(col, Coded) for col in cols):  # batch scoring: each distinct value once, then its rows
+            index = np.stack([self._coded(col, mapping, j) if isinstance(col, Coded) else
+                              np.array(self._found(col, mapping, j), dtype=np.intp)
+                              for j, (col, mapping) in enumerate(zip(cols, self._columns, strict=True))])
+        else:
+            codes: list[int] = []  # every column's output column per row; `width` (a spare column): none
+            for j, (col, mapping) in enumerate(zip(cols, self._columns, strict=True)):
+                codes += self._found(col, mapping, j)
+            index = np.array(codes, dtype=np.intp).reshape(len(cols), n)
         out = np.zeros((n, width + 1), dtype=self.dtype)
-        if codes:
-            if any(isinstance(c, np.ndarray) for c in codes):
-                index = np.stack([np.asarray(c, dtype=np.intp) for c in codes])
-            else:  # lists (a request's rows): one array of them all
-                index = np.array([c for found in codes for c in found], dtype=np.intp).reshape(len(codes), n)
+        if len(cols):
             out[np.arange(n), index] = 1
         return out[:, :width]
+
+    def _found(self, col: np.ndarray, mapping: dict[Any, int], j: int) -> list[int]:
+        """Each row's output column (``width``, a spare one: none)."""
+        if col.dtype.kind == "f" and np.isinf(col).any():
+            raise ValueError("Input X contains infinity (OneHotEncoder).")
+        values = col.tolist()
+        found: list[Any] = list(map(mapping.get, values))  # None: unknown, missing, or a key needing _key
+        if None in found:
+            for i, c in enumerate(found):
+                if c is None:
+                    c = mapping.get(_key(values[i]))
+                    if c is None:
+                        if self.unknown == "error":
+                            raise ValueError(f"Found unknown categories [{values[i]!r}] in column {j} "
+                                             "during transform")
+                        c = self._width
+                    found[i] = c
+        return found
 
     def _coded(self, col: Coded, mapping: dict[Any, int], j: int) -> np.ndarray:
         """Each row's output column: the distinct values mapped as :meth:`run` maps a row's."""
