@@ -13,7 +13,8 @@ customer_id + the prediction (as `nbdeploy score --id customer_id` does):
   chunk read with pyarrow (the in-process floor of "just call predict");
 * MLflow pyfunc: `mlflow.pyfunc.load_model(...).predict` over the same chunks;
 * `mlflow models predict --env-manager local` on the same rows as CSV (1 M rows only);
-* `nbdeploy score BUNDLE DATA -o OUT --id customer_id` with --workers 1 and --workers 2.
+* `nbdeploy score BUNDLE DATA -o OUT --id customer_id` with --workers 1 and --workers 2 (the
+  bundle has a compiled program: one process, 1 or 2 scoring threads, plus a reader thread).
 
 CPU seconds (user + system of the process tree) are printed beside, and the ratios per
 CPU second: on a shared machine they move far less with the neighbours than wall times.

@@ -536,9 +536,11 @@ def _score_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="a CSV or Parquet file, a folder or glob of them, or an fsspec URL (s3://...)")
     p.add_argument("-o", "--output", required=True, help="the output file (.csv or .parquet; rejects and "
                    "lineage are written beside it)")
-    p.add_argument("--workers", type=int, default=None, help="local Dask worker processes (default: one per "
-                   "CPU for 2 M rows or more, else this process; 1: this process)")
-    p.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="use this Dask scheduler")
+    p.add_argument("--workers", type=int, default=None, help="a compiled program: threads in this process "
+                   "(default: one per CPU); another model: local Dask worker processes (default: one per CPU for "
+                   "2 M rows or more, else this process; 1: this process)")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="use this Dask scheduler (`local`: a Dask "
+                   "LocalCluster of --workers processes, even for a compiled program)")
     p.add_argument("--chunk-rows", type=int, default=None, help="rows read and scored at a time (default 200000)")
     p.add_argument("--id", dest="id_column", metavar="COLUMN", help="keep only this column beside the predictions")
     p.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -114,9 +114,10 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         _a("paths", nargs="+", metavar="[BUNDLE] INPUT",
            help="the bundle folder (default: this notebook's bundle) and a CSV/Parquet file, folder, glob or URL"),
         _a("-o", "--output", required=True, help="output file (.csv or .parquet)"),
-        _a("--workers", type=int, help="local Dask worker processes (default: one per CPU for 2 M rows or "
-                                       "more, else this kernel; 1: this kernel)"),
-        _a("--scheduler", help="a Dask scheduler address, e.g. tcp://HOST:8786"),
+        _a("--workers", type=int, help="a compiled program: threads in this kernel (default: one per CPU); "
+                                       "another model: local Dask worker processes (default: one per CPU for "
+                                       "2 M rows or more, else this kernel; 1: this kernel)"),
+        _a("--scheduler", help="a Dask scheduler address, e.g. tcp://HOST:8786 (local: a Dask LocalCluster)"),
         _a("--chunk-rows", type=int, help="rows read and scored at a time"),
         _a("--id", dest="id_column", help="keep only this id column beside the predictions"),
     )),

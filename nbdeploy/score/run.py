@@ -1,8 +1,11 @@
 """``nbdeploy score``: a bundle's model over files, in this process or on Dask, with lineage.
 
 1. Read the bundle (its seal checked first) and list the inputs; cut them into units.
-2. Score: one unit, or ``workers == 1``, in this process; otherwise each unit as a task on
-   a LocalCluster (or the cluster at ``scheduler``), part files beside the output.
+2. Score: a compiled program in this process on ``workers`` threads (one per CPU by default:
+   its numpy releases the GIL); a model served by its own library in this process for one
+   unit or ``workers == 1``, else each unit as a task on a LocalCluster of worker processes;
+   with ``scheduler`` (``local``: a LocalCluster even for a compiled program), each unit as a
+   task on that cluster, part files beside the output.
 3. Join the parts into the output and its rejects file, renamed into place only when
    complete (see :mod:`nbdeploy.serve.score_run`): a failure leaves no output behind.
 4. Lineage: full-content hashes and row counts of the input and output, and the model's
@@ -81,13 +84,19 @@ def score(bundle: str | Path, input: str, output: str, *, workers: int | None = 
 
         if progress is not None:
             progress(0, total)
-        if workers is None:  # auto: this process for small inputs, else a worker per CPU
-            small = len(units) == 1 or (total is not None and total < AUTO_LOCAL_ROWS)
-            workers = 1 if small else max(1, min(os.cpu_count() or 1, len(units)))
-        if scheduler is None and (workers == 1 or len(units) == 1):
+        in_process = scheduler is None
+        if scheduler == "local":  # a LocalCluster of worker processes, whatever the model
+            scheduler = None
+        if in_process and _compiled(b):  # numpy releases the GIL: threads, no processes to start
             summary = score_run.score_files(bundle, input, output, chunk_rows=chunk_rows, id_column=id_column,
-                                            on_rows=tick)
+                                            on_rows=tick, threads=workers)
+        elif in_process and (workers == 1 or len(units) == 1 or (workers is None and (
+                total is not None and total < AUTO_LOCAL_ROWS))):  # a LocalCluster's start would cost more
+            summary = score_run.score_files(bundle, input, output, chunk_rows=chunk_rows, id_column=id_column,
+                                            on_rows=tick, threads=1)
         else:
+            if workers is None:  # a worker process per CPU
+                workers = max(1, min(os.cpu_count() or 1, len(units)))
             summary = _distributed(str(b.root), (b.name, b.version), inputs, units, output, chunk_rows,
                                    id_column, workers, scheduler, tick)
     except ServeError as e:
@@ -98,6 +107,13 @@ def score(bundle: str | Path, input: str, output: str, *, workers: int | None = 
 
         record(result, tracking)
     return result
+
+
+def _compiled(b: Any) -> bool:
+    """Whether the bundle's model is served by its compiled program (as :func:`.model.load_model` decides)."""
+    from nbdeploy.serve import program
+
+    return program.enabled() and (b.model_dir / program.PROGRAM_DIR / "program.json").is_file()
 
 
 def _distributed(bundle: str, model: tuple[str, str], inputs: list[str], units: list[Any], output: str,

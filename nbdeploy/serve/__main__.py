@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def score_main(argv: list[str]) -> int:
-    """``score BUNDLE INPUT -o OUTPUT [--chunk-rows N] [--id COLUMN]``: batch scoring in this process."""
+    """``score BUNDLE INPUT -o OUTPUT [--chunk-rows N] [--id COLUMN] [--threads N]``: batch scoring in this process."""
     p = argparse.ArgumentParser(prog=f"python -m {__package__} score",
                                 description="Score CSV/Parquet files with the bundle's model and the API's validation.")
     p.add_argument("bundle", help="bundle folder")
@@ -84,12 +84,16 @@ def score_main(argv: list[str]) -> int:
     p.add_argument("-o", "--output", required=True, help="output file (.csv or .parquet)")
     p.add_argument("--chunk-rows", type=int, default=None, help="rows read and scored at a time")
     p.add_argument("--id", dest="id_column", help="keep only this id column beside the predictions")
+    p.add_argument("--threads", type=int, default=None, help="scoring threads (default: one per CPU for a "
+                   "compiled program, else 1)")
     args = p.parse_args(argv)
     from .score_run import DEFAULT_CHUNK_ROWS, score_files
 
+    if args.threads is not None and args.threads < 1:
+        p.error("--threads must be at least 1")
     try:
         summary = score_files(args.bundle, args.input, args.output, chunk_rows=args.chunk_rows or DEFAULT_CHUNK_ROWS,
-                              id_column=args.id_column)
+                              id_column=args.id_column, threads=args.threads)
     except ServeError as e:
         print(f"error: {e.message}", file=sys.stderr)
         if e.hint:

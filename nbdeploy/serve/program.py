@@ -85,6 +85,27 @@ class Table:
         return Table(names, [self.columns[index[n]] for n in names])
 
 
+class Coded:
+    """A text column given as its distinct values and each row's index among them (Arrow's
+    dictionary encoding, as batch scoring reads it): the one-hot encoder maps each distinct
+    value once instead of each row's. Anything else sees the plain object array."""
+
+    dtype = np.dtype(object)
+
+    def __init__(self, values: np.ndarray, codes: np.ndarray) -> None:
+        self.values, self.codes = values, codes
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, rows: Any) -> Coded:
+        return Coded(self.values, self.codes[rows])
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        arr = self.values.take(self.codes)
+        return arr if dtype is None else arr.astype(dtype)
+
+
 def as_array(x: Any, float_only: bool) -> np.ndarray:
     """``np.asarray(DataFrame)`` as pandas does it (column-major), then scikit-learn's dtype rule."""
     if isinstance(x, Table):
@@ -176,8 +197,14 @@ class Chain(Step):
         self.steps = steps
 
     def run(self, x: Any) -> Any:
-        for step in self.steps:
-            x = step.run(x)
+        last = len(self.steps) - 1
+        for i, step in enumerate(self.steps):
+            after = self.steps[i + 1] if i < last else None
+            if isinstance(step, Columns) and isinstance(after, Trees) and after.takes_columns() and (
+                    isinstance(x, Table) and x.n > LeafMasks.FEW_ROWS):  # (a request's few rows: no gain)
+                x = step.run(x, as_float32=True)  # already in the layout the trees' masks read
+            else:
+                x = step.run(x)
         return x
 
     def spec(self, arrays: Arrays) -> dict[str, Any]:
@@ -196,7 +223,11 @@ class Columns(Step):
     def __init__(self, parts: list[tuple[Step | None, list[str]]]) -> None:
         self.parts = parts
 
-    def run(self, x: Any) -> Any:
+    def run(self, x: Any, as_float32: bool = False) -> Any:
+        """The parts' outputs side by side. ``as_float32`` (float32 trees follow): float64 outputs
+        are written straight into one float32 array, a feature's values side by side: the values
+        of stacking them and then casting, without the float64 copy and the transposition (not
+        when a value would become infinite: the trees then name it from the float64 one)."""
         if not isinstance(x, Table):
             raise ValueError("a ColumnTransformer program needs named columns")
         outs = []
@@ -206,6 +237,15 @@ class Columns(Step):
             outs.append(y if y.ndim == 2 else y.reshape(-1, 1))
         if not outs:
             return np.empty((x.n, 0))
+        if as_float32 and all(y.dtype == np.float64 for y in outs):
+            out = np.empty((sum(y.shape[1] for y in outs), x.n), dtype=np.float32)  # the transposed layout
+            at = 0
+            with np.errstate(over="ignore"):
+                for y in outs:
+                    out[at:at + y.shape[1]] = y.T
+                    at += y.shape[1]
+            if not np.isinf(out).any():
+                return out.T
         return np.hstack(outs)
 
     def spec(self, arrays: Arrays) -> dict[str, Any]:
@@ -319,27 +359,49 @@ class OneHot(Step):
         cols = x.columns if isinstance(x, Table) else [x[:, j] for j in range(x.shape[1])]
         n = x.n if isinstance(x, Table) else x.shape[0]
         width = self._width
-        codes: list[int] = []  # every column's output column per row; `width` (a spare column): none
-        for j, (col, mapping) in enumerate(zip(cols, self._columns, strict=True)):
-            if col.dtype.kind == "f" and np.isinf(col).any():
-                raise ValueError("Input X contains infinity (OneHotEncoder).")
-            values = col.tolist()
-            found: list[Any] = list(map(mapping.get, values))  # None: unknown, missing, or a key needing _key
-            if None in found:
-                for i, c in enumerate(found):
-                    if c is None:
-                        c = mapping.get(_key(values[i]))
-                        if c is None:
-                            if self.unknown == "error":
-                                raise ValueError(f"Found unknown categories [{values[i]!r}] in column {j} "
-                                                 "during transform")
-                            c = width
-                        found[i] = c
-            codes += found
+        if any(isinstance(col, Coded) for col in cols):  # batch scoring: each distinct value once, then its rows
+            index = np.stack([self._coded(col, mapping, j) if isinstance(col, Coded) else
+                              np.array(self._found(col, mapping, j), dtype=np.intp)
+                              for j, (col, mapping) in enumerate(zip(cols, self._columns, strict=True))])
+        else:
+            codes: list[int] = []  # every column's output column per row; `width` (a spare column): none
+            for j, (col, mapping) in enumerate(zip(cols, self._columns, strict=True)):
+                codes += self._found(col, mapping, j)
+            index = np.array(codes, dtype=np.intp).reshape(len(cols), n)
         out = np.zeros((n, width + 1), dtype=self.dtype)
-        if codes:
-            out[np.arange(n), np.array(codes, dtype=np.intp).reshape(len(cols), n)] = 1
+        if len(cols):
+            out[np.arange(n), index] = 1
         return out[:, :width]
+
+    def _found(self, col: np.ndarray, mapping: dict[Any, int], j: int) -> list[int]:
+        """Each row's output column (``width``, a spare one: none)."""
+        if col.dtype.kind == "f" and np.isinf(col).any():
+            raise ValueError("Input X contains infinity (OneHotEncoder).")
+        values = col.tolist()
+        found: list[Any] = list(map(mapping.get, values))  # None: unknown, missing, or a key needing _key
+        if None in found:
+            for i, c in enumerate(found):
+                if c is None:
+                    c = mapping.get(_key(values[i]))
+                    if c is None:
+                        if self.unknown == "error":
+                            raise ValueError(f"Found unknown categories [{values[i]!r}] in column {j} "
+                                             "during transform")
+                        c = self._width
+                    found[i] = c
+        return found
+
+    def _coded(self, col: Coded, mapping: dict[Any, int], j: int) -> np.ndarray:
+        """Each row's output column: the distinct values mapped as :meth:`run` maps a row's."""
+        values = col.values.tolist()
+        found = [mapping.get(v) for v in values]
+        found = [mapping.get(_key(v)) if c is None else c for v, c in zip(values, found, strict=True)]
+        if self.unknown == "error" and None in found:  # an error only when a row has that value
+            unknown = np.array([c is None for c in found], dtype=bool).take(col.codes)
+            if unknown.any():
+                raise ValueError(f"Found unknown categories [{values[col.codes[np.argmax(unknown)]]!r}] in "
+                                 f"column {j} during transform")
+        return np.array([self._width if c is None else c for c in found], dtype=np.intp).take(col.codes)
 
     def spec(self, arrays: Arrays) -> dict[str, Any]:
         return {"kind": self.kind, "categories": [[_jsonable(c) for c in cats] for cats in self.categories],
@@ -373,15 +435,18 @@ class LeafMasks:
     stored row per feature and an AND, instead of several lookups per tree and level.
 
     float32 input only (the walk compares float32), and no missing values: NaN goes
-    the walk's way. Thresholds compare as integers: a float32's bits, with the
-    magnitude bits flipped when negative, order as the numbers do (-0.0 sits just
-    below +0.0, and a threshold of -0.0 is stored as +0.0, so it compares as floats do).
+    the walk's way. The search compares float32 with float32, as the walk does (-0.0
+    equals +0.0). A stored row is the trees' words side by side, ANDed 8 bytes at a time.
     """
 
     #: the stored rows may take this many bytes at most (else the trees are walked)
     MAX_BYTES = 8 << 20
     #: leaves of a tree, at most
     MAX_LEAVES = 64
+    #: features are looked up together while their rows' combinations are at most this many
+    GROUP_ROWS = 256
+    #: up to this many rows, all features are searched at once (fewer calls; more work per row)
+    FEW_ROWS = 256
 
     def __init__(self, roots: np.ndarray, feature: np.ndarray, t32: np.ndarray, left: np.ndarray,
                  right: np.ndarray) -> None:
@@ -423,24 +488,71 @@ class LeafMasks:
             raise TooLarge(f"{rows} x {trees} stored masks")
         self.features = used
         full = np.iinfo(self.dtype).max
-        keys = _order_keys(t32.take(node) + np.float32(0)).astype(np.int64)  # + 0: -0.0 -> +0.0
+        t = t32.take(node) + np.float32(0)  # + 0: -0.0 -> +0.0, so that it compares as floats do
         slot = np.searchsorted(used, feature.take(node))  # which used feature each split tests
-        keys += slot.astype(np.int64) << 32  # features one after another, each sorted by threshold
-        by = np.argsort(keys, kind="stable")
-        self.keys = keys[by]
-        self.offsets = np.arange(len(used), dtype=np.int64) << 32
-        # feature j's stored rows start at (splits of the features before j) + j; its first row is
-        # every leaf still possible (no split went right), row k the AND of its k lowest splits' masks
-        table = np.full((rows, trees), full, dtype=self.dtype)
+        by = np.lexsort((t, slot))  # features one after another, each sorted by threshold
+        counts = np.bincount(slot, minlength=len(used))
+        split_t = np.split(t[by], np.cumsum(counts)[:-1])
+        # feature j's rows start at (splits of the features before j) + j; its first row is every
+        # leaf still possible (no split went right), row k the AND of its k lowest splits' masks
+        starts = np.cumsum(counts) - counts + np.arange(len(used))
+        # the trees of a stored row side by side, padded to whole 8-byte words: a row is ANDed a word at a time
+        width = -(-trees * self.dtype.itemsize // 8) * 8 // self.dtype.itemsize
+        table = np.full((rows, width), full, dtype=self.dtype)
         at = np.arange(len(node)) + slot[by] + 1
         table[at, np.asarray(split_tree, dtype=np.intp)[by]] = (
             np.asarray(split_mask, dtype=np.uint64)[by] ^ np.uint64(full)).astype(self.dtype)
-        starts = np.searchsorted(slot[by], np.arange(len(used))) + np.arange(len(used))
         for j, start in enumerate(starts.tolist()):
-            end = starts[j + 1] if j + 1 < len(starts) else rows
+            end = start + int(counts[j]) + 1
             np.bitwise_and.accumulate(table[start:end], axis=0, out=table[start:end])
+        # Splits on the same threshold (a one-hot column's 0.5, a value many trees split at) are
+        # passed together: only the rows after each distinct threshold are kept, and a value is
+        # searched among the distinct thresholds (compared with the one, for a single threshold)
+        #: each used feature's distinct thresholds, sorted: a value is above the first k of them
+        self.thresholds = [np.unique(ts) for ts in split_t]
+        keep = [start + np.concatenate([[0], np.searchsorted(ts, u, side="right")])
+                for start, ts, u in zip(starts.tolist(), split_t, self.thresholds, strict=True)]
+        # Features of few rows (one-hot columns, flags: two rows each) are looked up together: a
+        # group's row for each combination of its features' rows is their AND, precomputed, so a
+        # value row takes one stored row per group instead of one per feature
+        self.sizes = [len(k) for k in keep]  # rows of each feature
+        self.groups: list[list[int]] = []
+        for j in sorted(range(len(keep)), key=lambda j: self.sizes[j]):
+            if self.groups and np.prod([self.sizes[i] for i in self.groups[-1]]) * self.sizes[j] <= self.GROUP_ROWS:
+                self.groups[-1].append(j)
+            else:
+                self.groups.append([j])
+        grouped = sum(int(np.prod([self.sizes[i] for i in g])) for g in self.groups)
+        if grouped * width * self.dtype.itemsize > self.MAX_BYTES:  # wide trees: one feature at a time
+            self.groups = [[j] for j in range(len(keep))]
+        parts = []
+        for group in self.groups:
+            part = table[keep[group[0]]]
+            for j in group[1:]:
+                part = (part[:, None, :] & table[keep[j]][None, :, :]).reshape(-1, width)
+            parts.append(part)
+        table = np.concatenate(parts) if parts else table[:0]
+        self.starts = np.cumsum([0] + [len(part) for part in parts])[:-1].astype(np.intp)  # of each group
         self.table = table
-        self.shift = np.arange(len(used), dtype=np.intp)
+        self.words = table.view(np.uint64)
+        self.trees = trees
+        # a few rows (a request's batch): every feature searched in one call, among keys that order as
+        # the thresholds do, feature after feature (in the groups' order); the groups' rows summed in one
+        # call: row = start + sum(place * weight), with the keys' positions as places (each feature's
+        # first key's position taken off, through the start)
+        order = [j for group in self.groups for j in group]
+        offsets = np.arange(len(order), dtype=np.int64) << 32
+        self._few_features = self.features[np.asarray(order, dtype=np.intp)] if order else self.features
+        self._key_offsets = offsets
+        self._keys = np.concatenate([np.zeros(0, np.int64)] + [
+            _order_keys(self.thresholds[j]).astype(np.int64) + off for j, off in zip(order, offsets.tolist(),
+                                                                                     strict=True)])
+        first = np.cumsum([0] + [len(self.thresholds[j]) for j in order])[:-1].astype(np.int64)
+        self._weight = np.array([int(np.prod([self.sizes[i] for i in group[k + 1:]], dtype=np.int64))
+                                 for group in self.groups for k in range(len(group))], dtype=np.int64)
+        self._group_first = np.cumsum([0] + [len(group) for group in self.groups])[:-1].astype(np.intp)
+        self._few_starts = (self.starts - (np.add.reduceat(first * self._weight, self._group_first)
+                                           if order else 0)).astype(np.int64)
         # the lowest set bit of a byte or a 16-bit word, looked up; of wider words, computed
         if self.dtype.itemsize <= 2:
             self.lowest: np.ndarray | None = _lowest_bit(
@@ -448,15 +560,60 @@ class LeafMasks:
         else:
             self.lowest = None
 
+    def bits(self, x: np.ndarray) -> np.ndarray:
+        """``(rows, trees)`` (a view): each tree's leaves still possible for each row of float32 ``x``:
+        per group of features, the stored row their values pick (each value's place among its
+        feature's distinct thresholds: a binary search, or one comparison), ANDed a word at a time."""
+        if len(x) <= self.FEW_ROWS and len(self.thresholds):
+            return self._few_bits(x)
+        words = None
+        features = self.features.tolist()
+        for group, start in zip(self.groups, self.starts.tolist(), strict=True):
+            at = None  # the group's row: its features' rows, numbered as the product enumerates them
+            for j in group:
+                ts, values = self.thresholds[j], x[:, features[j]]
+                if len(ts) == 1:  # above it or not: the second row or the first
+                    here = (values > ts[0]).astype(np.intp)
+                else:
+                    here = np.searchsorted(ts, values, side="left")  # distinct thresholds below the value
+                if at is None:
+                    at = here
+                else:
+                    at *= self.sizes[j]
+                    at += here
+            assert at is not None
+            at += start
+            picked = self.words.take(at, axis=0)
+            if words is None:
+                words = picked
+            else:
+                np.bitwise_and(words, picked, out=words)
+        if words is None:  # no splits at all: every tree is its root leaf
+            words = np.repeat(self.words[:1], len(x), axis=0)
+        return words.view(self.dtype)[:, : self.trees]
+
+    def _few_bits(self, x: np.ndarray) -> np.ndarray:
+        """:meth:`bits` in a fixed number of calls, whatever the number of features."""
+        keys = _order_keys(x.take(self._few_features, axis=1)).astype(np.int64)
+        keys += self._key_offsets
+        place = np.searchsorted(self._keys, keys)  # keys below each value: its feature's and the features' before
+        at = np.add.reduceat(place * self._weight, self._group_first, axis=1)
+        at += self._few_starts
+        words = np.bitwise_and.reduce(self.words.take(at, axis=0), axis=1)
+        return words.view(self.dtype)[:, : self.trees]
+
     def slots(self, x: np.ndarray) -> np.ndarray:
         """``(trees, rows)``: the leaf slot each tree sends each row of float32 ``x`` to."""
-        keys = _order_keys(x.take(self.features, axis=1)).astype(np.int64)
-        keys += self.offsets
-        at = np.searchsorted(self.keys, keys)
-        at += self.shift
-        bits = np.bitwise_and.reduce(self.table.take(at, axis=0), axis=1)  # (rows, trees)
+        bits = self.bits(x)
         leaf = self.lowest.take(bits) if self.lowest is not None else _lowest_bit(bits)
         return leaf.T + self.leaf_base
+
+
+def _order_keys(values: np.ndarray) -> np.ndarray:
+    """int32 keys that order as the float32 ``values`` do (no NaN; -0.0 below +0.0, and the
+    thresholds hold +0.0 only, so a value of -0.0 is not above a threshold of 0, as in floats)."""
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.int32)
+    return bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))
 
 
 def _lowest_bit(words: np.ndarray) -> np.ndarray:
@@ -464,12 +621,6 @@ def _lowest_bit(words: np.ndarray) -> np.ndarray:
     as a double), and frexp gives its exponent."""
     isolated = words & (~words + np.array(1, words.dtype))
     return np.frexp(isolated.astype(np.float64))[1] - 1
-
-
-def _order_keys(values: np.ndarray) -> np.ndarray:
-    """int32 keys that order as the float32 ``values`` do (no NaN; -0.0 below +0.0)."""
-    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.int32)
-    return bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))
 
 
 class Trees(Step):
@@ -546,10 +697,23 @@ class Trees(Step):
         terms = self.rate * self.value if self.how == "boosting" else self.value
         self._terms = terms  # by node, where the walk ends
         self._mask_terms = None if self._masks is None else terms.take(self._masks.leaves, axis=0)
+        # trees of up to 8 leaves: each tree's byte of remaining leaves -> its exit leaf's term, a
+        # table of 256 terms per tree (row `tree * 256 + byte`); only when it stays small
+        self._bit_terms = self._bit_base = None
+        m = self._masks
+        if m is not None and m.dtype.itemsize == 1 and m.trees * 256 * terms[0].size * 8 <= LeafMasks.MAX_BYTES:
+            # (trees, 255): the byte 0 never occurs (a leaf is always left), nor a bit past a tree's last leaf
+            ends = np.append(m.leaf_base[1:, 0], len(m.leaves))[:, None]
+            leaf = np.minimum(m.leaf_base + m.lowest[None, 1:], ends - 1)
+            table = np.zeros((m.trees, 256, *terms.shape[1:]), dtype=terms.dtype)
+            table[:, 1:] = self._mask_terms.take(leaf, axis=0)
+            self._bit_terms = table.reshape(m.trees * 256, *terms.shape[1:])
+            self._bit_base = (np.arange(m.trees, dtype=np.intp) * 256)[:, None]
 
     def run(self, x: Any) -> Any:
         given = as_array(x, float_only=False)
-        x = np.ascontiguousarray(given, dtype=self.dtype)
+        # the masks read a feature's values side by side; the walk a row's
+        x = np.asarray(given, dtype=self.dtype, order="F" if self._masks is not None else "C")
         if x.shape[1] != self.n_features:
             raise ValueError(f"X has {x.shape[1]} features, but the model expects {self.n_features}")
         if self.check != "none":
@@ -563,10 +727,11 @@ class Trees(Step):
                         raise InputOverflow(sorted(set(features.tolist())), sorted(set(rows.tolist()))) from None
                 raise
         n, f = x.shape
-        flat = x.ravel()
-        has_nan = self.check != "finite" and bool(np.isnan(flat).any())
+        has_nan = self.check != "finite" and bool(np.isnan(x).any())
         if self._masks is not None and not has_nan:
-            return self._finish(self._combine(self._masks.slots(x), n, self._mask_terms))
+            return self._finish(self._by_masks(x))
+        x = np.ascontiguousarray(x)
+        flat = x.ravel()
         # the walk: one row of nodes per tree (trees in stage order, then output), one column per input row
         v = x.T.take(self._root_feature, axis=0)
         if has_nan:  # a missing value goes where training sent it (scikit-learn's missing_go_to_left)
@@ -607,6 +772,31 @@ class Trees(Step):
         node = node.reshape(trees, n)
         return self._finish(self._combine(node, n, self._terms))
 
+    #: rows per step of the masks' path: its arrays (a word per tree and row, a term per tree and
+    #: row) then stay in the CPU's caches; each row's answer does not depend on it
+    MASK_BLOCK = 2048
+
+    def takes_columns(self) -> bool:
+        """Whether :meth:`run` reads float32 columns (the masks' path)."""
+        return self._masks is not None and self.dtype == "float32"
+
+    def _by_masks(self, x: np.ndarray) -> np.ndarray:
+        """The trees' sum from their leaf masks, block by block of rows."""
+        m = self._masks
+        assert m is not None
+        x = np.asfortranarray(x)  # a feature's values side by side: each search reads them in a run
+        n = len(x)
+        if n <= self.MASK_BLOCK:
+            return self._masks_block(m, x)
+        return np.concatenate([self._masks_block(m, x[i:i + self.MASK_BLOCK]) for i in range(0, n, self.MASK_BLOCK)])
+
+    def _masks_block(self, m: LeafMasks, x: np.ndarray) -> np.ndarray:
+        bits = m.bits(x)  # (rows, trees)
+        if self._bit_terms is not None:  # a byte per tree: the byte picks the term, no leaf number between
+            return self._combine(np.add(bits.T, self._bit_base, dtype=np.intp), len(x), self._bit_terms)
+        leaf = m.lowest.take(bits) if m.lowest is not None else _lowest_bit(bits)
+        return self._combine(leaf.T + m.leaf_base, len(x), self._mask_terms)
+
     def _combine(self, node: np.ndarray, n: int, leaf_terms: np.ndarray) -> np.ndarray:
         """The trees' leaves summed in tree order: ``(n, K)`` for boosting, ``(n, *value)`` else.
 
@@ -616,7 +806,8 @@ class Trees(Step):
             stages, k = self.roots.shape
             terms = np.empty((stages + 1, k, n, *value_shape), dtype=np.float64)
             terms[0] = self.init.reshape(k, *([1] * (1 + len(value_shape))))
-            leaf_terms.take(node.reshape(stages, k, n), axis=0, out=terms[1:])
+            # mode="clip" (the leaves are always in range): with "raise" numpy takes into a copy of `out`
+            leaf_terms.take(node.reshape(stages, k, n), axis=0, out=terms[1:], mode="clip")
             return in_order_sum(terms).T.reshape(n, k)
         # forests and single trees: the sum of the trees' leaves (then their mean)
         trees = self.roots.shape[0]

@@ -24,8 +24,7 @@ import numpy as np
 from .bundle import Bundle, read_bundle
 from .errors import ServeError
 from .model import LoadedModel, load_model
-from .predictor import build_frame, build_table
-from .program import Table
+from .program import Coded, Table
 from .validation import Rule, Validator
 
 PREDICTION = "prediction"
@@ -56,6 +55,8 @@ class Scorer:
         self.validator = Validator(self.bundle, margin)
         self.columns = self.bundle.columns
         self.names = [c.name for c in self.columns]
+        #: the text columns: read dictionary-encoded from Parquet (each distinct string made once)
+        self.text_names = frozenset(c.name for c in self.columns if c.type == "string")
 
     def check_columns(self, available: list[str], where: str) -> None:
         missing = [c.name for c in self.columns if c.required and c.name not in available]
@@ -74,7 +75,8 @@ class Scorer:
             fast = _fast(col, rule, text) if col is not None else None
             if fast is not None:
                 merged[name] = fast
-                masks[name] = _flag_mask(col if rule.categories is not None else fast, rule)
+                masks[name] = _flag_mask(col if rule.categories is not None and not isinstance(fast, Coded)
+                                         else fast, rule)
                 continue
             values = col.to_pylist() if col is not None else [None] * n
             if col is not None and _is_float(col):
@@ -104,7 +106,10 @@ class Scorer:
                 raw = np.concatenate([self.model.program.predict(_slice(table, i, i + PROGRAM_ROWS))
                                       for i in range(0, n, PROGRAM_ROWS)])
         else:
-            raw = self.model.predict(build_frame(self.columns, merged))  # numpy columns: the same frame
+            from .predictor import build_frame  # here: it imports the server's batching (asyncio)
+
+            plain = {k: np.asarray(v) if isinstance(v, Coded) else v for k, v in merged.items()}
+            raw = self.model.predict(build_frame(self.columns, plain))  # numpy columns: the same frame
         return output_columns(raw, n, [o.get("name") for o in self.bundle.outputs if isinstance(o, dict)])
 
     def _count_flags(self, masks: dict[str, np.ndarray | None], result: Scored) -> None:
@@ -162,11 +167,12 @@ def _fast(col: Any, rule: Rule, text: bool) -> Any:
     """The column as the numpy array the predictor would build, when its Arrow type needs no
     value-by-value check (None when it does)."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     t = rule.column.type
     typ = col.type
     if text and pa.types.is_string(typ) and t != "string":
+        import pyarrow.compute as pc  # (only here and for undecoded text: ~0.1 s to import)
+
         if col.null_count:
             return None
         try:
@@ -178,23 +184,72 @@ def _fast(col: Any, rule: Rule, text: bool) -> Any:
         typ = col.type
     nulls = col.null_count
     if t in _FLOAT and (pa.types.is_floating(typ) or pa.types.is_integer(typ)):
-        arr = col.to_numpy(zero_copy_only=False).astype("float64", copy=False)
+        arr = _numpy(col).astype("float64", copy=False)
         if (nulls or np.isnan(arr).any()) and not rule.nulls_ok:
             return None
         return arr.astype(_NUMPY[t], copy=False)
     if nulls:
         return None
     if t in _INT and pa.types.is_integer(typ):
-        return col.to_numpy().astype(_NUMPY[t], copy=False)
+        return _numpy(col).astype(_NUMPY[t], copy=False)
     if t == "boolean" and pa.types.is_boolean(typ):
-        return col.to_numpy(zero_copy_only=False)
+        return _numpy(col)
     if t == "string" and (pa.types.is_string(typ) or pa.types.is_large_string(typ) or (
             pa.types.is_dictionary(typ) and pa.types.is_string(typ.value_type))):
-        # each distinct string made a Python str once, then shared by its rows: the object array
-        # the predictor builds, without a new str per row
-        enc = col if pa.types.is_dictionary(typ) else pc.dictionary_encode(col)
-        return enc.dictionary.to_numpy(zero_copy_only=False).take(enc.indices.to_numpy())
+        # each distinct string made a Python str once: the object array the predictor builds, kept
+        # as its distinct values and each row's index (a compiled one-hot encoder maps each value once)
+        enc = col if pa.types.is_dictionary(typ) else _dictionary_encode(col)
+        values = np.empty(len(enc.dictionary), dtype=object)
+        values[:] = enc.dictionary.to_pylist()
+        return Coded(values, _numpy(enc.indices))
     return None
+
+
+#: numpy's dtype of Arrow's fixed-width numbers
+_ARROW_NUMPY = {"int8": "i1", "int16": "i2", "int32": "i4", "int64": "i8", "uint8": "u1", "uint16": "u2",
+                "uint32": "u4", "uint64": "u8", "halffloat": "f2", "float": "f4", "double": "f8"}
+
+
+def _numpy(arr: Any) -> np.ndarray:
+    """An Arrow array of numbers or booleans as numpy, read straight from its buffers: a null is
+    NaN (floats; other types with nulls never come here). ``Array.to_numpy`` would import pandas
+    in the scoring threads: half a second of every run."""
+    import pyarrow as pa
+
+    if arr.null_count or (not pa.types.is_boolean(arr.type) and str(arr.type) not in _ARROW_NUMPY):
+        return np.asarray(arr.to_numpy(zero_copy_only=False))
+    n, offset = len(arr), arr.offset
+    data = arr.buffers()[1]
+    if pa.types.is_boolean(arr.type):  # one bit a value, the first value in the lowest bit
+        if not n:
+            return np.zeros(0, dtype=bool)
+        bits = np.frombuffer(data, dtype=np.uint8)
+        return np.unpackbits(bits, count=offset + n, bitorder="little")[offset:].astype(bool)
+    dtype = np.dtype(_ARROW_NUMPY[str(arr.type)])
+    if not n:
+        return np.zeros(0, dtype=dtype)
+    return np.frombuffer(data, dtype=dtype, count=n, offset=offset * dtype.itemsize)
+
+
+def arrow_array(values: Any) -> Any:
+    """numpy numbers or booleans as an Arrow array over the same memory (``pa.array`` imports
+    pandas, half a second of every run); anything else through ``pa.array``."""
+    import pyarrow as pa
+
+    arr = np.asarray(values)
+    if arr.ndim == 1 and arr.dtype.kind in "iuf" and arr.dtype.byteorder in "=|<":
+        arr = np.ascontiguousarray(arr)
+        return pa.Array.from_buffers(pa.from_numpy_dtype(arr.dtype), len(arr), [None, pa.py_buffer(arr)])
+    if arr.ndim == 1 and arr.dtype == bool:
+        bits = np.packbits(arr, bitorder="little")
+        return pa.Array.from_buffers(pa.bool_(), len(arr), [None, pa.py_buffer(bits)])
+    return pa.array(values)
+
+
+def _dictionary_encode(col: Any) -> Any:
+    import pyarrow.compute as pc
+
+    return pc.dictionary_encode(col)
 
 
 def _is_float(col: Any) -> bool:
@@ -212,7 +267,7 @@ def _is_text(col: Any, rule: Rule) -> bool:
 
 
 def _take(values: Any, kept: np.ndarray) -> Any:
-    return values[kept] if isinstance(values, np.ndarray) else [values[i] for i in kept]
+    return values[kept] if isinstance(values, np.ndarray | Coded) else [values[i] for i in kept]
 
 
 def _as_list(values: Any) -> Any:
@@ -221,9 +276,12 @@ def _as_list(values: Any) -> Any:
 
 def _table(columns: list[Any], merged: dict[str, Any]) -> Table:
     """:func:`.predictor.build_table`, without its per-value pass for columns already typed."""
-    if all(isinstance(merged[c.name], np.ndarray) for c in columns):
+    if all(isinstance(merged[c.name], np.ndarray | Coded) for c in columns):
         return Table([c.name for c in columns], [merged[c.name] for c in columns])
-    return build_table(columns, {k: _as_list(v) if isinstance(v, np.ndarray) else v for k, v in merged.items()})
+    from .predictor import build_table
+
+    return build_table(columns, {k: _as_list(np.asarray(v)) if isinstance(v, np.ndarray | Coded) else v
+                                 for k, v in merged.items()})
 
 
 def _slice(table: Table, start: int, stop: int) -> Table:
@@ -238,6 +296,9 @@ def _flag_mask(values: Any, rule: Rule) -> np.ndarray | None:
                          dtype="float64")
         with np.errstate(invalid="ignore"):
             return (arr < rule.lo) | (arr > rule.hi)
+    if rule.categories is not None and isinstance(values, Coded):  # each distinct value once (no nulls)
+        cats = rule.categories
+        return np.array([v not in cats for v in values.values.tolist()], dtype=bool).take(values.codes)
     if rule.categories is not None:
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -246,6 +307,6 @@ def _flag_mask(values: Any, rule: Rule) -> np.ndarray | None:
             values if isinstance(values, list) else values.tolist(), from_pandas=True)
         if not pa.types.is_string(arr.type):
             arr = pc.cast(arr, pa.string())
-        known = pc.is_in(arr, value_set=pa.array(sorted(rule.categories)))
-        return np.asarray(pc.and_(pc.invert(known), pc.is_valid(arr)).to_numpy(zero_copy_only=False), dtype=bool)
+        known = pc.is_in(arr, value_set=pa.array(np.array(sorted(rule.categories), dtype=object), pa.string()))
+        return _numpy(pc.and_(pc.invert(known), pc.is_valid(arr)))
     return None

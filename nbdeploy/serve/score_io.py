@@ -12,7 +12,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,8 +109,12 @@ def plan(files: list[str], chunk_rows: int) -> list[Unit]:
     return units
 
 
-def read_chunks(unit: Unit, chunk_rows: int) -> Iterator[tuple[Any, int]]:
-    """(Arrow table of at most ``chunk_rows`` rows, row number of its first row in the file)."""
+def read_chunks(unit: Unit, chunk_rows: int, dictionary: Collection[str] = ()) -> Iterator[tuple[Any, int]]:
+    """(Arrow table of at most ``chunk_rows`` rows, row number of its first row in the file).
+
+    The Parquet columns named in ``dictionary`` (text in the file: :func:`text_columns`) are read
+    dictionary-encoded, as Parquet mostly stores them: no string made per row;
+    :func:`plain_text` turns them back into text."""
     import pyarrow as pa
 
     start = unit.first_row
@@ -118,9 +122,9 @@ def read_chunks(unit: Unit, chunk_rows: int) -> Iterator[tuple[Any, int]]:
         if unit.kind == "parquet":
             import pyarrow.parquet as pq
 
-            pf = pq.ParquetFile(fh)
+            pf = pq.ParquetFile(fh, read_dictionary=list(dictionary) or None)
             if not unit.row_groups:
-                yield pf.schema_arrow.empty_table(), start
+                yield pa.Table.from_batches([], schema=pf.schema_arrow), start
                 return
             for batch in pf.iter_batches(batch_size=chunk_rows, row_groups=list(unit.row_groups)):
                 yield pa.Table.from_batches([batch]), start
@@ -146,6 +150,31 @@ def read_chunks(unit: Unit, chunk_rows: int) -> Iterator[tuple[Any, int]]:
                 pending, have = rest.to_batches(), rest.num_rows
         if have or start == unit.first_row:
             yield (pa.Table.from_batches(pending) if pending else pa.table({n: pa.array([], pa.string()) for n in names})), start
+
+
+def text_columns(unit: Unit, names: Collection[str]) -> dict[str, Any]:
+    """Which of ``names`` a unit's Parquet file holds as plain text, with their Arrow types (none for CSV)."""
+    if unit.kind != "parquet" or not names:
+        return {}
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with open_input(unit.path) as fh:
+        schema = pq.ParquetFile(fh).schema_arrow
+    return {f.name: f.type for f in schema
+            if f.name in names and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))}
+
+
+def plain_text(table: Any, dictionary: dict[str, Any]) -> Any:
+    """A table of :func:`read_chunks` with the columns it read dictionary-encoded as the text they
+    are in the file (``dictionary``: their types there): the output keeps the input's types."""
+    import pyarrow as pa
+
+    for i, f in enumerate(table.schema):
+        if f.name in dictionary and pa.types.is_dictionary(f.type):
+            typ = dictionary[f.name]
+            table = table.set_column(i, pa.field(f.name, typ, f.nullable, f.metadata), table.column(i).cast(typ))
+    return table
 
 
 class AtomicFile:
@@ -208,7 +237,9 @@ class TableWriter:
 
     def close(self, empty_schema: Any = None) -> None:
         if self._writer is None and empty_schema is not None:
-            self.write(empty_schema.empty_table())
+            import pyarrow as pa
+
+            self.write(pa.Table.from_batches([], schema=empty_schema))  # (empty_table() imports pandas)
         if self._writer is not None:
             self._writer.close()
             self._writer = None

@@ -13,6 +13,7 @@ _spec.loader.exec_module(_serve)  # type: ignore[union-attr]
 
 training_frame = _serve.training_frame
 classifier_bundle = _serve.classifier_bundle
+compiled_classifier_bundle = _serve.compiled_classifier_bundle
 
 
 @pytest.fixture(scope="session")

@@ -51,6 +51,27 @@ def test_local_cluster_gives_the_in_process_output_and_lineage(classifier_bundle
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no part folders left
 
 
+def test_a_compiled_program_scores_on_threads_and_local_starts_a_local_cluster(compiled_classifier_bundle,
+                                                                              customers, tmp_path):
+    """--workers N of a compiled program: N threads in this process (no LocalCluster); --scheduler
+    local: a LocalCluster of N worker processes all the same; the same files either way."""
+    threads = score(compiled_classifier_bundle, str(customers), str(tmp_path / "t.parquet"), workers=2,
+                    chunk_rows=100)
+    assert threads.summary.cluster == "threads(2)" and threads.summary.workers == 2
+    assert threads.summary.predictor.endswith("(compiled program)")
+    default = score(compiled_classifier_bundle, str(customers), str(tmp_path / "d.parquet"), chunk_rows=100)
+    assert default.summary.workers == len(os.sched_getaffinity(0))  # a thread per CPU
+    processes = score(compiled_classifier_bundle, str(customers), str(tmp_path / "p.parquet"), workers=2,
+                      chunk_rows=100, scheduler="local")
+    assert processes.summary.cluster == "LocalCluster(2)" and processes.summary.workers == 2
+    a, b, c = (pd.read_parquet(tmp_path / f"{n}.parquet") for n in "tdp")
+    assert a.equals(b) and a.equals(c) and len(a) == 1998
+    assert a["customer"].tolist() == [f"c{i:05d}" for i in range(2000) if i not in (17, 1203)]
+    for r in (threads, default, processes):
+        assert (r.summary.counts.scored, r.summary.counts.rejected) == (1998, 2)
+    assert pd.read_csv(tmp_path / "t.rejects.csv")["row"].tolist() == [17, 1203]
+
+
 def test_a_dask_scheduler_and_workers_started_as_processes(classifier_bundle, customers, tmp_path):
     port = _free_port()
     addr = f"tcp://127.0.0.1:{port}"

@@ -90,6 +90,21 @@ def classifier_bundle(tmp_path_factory, training_frame) -> Path:
 
 
 @pytest.fixture(scope="session")
+def compiled_classifier_bundle(classifier_bundle, tmp_path_factory) -> Path:
+    """The classifier bundle with its compiled program, written and sealed as ``nbdeploy build`` does."""
+    from nbdeploy.bundle.compiler import write_program
+    from nbdeploy.serve.bundle import read_bundle
+    from nbdeploy.serve.model import load_model
+
+    root = tmp_path_factory.mktemp("clf-compiled") / "bundle"
+    shutil.copytree(classifier_bundle, root)
+    estimator = load_model(read_bundle(root)).predict.__self__  # the library model: no program yet
+    assert write_program(estimator, root / "model", json.loads((root / "profile.json").read_text()))["compiled"]
+    seal_bundle(root, json.loads((root / "nbdeploy.json").read_text()))
+    return root
+
+
+@pytest.fixture(scope="session")
 def regressor_bundle(tmp_path_factory, training_frame) -> Path:
     from sklearn.linear_model import Ridge
 

@@ -385,15 +385,18 @@ def _edge_rows(model: Any, X: Any, seed: int) -> Any:
     return pd.DataFrame(data)
 
 
-@pytest.mark.parametrize("name", ["gb-depth3", "gb-multiclass-depth5", "tree-depth6", "extra-trees-16-leaves"])
+@pytest.mark.parametrize("name", ["gb-depth3", "gb-multiclass-depth3", "forest-classifier-8-leaves",
+                                  "gb-multiclass-depth5", "tree-depth6", "extra-trees-16-leaves"])
 def test_leaf_masks_find_the_leaves_the_walk_finds(name: str) -> None:
     """Trees of up to 64 leaves find their leaves from bit masks (8, 16, 32 and 64 bits per tree
-    here); on values at each threshold, both ways give scikit-learn's predictions bit for bit."""
+    here; of 8, the byte looks the term up); on values at each threshold, and on more rows than
+    one block of the masks' path, both ways give scikit-learn's predictions bit for bit."""
     import pandas as pd
     from sklearn.ensemble import (
         ExtraTreesRegressor,
         GradientBoostingClassifier,
         GradientBoostingRegressor,
+        RandomForestClassifier,
     )
     from sklearn.tree import DecisionTreeRegressor
 
@@ -403,20 +406,62 @@ def test_leaf_masks_find_the_leaves_the_walk_finds(name: str) -> None:
     score = X["a"] * 2 + X["b"] - X["c"] ** 2
     model, bits = {
         "gb-depth3": (GradientBoostingRegressor(n_estimators=30, random_state=0), 8),
+        "gb-multiclass-depth3": (GradientBoostingClassifier(n_estimators=12, random_state=0), 8),
+        "forest-classifier-8-leaves": (RandomForestClassifier(n_estimators=9, max_leaf_nodes=8, random_state=0), 8),
         "gb-multiclass-depth5": (GradientBoostingClassifier(n_estimators=8, max_depth=5, random_state=0), 32),
         "tree-depth6": (DecisionTreeRegressor(max_depth=6, random_state=0), 64),
         "extra-trees-16-leaves": (ExtraTreesRegressor(n_estimators=6, max_leaf_nodes=16, random_state=0), 16),
     }[name]
-    y = np.digitize(score, np.quantile(score, [0.3, 0.7])) if name.startswith("gb-multi") else score
+    y = np.digitize(score, np.quantile(score, [0.3, 0.7])) if "class" in name else score
     model.fit(X, y)
     program = Program.load(_saved(compile_model(model)))
     trees = program.root if not hasattr(program.root, "steps") else program.root.steps[-1]
     assert trees._masks is not None and trees._masks.dtype.itemsize * 8 == bits
+    assert (trees._bit_terms is not None) == (bits == 8)
     fresh = _edge_rows(model, X, seed=1)
+    fresh = pd.concat([fresh, X.sample(5000 - len(fresh), replace=True, random_state=2)], ignore_index=True)
     table = build_table(_columns(X), _merged(fresh))
     want = np.asarray(model.predict(fresh))
     by_masks = program.predict(table)
+    few = build_table(_columns(X), _merged(fresh.head(200)))  # a request's rows: all features searched at once
+    assert program.predict(few).tobytes() == want[:200].tobytes()
     trees._masks = None  # the level-by-level walk
     by_walk = program.predict(table)
     assert by_masks.tobytes() == want.tobytes()
     assert by_walk.tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("unknown", ["ignore", "error"])
+def test_a_coded_text_column_is_one_hot_encoded_as_its_values(unknown: str) -> None:
+    """Batch scoring hands text columns over as distinct values and row indices (Coded): the
+    program answers as with the plain object array, and names the same unknown category."""
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import GradientBoostingClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    from nbdeploy.serve.program import Coded, Table
+
+    X = _frame(400, seed=5)[["age", "city"]]
+    model = Pipeline([("pre", ColumnTransformer([("cat", OneHotEncoder(handle_unknown=unknown), ["city"])],
+                                                remainder="passthrough")),
+                      ("gb", GradientBoostingClassifier(n_estimators=5, random_state=0))]).fit(X, X["age"] > 40)
+    program = Program.load(_saved(compile_model(model)))
+    values = np.array(["lille", "nice", "rome", "paris", "lyon"], dtype=object)  # "rome": not in training
+    codes = np.array([0, 1, 3, 4, 4, 1, 0], dtype=np.intp)  # no row is "rome"
+    age = np.arange(30, 37, dtype=np.int64)
+    coded = program.predict(Table(["age", "city"], [age, Coded(values, codes)]))
+    plain = program.predict(Table(["age", "city"], [age, values.take(codes)]))
+    assert coded.tobytes() == plain.tobytes()
+    assert coded.tolist() == model.predict(pd.DataFrame({"age": age, "city": values.take(codes)})).tolist()
+    codes[4] = 2  # now a row is "rome"
+    if unknown == "error":
+        with pytest.raises(ValueError) as coded_error:
+            program.predict(Table(["age", "city"], [age, Coded(values, codes)]))
+        with pytest.raises(ValueError) as plain_error:
+            program.predict(Table(["age", "city"], [age, values.take(codes)]))
+        assert str(coded_error.value) == str(plain_error.value) and "'rome'" in str(coded_error.value)
+    else:
+        coded = program.predict(Table(["age", "city"], [age, Coded(values, codes)]))
+        assert coded.tobytes() == program.predict(Table(["age", "city"], [age, values.take(codes)])).tobytes()

@@ -184,3 +184,48 @@ def test_without_pyarrow_one_line_says_so(classifier_bundle, tmp_path):
             f"sys.exit(main(['score', {str(classifier_bundle)!r}, 'in.csv', '-o', 'out.csv']))")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert run.returncode == 2 and run.stderr.startswith("error: batch scoring needs pyarrow")
+
+
+def test_a_compiled_program_on_threads_answers_as_the_api(compiled_classifier_bundle, client_for, training_frame,
+                                                          tmp_path):
+    """The compiled program scores chunks on several threads (text columns dictionary-encoded,
+    numbers read from Arrow's buffers): the API's answers, in input order, rejects with reasons,
+    the same files as one thread."""
+    from conftest import start
+
+    df = _rows(training_frame, 400).sample(frac=1.0, random_state=5).reset_index(drop=True)
+    df.loc[[7, 250], "city"] = "rome"  # unseen: scored and counted
+    df.to_parquet(tmp_path / "in.parquet", row_group_size=90)
+    bad = df.astype({"age": object})
+    bad.loc[33, "age"] = "forty"
+    bad.to_csv(tmp_path / "in.csv", index=False)
+    handle = start(compiled_classifier_bundle, tmp_path)
+    try:
+        client = client_for(handle)
+        _, _, meta = client.get("/metadata")
+        assert "compiled program" in json.dumps(meta)
+        _, api = _api(client, df.drop(columns=["customer"]))
+    finally:
+        handle.stop()
+    for src in ("in.parquet", "in.csv"):
+        one = score_files(compiled_classifier_bundle, str(tmp_path / src), str(tmp_path / f"1-{src}.parquet"),
+                          chunk_rows=40, threads=1)
+        three = score_files(compiled_classifier_bundle, str(tmp_path / src), str(tmp_path / f"3-{src}.parquet"),
+                            chunk_rows=40, threads=3)
+        assert three.cluster == "threads(3)" and three.workers == 3 and "compiled program" in three.predictor
+        assert one.cluster == "" and one.counts == three.counts
+        a, b = pd.read_parquet(tmp_path / f"1-{src}.parquet"), pd.read_parquet(tmp_path / f"3-{src}.parquet")
+        assert a.equals(b)
+        if src == "in.parquet":  # text read dictionary-encoded goes out as the text type it came in
+            import pyarrow.parquet as pq
+
+            got, came = pq.read_schema(tmp_path / f"3-{src}.parquet"), pq.read_schema(tmp_path / src)
+            assert [(f.name, f.type) for f in got][:-1] == [(f.name, f.type) for f in came]
+        kept = [i for i in range(len(df)) if not (src == "in.csv" and i == 33)]
+        assert b["customer"].tolist() == df["customer"].iloc[kept].tolist()  # input order kept
+        assert b["prediction"].tolist() == [api["predictions"][i] for i in kept]
+        c = three.counts
+        assert (c.rows, c.scored, c.rejected, c.out_of_range) == (400, len(kept), 400 - len(kept), 2)
+        assert c.flags["city:unseen_category"] == 2
+        rejects = pd.read_csv(tmp_path / f"3-{src}.rejects.csv")
+        assert rejects["row"].tolist() == ([33] if src == "in.csv" else [])
