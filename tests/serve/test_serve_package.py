@@ -20,9 +20,9 @@ import nbdeploy.serve
 PACKAGE = Path(nbdeploy.serve.__file__).parent
 ALLOWED = {
     "__future__", "argparse", "asyncio", "bisect", "collections", "concurrent", "csv", "dataclasses",
-    "calendar", "contextlib", "contextvars", "datetime", "gc", "glob", "gzip", "hashlib", "heapq",
+    "calendar", "contextlib", "contextvars", "ctypes", "datetime", "gc", "glob", "gzip", "hashlib", "heapq",
     "hmac", "html", "importlib", "io", "itertools", "json", "logging", "math", "mmap", "os",
-    "pathlib", "pickle", "py_compile", "random", "re", "shutil", "signal", "socket", "stat",
+    "pathlib", "pickle", "py_compile", "queue", "random", "re", "shutil", "signal", "socket", "stat",
     "struct", "subprocess", "sys", "tempfile", "threading", "time", "types", "typing", "urllib",
     "zlib",
     "numpy", "pandas", "orjson", "uvicorn", "yaml",
