@@ -450,6 +450,8 @@ def _v2_data(tensors: list[tuple[str, list[int], str, list[Any]]], bundle: Bundl
     for name, shape, datatype, flat in tensors:
         if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
             raise RequestError(400, f"input {name!r}: a column tensor has shape [N] or [N, 1], got {shape}")
+        if name in columns:  # the later one silently replaced the earlier: which was meant?
+            raise RequestError(400, f"input {name!r} is given twice; a V2 request has one tensor per column")
         if name in types and not v2_datatype_matches(datatype, types[name]):
             wrong.append(
                 {"field": name, "problem": "wrong_datatype", "got": datatype,

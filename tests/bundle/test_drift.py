@@ -47,6 +47,7 @@ def bundle(tmp_path_factory) -> Path:
 
 
 def _log(path: Path, df: pd.DataFrame) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)  # as a server makes its log's folder
     with path.open("w") as f:
         for i in range(0, len(df), 25):
             part = df.iloc[i:i + 25]

@@ -139,6 +139,21 @@ def test_a_v2_datatype_that_is_not_a_string_is_a_400(classifier_server: Any, cli
     _still_answers(c)
 
 
+# -- a V2 input given twice -------------------------------------------------------------
+
+
+def test_a_v2_input_given_twice_is_a_400_naming_it(classifier_server: Any, client_for: Any) -> None:
+    """The later tensor silently replaced the earlier one (found by the API fuzz test: the
+    document allows one tensor per column)."""
+    c = client_for(classifier_server)
+    doc = _v2()
+    doc["inputs"].append({"name": "age", "shape": [1], "datatype": "INT64", "data": [99]})
+    status, _, body = c.post(V2, doc)
+    assert status == 400, body
+    assert "input 'age' is given twice" in body["error"]
+    _still_answers(c)
+
+
 # -- a finite number the float32 trees see as infinity ---------------------------------
 
 
