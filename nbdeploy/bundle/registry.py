@@ -170,7 +170,7 @@ def clear_unfinished(name: str, project_dir: Path) -> list[str]:
     its bundle (their builder's process is gone); the version numbers deleted."""
     from mlflow.exceptions import MlflowException
 
-    from nbdeploy.bundle.staging import _alive
+    from nbdeploy.serve.logfiles import pid_alive
 
     host = socket.gethostname()
     removed = []
@@ -179,7 +179,7 @@ def clear_unfinished(name: str, project_dir: Path) -> list[str]:
         for mv in client.search_model_versions(f"name = '{name}'"):
             state = str((mv.tags or {}).get(TAG_BUILD, ""))
             pid, _, where = state.removeprefix("building ").partition("@")
-            if not state.startswith("building ") or where != host or not pid.isdigit() or _alive(int(pid)):
+            if not state.startswith("building ") or where != host or not pid.isdigit() or pid_alive(int(pid)):
                 continue
             client.delete_model_version(name, mv.version)
             if mv.run_id:

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from nbdeploy.base.errors import BundleError
+from nbdeploy.serve.logfiles import pid_alive
 
 _KINDS = ("partial", "old")
 _OWNED = re.compile(r"-(\d+)-[^-]+$")
@@ -39,23 +40,11 @@ def work_dir() -> tempfile.TemporaryDirectory[str]:
     return tempfile.TemporaryDirectory(prefix=f"{WORK_PREFIX}{os.getpid()}-")
 
 
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _abandoned(path: Path, prefix: str, legacy: bool = True) -> bool:
     rest = path.name[len(prefix):]
     owner = _OWNED.match("-" + rest) if rest else None
     if owner:
-        return not _alive(int(owner.group(1)))
+        return not pid_alive(int(owner.group(1)))
     if not legacy:
         return False
     try:
