@@ -113,7 +113,7 @@ def _compiled(b: Any) -> bool:
     """Whether the bundle's model is served by its compiled program (as :func:`.model.load_model` decides)."""
     from nbdeploy.serve import program
 
-    return program.enabled() and (b.model_dir / program.PROGRAM_DIR / "program.json").is_file()
+    return program.enabled() and program.present(b.model_dir)
 
 
 def _distributed(bundle: str, model: tuple[str, str], inputs: list[str], units: list[Any], output: str,

@@ -51,7 +51,7 @@ class LoadedModel:
 def load_model(bundle: Bundle) -> LoadedModel:
     note = "the bundle has no compiled program"
     folder = bundle.model_dir / compiled.PROGRAM_DIR
-    if (folder / "program.json").is_file():
+    if compiled.present(bundle.model_dir):
         if not compiled.enabled():
             note = "NBDEPLOY_PROGRAM=0"
         else:

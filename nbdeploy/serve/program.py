@@ -994,6 +994,11 @@ def _bounds(steps: list[tuple[Step, int]]) -> tuple[float, float]:
     return lo, hi
 
 
+def present(model_dir: Path) -> bool:
+    """Whether ``model_dir`` holds a compiled program (the server uses it unless :func:`enabled` says no)."""
+    return (Path(model_dir) / PROGRAM_DIR / "program.json").is_file()
+
+
 def enabled() -> bool:
     """NBDEPLOY_PROGRAM=0 makes the server load the model with its own library."""
     return os.environ.get("NBDEPLOY_PROGRAM", "1").strip().lower() not in ("0", "false", "no", "off")
