@@ -69,8 +69,14 @@ def configure_logging(level: str) -> None:
 def _uvicorn_options(config: ServeConfig) -> dict[str, Any]:
     import importlib.util
 
+    if importlib.util.find_spec("httptools"):
+        from .connection import Protocol
+
+        http: Any = Protocol  # uvicorn's httptools protocol with nbdeploy's leaner request cycle
+    else:
+        http = "h11"
     return {
-        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+        "http": http,
         "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         "lifespan": "on",
         "interface": "asgi3",  # ServeApp.__call__ returns the coroutine; uvicorn would guess ASGI 2

@@ -21,11 +21,11 @@ PACKAGE = Path(nbdeploy.serve.__file__).parent
 ALLOWED = {
     "__future__", "argparse", "asyncio", "bisect", "collections", "concurrent", "csv", "dataclasses",
     "calendar", "contextlib", "contextvars", "ctypes", "datetime", "gc", "glob", "gzip", "hashlib", "heapq",
-    "hmac", "html", "importlib", "io", "itertools", "json", "logging", "math", "mmap", "os",
+    "hmac", "html", "http", "importlib", "io", "itertools", "json", "logging", "math", "mmap", "os",
     "pathlib", "pickle", "py_compile", "queue", "random", "re", "shutil", "signal", "socket", "stat",
     "struct", "subprocess", "sys", "tempfile", "threading", "time", "types", "typing", "urllib",
     "zlib",
-    "numpy", "pandas", "orjson", "uvicorn", "yaml",
+    "numpy", "pandas", "orjson", "uvicorn", "httptools", "yaml",
     "pyarrow", "fsspec",  # batch scoring only (score, score_io), imported lazily: neither is in the API's lock
     "scipy",  # the drift report's tests, imported lazily (it comes with scikit-learn; without it: PSI only)
     "sklearn", "skops", "cloudpickle", "xgboost", "lightgbm", "mlflow",
