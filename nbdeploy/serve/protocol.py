@@ -142,7 +142,9 @@ def _served(app: ServeApp) -> list[tuple[str, Any]]:
 
 
 async def v2_infer(app: ServeApp, scope: Any, receive: Any, headers: Any, record: Any) -> Any:
-    chosen, _ = _model_path(app, scope["path"])
+    chosen, tail = _model_path(app, scope["path"])
+    if tail != "infer":
+        raise RequestError(404, f"no endpoint {scope['path']}")
     predictions, flags, n, req = await app.infer(receive, headers, record, "v2", chosen)
     outputs = v2_outputs(predictions, n, app.bundle.outputs, req.outputs if req else None)
     # the version that answered: the canary's for its share, the old one's for a request that was

@@ -33,6 +33,7 @@ import os
 import stat
 import threading
 import time
+from itertools import compress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -97,7 +98,8 @@ class RequestLog:
         self.recovered_at: float | None = None
         # appended to by the event loop, emptied from the front by the writer: a slice and a `del`
         # of the first n lines are each one step under the GIL, so no line is lost between them
-        self._queue: list[bytes] = []
+        #: (line, whether the secret check may skip it: every value in it is the server's own)
+        self._queue: list[tuple[bytes, bool]] = []
         # bytes queued (counted by the event loop) and written (counted by the writer thread):
         # each counter has one writer, so neither needs a lock
         self._queued = 0
@@ -133,14 +135,17 @@ class RequestLog:
         self._gzip_thread.start()
 
     # -- the event loop's side ------------------------------------------------------
-    def write(self, record: dict[str, Any], promised: bool = False) -> None:
+    def write(self, record: dict[str, Any], promised: bool = False, plain: bool = False) -> None:
         """Queue ``record`` as a JSON line. Called from one thread (the event loop's).
 
         ``promised``: the request was counted as promised when it started (the caller did
         ``log.counts[0] += 1``: a crash before this write then still shows as a lost record).
+        ``plain``: the caller knows that no value in the record came from the client (a
+        successful request's path, status, latency, row count, version): the writer's search
+        for secrets skips it. Anything else is searched, and scrubbed where a secret may be.
         """
         line = _line(record)
-        self._queue.append(line)
+        self._queue.append((line, plain))
         if not promised:
             self.counts[0] += 1
         self.records += 1
@@ -215,14 +220,15 @@ class RequestLog:
     def _drain_queue(self) -> None:
         queue = self._queue
         n = len(queue)
-        lines = queue[:n]
+        queued = queue[:n]
         del queue[:n]
+        lines = [line for line, _ in queued]
         with self._lock:
             waiters, self._waiters = self._waiters, []
         if lines:
             total = sum(map(len, lines))  # as queued (the accounting the event loop waits on)
             try:
-                self._write_all(self._scrubbed(lines))
+                self._write_all(self._scrubbed(lines, [not plain for _, plain in queued]))
             finally:
                 self._written += total  # written or counted as dropped: the space is free either way
                 self.counts[1] += len(lines)
@@ -245,13 +251,15 @@ class RequestLog:
             size += len(line)
         self._write(group)
 
-    def _scrubbed(self, lines: list[bytes]) -> list[bytes]:
+    def _scrubbed(self, lines: list[bytes], checked: list[bool]) -> list[bytes]:
         """The lines with any secret a client sent (a key, a token, a URL's password, a value of
-        this server's secret variables) masked. Here in the writer thread, over the whole group
-        at once: one check per flush, not per request, and none on the event loop."""
-        if not suspect(b"".join(lines), self._secrets):
+        this server's secret variables) masked. Here in the writer thread, over the ``checked``
+        lines of the whole group at once: one search per flush, not per request, and none on the
+        event loop; a flush of successful requests' records alone needs none."""
+        if not any(checked) or not suspect(b"".join(compress(lines, checked)), self._secrets):
             return lines
-        return [_scrub_line(line) if suspect(line, self._secrets) else line for line in lines]
+        return [_scrub_line(line) if check and suspect(line, self._secrets) else line
+                for line, check in zip(lines, checked, strict=True)]
 
     def _write(self, lines: list[bytes]) -> None:
         """Write ``lines`` in one system call; what cannot be written is counted in ``dropped``."""

@@ -175,3 +175,14 @@ def test_metrics_count_requests_batches_and_predictions(classifier_server, clien
                  "nbdeploy_predictions_total", "nbdeploy_predict_duration_seconds_count",
                  "nbdeploy_validation_failures_total", "nbdeploy_out_of_range_total"):
         assert name in text
+
+
+def test_v2_infer_under_an_unknown_part_of_the_model_path_is_a_404(classifier_server, client_for, training_frame):
+    """Only /v2/models/{name}[/versions/{v}]/infer predicts: a success's path then names nothing but
+    what the server holds (its request log record is written without a search for secrets)."""
+    rows = training_frame.dropna().iloc[:1]
+    body = {"inputs": [{"name": "rows", "shape": [1, 4], "datatype": "BYTES", "data": rows.values.tolist()}]}
+    client = client_for(classifier_server)
+    assert client.post("/v2/models/churn/infer", body)[0] == 200
+    status, _, doc = client.post("/v2/models/churn/tkn8Hq3ZvR6pL1mX9cW4/infer", body)
+    assert status == 404 and "no endpoint" in doc["error"]

@@ -215,3 +215,21 @@ def test_secrets_a_client_sends_are_not_logged_and_plain_records_are_untouched(t
     assert first == plain  # nothing suspect: written as it came
     assert second["inputs"]["data"] == [[0.1, "***"]] and second["error"]["message"] == "bad value ***"
     assert third["inputs"] == [{"a": "postgresql://u:***@db/x", "b": "***"}]
+
+
+def test_records_the_server_marks_plain_are_not_searched_and_the_others_of_their_flush_still_are(tmp_path):
+    """A successful request's record holds only the server's own values (``plain``): the writer's
+    search for secrets skips it, while a client's record written in the same flush is scrubbed."""
+    key = "AKIAW2PARAMZ8Q4LK7NB"
+    log = RequestLog(tmp_path / "r.jsonl")
+    # a value of the server's own that has a key's shape: masked were it searched, left as it is when plain
+    own = {"id": "1", "status": 200, "path": "/invocations", "model": "churn", "version": "AKIAW2OWNZ8Q4LK7NBX1"[:20],
+           "rows": 1}
+    log.write(own, plain=True)
+    log.write({"id": "2", "status": 400, "error": {"message": f"bad value {key}"}})
+    log.write({**own, "id": "3"}, plain=True)
+    log.close()
+    first, second, third = _records(tmp_path / "r.jsonl")
+    assert first == own and third == {**own, "id": "3"}
+    assert second["error"]["message"] == "bad value ***"
+    assert key not in (tmp_path / "r.jsonl").read_text()
