@@ -264,6 +264,11 @@ class V2Request:
     #: outputs explicitly asked for as JSON (``binary_data: false``), which ``binary_all`` leaves alone
     json_only: frozenset[str] = frozenset()
 
+    @property
+    def plain(self) -> bool:
+        """No id to send back, no outputs asked for by name, no binary data: the usual answer."""
+        return self.id is None and self.outputs is None and not self.binary_all
+
     def wants_binary(self, name: str) -> bool:
         return name in self.binary or (self.binary_all and name not in self.json_only)
 

@@ -202,3 +202,22 @@ def test_the_usual_outputs_come_out_as_the_general_way_makes_them(preds, signatu
     name = ("a" if isinstance(preds, dict) or (preds and isinstance(preds[0], dict))
             else v2_output_names(signature)[0])
     assert v2_outputs(preds, n, signature, None) == v2_outputs(preds, n, signature, [name])
+
+
+@pytest.mark.parametrize("predictions", [
+    [1], [0, 1, 1], [0.25, -3.5e-12, 1e300], [True, False], ["yes", "n\u00e9e \"quoted\""], [None, 2.5], [],
+    [1, 2.5],
+])
+@pytest.mark.parametrize("version", ["3", "v2 \"beta\""])
+def test_the_usual_v2_answer_is_the_general_documents_json_byte_for_byte(classifier_bundle, predictions, version):
+    """The kept-head answer (no id, no outputs asked for, scalars) equals what the general path writes."""
+    from nbdeploy.serve.app import create_app
+    from nbdeploy.serve.config import ServeConfig
+    from nbdeploy.serve.protocol import _plain_answer, v2_outputs
+
+    app = create_app(classifier_bundle, ServeConfig(log_path=""))
+    n = len(predictions)
+    doc = {"model_name": app.bundle.name, "model_version": version,
+           "outputs": v2_outputs(predictions, n, app.bundle.outputs, None)}
+    assert _plain_answer(app, version, predictions, n) == app.json(doc)
+    assert json.loads(_plain_answer(app, version, predictions, n))["outputs"][0]["shape"] == [n]
