@@ -295,18 +295,15 @@ class ServeApp:
         version = record.get("version")
         version_header = self._version_header if version is None else (
             self._version_headers.get(version) or (b"x-model-version", version.encode()))
-        await send({
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", content_type),
-                (b"content-length", b"%d" % len(body)),
-                (b"x-request-id", rid.encode()),
-                version_header,
-                *extra,
-            ],
-        })
-        await send({"type": "http.response.body", "body": body})
+        out = [(b"content-type", content_type), (b"content-length", b"%d" % len(body)), (b"x-request-id", rid.encode()),
+               version_header, *extra]
+        # nbdeploy's own server takes the whole answer in one call (serve/connection.py); any other
+        # ASGI server, or a client that is not reading, gets the two messages
+        ext = scope.get("extensions")
+        respond = ext.get("nbdeploy.respond") if ext is not None else None
+        if respond is None or not respond(status, out, body):
+            await send({"type": "http.response.start", "status": status, "headers": out})
+            await send({"type": "http.response.body", "body": body})
         seconds = time.perf_counter() - t0
         if self._split:  # counted also under the version that answered
             metrics.version_request(version or self.bundle.version, endpoint, status, seconds)

@@ -44,10 +44,31 @@ def _status_line(status: int) -> bytes:
 
 
 STATUS_LINES = {status: _status_line(status) for status in range(100, 600)}
-#: a character no header name may hold, and one no value may (a CR or LF would split the response);
-#: "|" may appear in a name and a tab in a value, so all names (values) are checked at once, joined by it
+#: a character no header name may hold; a control character no value may (CR and LF are
+#: counted instead: the values are checked together, each line ended by the server's CRLF)
 _BAD_NAME = re.compile(b'[\x00-\x1f\x7f()<>@,;:\\[\\]={} \t\\\\"]')
-_BAD_VALUE = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")
+_BAD_VALUE_BYTE = re.compile(b"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)")
+#: header names already checked -> their lower-case form (the application sends a handful)
+_LOWER: dict[bytes, bytes] = {}
+
+
+def _checked_name(name: bytes) -> bytes:
+    if not name or _BAD_NAME.search(name):
+        raise RuntimeError("Invalid HTTP header name.")
+    if len(_LOWER) >= 256:
+        _LOWER.clear()
+    low = _LOWER[name] = name.lower()
+    return low
+
+
+_DATE: list[Any] = [None, b""]
+
+
+def _default_headers(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """uvicorn's default headers (its date, renewed each second in a new list) as bytes, kept per list."""
+    if _DATE[0] is not headers:
+        _DATE[0], _DATE[1] = headers, b"".join(b"%s: %s\r\n" % pair for pair in headers)
+    return _DATE[1]
 
 
 class Protocol(HttpToolsProtocol):  # type: ignore[misc]
@@ -124,6 +145,7 @@ class Protocol(HttpToolsProtocol):  # type: ignore[misc]
         previous = self.cycle
         self.cycle = cycle = Cycle(self, scope, app, http_version != "1.0" and parser.should_keep_alive(),
                                    self.expect_100_continue)
+        scope["extensions"] = {"nbdeploy.respond": cycle.respond}
         # stream the body to a running task when it is big, of unknown length or waits for a 100 Continue
         cycle.streams = self.expect_100_continue or not 0 <= self.length <= WHOLE_BODY_LIMIT
         if previous is None or previous.response_complete:
@@ -298,31 +320,43 @@ class Cycle:
         else:
             raise RuntimeError(f"Unexpected ASGI message '{kind}' sent, after response already completed.")
 
+    def respond(self, status: int, headers: Any, body: bytes) -> bool:
+        """The whole response at once, without the two awaited ASGI messages: the ASGI extension
+        ``nbdeploy.respond`` of every request's scope. False when the client is not reading (the
+        transport paused writing): the application then sends the usual messages, which wait."""
+        if self.disconnected:
+            return True
+        if self.flow.write_paused or self.response_started:
+            return False
+        self._start(status, headers)
+        self._body(body, False)
+        return True
+
     def _start(self, status: int, headers: Any) -> None:
         self.response_started = True
         self.waiting_for_100_continue = False
-        content = [STATUS_LINES[status]]
-        for name, value in self.protocol.server_state.default_headers:
-            content += (name, b": ", value, b"\r\n")
-        headers = list(headers)
-        names = [name for name, _ in headers]
-        if _BAD_NAME.search(b"|".join(names)) or not all(names):
-            raise RuntimeError("Invalid HTTP header name.")
-        if _BAD_VALUE.search(b"\t".join([value for _, value in headers])):
-            raise RuntimeError("Invalid HTTP header value.")
+        content = [STATUS_LINES[status], _default_headers(self.protocol.server_state.default_headers)]
         length = None
         close = False
+        count = 0
         for name, value in headers:
-            name = name.lower()
-            if name == b"content-length":
+            low = _LOWER.get(name)
+            if low is None:
+                low = _checked_name(name)
+            if low == b"content-length":
                 if length is None and not self.chunked:
                     length = int(value)
-            elif name == b"transfer-encoding" and value.lower() == b"chunked":
+            elif low == b"transfer-encoding" and value.lower() == b"chunked":
                 self.chunked = True
-            elif name == b"connection" and b"close" in [t.strip().lower() for t in value.split(b",")]:
+            elif low == b"connection" and b"close" in [t.strip().lower() for t in value.split(b",")]:
                 self.keep_alive = False
                 close = True
-            content += (name, b": ", value, b"\r\n")
+            content += (low, b": ", value, b"\r\n")
+            count += 1
+        if count:  # a CR or LF in a value would add a line (or split one): one search over them all
+            values = b"".join(content[2:])
+            if _BAD_VALUE_BYTE.search(values) or values.count(b"\n") != count:
+                raise RuntimeError("Invalid HTTP header value.")
         if not self.keep_alive and not close:
             content.append(b"connection: close\r\n")
         if length is not None and not self.chunked:
