@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from . import headers as headers_mod
 from . import protocol, v2binary
 from .bundle import Bundle, read_bundle
 from .config import ServeConfig
@@ -295,14 +296,16 @@ class ServeApp:
         version = record.get("version")
         version_header = self._version_header if version is None else (
             self._version_headers.get(version) or (b"x-model-version", version.encode()))
-        out = [(b"content-type", content_type), (b"content-length", b"%d" % len(body)), (b"x-request-id", rid.encode()),
-               version_header, *extra]
         # nbdeploy's own server takes the whole answer in one call (serve/connection.py); any other
         # ASGI server, or a client that is not reading, gets the two messages
         ext = scope.get("extensions")
         respond = ext.get("nbdeploy.respond") if ext is not None else None
-        if respond is None or not respond(status, out, body):
-            await send({"type": "http.response.start", "status": status, "headers": out})
+        if respond is None or not respond(status, b"%scontent-length: %d\r\nx-request-id: %s\r\n%s%s" % (
+                headers_mod.line(b"content-type", content_type), len(body), rid.encode(),
+                headers_mod.line(*version_header), headers_mod.lines(extra) if extra else b""), body):
+            await send({"type": "http.response.start", "status": status, "headers": [
+                (b"content-type", content_type), (b"content-length", b"%d" % len(body)),
+                (b"x-request-id", rid.encode()), version_header, *extra]})
             await send({"type": "http.response.body", "body": body})
         seconds = time.perf_counter() - t0
         if self._split:  # counted also under the version that answered

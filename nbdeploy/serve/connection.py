@@ -22,13 +22,14 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import http
-import re
 import urllib.parse
 from typing import Any
 
 import httptools
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT, service_unavailable
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from .headers import CONTROL, lower_name
 
 #: a body up to this size, of a declared length, is read whole before the application starts
 WHOLE_BODY_LIMIT = HIGH_WATER_LIMIT
@@ -44,23 +45,6 @@ def _status_line(status: int) -> bytes:
 
 
 STATUS_LINES = {status: _status_line(status) for status in range(100, 600)}
-#: a character no header name may hold; a control character no value may (CR and LF are
-#: counted instead: the values are checked together, each line ended by the server's CRLF)
-_BAD_NAME = re.compile(b'[\x00-\x1f\x7f()<>@,;:\\[\\]={} \t\\\\"]')
-_BAD_VALUE_BYTE = re.compile(b"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)")
-#: header names already checked -> their lower-case form (the application sends a handful)
-_LOWER: dict[bytes, bytes] = {}
-
-
-def _checked_name(name: bytes) -> bytes:
-    if not name or _BAD_NAME.search(name):
-        raise RuntimeError("Invalid HTTP header name.")
-    if len(_LOWER) >= 256:
-        _LOWER.clear()
-    low = _LOWER[name] = name.lower()
-    return low
-
-
 _DATE: list[Any] = [None, b""]
 
 
@@ -320,16 +304,28 @@ class Cycle:
         else:
             raise RuntimeError(f"Unexpected ASGI message '{kind}' sent, after response already completed.")
 
-    def respond(self, status: int, headers: Any, body: bytes) -> bool:
-        """The whole response at once, without the two awaited ASGI messages: the ASGI extension
-        ``nbdeploy.respond`` of every request's scope. False when the client is not reading (the
-        transport paused writing): the application then sends the usual messages, which wait."""
+    def respond(self, status: int, lines: bytes, body: bytes) -> bool:
+        """The whole response in one call and one write, without the two awaited ASGI messages:
+        the ASGI extension ``nbdeploy.respond`` of every request's scope. ``lines``: the header
+        lines, checked by the caller (:mod:`.headers`), Content-Length among them. False when
+        the client is not reading (the transport paused writing): the application then sends
+        the usual messages, which wait."""
         if self.disconnected:
             return True
         if self.flow.write_paused or self.response_started:
             return False
-        self._start(status, headers)
-        self._body(body, False)
+        self.response_started = True
+        self.waiting_for_100_continue = False
+        end = b"\r\n" if self.keep_alive else b"connection: close\r\n\r\n"
+        parts = [STATUS_LINES[status], _default_headers(self.protocol.server_state.default_headers), lines, end]
+        if self.scope["method"] != "HEAD":
+            parts.append(body)
+        self.transport.write(b"".join(parts))
+        self.response_complete = True
+        self.wake()
+        if not self.keep_alive:
+            self.transport.close()
+        self.protocol.on_response_complete()
         return True
 
     def _start(self, status: int, headers: Any) -> None:
@@ -340,9 +336,7 @@ class Cycle:
         close = False
         count = 0
         for name, value in headers:
-            low = _LOWER.get(name)
-            if low is None:
-                low = _checked_name(name)
+            low = lower_name(name)
             if low == b"content-length":
                 if length is None and not self.chunked:
                     length = int(value)
@@ -355,7 +349,7 @@ class Cycle:
             count += 1
         if count:  # a CR or LF in a value would add a line (or split one): one search over them all
             values = b"".join(content[2:])
-            if _BAD_VALUE_BYTE.search(values) or values.count(b"\n") != count:
+            if len(values.translate(None, CONTROL)) != len(values) - 2 * count or values.count(b"\r\n") != count:
                 raise RuntimeError("Invalid HTTP header value.")
         if not self.keep_alive and not close:
             content.append(b"connection: close\r\n")

@@ -184,8 +184,14 @@ def test_a_response_header_that_would_split_the_response_is_refused(header, valu
         cycle()._start(200, [(header, b"1")])
     with pytest.raises(RuntimeError, match="header value"):
         cycle()._start(200, [(b"x-ok", value), (b"content-length", b"0")])
+    from nbdeploy.serve import headers
+
+    with pytest.raises(RuntimeError, match="header name"):
+        headers.line(header, b"1")
+    with pytest.raises(RuntimeError, match="header value"):
+        headers.lines([(b"x-ok", b"fine"), (b"x-ok", value)])
     ok = cycle()
-    assert ok.respond(200, [(b"X-Ok", b"a\tb"), (b"content-length", b"2")], b"{}")
+    assert ok.respond(200, headers.line(b"X-Ok", b"a\tb") + headers.lines([(b"content-length", b"2")]), b"{}")
     assert ok.transport.written == [b"HTTP/1.1 200 OK\r\ndate: Mon, 07 Dec 2026 01:00:00 GMT\r\n"
                                     b"x-ok: a\tb\r\ncontent-length: 2\r\n\r\n{}"]
     assert ok.response_complete
