@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import sys
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,17 @@ from typing import Any
 from .errors import ServeError
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def one_blas_thread() -> None:
+    """For a process started to score (``nbdeploy score``, ``python -m nbdeploy_serve score``),
+    before numpy loads: OpenBLAS one thread, unless the environment says otherwise. The scoring
+    run has its own threads; OpenBLAS would start one more per CPU at numpy's import, which spin
+    waiting for work a compiled tree program never gives them (5 % of a 1 M-row run's CPU, in
+    every run), and would compete with the scoring threads where a model does call BLAS. (Dask's
+    worker processes get the same setting from Dask.) Too late once numpy is loaded: nothing then."""
+    if "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 @dataclass(frozen=True)

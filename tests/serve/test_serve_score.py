@@ -277,8 +277,8 @@ def test_arrow_buffers_come_from_the_tuned_malloc_while_scoring(compiled_classif
 
 def test_a_scoring_run_imports_only_what_it_uses(compiled_classifier_bundle, training_frame, tmp_path):
     """`nbdeploy score` of a compiled program, in a fresh process: no pandas, scikit-learn, MLflow,
-    OpenLineage client, numpy.ma (numpy 2's np.unique asks it) or job machinery imported, and the
-    bundle's seal checked once (each check hashes every file of the bundle)."""
+    OpenLineage client, numpy.ma (numpy 2's np.unique asks it) or job machinery imported, the
+    bundle's seal checked once (each check hashes every file of the bundle), OpenBLAS on one thread."""
     _rows(training_frame, 100).to_parquet(tmp_path / "in.parquet")
     code = f"""
 import sys
@@ -288,20 +288,22 @@ real = b.read_bundle
 def counted(*a, **k):
     calls.append(1)
     return real(*a, **k)
-b.read_bundle = counted
-import nbdeploy.serve.score as s
-s.read_bundle = counted
+b.read_bundle = counted  # (before nbdeploy.serve.score imports it, and numpy)
 from nbdeploy.frontends.cli import main
 assert main(["score", {str(compiled_classifier_bundle)!r}, {str(tmp_path / "in.parquet")!r}, "-o",
              {str(tmp_path / "out.parquet")!r}, "--id", "customer", "--workers", "1"]) == 0
 heavy = ("pandas", "sklearn", "mlflow", "openlineage", "numpy.ma", "nbdeploy.job", "scipy")
 print("loaded", sorted(m for m in sys.modules if any(m == h or m.startswith(h + ".") for h in heavy)))
 print("reads", len(calls))
+from threadpoolctl import threadpool_info
+print("blas", sorted(set(i["num_threads"] for i in threadpool_info() if i["internal_api"] == "openblas")))
 """
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "MLFLOW_TRACKING_URI": ""})
+                         env={**env, "MLFLOW_TRACKING_URI": ""})
     assert run.returncode == 0, run.stderr
     assert "loaded []" in run.stdout and "reads 1" in run.stdout, run.stdout
+    assert "blas [1]" in run.stdout, run.stdout  # OpenBLAS started no threads of its own to spin
 
 
 def test_arrow_numbers_with_nulls_read_from_their_buffers_as_to_numpy_gives_them():
