@@ -550,6 +550,9 @@ def _score_args(p: argparse.ArgumentParser) -> None:
          _score_args)
 def _score(args: argparse.Namespace) -> int:
     from nbdeploy.frontends import progress
+    from nbdeploy.serve.score_io import one_blas_thread
+
+    one_blas_thread()  # (this process was started to score: before numpy loads)
     from nbdeploy.score import score
 
     tick = progress.rows_tqdm() if sys.stderr.isatty() else progress.rows_lines()

@@ -8,9 +8,10 @@ Each factory returns a callback ``(done, total, record | None)`` for
 from __future__ import annotations
 
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from nbdeploy.job.run import RunRecord
+if TYPE_CHECKING:  # (the annotations only: `nbdeploy score`'s bars need no job machinery imported)
+    from nbdeploy.job.run import RunRecord
 
 
 def _line(done: int, total: int, rec: RunRecord) -> str:

@@ -34,9 +34,9 @@ def _scorer(bundle: str) -> Any:
 def score_part(bundle: str, unit: Unit, chunk_rows: int, id_column: str | None, parts: str, index: int) -> dict:
     """One unit on a worker -> ``part-N.parquet`` and ``rejects-N.parquet`` in ``parts``; its counts."""
     from nbdeploy.serve.score_io import TableWriter
-    from nbdeploy.serve.score_run import score_unit
+    from nbdeploy.serve.score_run import id_columns, score_unit
 
-    out = TableWriter(os.path.join(parts, f"part-{index:06d}.parquet"), "parquet")
+    out = TableWriter(os.path.join(parts, f"part-{index:06d}.parquet"), "parquet", id_columns(id_column))
     rejects = TableWriter(os.path.join(parts, f"rejects-{index:06d}.parquet"), "parquet")
     scorer = _scorer(bundle)
     try:

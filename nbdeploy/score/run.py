@@ -70,7 +70,7 @@ def score(bundle: str | Path, input: str, output: str, *, workers: int | None = 
     try:
         from nbdeploy.serve.bundle import read_bundle
 
-        b = read_bundle(bundle)  # the seal, before any work is sent anywhere
+        b = read_bundle(bundle)  # the seal, once, before any work is sent anywhere (the in-process runs reuse it)
         score_io.file_format(output, "output")
         inputs = score_io.list_inputs(input)
         units = score_io.plan(inputs, chunk_rows)
@@ -88,11 +88,11 @@ def score(bundle: str | Path, input: str, output: str, *, workers: int | None = 
         if scheduler == "local":  # a LocalCluster of worker processes, whatever the model
             scheduler = None
         if in_process and _compiled(b):  # numpy releases the GIL: threads, no processes to start
-            summary = score_run.score_files(bundle, input, output, chunk_rows=chunk_rows, id_column=id_column,
+            summary = score_run.score_files(b, input, output, chunk_rows=chunk_rows, id_column=id_column,
                                             on_rows=tick, threads=workers)
         elif in_process and (workers == 1 or len(units) == 1 or (workers is None and (
                 total is not None and total < AUTO_LOCAL_ROWS))):  # a LocalCluster's start would cost more
-            summary = score_run.score_files(bundle, input, output, chunk_rows=chunk_rows, id_column=id_column,
+            summary = score_run.score_files(b, input, output, chunk_rows=chunk_rows, id_column=id_column,
                                             on_rows=tick, threads=1)
         else:
             if workers is None:  # a worker process per CPU

@@ -87,6 +87,9 @@ def score_main(argv: list[str]) -> int:
     p.add_argument("--threads", type=int, default=None, help="scoring threads (default: one per CPU for a "
                    "compiled program, else 1)")
     args = p.parse_args(argv)
+    from .score_io import one_blas_thread
+
+    one_blas_thread()
     from .score_run import DEFAULT_CHUNK_ROWS, score_files
 
     if args.threads is not None and args.threads < 1:

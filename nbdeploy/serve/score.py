@@ -45,9 +45,11 @@ class Scored:
 
 
 class Scorer:
-    def __init__(self, bundle_dir: str | Path, margin: float = 0.05) -> None:
+    def __init__(self, bundle_dir: str | Path | Bundle, margin: float = 0.05) -> None:
+        """``bundle_dir``: a bundle's folder (its seal checked first), or a :class:`.bundle.Bundle`
+        its caller has just read, seal and all (checking it again would hash every file twice)."""
         require_pyarrow()
-        self.bundle: Bundle = read_bundle(bundle_dir)  # checks the seal first
+        self.bundle: Bundle = bundle_dir if isinstance(bundle_dir, Bundle) else read_bundle(bundle_dir)
         if self.bundle.columns is None:
             raise ServeError(f"the model in {self.bundle.root} has no column signature: batch scoring needs "
                              "named input columns", hint="save the model with a column-based MLflow signature")
@@ -212,13 +214,22 @@ _ARROW_NUMPY = {"int8": "i1", "int16": "i2", "int32": "i4", "int64": "i8", "uint
 
 def _numpy(arr: Any) -> np.ndarray:
     """An Arrow array of numbers or booleans as numpy, read straight from its buffers: a null is
-    NaN (floats; other types with nulls never come here). ``Array.to_numpy`` would import pandas
-    in the scoring threads: half a second of every run."""
+    NaN (floats as they are, integers as float64, as ``to_numpy`` gives them). ``Array.to_numpy``
+    would import pandas in the scoring threads: half a second of every run (of every run whose
+    float columns have a null, before these were read here too)."""
     import pyarrow as pa
 
-    if arr.null_count or (not pa.types.is_boolean(arr.type) and str(arr.type) not in _ARROW_NUMPY):
+    numeric = str(arr.type) in _ARROW_NUMPY
+    if not numeric and (arr.null_count or not pa.types.is_boolean(arr.type)):
         return np.asarray(arr.to_numpy(zero_copy_only=False))
     n, offset = len(arr), arr.offset
+    if arr.null_count:  # the values, then NaN where the validity bitmap has a 0 (whatever the buffer holds there)
+        values = _numpy(pa.Array.from_buffers(arr.type, n, [None, arr.buffers()[1]], offset=offset))
+        values = values.astype("float64") if values.dtype.kind != "f" else values.copy()
+        valid = np.unpackbits(np.frombuffer(arr.buffers()[0], dtype=np.uint8), count=offset + n,
+                              bitorder="little")[offset:]
+        values[valid == 0] = np.nan
+        return values
     data = arr.buffers()[1]
     if pa.types.is_boolean(arr.type):  # one bit a value, the first value in the lowest bit
         if not n:

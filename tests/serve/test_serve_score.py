@@ -229,3 +229,96 @@ def test_a_compiled_program_on_threads_answers_as_the_api(compiled_classifier_bu
         assert c.flags["city:unseen_category"] == 2
         rejects = pd.read_csv(tmp_path / f"3-{src}.rejects.csv")
         assert rejects["row"].tolist() == ([33] if src == "in.csv" else [])
+
+
+def test_the_id_column_is_written_without_a_dictionary(compiled_classifier_bundle, training_frame, tmp_path):
+    """An id is unique per row: Parquet writes it plainly (no dictionary built and dropped per
+    row group); the predictions keep dictionary encoding; the values are the same either way."""
+    import pyarrow.parquet as pq
+
+    df = _rows(training_frame, 300)
+    df.to_parquet(tmp_path / "in.parquet")
+    score_files(compiled_classifier_bundle, str(tmp_path / "in.parquet"), str(tmp_path / "id.parquet"),
+                id_column="customer", chunk_rows=100)
+    score_files(compiled_classifier_bundle, str(tmp_path / "in.parquet"), str(tmp_path / "all.parquet"),
+                chunk_rows=100)
+    meta = pq.ParquetFile(tmp_path / "id.parquet").metadata
+    encodings = {meta.row_group(0).column(i).path_in_schema: meta.row_group(0).column(i).encodings
+                 for i in range(meta.num_columns)}
+    assert "RLE_DICTIONARY" not in encodings["customer"] and "RLE_DICTIONARY" in encodings["prediction"]
+    whole = pq.ParquetFile(tmp_path / "all.parquet").metadata.row_group(0).column(0)
+    assert whole.path_in_schema == "customer" and "RLE_DICTIONARY" in whole.encodings  # without --id: as before
+    a, b = pd.read_parquet(tmp_path / "id.parquet"), pd.read_parquet(tmp_path / "all.parquet")
+    assert a["customer"].tolist() == df["customer"].tolist() and a["prediction"].equals(b["prediction"])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc is tuned on Linux only")
+def test_arrow_buffers_come_from_the_tuned_malloc_while_scoring(compiled_classifier_bundle, training_frame,
+                                                                tmp_path):
+    """While the threads score, Arrow allocates with glibc's malloc (which keeps freed pages for the
+    next chunk); the process's default pool is put back after, also when the run fails."""
+    import pyarrow as pa
+
+    _rows(training_frame, 200).to_parquet(tmp_path / "in.parquet")
+    before = pa.default_memory_pool().backend_name
+    seen: list[str] = []
+    score_files(compiled_classifier_bundle, str(tmp_path / "in.parquet"), str(tmp_path / "out.parquet"),
+                chunk_rows=50, on_rows=lambda n: seen.append(pa.default_memory_pool().backend_name))
+    assert seen == ["system"] * 4 and pa.default_memory_pool().backend_name == before
+
+    def fail(n: int) -> None:
+        raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError):
+        score_files(compiled_classifier_bundle, str(tmp_path / "in.parquet"), str(tmp_path / "x.parquet"),
+                    chunk_rows=50, on_rows=fail)
+    assert pa.default_memory_pool().backend_name == before and not (tmp_path / "x.parquet").exists()
+
+
+def test_a_scoring_run_imports_only_what_it_uses(compiled_classifier_bundle, training_frame, tmp_path):
+    """`nbdeploy score` of a compiled program, in a fresh process: no pandas, scikit-learn, MLflow,
+    OpenLineage client, numpy.ma (numpy 2's np.unique asks it) or job machinery imported, the
+    bundle's seal checked once (each check hashes every file of the bundle), OpenBLAS on one thread."""
+    _rows(training_frame, 100).to_parquet(tmp_path / "in.parquet")
+    code = f"""
+import sys
+import nbdeploy.serve.bundle as b
+calls = []
+real = b.read_bundle
+def counted(*a, **k):
+    calls.append(1)
+    return real(*a, **k)
+b.read_bundle = counted  # (before nbdeploy.serve.score imports it, and numpy)
+from nbdeploy.frontends.cli import main
+assert main(["score", {str(compiled_classifier_bundle)!r}, {str(tmp_path / "in.parquet")!r}, "-o",
+             {str(tmp_path / "out.parquet")!r}, "--id", "customer", "--workers", "1"]) == 0
+heavy = ("pandas", "sklearn", "mlflow", "openlineage", "numpy.ma", "nbdeploy.job", "scipy")
+print("loaded", sorted(m for m in sys.modules if any(m == h or m.startswith(h + ".") for h in heavy)))
+print("reads", len(calls))
+from threadpoolctl import threadpool_info
+print("blas", sorted(set(i["num_threads"] for i in threadpool_info() if i["internal_api"] == "openblas")))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**env, "MLFLOW_TRACKING_URI": ""})
+    assert run.returncode == 0, run.stderr
+    assert "loaded []" in run.stdout and "reads 1" in run.stdout, run.stdout
+    assert "blas [1]" in run.stdout, run.stdout  # OpenBLAS started no threads of its own to spin
+
+
+def test_arrow_numbers_with_nulls_read_from_their_buffers_as_to_numpy_gives_them():
+    """Nulls become NaN (integers as float64), slices keep their offset; what pyarrow's own
+    ``to_numpy`` gives, without the pandas it imports."""
+    import numpy as np
+    import pyarrow as pa
+
+    from nbdeploy.serve.score import _numpy
+
+    cases = [pa.array([1.5, None, 3.0, None]), pa.array([1, None, 3], pa.int32()),
+             pa.array([1.0, None, 2.0], pa.float32()), pa.array([None, None], pa.float64()),
+             pa.array([2.0, None, 4.0, 5.0, None] * 7).slice(3, 20), pa.array([7, None, 9] * 5, pa.int64()).slice(4),
+             pa.array([True, False, None]), pa.array([True, False, True]).slice(1), pa.array([], pa.float64())]
+    for arr in cases:
+        want, got = np.asarray(arr.to_numpy(zero_copy_only=False)), _numpy(arr)
+        assert got.dtype == want.dtype and len(got) == len(want)
+        assert [None if v != v else v for v in got.tolist()] == [None if v != v else v for v in want.tolist()]
