@@ -6,7 +6,8 @@ are parsed, so every request then waits on an ``asyncio.Event`` for its body, an
 response re-validates every header with two regular expressions. Here, for the usual
 request (a known ``Content-Length`` up to 64 KiB, no ``Expect: 100-continue``), the task
 starts once the whole body has arrived, and ``receive()`` hands it over without waiting;
-``send()`` writes the status line and headers in one piece. Everything else is uvicorn's:
+the status line, headers and body go out in one write (the ASGI extension
+``nbdeploy.respond`` takes a whole answer in one call). Everything else is uvicorn's:
 the parser, keep-alive and its timeout, pipelining (a request waits for the one before it),
 the concurrency limit, flow control, graceful shutdown and the supervisor of several
 workers. Bodies that are larger, chunked or expect a 100 Continue start the task at once
@@ -29,7 +30,7 @@ import httptools
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT, service_unavailable
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from .headers import CONTROL, lower_name
+from .headers import check_value, lower_name
 
 #: a body up to this size, of a declared length, is read whole before the application starts
 WHOLE_BODY_LIMIT = HIGH_WATER_LIMIT
@@ -321,11 +322,7 @@ class Cycle:
         if self.scope["method"] != "HEAD":
             parts.append(body)
         self.transport.write(b"".join(parts))
-        self.response_complete = True
-        self.wake()
-        if not self.keep_alive:
-            self.transport.close()
-        self.protocol.on_response_complete()
+        self._complete()
         return True
 
     def _start(self, status: int, headers: Any) -> None:
@@ -334,7 +331,6 @@ class Cycle:
         content = [STATUS_LINES[status], _default_headers(self.protocol.server_state.default_headers)]
         length = None
         close = False
-        count = 0
         for name, value in headers:
             low = lower_name(name)
             if low == b"content-length":
@@ -345,12 +341,7 @@ class Cycle:
             elif low == b"connection" and b"close" in [t.strip().lower() for t in value.split(b",")]:
                 self.keep_alive = False
                 close = True
-            content += (low, b": ", value, b"\r\n")
-            count += 1
-        if count:  # a CR or LF in a value would add a line (or split one): one search over them all
-            values = b"".join(content[2:])
-            if len(values.translate(None, CONTROL)) != len(values) - 2 * count or values.count(b"\r\n") != count:
-                raise RuntimeError("Invalid HTTP header value.")
+            content += (low, b": ", check_value(value), b"\r\n")
         if not self.keep_alive and not close:
             content.append(b"connection: close\r\n")
         if length is not None and not self.chunked:
@@ -388,6 +379,11 @@ class Cycle:
             return
         if self.remaining:
             raise RuntimeError("Response content shorter than Content-Length")
+        self._complete()
+
+    def _complete(self) -> None:
+        """The whole response is written: wake a receive() waiting for the end, close the
+        connection unless it is kept alive, and let the next pipelined request go."""
         self.response_complete = True
         self.wake()
         if not self.keep_alive:

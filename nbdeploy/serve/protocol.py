@@ -146,8 +146,7 @@ async def v2_infer(app: ServeApp, scope: Any, receive: Any, headers: Any, record
     if tail != "infer":
         raise RequestError(404, f"no endpoint {scope['path']}")
     predictions, flags, n, req = await app.infer(receive, headers, record, "v2", chosen)
-    if (req is not None and req.plain and not (flags and app.flags_in_body) and type(predictions) is list
-            and (not predictions or type(predictions[0]) not in _NESTED)):
+    if req is not None and req.plain and not (flags and app.flags_in_body) and _scalars(predictions):
         return 200, _plain_answer(app, record.get("version", app.bundle.version), predictions, n), JSON, \
             app.flag_headers(flags)
     outputs = v2_outputs(predictions, n, app.bundle.outputs, req.outputs if req else None)
@@ -174,6 +173,13 @@ async def v2_infer(app: ServeApp, scope: Any, receive: Any, headers: Any, record
 
 
 _NESTED = (dict, list)
+
+
+def _scalars(preds: Any) -> bool:
+    """Predictions as a list of scalars: one output, what nearly every request gets."""
+    return type(preds) is list and (not preds or type(preds[0]) not in _NESTED)
+
+
 _ANSWER_HEADS: dict[tuple[str, str, str], bytes] = {}
 
 
@@ -193,7 +199,7 @@ def _plain_answer(app: ServeApp, version: str, predictions: list[Any], n: int) -
 
 
 def v2_outputs(preds: Any, n: int, signature_outputs: list[dict[str, Any]], wanted: list[str] | None) -> list[dict[str, Any]]:
-    if type(preds) is list and not wanted and (not preds or type(preds[0]) not in (dict, list)):
+    if not wanted and _scalars(preds):
         # what nearly every request gets: one output of scalars, under the one output name
         return [{"name": _first_output_name(signature_outputs), "datatype": _datatype(preds), "shape": [n],
                  "data": preds}]
