@@ -16,6 +16,8 @@ import pytest
 from conftest import Client, read_log, start
 from fixture_models import SLOW
 
+from nbdeploy.serve.server import WORKER_READY_SECONDS
+
 pytestmark = pytest.mark.slow
 
 ONE = {"dataframe_records": [{"x": 1.0}]}
@@ -257,8 +259,10 @@ def test_a_killed_worker_is_replaced_and_what_it_lost_is_counted(tripwire_model,
             t.join(60)
         failed = [r for r in results if r != 200]
         assert len(results) == len(threads) and failed, results
+        # a new worker loads its model before it counts: the supervisor gives it WORKER_READY_SECONDS,
+        # and on a machine busy with other tests it can need more than the usual 30 s wait
         replacement = _wait(lambda: len(w := _workers(handle.pid)) == 2 and victim not in w and w,
-                            what="a replacement worker")
+                            seconds=WORKER_READY_SECONDS + 30, what="a replacement worker")
         assert survivor in replacement
         c = Client(handle.url)
         try:  # the API answers (one of these connections lands on the new worker, most likely)
