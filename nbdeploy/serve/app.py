@@ -317,12 +317,16 @@ class ServeApp:
             metrics.request(endpoint, status, seconds)
         if log is not None:
             # a success's path is a route whose every part was checked against what this server holds,
-            # so its record carries nothing of the client's unless payloads are logged
+            # so its record carries nothing of the client's but a logged payload; that needs no search
+            # when validation proved each of its values a number or a training category (``_plain``,
+            # see infer), or when its strings were searched before (a model's categories repeat)
+            known = record.pop("_plain", False)
             log.write({
                 "ts": time.time(), "id": rid, "method": method, "path": path, "endpoint": endpoint,
                 "status": status, "latency_ms": int(seconds * 1e6) / 1000, "model": self.bundle.name,
                 "version": self.bundle.version, **record,
-            }, promised=True, plain=status < 300 and _CLIENT_TEXT.isdisjoint(record))
+            }, promised=True, plain=status < 300 and (known or _CLIENT_TEXT.isdisjoint(record) or _NOT_PAYLOAD.isdisjoint(
+                record) and log.clean.payload(record.get("inputs"), record.get("outputs"))))
             if log.full:
                 await log.wait_for_space()
 
@@ -416,6 +420,8 @@ class ServeApp:
                 shown = Frame(payload, data.n)  # CSV: the values as validation converted them
             else:
                 payload = data.columns if isinstance(data, Frame) else data
+            # every value the log keeps went through the validator: a number, a boolean or a category
+            validated = validator is not None and isinstance(data, Frame)
             if self.config.log_payloads:
                 record["inputs"] = shown.split() if isinstance(shown, Frame) else shown.data
             record["rows"] = data.n
@@ -438,11 +444,22 @@ class ServeApp:
                 self.metrics.flagged(f["field"], f["kind"], f["count"])
         if self.config.log_payloads:
             record["outputs"] = predictions
+            if validated and not flags and self._known_values(variant) and self.log.clean.outputs(predictions):
+                record["_plain"] = True  # (taken out before the record is logged)
         if variant is not self.live:  # a reload switched while this request was with the old version
             record["version"] = variant.version
         if self.shadow is not None and variant is not self.shadow.variant:  # to the shadow once answered
             record["_shadow"] = (payload, data.n, deferred, names, predictions, variant.version)
         return predictions, flags, data.n, v2req
+
+    def _known_values(self, variant: Variant) -> bool:
+        """Whether what passes this variant's validator can hold no secret (asked once a variant)."""
+        known = variant.known_values
+        if known is None:
+            log, validator = self.log, variant.validator
+            known = variant.known_values = log is not None and validator is not None and log.clean.schema(
+                (r.column.name, r.column.type, r.categories) for r in validator.rules.values())
+        return known
 
     def flag_headers(self, flags: list[dict[str, Any]]) -> list[tuple[bytes, bytes]]:
         if not flags or not self._flag_header:
@@ -473,6 +490,7 @@ class ModelError(Exception):
 
 #: the record's entries that may hold what a client sent (the log's secret search reads those records)
 _CLIENT_TEXT = frozenset({"inputs", "outputs", "error", "labels", "training"})
+_NOT_PAYLOAD = _CLIENT_TEXT - {"inputs", "outputs"}
 _WANTED = frozenset({b"authorization", b"content-type", b"content-length", b"content-encoding",
                      b"inference-header-content-length"})
 

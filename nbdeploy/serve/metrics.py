@@ -107,6 +107,7 @@ class Metrics:
         self.log: RequestLog | None = None
         #: request-log records written and dropped (by reason), and logs failing now: of the other workers
         self.log_written = 0
+        self.log_searched = 0
         self.log_dropped = dict.fromkeys(_DROP_REASONS, 0)
         self.logs_failing = 0
         self.logs = 0
@@ -209,7 +210,8 @@ class Metrics:
         log = self.log
         if log is None:
             return None
-        return {"written": log.written, "dropped": dict(log.dropped), "failing": 0 if log.ok else 1}
+        return {"written": log.written, "searched": log.searched, "dropped": dict(log.dropped),
+                "failing": 0 if log.ok else 1}
 
     def add(self, state: dict[str, Any], alive: bool = True) -> None:
         """Add another worker's counts to these (its in-flight requests only if it is alive)."""
@@ -236,6 +238,7 @@ class Metrics:
         log = state.get("log")
         if log:
             self.log_written += log["written"]
+            self.log_searched += log.get("searched", 0)
             for reason, n in log["dropped"].items():
                 self.log_dropped[reason] = self.log_dropped.get(reason, 0) + n
             if alive:
@@ -296,6 +299,7 @@ class Metrics:
         state = self._log_state()
         if state is not None:
             self.log_written, self.logs, self.logs_failing = state["written"], 1, state["failing"]
+            self.log_searched = state["searched"]
             self.log_dropped = {**dict.fromkeys(_DROP_REASONS, 0), **state["dropped"]}
 
     # -- exposition -----------------------------------------------------------
@@ -368,6 +372,11 @@ class Metrics:
                 "# HELP nbdeploy_requestlog_records_total Request-log records written.",
                 "# TYPE nbdeploy_requestlog_records_total counter",
                 f"nbdeploy_requestlog_records_total {m.log_written}",
+                "# HELP nbdeploy_requestlog_searched_total Request-log records searched for secrets before "
+                "writing: those holding a client's values that validation did not prove to be numbers or "
+                "training categories.",
+                "# TYPE nbdeploy_requestlog_searched_total counter",
+                f"nbdeploy_requestlog_searched_total {m.log_searched}",
                 "# HELP nbdeploy_requestlog_dropped_total Request-log records lost: deleted by retention "
                 "(--log-keep), not writable (disk full, read-only), or lost with a killed worker.",
                 "# TYPE nbdeploy_requestlog_dropped_total counter",

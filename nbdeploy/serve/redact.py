@@ -19,7 +19,7 @@ import math
 import os
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -220,6 +220,117 @@ def suspect(line: bytes, values: list[bytes]) -> bool:
     if b"://" in low and b"@" in low:
         return True
     return any(h in low for h in _SUSPECT) or any(v in line for v in values)
+
+
+#: a secret value made of these characters could be printed inside a number (0.123456789)
+_NUMBER_TEXT = re.compile(rb"[0-9.eE+\-]+")
+
+
+class KnownClean:
+    """Strings searched once and found to hold no secret, so a logged payload made only of them
+    and of numbers needs no search: a served model's categories and column names repeat, and
+    a request's record is then "plain" on the event loop for a set lookup per value.
+
+    A new string is searched (:func:`suspect`, as the writer searches a line) when it is seen;
+    ``limit`` strings of at most ``longest`` characters are remembered, so memory stays bounded
+    whatever clients send (past the limit a new string is searched each time; a longer one
+    leaves its record to the writer's search). Numbers are clean unless one of this server's
+    secret values could be read inside a number.
+    """
+
+    def __init__(self, secrets: list[bytes], limit: int = 4096, longest: int = 64) -> None:
+        self._secrets = secrets
+        self._seen: set[str] = set()
+        self.limit = limit
+        self.longest = longest
+        numbers = not any(_NUMBER_TEXT.fullmatch(v) for v in secrets)
+        #: the kinds of value that are clean without a look (bool and numbers print as JSON literals)
+        self._scalars = frozenset({type(None), *((int, float, bool) if numbers else ())})
+        self._names: list[str] = []  # the column names last found clean
+
+    def string(self, value: str) -> bool:
+        if value in self._seen:
+            return True
+        if len(value) > self.longest:
+            return False
+        try:
+            text = value.encode()
+        except UnicodeEncodeError:  # a lone surrogate: the writer's search decides
+            return False
+        if suspect(text, self._secrets):
+            return False
+        if len(self._seen) < self.limit:
+            self._seen.add(value)
+        return True
+
+    @property
+    def remembered(self) -> int:
+        return len(self._seen)
+
+    def schema(self, columns: Iterable[tuple[str, str, Iterable[Any] | None]]) -> bool:
+        """Whether values that passed validation against these columns - (name, type, the
+        categories a string column accepts, or None) - can hold no secret: numbers, booleans
+        and training categories, each category and name searched here once. A free-text
+        column, or a name like ``api_token``, makes the answer no."""
+        for name, kind, categories in columns:
+            if not self._searched_clean(name):
+                return False
+            if kind in ("double", "float", "long", "integer"):
+                if int not in self._scalars:
+                    return False
+            elif kind == "string":
+                if categories is None or not all(type(c) is str and self._searched_clean(c) for c in categories):
+                    return False
+            elif kind != "boolean":
+                return False
+        return True
+
+    def outputs(self, outputs: Any) -> bool:
+        """Whether a logged list of predictions can hold no secret (one number: one lookup)."""
+        if type(outputs) is not list:
+            return outputs is None
+        return (len(outputs) == 1 and type(outputs[0]) in self._scalars) or self.values(outputs)
+
+    def _searched_clean(self, value: str) -> bool:
+        try:
+            return not suspect(value.encode(), self._secrets)
+        except UnicodeEncodeError:
+            return False
+
+    def values(self, values: Iterable[Any]) -> bool:
+        """Whether every item is None, a number the secrets cannot hide in, or a clean string."""
+        seen, scalars = self._seen, self._scalars
+        for v in values:
+            kind = type(v)
+            if kind is str:
+                if v in seen or self.string(v):
+                    continue
+                return False
+            if kind not in scalars:
+                return False
+        return True
+
+    def payload(self, inputs: Any, outputs: Any) -> bool:
+        """A record's logged ``inputs`` (MLflow's split form, as the log keeps a frame) and
+        ``outputs`` (a list of scalars, or None): whether neither can hold a secret. Called for
+        every logged request: a row costs a loop over its values and a set lookup per string."""
+        if type(inputs) is not dict or len(inputs) != 2:
+            return False
+        names, rows = inputs.get("columns"), inputs.get("data")
+        if type(names) is not list or type(rows) is not list:
+            return False
+        if names != self._names:  # a model's clients send the same columns: one comparison
+            if not self.values(names):
+                return False
+            self._names = list(names)
+        values = self.values
+        for row in rows:
+            if type(row) is not list or not values(row):
+                return False
+        return self.outputs(outputs)
+
+
+_SPLIT_KEYS = {"columns": None, "data": None}.keys()
 
 
 def scrub_inputs(inputs: Any) -> Any:

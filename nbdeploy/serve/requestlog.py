@@ -42,7 +42,7 @@ import orjson
 from . import logfiles
 from .errors import ServeError
 from .logfiles import log_files
-from .redact import scrub, scrub_inputs, secret_values, suspect
+from .redact import KnownClean, scrub, scrub_inputs, secret_values, suspect
 
 if TYPE_CHECKING:
     from .config import ServeConfig
@@ -89,6 +89,8 @@ class RequestLog:
         self.records = 0
         #: records written to the file
         self.written = 0
+        #: records the writer searched for secrets (not marked plain; see write)
+        self.searched = 0
         #: records lost, by reason (REASONS); worker_died is counted by the metrics of a multi-worker server
         self.dropped = dict.fromkeys(REASONS[:2], 0)
         #: what is failing now (None: nothing), since when; the last failure and when it ended
@@ -110,6 +112,8 @@ class RequestLog:
         self._closed = False
         #: values of this server's secret environment variables (DB_PASSWORD, ...), never logged
         self._secrets = [v.encode() for v in secret_values()]
+        #: the strings of logged payloads already searched (categories, column names)
+        self.clean = KnownClean(self._secrets)
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         #: [records promised (a request counts when it starts), records settled (written or counted as
         #: dropped)]: two int64 in memory shared with the file ``counters`` when given
@@ -256,7 +260,11 @@ class RequestLog:
         this server's secret variables) masked. Here in the writer thread, over the ``checked``
         lines of the whole group at once: one search per flush, not per request, and none on the
         event loop; a flush of successful requests' records alone needs none."""
-        if not any(checked) or not suspect(b"".join(compress(lines, checked)), self._secrets):
+        searched = sum(checked)
+        if not searched:
+            return lines
+        self.searched += searched
+        if not suspect(b"".join(compress(lines, checked)), self._secrets):
             return lines
         return [_scrub_line(line) if check and suspect(line, self._secrets) else line
                 for line, check in zip(lines, checked, strict=True)]

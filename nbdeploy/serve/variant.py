@@ -61,6 +61,9 @@ class Variant:
             metrics.batch if metrics is not None else None,
             inline_below=min(config.inline_predict_ms, SHADOW_INLINE_MS if shadow else math.inf) / 1000,
         )
+        #: whether every value its validator lets through is free of secrets (the request log's
+        #: search then skips them): found out by the server that logs, on the first request
+        self.known_values: bool | None = None
         #: whether the start-up prediction of the input example ran, and why it failed if it did not
         self.warmed = False
         self.warm_up_error: str | None = None
