@@ -261,7 +261,11 @@ class ServeApp:
         wanted = self._wanted
         headers = {k: v for k, v in scope["headers"] if k in wanted}
         endpoint, handler = protocol.route(method, path)
-        record: dict[str, Any] = {}
+        bundle = self.bundle
+        # the request-log record, in the order its line has; the handlers add to it (the version that
+        # answered, inputs, outputs, an error) and the end of the request fills in ts, status and latency
+        record: dict[str, Any] = {"ts": 0.0, "id": rid, "method": method, "path": path, "endpoint": endpoint,
+                                  "status": 0, "latency_ms": 0.0, "model": bundle.name, "version": bundle.version}
         metrics = self.metrics
         metrics.inflight += 1
         log = self.log
@@ -293,7 +297,7 @@ class ServeApp:
             record["error"] = {"error_id": rid, "type": type(cause).__name__, "message": str(cause)}
         finally:
             metrics.inflight -= 1
-        version = record.get("version")
+        version = record["version"]
         version_header = self._version_header if version is None else (
             self._version_headers.get(version) or (b"x-model-version", version.encode()))
         # nbdeploy's own server takes the whole answer in one call (serve/connection.py); any other
@@ -321,12 +325,11 @@ class ServeApp:
             # when validation proved each of its values a number or a training category (``_plain``,
             # see infer), or when its strings were searched before (a model's categories repeat)
             known = record.pop("_plain", False)
-            log.write({
-                "ts": time.time(), "id": rid, "method": method, "path": path, "endpoint": endpoint,
-                "status": status, "latency_ms": int(seconds * 1e6) / 1000, "model": self.bundle.name,
-                "version": self.bundle.version, **record,
-            }, promised=True, plain=status < 300 and (known or _CLIENT_TEXT.isdisjoint(record) or _NOT_PAYLOAD.isdisjoint(
-                record) and log.clean.payload(record.get("inputs"), record.get("outputs"))))
+            record["ts"] = time.time()
+            record["status"] = status
+            record["latency_ms"] = int(seconds * 1e6) / 1000
+            log.write(record, promised=True, plain=status < 300 and (known or _CLIENT_TEXT.isdisjoint(record) or (
+                _NOT_PAYLOAD.isdisjoint(record) and log.clean.payload(record.get("inputs"), record.get("outputs")))))
             if log.full:
                 await log.wait_for_space()
 
