@@ -61,6 +61,8 @@ class ServeApp:
         #: requests are counted per version and handed to the shadow (only with a canary or a shadow)
         self._split = False
         self.log: RequestLog | None = None
+        #: whether a prediction's record keeps its inputs and outputs (payload logging, and a log to keep them)
+        self._log_payloads = False
         #: labels joined to the logged answers (:mod:`.feedback`), made on the first /feedback or /performance
         self.ledger: Any = None
         self._token = config.token.encode() if config.token else None
@@ -148,6 +150,7 @@ class ServeApp:
         self._rid_prefix = os.urandom(4).hex()  # per worker process, even when workers were forked
         if self.config.log_path:
             self.log = self.metrics.log = open_log(self.config, os.environ.get(METRICS_DIR_ENV))
+            self._log_payloads = self.config.log_payloads
         self.batcher.start()
         if self.canary is not None:
             self.canary.batcher.start()
@@ -328,9 +331,8 @@ class ServeApp:
             record["ts"] = time.time()
             record["status"] = status
             record["latency_ms"] = int(seconds * 1e6) / 1000
-            log.write(record, promised=True, plain=status < 300 and (known or _CLIENT_TEXT.isdisjoint(record) or (
-                _NOT_PAYLOAD.isdisjoint(record) and log.clean.payload(record.get("inputs"), record.get("outputs")))))
-            if log.full:
+            if log.write(record, promised=True, plain=status < 300 and (known or _CLIENT_TEXT.isdisjoint(record) or (
+                    _NOT_PAYLOAD.isdisjoint(record) and log.clean.payload(record.get("inputs"), record.get("outputs"))))):
                 await log.wait_for_space()
 
     def _authorize(self, headers: dict[bytes, bytes]) -> None:
@@ -425,7 +427,7 @@ class ServeApp:
                 payload = data.columns if isinstance(data, Frame) else data
             # every value the log keeps went through the validator: a number, a boolean or a category
             validated = validator is not None and isinstance(data, Frame)
-            if self.config.log_payloads:
+            if self._log_payloads:
                 record["inputs"] = shown.split() if isinstance(shown, Frame) else shown.data
             record["rows"] = data.n
             batcher.reading -= 1
@@ -445,7 +447,7 @@ class ServeApp:
             record["flags"] = flags
             for f in flags:
                 self.metrics.flagged(f["field"], f["kind"], f["count"])
-        if self.config.log_payloads:
+        if self._log_payloads:
             record["outputs"] = predictions
             if validated and not flags and self._known_values(variant) and self.log.clean.outputs(predictions):
                 record["_plain"] = True  # (taken out before the record is logged)

@@ -139,8 +139,9 @@ class RequestLog:
         self._gzip_thread.start()
 
     # -- the event loop's side ------------------------------------------------------
-    def write(self, record: dict[str, Any], promised: bool = False, plain: bool = False) -> None:
-        """Queue ``record`` as a JSON line. Called from one thread (the event loop's).
+    def write(self, record: dict[str, Any], promised: bool = False, plain: bool = False) -> bool:
+        """Queue ``record`` as a JSON line. Called from one thread (the event loop's). Returns
+        :attr:`full`: whether the caller should wait for space (:meth:`wait_for_space`).
 
         ``promised``: the request was counted as promised when it started (the caller did
         ``log.counts[0] += 1``: a crash before this write then still shows as a lost record).
@@ -154,8 +155,10 @@ class RequestLog:
             self.counts[0] += 1
         self.records += 1
         self._queued += len(line)
-        if self._queued - self._written >= self.flush_bytes and not self._wake.is_set():
+        waiting = self._queued - self._written
+        if waiting >= self.flush_bytes and not self._wake.is_set():
             self._wake.set()
+        return waiting >= self.max_pending_bytes
 
     @property
     def full(self) -> bool:
