@@ -37,6 +37,8 @@ def test_a_payload_of_numbers_and_searched_strings_is_clean_and_anything_else_is
     assert not clean.payload({"columns": names, "data": [[30, 1.5, "paris", True]], "extra": 1}, [0])
     assert not clean.payload([{"age": 30}], [0])  # not the split form
     assert not clean.payload(_split(names, [30, 1.5, "paris", True]), [[0.2, 0.8]])  # outputs not scalars
+    assert clean.outputs([0, 1] * 50) and clean.outputs([0.5, None]) and clean.outputs(["yes", "no"])
+    assert not clean.outputs([0, [1]]) and not clean.outputs(["yes", GITHUB]) and not clean.outputs((0, 1))
 
 
 def test_numbers_are_searched_when_a_secret_could_be_read_inside_one():
@@ -44,6 +46,7 @@ def test_numbers_are_searched_when_a_secret_could_be_read_inside_one():
     then no longer clean without a look."""
     pin = KnownClean([b"12345678"])
     assert not pin.payload(_split(["a"], [0.123456789]), None)
+    assert not pin.outputs([0.123456789, 0.5]) and not pin.outputs([12345678])
     assert not pin.schema([("a", "double", None)])
     assert pin.payload(_split(["a"], ["paris"]), None)  # strings are still searched as before
     assert KnownClean([b"abcdefgh12"]).payload(_split(["a"], [0.123456789]), None)
