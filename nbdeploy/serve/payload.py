@@ -343,12 +343,10 @@ def _v2_json_columns(inputs: list[Any], bundle: Bundle) -> Frame | None:
     names, datatypes, datas = [], [], []
     try:
         n = len(inputs[0]["data"])  # every tensor must have this many rows (checked below)
+        one = [n]  # the shape each tensor must have: a list equal to [n] (compared in C), of an int
         for t in inputs:
             shape, data = t["shape"], t["data"]
-            if type(shape) is not list or type(data) is not list or len(shape) != 1:
-                return None
-            rows = shape[0]
-            if type(rows) is not int or rows != n or len(data) != n:
+            if shape != one or type(shape[0]) is not int or type(data) is not list or len(data) != n:
                 return None
             if len(t) > 4:  # more than name, shape, datatype and data: MLServer's content types?
                 params = t.get("parameters")
