@@ -238,7 +238,7 @@ class Metrics:
         log = state.get("log")
         if log:
             self.log_written += log["written"]
-            self.log_searched += log.get("searched", 0)
+            self.log_searched += log["searched"]
             for reason, n in log["dropped"].items():
                 self.log_dropped[reason] = self.log_dropped.get(reason, 0) + n
             if alive:

@@ -251,13 +251,7 @@ class KnownClean:
     def string(self, value: str) -> bool:
         if value in self._seen:
             return True
-        if len(value) > self.longest:
-            return False
-        try:
-            text = value.encode()
-        except UnicodeEncodeError:  # a lone surrogate: the writer's search decides
-            return False
-        if suspect(text, self._secrets):
+        if len(value) > self.longest or not self._searched_clean(value):
             return False
         if len(self._seen) < self.limit:
             self._seen.add(value)
@@ -295,9 +289,10 @@ class KnownClean:
         return scalars.issuperset(map(type, outputs)) or self.values(outputs)  # a batch's numbers: one C pass
 
     def _searched_clean(self, value: str) -> bool:
+        """Searched now, as the writer searches a line, and found clean."""
         try:
             return not suspect(value.encode(), self._secrets)
-        except UnicodeEncodeError:
+        except UnicodeEncodeError:  # a lone surrogate: the writer's search decides
             return False
 
     def values(self, values: Iterable[Any]) -> bool:
@@ -332,8 +327,6 @@ class KnownClean:
                 return False
         return self.outputs(outputs)
 
-
-_SPLIT_KEYS = {"columns": None, "data": None}.keys()
 
 
 def scrub_inputs(inputs: Any) -> Any:

@@ -6,6 +6,7 @@ import http.client
 import json
 import shutil
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -215,3 +216,23 @@ def read_log(path: str | Path) -> list[dict[str, Any]]:
     from nbdeploy.serve.logfiles import log_files, read_lines
 
     return [json.loads(line) for f in log_files(path) for line in read_lines(f) if line.strip()]
+
+
+def metric(text: str, series: str) -> float | None:
+    """The value of one series (name and labels, as written) in a /metrics text, or None."""
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name == series:
+            return float(value)
+    return None
+
+
+def wait_until(condition, seconds: float = 30.0, what: str = "the condition"):
+    """``condition()``'s first true value, asked every 0.1 s; fails the test after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import Client, read_log, start
+from conftest import Client, metric, read_log, start, wait_until
 from fixture_models import SLOW
 
 from nbdeploy.serve.server import WORKER_READY_SECONDS
@@ -21,24 +21,6 @@ from nbdeploy.serve.server import WORKER_READY_SECONDS
 pytestmark = pytest.mark.slow
 
 ONE = {"dataframe_records": [{"x": 1.0}]}
-
-
-def _metric(text: str, series: str) -> float | None:
-    for line in text.splitlines():
-        name, _, value = line.rpartition(" ")
-        if name == series:
-            return float(value)
-    return None
-
-
-def _wait(condition, seconds: float = 30.0, what: str = "the condition"):
-    deadline = time.monotonic() + seconds
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def _get(handle, path: str):
@@ -60,24 +42,24 @@ def test_a_full_disk_under_the_log_is_reported_and_the_api_keeps_answering(tripw
     c = Client(handle.url)
     try:
         assert [c.post("/invocations", ONE)[0] for _ in range(20)] == [200] * 20
-        _wait(lambda: _get(handle, "/health")[2].get("status") == "degraded", what="/health to say degraded")
+        wait_until(lambda: _get(handle, "/health")[2].get("status") == "degraded", what="/health to say degraded")
         status, _, doc = _get(handle, "/health")
         assert status == 200 and "No space left on device" in doc["request_log"]["error"]
-        metrics = _wait(lambda: (t := _get(handle, "/metrics")[2]) and _metric(
+        metrics = wait_until(lambda: (t := _get(handle, "/metrics")[2]) and metric(
             t, 'nbdeploy_requestlog_dropped_total{reason="write_error"}') == 20 and t, what="20 dropped records")
-        assert _metric(metrics, "nbdeploy_requestlog_failing") == 1
-        assert _metric(metrics, "nbdeploy_requestlog_records_total") == 0
+        assert metric(metrics, "nbdeploy_requestlog_failing") == 1
+        assert metric(metrics, "nbdeploy_requestlog_records_total") == 0
 
         room = tmp_path / "room.jsonl"
         link = tmp_path / "link"
         link.symlink_to(room)
         os.replace(link, log)  # the disk has room again
         assert [c.post("/invocations", ONE)[0] for _ in range(5)] == [200] * 5
-        doc = _wait(lambda: (d := _get(handle, "/health")[2])["status"] == "ok" and d, what="recovery")
+        doc = wait_until(lambda: (d := _get(handle, "/health")[2])["status"] == "ok" and d, what="recovery")
         assert "No space left" in doc["request_log"]["last_error"] and doc["request_log"]["recovered_at"] > 0
         metrics = _get(handle, "/metrics")[2]
-        assert _metric(metrics, "nbdeploy_requestlog_failing") == 0
-        assert _metric(metrics, 'nbdeploy_requestlog_dropped_total{reason="write_error"}') == 20
+        assert metric(metrics, "nbdeploy_requestlog_failing") == 0
+        assert metric(metrics, 'nbdeploy_requestlog_dropped_total{reason="write_error"}') == 20
     finally:
         c.close()
         assert handle.stop() == 0
@@ -120,7 +102,7 @@ def test_a_log_folder_made_read_only_after_start(tripwire_model, tmp_path):
         folder.chmod(0o555)
         sent = [c.post("/invocations", ONE)[0] for _ in range(40)]  # ~ 10 kB of records: rotations due
         assert sent == [200] * 40
-        doc = _wait(lambda: (d := _get(handle, "/health")[2])["status"] == "degraded" and d, what="degraded")
+        doc = wait_until(lambda: (d := _get(handle, "/health")[2])["status"] == "degraded" and d, what="degraded")
         assert "cannot rotate" in doc["request_log"]["error"] and "Permission denied" in doc["request_log"]["error"]
         assert list(folder.iterdir()) == [folder / "requests.jsonl"]
         folder.chmod(0o755)
@@ -131,14 +113,14 @@ def test_a_log_folder_made_read_only_after_start(tripwire_model, tmp_path):
             assert c.post("/invocations", ONE)[0] == 200
             time.sleep(0.5)
         metrics = _get(handle, "/metrics")[2]
-        assert _metric(metrics, 'nbdeploy_requestlog_dropped_total{reason="write_error"}') == 0
+        assert metric(metrics, 'nbdeploy_requestlog_dropped_total{reason="write_error"}') == 0
     finally:
         folder.chmod(0o755)
         c.close()
         assert handle.stop() == 0
     assert any(f.name.endswith(".gz") for f in folder.iterdir())
     records = read_log(folder / "requests.jsonl")
-    served = _metric(metrics, 'nbdeploy_requests_total{endpoint="invocations",status="200"}')
+    served = metric(metrics, 'nbdeploy_requests_total{endpoint="invocations",status="200"}')
     assert len(records) == served  # nothing lost while the folder was read-only
 
 
@@ -184,7 +166,7 @@ def test_sigterm_under_load_answers_what_it_accepted_and_logs_all(tripwire_model
 
     with ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(client, i) for i in range(8)]
-        _wait(lambda: len(answered) > 300, what="load")
+        wait_until(lambda: len(answered) > 300, what="load")
         code = handle.stop(timeout=60)
         stop.set()
         for f in futures:
@@ -228,7 +210,7 @@ def test_a_killed_worker_is_replaced_and_what_it_lost_is_counted(tripwire_model,
     exactly the records counted as lost (metric and server log); all the others are in the log."""
     handle = start(tripwire_model, tmp_path, workers=2)
     try:
-        workers = _wait(lambda: len(w := _workers(handle.pid)) == 2 and w, what="two workers")
+        workers = wait_until(lambda: len(w := _workers(handle.pid)) == 2 and w, what="two workers")
         shared = _shared_folder(workers[0])
         results: list[int | str] = []
         lock = threading.Lock()
@@ -261,7 +243,7 @@ def test_a_killed_worker_is_replaced_and_what_it_lost_is_counted(tripwire_model,
         assert len(results) == len(threads) and failed, results
         # a new worker loads its model before it counts: the supervisor gives it WORKER_READY_SECONDS,
         # and on a machine busy with other tests it can need more than the usual 30 s wait
-        replacement = _wait(lambda: len(w := _workers(handle.pid)) == 2 and victim not in w and w,
+        replacement = wait_until(lambda: len(w := _workers(handle.pid)) == 2 and victim not in w and w,
                             seconds=WORKER_READY_SECONDS + 30, what="a replacement worker")
         assert survivor in replacement
         c = Client(handle.url)
@@ -269,7 +251,7 @@ def test_a_killed_worker_is_replaced_and_what_it_lost_is_counted(tripwire_model,
             assert [c.post("/invocations", ONE)[0] for _ in range(20)] == [200] * 20
         finally:
             c.close()
-        lost = _wait(lambda: _metric(_get(handle, "/metrics")[2],
+        lost = wait_until(lambda: metric(_get(handle, "/metrics")[2],
                                      'nbdeploy_requestlog_dropped_total{reason="worker_died"}'),
                      what="the lost records in /metrics")
         assert lost == len(failed)

@@ -5,7 +5,6 @@ searched before. Everything else is still searched, and a client's secret never 
 from __future__ import annotations
 
 import json
-import time
 
 from nbdeploy.serve.redact import KnownClean
 
@@ -72,30 +71,13 @@ def test_a_schema_is_known_clean_only_when_every_value_it_lets_through_is():
     assert not clean.schema([("when", "datetime", None)])
 
 
-def _metric(text: str, series: str) -> float | None:
-    for line in text.splitlines():
-        name, _, value = line.rpartition(" ")
-        if name == series:
-            return float(value)
-    return None
-
-
-def _wait_for(c, series: str, value: float) -> str:
-    deadline = time.monotonic() + 30
-    while True:
-        text = c.get("/metrics")[2]
-        if _metric(text, series) == value or time.monotonic() > deadline:
-            return text
-        time.sleep(0.1)
-
-
 def test_validated_requests_are_logged_unsearched_and_a_secret_in_a_category_column_is_still_masked(
         classifier_bundle, tmp_path, monkeypatch):
     """A served model's usual requests - numbers, booleans and training categories, in any
     request format - are written as they came without the search (the /metrics counter of
     searched records stays 0). A key's shape or the server's own secret sent as a category is
     an unseen category: that record is searched and the value masked before it reaches disk."""
-    from conftest import Client, read_log, start
+    from conftest import Client, metric, read_log, start, wait_until
 
     monkeypatch.setenv("DB_PASSWORD", SERVER_SECRET)
     names = ["age", "income", "city", "member"]
@@ -112,15 +94,16 @@ def test_validated_requests_are_logged_unsearched_and_a_secret_in_a_category_col
             c.post("/v2/models/churn/infer", v2),
         ]
         assert [s for s, _, _ in ordinary] == [200] * 4
-        text = _wait_for(c, "nbdeploy_requestlog_records_total", 4)
-        assert _metric(text, "nbdeploy_requestlog_records_total") == 4
-        assert _metric(text, "nbdeploy_requestlog_searched_total") == 0
+        text = wait_until(lambda: (t := c.get("/metrics")[2]) and metric(
+            t, "nbdeploy_requestlog_records_total") == 4 and t, what="4 records written")
+        assert metric(text, "nbdeploy_requestlog_searched_total") == 0
 
         sent = [c.post("/invocations", {"dataframe_split": _split(names, [33, 48000.0, secret, True])})
                 for secret in (GITHUB, SERVER_SECRET)]
         assert [s for s, _, _ in sent] == [200, 200]  # an unseen category is flagged, not refused
-        text = _wait_for(c, "nbdeploy_requestlog_records_total", 6)
-        assert _metric(text, "nbdeploy_requestlog_searched_total") == 2
+        text = wait_until(lambda: (t := c.get("/metrics")[2]) and metric(
+            t, "nbdeploy_requestlog_records_total") == 6 and t, what="6 records written")
+        assert metric(text, "nbdeploy_requestlog_searched_total") == 2
     finally:
         c.close()
         assert handle.stop() == 0
