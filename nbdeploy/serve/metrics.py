@@ -10,6 +10,7 @@ down); its in-flight requests do not.
 from __future__ import annotations
 
 import bisect
+import gc
 import os
 import sys
 from collections import Counter
@@ -386,6 +387,7 @@ class Metrics:
                 "# TYPE nbdeploy_requestlog_failing gauge",
                 f"nbdeploy_requestlog_failing {m.logs_failing}",
             ]
+        out += _gc_lines()
         if m.drift is not None and m.drift.columns:
             report = m.drift.report()
             out += [
@@ -398,6 +400,21 @@ class Metrics:
                 f"nbdeploy_drift_rows {report['rows']}",
             ]
         return "\n".join(out) + "\n"
+
+
+def _gc_lines() -> list[str]:
+    """Python's cyclic garbage collector in the process that answers (named as prometheus_client names
+    them). A request leaves nothing for it: what a request makes is freed when the request ends.
+    A rising ``python_gc_objects_collected_total`` means something now builds reference cycles."""
+    stats = gc.get_stats()
+    return [
+        "# HELP python_gc_objects_collected_total Objects the cyclic collector freed, by generation (this process).",
+        "# TYPE python_gc_objects_collected_total counter",
+        *(f'python_gc_objects_collected_total{{generation="{g}"}} {s["collected"]}' for g, s in enumerate(stats)),
+        "# HELP python_gc_collections_total Runs of the cyclic collector, by generation (this process).",
+        "# TYPE python_gc_collections_total counter",
+        *(f'python_gc_collections_total{{generation="{g}"}} {s["collections"]}' for g, s in enumerate(stats)),
+    ]
 
 
 def _fmt(x: float) -> str:
