@@ -273,6 +273,9 @@ class V2Request:
         return name in self.binary or (self.binary_all and name not in self.json_only)
 
 
+_NO_OUTPUTS: tuple[None, frozenset[str], frozenset[str]] = (None, frozenset(), frozenset())
+
+
 def parse_v2(body: bytes, bundle: Bundle, header_length: int | None = None) -> V2Request:
     """A V2 inference request; ``header_length``: the JSON part's size when binary tensors follow it."""
     binary = b""
@@ -285,7 +288,8 @@ def parse_v2(body: bytes, bundle: Bundle, header_length: int | None = None) -> V
     if rid is not None and not isinstance(rid, str):
         raise RequestError(400, f'"id" must be a string (the request\'s id, sent back in the answer), not '
                                 f"{orjson.dumps(rid).decode()[:40]}")
-    out_names, binary_outs, json_outs = _requested_outputs(doc.get("outputs"))
+    outs = doc.get("outputs")
+    out_names, binary_outs, json_outs = _requested_outputs(outs) if outs is not None else _NO_OUTPUTS
     params = doc.get("parameters")
     if params is not None and not isinstance(params, dict):
         raise RequestError(400, '"parameters" must be an object, such as {"binary_data_output": true}')
@@ -340,43 +344,66 @@ def _v2_json_columns(inputs: list[Any], bundle: Bundle) -> Frame | None:
     kept = _kept(bundle)
     if kept is None:  # a tensor model: the general path shapes its array
         return None
-    names, datatypes, datas = [], [], []
+    names, datatypes = [], []
     try:
         n = len(inputs[0]["data"])  # every tensor must have this many rows (checked below)
         one = [n]  # the shape each tensor must have: a list equal to [n] (compared in C), of an int
-        for t in inputs:
-            shape, data = t["shape"], t["data"]
-            if shape != one or type(shape[0]) is not int or type(data) is not list or len(data) != n:
+        if n == 1:  # the usual request: its row taken in the same pass
+            row = []
+            for t in inputs:
+                shape, data = t["shape"], t["data"]
+                if shape != one or type(shape[0]) is not int or type(data) is not list or len(data) != 1:
+                    return None
+                if len(t) > 4 and not _plain_parameters(t):
+                    return None
+                value = data[0]
+                if type(value) is list:  # a nested list: flattened (and checked) by the general path
+                    return None
+                names.append(t["name"])
+                datatypes.append(t["datatype"])
+                row.append(value)
+        else:
+            datas = []
+            for t in inputs:
+                shape, data = t["shape"], t["data"]
+                if shape != one or type(shape[0]) is not int or type(data) is not list or len(data) != n:
+                    return None
+                if len(t) > 4 and not _plain_parameters(t):
+                    return None
+                names.append(t["name"])
+                datatypes.append(t["datatype"])
+                datas.append(data)
+            if n == 0 or any(list in set(map(type, d)) for d in datas):
                 return None
-            if len(t) > 4:  # more than name, shape, datatype and data: MLServer's content types?
-                params = t.get("parameters")
-                if params is not None and (type(params) is not dict or "binary_data_size" in params):
-                    return None  # binary data, or parameters that are no object: the general path names it
-            names.append(t["name"])
-            datatypes.append(t["datatype"])
-            datas.append(data)
-        if n == 0:
-            return None
-        key = (tuple(names), tuple(datatypes))
-        accepted, known = kept
-        shared = known.get(key)
-    except (KeyError, TypeError):  # a tensor that is no object or lacks a field; data that has no length;
-        return None  # a name that is a list
-    if shared is None:
-        shared = _checked_names(key[0], key[1], accepted)
-        if shared is None:
-            return None
-        if len(known) >= 64:
-            known.clear()
-        known[key] = shared
-    if n == 1:
-        row = [d[0] for d in datas]
-        if list in set(map(type, row)):  # a nested list: flattened (and checked) by the general path
-            return None
-        return Frame(None, 1, row, shared, [row])
-    if any(list in set(map(type, d)) for d in datas):
+    except (KeyError, TypeError):  # a tensor that is no object or lacks a field; data that has no length
         return None
+    accepted, known, last = kept
+    if names == last[0] and datatypes == last[1]:  # as the request before (compared in C): checked then
+        shared = last[2]
+    else:
+        try:
+            key = (tuple(names), tuple(datatypes))
+            shared = known.get(key)
+        except TypeError:  # a name that is a list
+            return None
+        if shared is None:
+            shared = _checked_names(key[0], key[1], accepted)
+            if shared is None:
+                return None
+            if len(known) >= 64:
+                known.clear()
+            known[key] = shared
+        last[:] = (names, datatypes, shared)
+    if n == 1:
+        return Frame(None, 1, row, shared, [row])
     return Frame(dict(zip(shared, datas, strict=True)), n)
+
+
+def _plain_parameters(tensor: dict[str, Any]) -> bool:
+    """A tensor's fields past name, shape, datatype and data (MLServer's content types?) leave it
+    one the tight pass reads: ``parameters`` an object, without binary data."""
+    params = tensor.get("parameters")
+    return params is None or (type(params) is dict and "binary_data_size" not in params)
 
 
 def _checked_names(names: tuple[Any, ...], datatypes: tuple[Any, ...],
@@ -389,13 +416,14 @@ def _checked_names(names: tuple[Any, ...], datatypes: tuple[Any, ...],
     return _shared_names(list(names))
 
 
-_KEPT: dict[int, tuple[list[Any], dict[str, frozenset[str]], dict[Any, list[str]]]] = {}
+_KEPT: dict[int, tuple[list[Any], dict[str, frozenset[str]], dict[Any, list[str]], list[Any]]] = {}
 
 
-def _kept(bundle: Bundle) -> tuple[dict[str, frozenset[str]], dict[Any, list[str]]] | None:
-    """For the bundle's column list: the V2 datatypes each column takes, and the (names,
-    datatypes) of requests already checked against them (None: no column signature). Kept
-    per column list; the entry holds the list, so its id is not reused while it is kept."""
+def _kept(bundle: Bundle) -> tuple[dict[str, frozenset[str]], dict[Any, list[str]], list[Any]] | None:
+    """For the bundle's column list: the V2 datatypes each column takes, the (names,
+    datatypes) of requests already checked against them, and the last such request's
+    ``[names, datatypes, shared names]`` (None: no column signature). Kept per column list;
+    the entry holds the list, so its id is not reused while it is kept."""
     columns = bundle.columns
     if columns is None:
         return None
@@ -404,8 +432,8 @@ def _kept(bundle: Bundle) -> tuple[dict[str, frozenset[str]], dict[Any, list[str
         accepted = {c.name: frozenset(d for d in V2_DATATYPES if v2_datatype_matches(d, c.type)) for c in columns}
         if len(_KEPT) >= 16:
             _KEPT.clear()
-        kept = _KEPT[id(columns)] = (columns, accepted, {})
-    return kept[1], kept[2]
+        kept = _KEPT[id(columns)] = (columns, accepted, {}, [None, None, None])
+    return kept[1], kept[2], kept[3]
 
 
 def _requested_outputs(outs: Any) -> tuple[list[str] | None, frozenset[str], frozenset[str]]:

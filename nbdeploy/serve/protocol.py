@@ -180,22 +180,30 @@ def _scalars(preds: Any) -> bool:
     return type(preds) is list and (not preds or type(preds[0]) not in _NESTED)
 
 
-_ANSWER_HEADS: dict[tuple[str, str, str], bytes] = {}
+_ANSWER_HEADS: dict[tuple[str, str], tuple[list[dict[str, Any]], bytes]] = {}
 
 
 def _plain_answer(app: ServeApp, version: str, predictions: list[Any], n: int) -> bytes:
     """What nearly every V2 request gets (no id, no outputs asked for, no binary data, one output of
     scalars), written from a kept head: byte for byte ``app.json`` of the document
     :func:`v2_infer` builds otherwise, at a fraction of the cost."""
-    name = _first_output_name(app.bundle.outputs)
-    key = (app.bundle.name, version, name)
-    head = _ANSWER_HEADS.get(key)
-    if head is None:
+    bundle = app.bundle
+    kept = _ANSWER_HEADS.get((bundle.name, version))
+    if kept is None or kept[0] is not bundle.outputs:  # (the entry holds the outputs list: its id stays its own)
         if len(_ANSWER_HEADS) >= 64:
             _ANSWER_HEADS.clear()
-        head = _ANSWER_HEADS[key] = (b'{"model_name":%s,"model_version":%s,"outputs":[{"name":%s,"datatype":"'
-                                     % (orjson.dumps(key[0]), orjson.dumps(version), orjson.dumps(name)))
-    return b"%s%s\",\"shape\":[%d],\"data\":%s}]}" % (head, _datatype(predictions).encode(), n, app.json(predictions))
+        name = _first_output_name(bundle.outputs)
+        kept = _ANSWER_HEADS[(bundle.name, version)] = (bundle.outputs, b'{"model_name":%s,"model_version":%s,'
+                                                         b'"outputs":[{"name":%s,"datatype":"' % (
+                                                             orjson.dumps(bundle.name), orjson.dumps(version),
+                                                             orjson.dumps(name)))
+    kind = _ONE_KIND.get(type(predictions[0])) if len(predictions) == 1 else None
+    return b"%s%s\",\"shape\":[%d],\"data\":%s}]}" % (
+        kept[1], kind or _datatype(predictions).encode(), n, app.json(predictions))
+
+
+#: the datatype of one prediction, by its type (as :func:`_datatype` names it)
+_ONE_KIND = {bool: b"BOOL", int: b"INT64", float: b"FP64", type(None): b"INT64", str: b"BYTES"}
 
 
 def v2_outputs(preds: Any, n: int, signature_outputs: list[dict[str, Any]], wanted: list[str] | None) -> list[dict[str, Any]]:

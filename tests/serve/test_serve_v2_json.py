@@ -120,6 +120,18 @@ def test_the_general_path_reads_the_rest_and_names_each_mistake(case, bundle):
     assert _parsed(inputs, bundle) == _general(inputs, bundle)
 
 
+def test_a_request_like_the_one_before_is_still_checked_for_each_datatype(bundle):
+    # the fast path remembers the last names and datatypes it checked: the same names with one other
+    # datatype, or in another order, must be checked again, alternating with the remembered ones
+    wrong = [_with(AGE, datatype="BYTES", data=["40"]), INCOME, CITY, MEMBER]
+    reordered = [INCOME, AGE, CITY, MEMBER]
+    for _ in range(2):
+        for inputs, taken in ((ROW, True), (wrong, False), (ROW, True), (reordered, True), (wrong, False)):
+            inputs = json.loads(json.dumps(inputs))
+            assert (_v2_json_columns(inputs, bundle) is not None) is taken, inputs
+            assert _parsed(inputs, bundle) == _general(inputs, bundle)
+
+
 def test_binary_requests_never_take_the_fast_path(bundle):
     header = json.dumps({"inputs": ROW}).encode()
     req = parse_v2(header, bundle, header_length=len(header))
@@ -206,7 +218,7 @@ def test_the_usual_outputs_come_out_as_the_general_way_makes_them(preds, signatu
 
 @pytest.mark.parametrize("predictions", [
     [1], [0, 1, 1], [0.25, -3.5e-12, 1e300], [True, False], ["yes", "n\u00e9e \"quoted\""], [None, 2.5], [],
-    [1, 2.5],
+    [1, 2.5], [0.5], [None], ["yes"], [False], [b"raw"],  # one prediction: its datatype by its type
 ])
 @pytest.mark.parametrize("version", ["3", "v2 \"beta\""])
 def test_the_usual_v2_answer_is_the_general_documents_json_byte_for_byte(classifier_bundle, predictions, version):
