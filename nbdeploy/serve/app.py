@@ -288,6 +288,9 @@ class ServeApp:
                 metrics.validation_failure(str(err.get("field")), str(err.get("problem")))
             if e.status == 401:
                 extra = [(b"www-authenticate", b"Bearer")]
+            # answered: the frames it passed through hold the request (its part holds the future that
+            # holds it), a cycle only the garbage collector would free, for every refused request
+            e.__traceback__ = e.__context__ = e.__cause__ = None
         except Exception as e:  # a model exception or a server bug: 500 with an error id
             status, content_type, extra = 500, b"application/json", []
             is_model = getattr(e, "from_model", False)

@@ -32,6 +32,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import RequestError
+
 #: time a predict on the event loop spent off the CPU past which it counts as :attr:`Batcher.blocking`
 #: (far longer than a shared machine preempts a thread)
 BLOCKED_SECONDS = 0.1
@@ -163,6 +165,8 @@ class Batcher:
                 if ok:
                     part.future.set_result(value)
                 else:
+                    if isinstance(value, RequestError):  # a client's mistake: its frames (which hold this
+                        value.__traceback__ = None  # part, and so the future) would make a cycle
                     part.future.set_exception(value)
 
     async def run_parts(self, parts: list[Part]) -> list[tuple[bool, Any]]:
