@@ -141,10 +141,19 @@ def _served(app: ServeApp) -> list[tuple[str, Any]]:
     return served
 
 
+_INFER_PATHS: dict[str, str] = {}
+
+
 async def v2_infer(app: ServeApp, scope: Any, receive: Any, headers: Any, record: Any) -> Any:
-    chosen, tail = _model_path(app, scope["path"])
-    if tail != "infer":
-        raise RequestError(404, f"no endpoint {scope['path']}")
+    path = scope["path"]
+    if _INFER_PATHS.get(app.bundle.name) == path:  # /v2/models/{this model}/infer, as nearly every request
+        chosen = None
+    else:
+        chosen, tail = _model_path(app, path)
+        if tail != "infer":
+            raise RequestError(404, f"no endpoint {path}")
+        if chosen is None and len(_INFER_PATHS) < 64:
+            _INFER_PATHS[app.bundle.name] = path
     predictions, flags, n, req = await app.infer(receive, headers, record, "v2", chosen)
     if req is not None and req.plain and not (flags and app.flags_in_body) and _scalars(predictions):
         return 200, _plain_answer(app, record.get("version", app.bundle.version), predictions, n), JSON, \
