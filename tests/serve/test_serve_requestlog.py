@@ -8,6 +8,8 @@ import json
 import os
 import time
 
+from conftest import wait_until
+
 from nbdeploy.serve import logfiles
 from nbdeploy.serve.requestlog import RequestLog, log_files
 
@@ -68,7 +70,7 @@ def test_retention_covers_every_workers_files_but_not_a_live_ones(tmp_path):
     rotated = logfiles.rotated_name(dead, old)
     rotated.with_name(rotated.name + ".gz").write_bytes(gzip.compress(b'{"i":3}\n' * 2))
     log = RequestLog(tmp_path / f"r.{os.getpid()}.jsonl", keep_seconds=86400, family=path)
-    _wait(lambda: log.dropped["retention"] == 5)
+    wait_until(lambda: log.dropped["retention"] == 5, 20, "5 records dropped by retention")
     log.close()
     assert not dead.exists() and live.exists()
     assert not list(tmp_path.glob("*.gz"))
@@ -97,7 +99,7 @@ def test_a_full_disk_drops_and_counts_records_then_recovers(tmp_path):
     log = RequestLog(path, flush_interval=0.05)
     for i in range(10):
         log.write({"i": i})
-    _wait(lambda: log.dropped["write_error"] == 10)
+    wait_until(lambda: log.dropped["write_error"] == 10, 20, "10 records dropped as not writable")
     status = log.status()
     assert not status["ok"] and "No space left on device" in status["error"] and status["since"] > 0
     assert log.written == 0
@@ -106,7 +108,7 @@ def test_a_full_disk_drops_and_counts_records_then_recovers(tmp_path):
     os.replace(tmp, path)  # the disk has room again
     for i in range(10, 15):
         log.write({"i": i})
-    _wait(lambda: log.written == 5)
+    wait_until(lambda: log.written == 5, 20, "5 records written")
     log.close()
     status = log.status()
     assert status["ok"] and "No space left" in status["last_error"] and time.time() - status["recovered_at"] < 60
@@ -132,13 +134,6 @@ def test_too_many_records_waiting_makes_writers_wait_not_drop(tmp_path):
     asyncio.run(main())
     log.close()
     assert log.dropped["write_error"] == 100 and log.records == 100
-
-
-def _wait(condition, seconds=20.0):
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def test_logged_inputs_replay_as_they_were_answered(classifier_bundle, training_frame, tmp_path):
