@@ -384,9 +384,9 @@ def targets(res: dict) -> None:
             line(ratio >= 10, f"{k}: 1-row req/s at c=64 vs the fastest peer ({best}): {ratio:.1f}x (target >= 10x)")
     if len(nb) == 2:
         ratio = res["nbdeploy_v2"]["runs"][r64]["rps"] / res["nbdeploy_invocations"]["runs"][r64]["rps"]
-        judged = _judged(ratio, _paired_ratio(res, "v2", "invocations"))
-        line(judged >= 0.8, f"V2 JSON 1-row req/s at c=64 vs /invocations: {_told(ratio, res, 'v2', 'invocations')} "
-                            "(target >= 80%)")
+        pairs = _paired_ratio(res, "v2", "invocations")
+        line(_judged(ratio, pairs) >= 0.8, f"V2 JSON 1-row req/s at c=64 vs /invocations: {_told(ratio, pairs)} "
+                                           "(target >= 80%)")
     if peers:
         for k in nb:
             # a peer run that completed no request has no p99 (wrk prints 0): it does not count as lower
@@ -403,10 +403,9 @@ def targets(res: dict) -> None:
     if "floor" in res:
         for k in nb:
             ratio = res[k]["runs"][r64]["rps"] / res["floor"]["runs"][r64]["rps"]
-            proto = k.removeprefix("nbdeploy_")
-            judged = _judged(ratio, _paired_ratio(res, proto, "floor"))
-            line(judged >= 0.7, f"{k}: 1-row req/s at c=64 vs the bare-ASGI HTTP floor: "
-                                f"{_told(ratio, res, proto, 'floor')} (target >= 70%; the floor parses /invocations JSON)")
+            pairs = _paired_ratio(res, k.removeprefix("nbdeploy_"), "floor")
+            line(_judged(ratio, pairs) >= 0.7, f"{k}: 1-row req/s at c=64 vs the bare-ASGI HTTP floor: "
+                                               f"{_told(ratio, pairs)} (target >= 70%; the floor parses /invocations JSON)")
 
 
 def _judged(table: float, pairs: tuple[float, list[float]] | None) -> float:
@@ -414,8 +413,8 @@ def _judged(table: float, pairs: tuple[float, list[float]] | None) -> float:
     return pairs[0] if pairs else table
 
 
-def _told(table: float, res: dict, top: str, bottom: str) -> str:
-    pairs = _paired_ratio(res, top, bottom)
+def _told(table: float, pairs: tuple[float, list[float]] | None) -> str:
+    """The ratio as printed: the paired rounds' median and each round's, the table's beside."""
     if not pairs:
         return f"{table:.0%}"
     return (f"{pairs[0]:.0%} median of {len(pairs[1])} paired rounds ({', '.join(f'{x:.0%}' for x in pairs[1])}); "

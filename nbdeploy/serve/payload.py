@@ -354,10 +354,8 @@ def _v2_json_columns(inputs: list[Any], bundle: Bundle) -> Frame | None:
                 shape, data = t["shape"], t["data"]
                 if shape != one or type(shape[0]) is not int or type(data) is not list or len(data) != 1:
                     return None
-                if len(t) > 4:  # (as _plain_parameters, written out: the hot loop)
-                    params = t.get("parameters")
-                    if params is not None and (type(params) is not dict or "binary_data_size" in params):
-                        return None
+                if len(t) > 4 and not _plain_parameters(t):
+                    return None
                 value = data[0]
                 if type(value) is list:  # a nested list: flattened (and checked) by the general path
                     return None
