@@ -50,6 +50,7 @@ class VerifyReport:
     checks: list[Check] = field(default_factory=list)
     installer: str = ""
     env_seconds: float | None = None
+    packages: str = ""  # where the environment's packages came from (the wheelhouse, or the index)
     missing_modules: list[str] = field(default_factory=list)
     output: str = ""  # the tests' output (and the server's, when it failed)
 
@@ -73,7 +74,7 @@ class VerifyReport:
 
     def to_dict(self) -> dict:
         return {"bundle": str(self.bundle), "ok": self.ok, "installer": self.installer,
-                "env_seconds": self.env_seconds, "missing_modules": self.missing_modules,
+                "env_seconds": self.env_seconds, "packages": self.packages, "missing_modules": self.missing_modules,
                 "checks": [c.__dict__ for c in self.checks], "output": self.output}
 
 
@@ -108,12 +109,69 @@ def _run(cmd: list[str], what: str, env: dict[str, str], timeout: float = 900,
     return p.stdout
 
 
-def create_env(bundle: Path, env_dir: Path, installer: str, python: str | None = None) -> tuple[Path, str]:
-    """A virtual environment with the bundle's lock (and its tests' needs) only: (python, installer)."""
+@dataclass
+class Sources:
+    """Where an environment's packages come from: the arguments for pip/uv, and a line for the report."""
+
+    lock: list[str]  # before ``-r requirements.lock``
+    tests: list[str]  # before ``-r tests/requirements.txt``
+    text: str
+    offline: bool  # the lock from the bundle's wheelhouse alone (no index, no other source)
+
+
+def package_sources(bundle: Path, xy: str, wheelhouse: bool = True) -> Sources:
+    """The bundle's own wheelhouse, when it has one for Python ``xy`` (and ``wheelhouse``): the
+    lock installed from it with no index, as its image installs it, so verify proves the
+    wheelhouse complete; the tests' wheels from ``wheelhouse/tests`` (with the configured
+    sources when some are not there). Otherwise the configured sources, as pip/uv find them."""
+    from nbdeploy.bundle.wheelhouse import FOLDER, TEST_REQUIREMENTS, TESTS, read_pins
+
+    house = bundle / FOLDER
+    wheels = sorted(house.glob("*.whl")) if house.is_dir() else []
+    if not wheels:
+        return Sources([], [], "the configured package sources", False)
+    packed = str((read_manifest(bundle).get("wheelhouse") or {}).get("python") or "")
+    if not wheelhouse:
+        return Sources([], [], "the configured package sources (--no-wheelhouse)", False)
+    if packed and packed != xy:
+        return Sources([], [], f"the configured package sources (the wheelhouse is for Python {packed}, "
+                               f"this environment runs {xy})", False)
+    held = {_wheel_key(w.name) for w in (house / TESTS).glob("*.whl")}
+    needed = read_pins(bundle / TEST_REQUIREMENTS) if (bundle / TEST_REQUIREMENTS).is_file() else []
+    tests_offline = all(_pin_key(p) in held for p in needed)
+    tests = ["--find-links", str(house / TESTS), *(["--no-index"] if tests_offline else [])]
+    return Sources(["--no-index", "--find-links", str(house)], tests,
+                   f"the bundle's wheelhouse ({len(wheels)} wheels, no index)"
+                   + ("" if tests_offline else "; the tests' packages from the configured sources"), True)
+
+
+def _wheel_key(filename: str) -> tuple[str, str]:
+    from packaging.utils import parse_wheel_filename
+
+    name, version, _build, _tags = parse_wheel_filename(filename)
+    return str(name), str(version)
+
+
+def _pin_key(pin: str) -> tuple[str, str]:
+    from packaging.utils import canonicalize_name
+    from packaging.version import Version
+
+    name, _, version = pin.partition("==")
+    return str(canonicalize_name(name)), str(Version(version))
+
+
+#: package sources a user's environment may name; dropped when the lock comes from the wheelhouse
+_SOURCE_VARS = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "UV_INDEX_URL",
+                "UV_EXTRA_INDEX_URL", "UV_FIND_LINKS", "UV_INDEX", "UV_DEFAULT_INDEX")
+
+
+def create_env(bundle: Path, env_dir: Path, installer: str, python: str | None = None,
+               wheelhouse: bool = True) -> tuple[Path, str, str]:
+    """A virtual environment with the bundle's lock (and its tests' needs) only:
+    (python, installer, where the packages came from: :func:`package_sources`)."""
     python = python or sys.executable
-    reqs = ["-r", str(bundle / "requirements.lock")]
-    if (bundle / "tests" / "requirements.txt").is_file():
-        reqs += ["-r", str(bundle / "tests" / "requirements.txt")]
+    lock = ["-r", str(bundle / "requirements.lock")]
+    tests = ["-r", str(bundle / "tests" / "requirements.txt")] if (bundle / "tests" / "requirements.txt").is_file() else []
     env = clean_env()
     uv = _uv() if installer in ("auto", "uv") else None
     if installer == "uv" and uv is None:
@@ -121,13 +179,36 @@ def create_env(bundle: Path, env_dir: Path, installer: str, python: str | None =
     py = env_dir / "bin" / "python"
     if uv:
         _run([uv, "venv", "--quiet", "--python", python, str(env_dir)], "creating the environment (uv venv)", env)
-        _run([uv, "pip", "install", "--quiet", "--python", str(py), "--no-deps", *reqs],
-             "installing the bundle's lock (uv pip install)", env)
-        return py, "uv"
-    _run([python, "-m", "venv", str(env_dir)], "creating the environment (python -m venv)", env)
-    _run([str(py), "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile", *reqs],
-         "installing the bundle's lock (pip install)", env)
-    return py, "pip"
+        install = [uv, "pip", "install", "--quiet", "--python", str(py), "--no-deps"]
+        name = "uv"
+    else:
+        _run([python, "-m", "venv", str(env_dir)], "creating the environment (python -m venv)", env)
+        install = [str(py), "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile"]
+        name = "pip"
+    xy = _run([str(py), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+              "asking the environment's Python its version", env).strip()
+    src = package_sources(bundle, xy, wheelhouse)
+    if not src.offline:
+        _run([*install, *lock, *tests], f"installing the bundle's lock ({name} pip install)", env)
+        return py, name, src.text
+    # from the wheelhouse alone: no index, and none of the user's configured sources either
+    sealed = {k: v for k, v in env.items() if k not in _SOURCE_VARS}
+    alone = ["--no-config"] if uv else ["--isolated"]
+    try:
+        _run([*install, *alone, *src.lock, *lock], f"installing the bundle's lock from its wheelhouse ({name}, "
+                                                   "no index)", sealed)
+    except VerifyError as exc:
+        found = re.search(r"(?:No matching distribution found for|Because|no version of) ([A-Za-z0-9._-]+(?:==\S+)?)",
+                          exc.message)
+        what = f" ({found.group(1)})" if found else ""
+        raise VerifyError(f"the bundle's wheelhouse cannot install its lock{what} for Python {xy} on this "
+                          f"platform, so its image could not either: {_last_line(exc.message)}",
+                          hint="pack it again on a machine like the image's (`nbdeploy image BUNDLE --wheelhouse`), "
+                               "or verify against the package index with --no-wheelhouse") from None
+    if tests:
+        _run([*install, *src.tests, *tests], f"installing what the bundle's tests need ({name} pip install)",
+             env if "--no-index" not in src.tests else sealed)
+    return py, name, src.text
 
 
 def isolation_problems(py: Path, env_dir: Path, cwd: Path | None = None) -> list[str]:
@@ -236,7 +317,7 @@ def missing_modules(*texts: str) -> list[str]:
 
 
 def verify_bundle(bundle: str | Path, *, installer: str = "auto", progress: Progress | None = None,
-                  keep_env: bool = False, python: str | None = None) -> VerifyReport:
+                  keep_env: bool = False, python: str | None = None, wheelhouse: bool = True) -> VerifyReport:
     """Verify ``bundle``; the report says what passed. Raises VerifyError only for a non-bundle.
 
     The outcome is recorded beside the bundle (:func:`nbdeploy.bundle.readiness.record_verify`), so
@@ -245,13 +326,13 @@ def verify_bundle(bundle: str | Path, *, installer: str = "auto", progress: Prog
     from nbdeploy.bundle.catalog import record_verify
 
     report = _verify(bundle, installer=installer, progress=progress, keep_env=keep_env,
-                     python=python)
+                     python=python, wheelhouse=wheelhouse)
     record_verify(report.bundle, report.ok, report.failure or "verified")
     return report
 
 
 def _verify(bundle: str | Path, *, installer: str, progress: Progress | None,
-            keep_env: bool, python: str | None) -> VerifyReport:
+            keep_env: bool, python: str | None, wheelhouse: bool) -> VerifyReport:
     say = progress or silent
     root = Path(bundle).resolve()
     manifest = read_manifest(root)
@@ -290,13 +371,14 @@ def _verify(bundle: str | Path, *, installer: str, progress: Progress | None,
         if python is None and wanted and wanted != platform.python_version() and installer != "pip" and _uv():
             python = wanted  # uv finds (or fetches) the Python the model was trained with
         try:
-            py, report.installer = create_env(root, env_dir, installer, python)
+            py, report.installer, report.packages = create_env(root, env_dir, installer, python, wheelhouse)
         except VerifyError as exc:
             report.output = exc.message
             check("environment", False, exc.message.splitlines()[0], t0)
             return report
         report.env_seconds = round(time.perf_counter() - t0, 3)
-        check("environment", True, f"{report.installer}, {report.env_seconds:.1f} s, outside the bundle", t0)
+        check("environment", True, f"{report.installer}, {report.env_seconds:.1f} s, outside the bundle, "
+                                   f"from {report.packages}", t0)
         t0 = begin("isolation")
         leaks = isolation_problems(py, env_dir, root)
         if not check("isolation", not leaks, "; ".join(leaks) or "sees only its own site-packages", t0):

@@ -30,6 +30,9 @@ from nbdeploy.base.progress import Progress, note
 
 FOLDER = "wheelhouse"
 LOCK = "requirements.lock"
+#: the wheels of what the bundle's tests need besides the lock (pytest ...), for ``nbdeploy verify``
+TESTS = "tests"
+TEST_REQUIREMENTS = "tests/requirements.txt"
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)$")
 _NOT_FOUND = re.compile(r"No matching distribution found for ([A-Za-z0-9._-]+)")
 
@@ -55,19 +58,23 @@ class Wheelhouse:
     from_index: list[str] = field(default_factory=list)
     #: pins whose wheel was packed again from this environment's installed package (:mod:`.repack`)
     from_installed: list[str] = field(default_factory=list)
+    #: the wheels in ``wheelhouse/tests/``: what the bundle's tests need besides the lock
+    test_wheels: list[str] = field(default_factory=list)
     sources: Sources = field(default_factory=Sources)
 
     def record(self) -> dict:
         """The manifest's ``wheelhouse`` entry (the files themselves are in ``files``)."""
         return {"folder": FOLDER, "python": self.python, "wheels": len(self.wheels),
-                "from_installed": self.from_installed, "from_index": self.from_index}
+                "from_installed": self.from_installed, "from_index": self.from_index,
+                "test_wheels": len(self.test_wheels)}
 
     def text(self) -> str:
         local = len(self.wheels) - len(self.from_index) - len(self.from_installed)
         where = (f"{local} from local sources"
                  + (f", {len(self.from_installed)} packed from installed packages" if self.from_installed else "")
                  + (f", {len(self.from_index)} from the package index" if self.from_index else ""))
-        return f"wheelhouse: {len(self.wheels)} wheels for Python {self.python} ({where})"
+        tests = f"; {len(self.test_wheels)} more for the bundle's tests" if self.test_wheels else ""
+        return f"wheelhouse: {len(self.wheels)} wheels for Python {self.python} ({where}){tests}"
 
 
 def read_pins(lock: Path) -> list[str]:
@@ -115,44 +122,27 @@ def _is_local(url: str) -> bool:
 
 def pack_wheelhouse(root: Path, python: str, *, index: bool = True,
                     progress: Progress | None = None) -> Wheelhouse:
-    """Fill ``root/wheelhouse`` with one wheel per pin of ``root/requirements.lock``.
+    """Fill ``root/wheelhouse`` with one wheel per pin of ``root/requirements.lock``, and
+    ``root/wheelhouse/tests`` with the wheels of ``tests/requirements.txt`` (what ``nbdeploy
+    verify`` installs besides the lock, so it too needs no index; pip's ``--find-links``
+    does not look into sub-folders, so the image's install never sees them).
 
     ``python`` is the bundle's Python (``3.11.7``): wheels are chosen for that X.Y on this
     machine's platform, which is what the image runs. Raises BundleError naming every pin
-    for which no wheel was found, and what to do.
+    of the lock for which no wheel was found, and what to do; a test pin without a wheel is
+    a note (verify then asks the index for it).
     """
     root = Path(root)
     say = progress or (lambda _event: None)
     xy = ".".join(python.split(".")[:2])
     pins = read_pins(root / LOCK)
+    tests = root / TEST_REQUIREMENTS
+    test_pins = read_pins(tests) if tests.is_file() else []
     sources = local_sources()
     result = Wheelhouse(xy, sources=sources)
     with tempfile.TemporaryDirectory(prefix="nbdeploy-wheels-") as tmp:
         dest = Path(tmp)
-        local = ["--isolated"] + (["--index-url", sources.indexes[0]] if sources.indexes else ["--no-index"])
-        for url in sources.indexes[1:]:
-            local += ["--extra-index-url", url]
-        for link in sources.find_links:
-            local += ["--find-links", link]
-        held = _held_locally(sources)
-        absent = [p for p in pins if _key(p) not in held]  # no file of that version: not worth asking pip
-        missing = absent + _download([p for p in pins if p not in absent], local, xy, dest)
-        if missing:
-            from nbdeploy.bundle.repack import repack_installed
-
-            result.from_installed = [p for p in missing if repack_installed(p, xy, dest) is not None]
-            missing = [p for p in missing if p not in result.from_installed]
-            if result.from_installed:
-                say(note(f"{len(result.from_installed)} wheels packed again from the packages installed "
-                         f"in this environment ({sys.prefix}), each file checked against its RECORD: "
-                         f"{', '.join(result.from_installed)}"))
-        if missing and index:
-            say(note(f"{len(missing)} of {len(pins)} wheels are not in the local sources "
-                     f"({sources.text()}): downloading {', '.join(missing)} from the package index "
-                     f"({', '.join(sources.remote) or 'as pip is configured'})"))
-            fetched = [p for p in missing if p not in _download(missing, [], xy, dest)]
-            result.from_index = fetched
-            missing = [p for p in missing if p not in fetched]
+        missing, result.from_installed, result.from_index = _gather(pins, sources, xy, dest, index, say)
         if missing:
             raise BundleError(
                 f"no wheel for {', '.join(missing)} (Python {xy}, this platform) in the local sources "
@@ -161,13 +151,51 @@ def pack_wheelhouse(root: Path, python: str, *, index: bool = True,
                 hint=f"put the wheel in a pip find-links folder (e.g. `pip wheel --no-deps {missing[0]} "
                      "-w /opt/wheels` on a machine that has it, with find-links = /opt/wheels in "
                      "pip.conf), or build without --wheelhouse")
+        (dest / TESTS).mkdir()
+        absent, _, _ = _gather(test_pins, sources, xy, dest / TESTS, index, say, " for the tests")
+        if absent:
+            say(note(f"no wheel for {', '.join(absent)} (what the bundle's tests need): `nbdeploy verify` "
+                     "will install it from the package index"))
         target = root / FOLDER
         shutil.rmtree(target, ignore_errors=True)
-        target.mkdir()
-        for whl in sorted(dest.glob("*.whl")):
-            shutil.move(str(whl), target / whl.name)
-            result.wheels.append(whl.name)
+        (target / TESTS).mkdir(parents=True)
+        for folder, names in ((dest, result.wheels), (dest / TESTS, result.test_wheels)):
+            for whl in sorted(folder.glob("*.whl")):
+                shutil.move(str(whl), target / whl.relative_to(dest))
+                names.append(whl.name)
     return result
+
+
+def _gather(pins: list[str], sources: Sources, xy: str, dest: Path, index: bool, say: Progress,
+            what: str = "") -> tuple[list[str], list[str], list[str]]:
+    """The pins' wheels into ``dest``: from the local sources, else packed again from this
+    environment's installed packages, else (``index``) from the package index.
+    (pins found nowhere, pins packed from installed packages, pins from the index)."""
+    local = ["--isolated"] + (["--index-url", sources.indexes[0]] if sources.indexes else ["--no-index"])
+    for url in sources.indexes[1:]:
+        local += ["--extra-index-url", url]
+    for link in sources.find_links:
+        local += ["--find-links", link]
+    held = _held_locally(sources)
+    absent = [p for p in pins if _key(p) not in held]  # no file of that version: not worth asking pip
+    missing = absent + _download([p for p in pins if p not in absent], local, xy, dest)
+    installed: list[str] = []
+    if missing:
+        from nbdeploy.bundle.repack import repack_installed
+
+        installed = [p for p in missing if repack_installed(p, xy, dest) is not None]
+        missing = [p for p in missing if p not in installed]
+        if installed:
+            say(note(f"{len(installed)} wheels{what} packed again from the packages installed in this "
+                     f"environment ({sys.prefix}), each file checked against its RECORD: {', '.join(installed)}"))
+    fetched: list[str] = []
+    if missing and index:
+        say(note(f"{len(missing)} of {len(pins)} wheels{what} are not in the local sources ({sources.text()}): "
+                 f"downloading {', '.join(missing)} from the package index "
+                 f"({', '.join(sources.remote) or 'as pip is configured'})"))
+        fetched = [p for p in missing if p not in _download(missing, [], xy, dest)]
+        missing = [p for p in missing if p not in fetched]
+    return missing, installed, fetched
 
 
 def _download(pins: list[str], source_args: list[str], xy: str, dest: Path) -> list[str]:
@@ -257,14 +285,18 @@ def add_wheelhouse(bundle: Path, *, index: bool = True, progress: Progress | Non
     listed = sorted(k for k in manifest["files"] if k.startswith(f"{FOLDER}/"))
     if listed and not check_files(root, manifest):
         before = manifest.get("wheelhouse") or {}
-        return Wheelhouse(".".join(python.split(".")[:2]), [k.split("/", 1)[1] for k in listed],
-                          list(before.get("from_index") or []), list(before.get("from_installed") or []))
+        tests = f"{FOLDER}/{TESTS}/"
+        return Wheelhouse(".".join(python.split(".")[:2]),
+                          [k.split("/", 1)[1] for k in listed if not k.startswith(tests)],
+                          list(before.get("from_index") or []), list(before.get("from_installed") or []),
+                          [k[len(tests):] for k in listed if k.startswith(tests)])
     result = pack_wheelhouse(root, python, index=index, progress=progress)
     atomic_write_text(root / "Dockerfile", dockerfile(str(manifest.get("name")), str(manifest.get("version")),
                                                      python, wheelhouse=True))
     manifest["wheelhouse"] = result.record()
     manifest["files"] = {k: v for k, v in manifest["files"].items() if not k.startswith(f"{FOLDER}/")}
     atomic_write_json(root / MANIFEST, manifest)
-    reseal(root, ["Dockerfile", *(f"{FOLDER}/{w}" for w in result.wheels)])
+    reseal(root, ["Dockerfile", *(f"{FOLDER}/{w}" for w in result.wheels),
+                  *(f"{FOLDER}/{TESTS}/{w}" for w in result.test_wheels)])
     return result
 

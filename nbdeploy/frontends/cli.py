@@ -166,6 +166,9 @@ def _verify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", help="the bundle folder, or a registered version: models:/NAME/3")
     project_arg(p)
     p.add_argument("--pip", action="store_true", help="create the environment with pip, not uv")
+    p.add_argument("--no-wheelhouse", action="store_true",
+                   help="install the lock from the package index even when the bundle has a wheelhouse "
+                        "(by default the lock comes from the wheelhouse alone, as the image installs it)")
     p.add_argument("--keep-env", action="store_true", help="keep the virtual environment (path printed)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--container", action="store_true",
@@ -187,7 +190,7 @@ def _verify(args: argparse.Namespace) -> int:
     from nbdeploy.bundle import verify_bundle
 
     report = verify_bundle(bundle_folder(args), installer="pip" if args.pip else "auto",
-                           keep_env=args.keep_env,
+                           keep_env=args.keep_env, wheelhouse=not args.no_wheelhouse,
                            progress=_progress(args))
     _finished(report.ok, report.failure or "verified", report)
     if args.json:

@@ -88,6 +88,8 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand("verify", "check a bundle: checksums, lock-only environment, its tests against its API", (
         _a("bundle", nargs="?", help="bundle folder (default: this notebook's bundle)"),
         _a("--pip", action="store_true", help="create the environment with pip instead of uv"),
+        _a("--no-wheelhouse", action="store_true",
+           help="install the lock from the package index even when the bundle has a wheelhouse"),
         _a("--container", action="store_true",
            help="test the bundle's real container instead (built with docker/podman/buildah)"),
         _a("--base", help="with --container: base image (default: $NBDEPLOY_BASE_IMAGE)"),
@@ -395,7 +397,7 @@ class DeployMagics(ReleaseMagics, Magics):
             return self._verify_container(bundle, args)
         ui = self._progress("Verify")
         report = verify_bundle(bundle, installer="pip" if args.pip else "auto",
-                               progress=ui or _print_event)
+                               progress=ui or _print_event, wheelhouse=not args.no_wheelhouse)
         if ui is None:
             print(report.text(checks=False))
         else:

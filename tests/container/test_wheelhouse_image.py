@@ -1,5 +1,6 @@
-"""Air-gapped end to end: a bundle built with --wheelhouse becomes an image with no network
-at all in the build (``--network=none``) on the local base, and its container predicts."""
+"""Air-gapped end to end: a bundle built with --wheelhouse verifies with no index (its lock
+and its tests' packages from the wheelhouse alone), becomes an image with no network at all
+in the build (``--network=none``) on the local base, and its container predicts."""
 
 from __future__ import annotations
 
@@ -42,6 +43,18 @@ def test_wheelhouse_bundle_builds_offline_and_predicts(engine: Engine, base_imag
     lock = [line for line in (bundle / "requirements.lock").read_text().splitlines()
             if line and not line.lstrip().startswith("#")]
     assert len(wheels) == len(lock) and all(f"wheelhouse/{w}" in result.manifest["files"] for w in wheels)
+    assert any(p.name.startswith("pytest-") for p in (bundle / "wheelhouse" / "tests").glob("*.whl"))
+
+    # verify with every index a dead port: the environment comes from the wheelhouse alone
+    dead = "http://127.0.0.1:9/simple"
+    with pytest.MonkeyPatch.context() as mp:
+        for var in ("PIP_INDEX_URL", "UV_INDEX_URL", "UV_DEFAULT_INDEX"):
+            mp.setenv(var, dead)
+        mp.delenv("PIP_FIND_LINKS", raising=False)
+        assert main(["verify", str(bundle)]) == 0, capsys.readouterr()
+    out = capsys.readouterr().out
+    assert f"from the bundle's wheelhouse ({len(wheels)} wheels, no index)" in out
+    assert "tests: " in out and " passed" in out
 
     tag = f"localhost/nbdeploy-test-wheelhouse:{os.getpid()}"
     try:
