@@ -3,6 +3,8 @@
 The server checks the seal before it reads a single byte of the model: a changed or
 missing file, or a file in ``model/``, ``nbdeploy_serve/`` or ``wheelhouse/`` that the manifest
 does not list (code there is imported, unpickled or installed), refuses the bundle with the file's name.
+A ``wheelhouse/`` absent as a whole passes the server's check (an image installs its wheels and
+leaves the folder out; nothing serving loads it) and fails ``verify``'s.
 Other files that are not listed (a request log, a cache someone left) are reported but
 do not stop the server: they are never loaded.
 
@@ -27,6 +29,8 @@ IGNORED_PARTS = frozenset({"__pycache__", ".pytest_cache", ".ipynb_checkpoints"}
 #: folders whose files are executed or unpickled when the model loads, or installed into its image
 #: (``wheelhouse/``: pip could pick an extra wheel there over the sealed one): nothing unlisted may sit there
 LOADED_FOLDERS = ("model/", "nbdeploy_serve/", "wheelhouse/")
+#: the wheels an image installs from; the image itself leaves the folder out (Dockerfile)
+WHEELHOUSE = "wheelhouse"
 _CHUNK = 1 << 20
 
 
@@ -63,22 +67,27 @@ class SealReport:
     missing: list[str] = field(default_factory=list)
     unlisted: list[str] = field(default_factory=list)
     checked: int = 0
+    #: listed files of a ``wheelhouse/`` folder that is not there at all: an image installs the
+    #: wheels and leaves the folder out (nothing serving loads it); missing to ``verify``
+    left_out: list[str] = field(default_factory=list)
 
     def problems(self, *, strict: bool = True) -> list[str]:
-        """One line per file; ``strict=False`` lets unlisted files outside the loaded folders pass."""
+        """One line per file; ``strict=False`` lets unlisted files outside the loaded folders pass,
+        and a wheelhouse left out as a whole."""
         unlisted = self.unlisted if strict else [u for u in self.unlisted if u.startswith(LOADED_FOLDERS)]
         return ([f"{r}: changed (sha256 differs from the manifest)" for r in self.changed]
-                + [f"{r}: missing" for r in self.missing]
+                + [f"{r}: missing" for r in (*self.missing, *(self.left_out if strict else ()))]
                 + [f"{r}: not in the manifest" for r in unlisted])
 
 
 def compare(root: Path, listed: dict[str, str]) -> SealReport:
     root = Path(root)
     report = SealReport()
+    no_wheelhouse = not (root / WHEELHOUSE).exists()
     for rel, digest in sorted(listed.items()):
         p = root / rel
         if not p.is_file():
-            report.missing.append(rel)
+            (report.left_out if no_wheelhouse and rel.startswith(f"{WHEELHOUSE}/") else report.missing).append(rel)
             continue
         report.checked += 1
         if sha256_file(p)[0] != digest:

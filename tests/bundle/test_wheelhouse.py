@@ -191,3 +191,22 @@ def test_a_wheelhouse_that_cannot_install_the_lock_fails_verify_naming_the_pin(
     src = package_sources(bundle, "3.11")
     assert src.offline and src.lock[0] == "--no-index" and "--no-index" not in src.tests
     assert src.text.endswith("; the tests' packages from the configured sources")
+
+
+def test_a_wheelhouse_left_out_as_a_whole_passes_serving_and_fails_verify(bundle: Path):
+    """What the image does: installs the wheels, leaves wheelhouse/ out of /app."""
+    import shutil
+
+    add_wheelhouse(bundle, index=False)
+    docker = (bundle / "Dockerfile").read_text()
+    assert "FROM ${BASE} AS bundle\nLABEL nbdeploy.stage=bundle\nCOPY . /app\nRUN rm -rf /app/wheelhouse" in docker
+    assert "COPY --from=bundle /app /app" in docker and "\nCOPY . /app\n# load" not in docker
+    manifest = json.loads((bundle / "nbdeploy.json").read_text())
+    shutil.rmtree(bundle / "wheelhouse")
+    check_seal(bundle)  # serving loads nothing from it
+    assert check_files(bundle, manifest) == [f"wheelhouse/{WHEEL}: missing",
+                                             f"wheelhouse/tests/{TEST_WHEEL}: missing"]
+    # one wheel gone while the folder stays is a tampered wheelhouse: refused
+    (bundle / "wheelhouse").mkdir()
+    with pytest.raises(ServeError, match=f"wheelhouse/{WHEEL}: missing"):
+        check_seal(bundle)

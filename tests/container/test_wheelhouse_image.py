@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import urllib.request
 from pathlib import Path
 
@@ -65,6 +66,17 @@ def test_wheelhouse_bundle_builds_offline_and_predicts(engine: Engine, base_imag
         out = capsys.readouterr().out
         assert "--no-index --find-links /tmp/wheelhouse" in out  # the step that ran
         assert inspect_image(engine, tag).size_bytes > 0
+        # the wheels were installed, not shipped: /app holds the bundle without its wheelhouse,
+        # and the seal check inside the image (at build, and at start below) lets that pass
+        probe = subprocess.run(engine.runner().cmd(
+            "run", "--rm", tag, "python", "-c",
+            "import os; print(sorted(os.listdir('/app')))"), capture_output=True, text=True, timeout=120)
+        listed = probe.stdout.strip()
+        assert probe.returncode == 0 and "'model'" in listed and "'wheelhouse'" not in listed, probe
+        # and the first stage's image (bundle and wheelhouse, ~80 MB) is not left in the engine's cache
+        stages = subprocess.run(engine.cmd("images", "-q", "--filter", "dangling=true", "--filter",
+                                           "label=nbdeploy.stage=bundle"), capture_output=True, text=True)
+        assert stages.returncode == 0 and stages.stdout.split() == [], stages
         with running_container(engine.runner(), tag) as c:
             golden = json.loads((bundle / "tests" / "golden.json").read_text())
             body = json.dumps({"dataframe_split": {"columns": golden["columns"],
