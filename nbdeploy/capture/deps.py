@@ -96,14 +96,74 @@ def _pip_requirements(args: str) -> list[str]:
         if skip:
             skip = False
             continue
-        if tok in {"-r", "-c", "-e", "-i", "--index-url", "--extra-index-url", "-f", "--find-links",
-                   "-t", "--target", "--prefix", "--root"}:
+        if tok in {"-r", "--requirement", "-c", "--constraint", "-e", "--editable", "-i", "--index-url",
+                   "--extra-index-url", "-f", "--find-links", "-t", "--target", "--prefix", "--root"}:
             skip = True
             continue
         if tok.startswith("-") or tok.startswith("{") or tok.startswith("$"):
             continue
         out.append(tok.strip("'\""))
     return out
+
+
+def pip_install_args(line: str) -> str | None:
+    """The arguments of a ``!pip install ...`` / ``%pip install ...`` line (also ``!python -m pip``
+    and ``!{sys.executable} -m pip``), or None for any other line."""
+    m = _PIP_LINE.match(line)
+    return m["args"] if m else None
+
+
+@dataclass
+class RequirementCheck:
+    """What a ``pip install`` line asks for, against what this interpreter has installed."""
+
+    requirements: list[str] = field(default_factory=list)  # the specs, as written
+    installed: list[str] = field(default_factory=list)  # "scikit-learn 1.9.1": satisfied
+    missing: list[str] = field(default_factory=list)  # "catboost is not installed", ...
+    unchecked: list[str] = field(default_factory=list)  # URLs, paths, files that could not be read
+
+
+def check_requirements(args: str, folder: Path | None = None) -> RequirementCheck:
+    """Whether the packages a ``pip install ARGS`` line names are installed here at versions it
+    accepts, without installing anything. ``-r FILE`` is read (relative to ``folder``); a
+    URL, a path or a VCS reference is listed as unchecked."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    out = CodeScan()
+    specs = _pip_requirements(args)
+    words = args.split("#")[0].split()
+    for flag, value in zip(words, words[1:], strict=False):
+        if flag in ("-r", "--requirement"):
+            specs += _requirements_file((folder or Path.cwd()) / value.strip("'\""), out.pip_installs)
+    check = RequirementCheck(requirements=specs, unchecked=out.pip_installs)
+    for spec in specs:
+        try:
+            req = Requirement(spec)
+        except InvalidRequirement:
+            check.unchecked.append(spec)
+            continue
+        try:
+            dist = md.distribution(req.name)
+        except md.PackageNotFoundError:
+            check.missing.append(f"{req.name} is not installed")
+            continue
+        name = dist.metadata["Name"] or req.name
+        if req.specifier and not req.specifier.contains(dist.version, prereleases=True):
+            check.missing.append(f"{req} is asked for, {name} {dist.version} is installed")
+        else:
+            check.installed.append(f"{name} {dist.version}")
+    return check
+
+
+def _requirements_file(path: Path, unreadable: list[str]) -> list[str]:
+    """The requirement lines of a requirements file (options, comments and includes skipped)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        unreadable.append(f"-r {path} (cannot be read)")
+        return []
+    return [line.split("#")[0].strip() for line in text.splitlines()
+            if line.split("#")[0].strip() and not line.lstrip().startswith("-")]
 
 
 def is_stdlib(module: str) -> bool:

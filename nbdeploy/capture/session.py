@@ -138,6 +138,12 @@ class CaptureSession:
         for f in found.run_files:
             self.scan_file(self.project_dir / f, found_by=f"%run {f}")
 
+    def add_pip_installs(self, requirements: list[str]) -> None:
+        """Requirements a ``pip install`` line of the running cell names (``%deploy pip-check``: the
+        line a job did not run), recorded as if the line had run."""
+        with self._guard:
+            self.pip_installs.extend({"requirement": r, "cell": self._cell_now} for r in requirements)
+
     def scan_file(self, path: Path, found_by: str) -> None:
         """Scan a local ``.py`` file (a ``%run`` script or a helper module) once per version."""
         try:

@@ -55,6 +55,8 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         _a("--example", nargs=argparse.REMAINDER, help="an expression giving example input rows"),
     )),
     Subcommand("finish", "write the final record (used by jobs)", hidden=True),
+    Subcommand("pip-check", "check that a `pip install` line's packages are installed, installing nothing "
+               "(what a job runs instead of the line): %deploy pip-check PIP-ARGS", hidden=True),
     Subcommand("params", "%%deploy params: this cell holds the notebook's parameters", cell=True),
     Subcommand("run", "run a copy of this notebook in a fresh kernel: %deploy run -p NAME VALUE", (
         _a("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
@@ -244,6 +246,8 @@ class DeployMagics(ReleaseMagics, Magics):
             print(usage())
             return None
         sub = _BY_NAME.get(words[0])
+        if sub is not None and sub.name == "pip-check":  # pip's own arguments, kept as written
+            return self._do_pip_check(line.split(None, 1)[1] if len(words) > 1 else "")
         if sub is None:
             raise UsageError(f"%deploy: unknown subcommand {words[0]!r}; try %deploy --help")
         if cell is not None and not sub.cell:
@@ -260,6 +264,26 @@ class DeployMagics(ReleaseMagics, Magics):
             raise UsageError(f"%deploy {sub.name}: {exc}") from None
 
     # -- capture ----------------------------------------------------------
+    def _do_pip_check(self, args: str) -> None:
+        from nbdeploy.capture.deps import check_requirements
+        from nbdeploy.capture.session import current_session
+
+        pip_args = args.split(" #", 1)[0]  # the rest is the comment a job leaves on the line
+        check = check_requirements(pip_args, Path.cwd())
+        s = current_session()
+        if s is not None:
+            s.add_pip_installs(check.requirements)
+        if check.missing:
+            names = [m.split()[0] for m in check.missing]
+            raise UsageError(
+                f"{'; '.join(check.missing)}, and nbdeploy's runs do not run `pip install` lines (a run installs "
+                f"nothing into the environment it runs in): install {', '.join(names)} into the kernel's "
+                "environment, then try again")
+        said = f"already installed: {', '.join(check.installed)}" if check.installed else "nothing to check"
+        if check.unchecked:
+            said += f"; not checked: {', '.join(check.unchecked)}"
+        print(f"nbdeploy: `pip install {pip_args.strip()}` not run in this job ({said})")
+
     def _session(self) -> Any:
         from nbdeploy.capture.session import current_session
 

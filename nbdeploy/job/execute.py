@@ -26,6 +26,7 @@ from nbdeploy.base.notebook import (
     error_text,
     failed_cell,
     first_line,
+    is_injected,
     load_notebook,
     user_cell_index,
 )
@@ -125,12 +126,42 @@ def prepare(nb: Any, notebook: Path, state_dir: Path, tail: list[str] | None = N
                    f"_nbd_session().parameters = _nbd_json.loads({doc!r})\n"
                    f"_nbd_session().params_cell = {params_cell!r}\n"
                    "del _nbd_json, _nbd_session")
+    without_installs(nb)
     head = _code_cell(source)
     nb.cells.insert(0, head)
     for src in tail or []:
         nb.cells.append(_code_cell(src))
     nb.cells.append(_code_cell("%deploy finish"))
     return nb
+
+
+#: what a job runs instead of a ``pip install`` line: the check that its packages are installed
+REQUIRE = "%deploy pip-check"
+
+
+def without_installs(nb: Any) -> list[tuple[int, str]]:
+    """Turn every ``!pip install ...`` / ``%pip install ...`` line of the notebook's code cells into
+    ``%deploy pip-check ...``, which installs nothing and fails the cell, naming the packages, when
+    one is missing or at a version the line excludes. A run reproduces the notebook in the
+    environment it was given, whose lock goes into the record and the bundle: a Colab-style
+    first cell must neither change that environment (``--upgrade``) nor hang without an index.
+    (cell index, the line as written) of each line changed."""
+    from nbdeploy.capture.deps import pip_install_args
+
+    changed = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code" or is_injected(cell):
+            continue
+        lines = cell.source.splitlines()
+        for j, line in enumerate(lines):
+            args = pip_install_args(line)
+            if args is not None and not line.rstrip().endswith("\\"):
+                indent = line[: len(line) - len(line.lstrip())]
+                lines[j] = f"{indent}{REQUIRE} {args.strip()}  # nbdeploy runs do not install: {line.strip()}"
+                changed.append((i, line.strip()))
+        if changed and changed[-1][0] == i:
+            cell.source = "\n".join(lines)
+    return changed
 
 
 def execute(notebook: str | Path, output: str | Path, state_dir: str | Path, *,
@@ -160,6 +191,10 @@ def execute(notebook: str | Path, output: str | Path, state_dir: str | Path, *,
     if choice.note and progress is not None:
         progress(note(choice.note))
     prepared = prepare(nb, src, state, tail, recorded, params_cell)
+    if progress is not None:
+        for i, line in without_installs(copy.deepcopy(nb)):
+            progress(note(f"cell {i} ({line!r}) is not run: an nbdeploy run installs nothing; it checks "
+                          "that those packages are installed instead"))
     out.parent.mkdir(parents=True, exist_ok=True)
     state.mkdir(parents=True, exist_ok=True)
     # The kernel starts in the notebook's folder because nbclient is told so. Not
@@ -181,8 +216,11 @@ def execute(notebook: str | Path, output: str | Path, state_dir: str | Path, *,
         executed = load_notebook(out)
         idx, cell = failed_cell(executed, exc.exec_count)
         ename, evalue = error_text(cell)
+        at = user_cell_index(executed, idx)
+        # the first line as the user wrote it (a job rewrites `pip install` lines)
+        written = nb.cells[at].source if at < len(nb.cells) and not is_injected(cell) else cell.source
         error = CellExecutionError(
-            user_cell_index(executed, idx), first_line(cell.source),
+            at, first_line(written),
             ename or exc.ename, evalue if evalue is not None else exc.evalue, str(out))
     except NbdeployError:
         raise

@@ -92,6 +92,14 @@ CORPUS: dict[str, Case] = {
                         "pandas, scikit-learn", "LogisticRegression"),
     "missing_kernelspec": Case(VERIFIED, "no kernelspec in the notebook's metadata", "pandas, scikit-learn",
                                "LinearRegression"),
+    "colab_pip_install": Case(VERIFIED, "Colab-style `!pip install -q ...` and `%pip install --upgrade ...` cells, "
+                              "`%matplotlib inline`, a `%%time` cell", "pandas, scikit-learn",
+                              "BayesianRidge (the install lines are checked, not run)"),
+    "colab_pip_missing": Case(
+        "cell 0 ('!pip install -q catboost') raised UsageError: catboost is not installed, and nbdeploy's runs "
+        "do not run `pip install` lines (a run installs nothing into the environment it runs in): install "
+        "catboost into the kernel's environment, then try again",
+        "`!pip install` of a package the environment lacks", "catboost", "none: the message names the package"),
     "display_and_plots": Case(VERIFIED, "`display()`, matplotlib and `df.plot` cells", "matplotlib, pandas, scikit-learn",
                               "LinearRegression"),
     "failing_cell": Case("cell 2 ('X = df[[\"area\", \"room\"]]') raised KeyError: \"['room'] not in index\"",
