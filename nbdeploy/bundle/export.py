@@ -140,6 +140,57 @@ def kernel_array_rows(user_ns: dict[str, Any], width: int, own: list[str]) -> tu
     return None
 
 
+def fit_argument(sources: list[str], variable: str) -> str | None:
+    """The variable the notebook last passed as ``X`` to the model's ``fit``: ``model.fit(X_tr, y)``,
+    ``model = Pipeline([...]).fit(X_tr, y)``, ``fit(X=X_tr, ...)`` or ``fit(X_tr.values, y)``;
+    ``sources`` are the executed cells in order (IPython's ``In``: already plain Python)."""
+    import ast
+
+    found = None
+    for src in sources:
+        try:
+            tree = ast.parse(src)
+        except (SyntaxError, ValueError):
+            continue
+        owned: set[int] = set()  # fit calls whose result is assigned to the model's variable
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == variable
+                                                    for t in node.targets):
+                owned.update(id(n) for n in ast.walk(node.value) if _is_fit(n))
+        calls = sorted((n for n in ast.walk(tree) if _is_fit(n)), key=lambda n: (n.lineno, n.col_offset))
+        for call in calls:
+            receiver = call.func.value  # type: ignore[attr-defined]
+            if not (id(call) in owned or isinstance(receiver, ast.Name) and receiver.id == variable):
+                continue
+            x = call.args[0] if call.args else next((k.value for k in call.keywords if k.arg == "X"), None)
+            if isinstance(x, ast.Attribute) and x.attr == "values":
+                x = x.value
+            if isinstance(x, ast.Name):
+                found = x.id
+    return found
+
+
+def _is_fit(node: Any) -> bool:
+    import ast
+
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "fit"
+
+
+def fitted_rows(user_ns: dict[str, Any], variable: str) -> tuple[Any, str] | None:
+    """Example rows for a model that records neither its input names nor their number (a
+    pipeline starting with a custom transformer): the first rows of the DataFrame the notebook
+    fitted it on (:func:`fit_argument`). Returns (rows, source)."""
+    import pandas as pd
+
+    name = fit_argument([str(s) for s in user_ns.get("In") or []], variable)
+    frame = user_ns.get(name) if name else None
+    if not isinstance(frame, pd.DataFrame) or not len(frame):
+        return None
+    rows = frame.head(EXAMPLE_ROWS).reset_index(drop=True)
+    rows.columns = [str(c) for c in rows.columns]
+    return rows, f"first {len(rows)} rows of {name} (what {variable} was fitted on)"
+
+
 def _no_example(variable: str, inputs: list[str] | None, width: int | None) -> ModelError:
     """Why no example rows were found, precisely, and what to add."""
     hint = ("keep the rows the model is fitted on in a variable such as X_train, or pass `--example EXPR` "
@@ -153,7 +204,7 @@ def _no_example(variable: str, inputs: list[str] | None, width: int | None) -> M
                           f"names, and the notebook holds no numeric array or DataFrame of {width} columns",
                           hint=hint)
     return ModelError(f"no example input for {variable}: it records neither its input columns nor how many "
-                      "it takes", hint=hint)
+                      f"it takes, and no DataFrame variable of the notebook is passed to {variable}.fit", hint=hint)
 
 
 def _training_rows(session: Any, entry: dict, columns: list[str]) -> Any:
@@ -324,6 +375,8 @@ def _export(shell: Any, session: Any, out_dir: Path, variable: str | None, examp
           kernel_array_rows(shell.user_ns, width, models.own_names(obj, width)) if width is not None
           else None) is not None:
         example, source = in_kernel
+    elif inputs is None and width is None and (fitted := fitted_rows(shell.user_ns, variable)) is not None:
+        example, source = fitted
     elif inputs is not None and entry is not None:
         example = _training_rows(session, entry, inputs)
         source = f"first {EXAMPLE_ROWS} rows of {entry.get('relative_path') or entry['path']}"

@@ -63,3 +63,20 @@ def test_trust_policy(tmp_path: Path):
         trusted_types(["pandas.core.frame.DataFrame"], allowed, tmp_path)
     with pytest.raises(ModelError, match="builtins.eval"):
         trusted_types(["builtins.eval"], allowed, tmp_path)
+
+
+def test_the_frame_a_model_was_fitted_on_is_found_in_the_notebooks_code():
+    """For a model that records neither its input names nor their number (a pipeline that starts
+    with a custom transformer), the example rows are the frame the notebook passed to fit."""
+    from nbdeploy.bundle.export import fit_argument
+
+    cells = ["import pandas as pd",
+             "model = Pipeline([('f', LogArea()), ('reg', Ridge())])\nmodel.fit(X_tr, y_tr)",
+             "other = Ridge().fit(Z, y)\nmodel.score(X_te, y_te)"]
+    assert fit_argument(cells, "model") == "X_tr"
+    assert fit_argument(cells, "other") == "Z"  # the fit whose result the variable holds
+    assert fit_argument([*cells, "model.fit(X=X_all, y=y_all)"], "model") == "X_all"  # the last fit wins
+    assert fit_argument(["search = GridSearchCV(pipe, grid)\nsearch.fit(X_train.values, y_train)"],
+                        "search") == "X_train"
+    assert fit_argument(["model = make_pipeline(LogArea(), Ridge()).fit(df[cols], y)"], "model") is None
+    assert fit_argument(["not python (", "pipe.fit(X, y)"], "model") is None

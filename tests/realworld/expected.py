@@ -92,6 +92,14 @@ CORPUS: dict[str, Case] = {
                         "pandas, scikit-learn", "LogisticRegression"),
     "missing_kernelspec": Case(VERIFIED, "no kernelspec in the notebook's metadata", "pandas, scikit-learn",
                                "LinearRegression"),
+    "custom_step_helper_module": Case(VERIFIED, "a custom transformer from a helper module beside the notebook, first in "
+                                      "a `Pipeline` fitted on `X_tr`", "numpy, pandas, scikit-learn",
+                                      "Pipeline(Ridge): the helper module ships as project code"),
+    "custom_step_in_notebook": Case(
+        "the model holds types that cannot be loaded safely: __main__.LogArea (defined in the notebook itself) "
+        "(define custom classes in a helper .py module beside the notebook and import them)",
+        "the same transformer class defined in a cell", "numpy, pandas, scikit-learn",
+        "none: move the class to a helper module"),
     "colab_pip_install": Case(VERIFIED, "Colab-style `!pip install -q ...` and `%pip install --upgrade ...` cells, "
                               "`%matplotlib inline`, a `%%time` cell", "pandas, scikit-learn",
                               "BayesianRidge (the install lines are checked, not run)"),
