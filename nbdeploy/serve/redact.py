@@ -46,7 +46,10 @@ def secret_values(environ: dict[str, str] | None = None) -> list[str]:
 
 
 def strip_url_password(url: str) -> str:
-    """``postgresql://u:pw@host/db`` -> ``postgresql://u:***@host/db``."""
+    """``postgresql://u:pw@host/db`` -> ``postgresql://u:***@host/db``; a credential in the
+    query (``?X-Amz-Signature=...``, ``?sig=...``, ``?token=...``) -> ``***`` too."""
+    if "=" in url and "://" in url:
+        url = _URL_QUERY_SECRET.sub(_mask_query_secret, url)
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -165,6 +168,25 @@ def _is_code(value: str) -> bool:
     return bool(_IDENTIFIER.fullmatch(value)) and ("_" in value or "." in value)
 
 
+#: a URL's query parameter that carries a credential: pre-signed S3 (``X-Amz-Signature``,
+#: ``X-Amz-Credential``, ``X-Amz-Security-Token``), GCS (``X-Goog-Signature``), Azure SAS
+#: (``sig``), ``?token=``, ``?access_token=``, ``?api_key=``, ``?code=``: whoever holds the URL
+#: holds the access, so the value never reaches a record (the name stays, for the reader)
+_URL_QUERY_SECRET = re.compile(
+    r"(?P<name>[?&;](?:[A-Za-z0-9]*[-_.])*"  # the secret word starts the name or one of its parts
+    r"(?:signature|sig|token|key|apikey|secret|passw(?:or)?d|pwd|credential|auth|session|code)"
+    r"[A-Za-z0-9_.\-]*=)(?P<value>[^&#\s\"'<>]{8,})",
+    re.IGNORECASE,
+)
+
+
+def _mask_query_secret(m: re.Match[str]) -> str:
+    if m["value"] == MASK:
+        return m.group(0)
+    _note("credential in a URL's query", 1)
+    return f"{m['name']}{MASK}"
+
+
 def _mask_url_password(m: re.Match[str]) -> str:
     if m["pw"] != MASK:
         _note("password in a URL", 1)
@@ -174,6 +196,8 @@ def _mask_url_password(m: re.Match[str]) -> str:
 def scrub_text(text: str, values: list[str] | None = None) -> str:
     if "://" in text:
         text = _URL_PASSWORD.sub(_mask_url_password, text)
+        if "=" in text:
+            text = _URL_QUERY_SECRET.sub(_mask_query_secret, text)
     for v in secret_values() if values is None else values:
         if v in text:
             _note("value of a secret environment variable", text.count(v))

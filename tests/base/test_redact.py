@@ -91,3 +91,32 @@ def test_scrubbing_twice_changes_nothing_more_and_reports_nothing() -> None:
     once, _ = _kinds(f'api_key = "{SK}"\nurl = "https://u:Pa55word123@host/x"')
     twice, kinds = _kinds(once)
     assert twice == once and kinds == []
+
+
+SIG = "3f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c3f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c"
+
+
+@pytest.mark.parametrize("url, kept", [
+    (f"https://b.s3.amazonaws.com/d.csv?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=x%2F20261207%2Fs3"
+     f"&X-Amz-Date=20261207T101500Z&X-Amz-Expires=3600&X-Amz-SignedHeaders=host&X-Amz-Security-Token=FwoGZXIvYXdzEBYa"
+     f"&X-Amz-Signature={SIG}",
+     "https://b.s3.amazonaws.com/d.csv?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=***&X-Amz-Date=20261207T101500Z"
+     "&X-Amz-Expires=3600&X-Amz-SignedHeaders=host&X-Amz-Security-Token=***&X-Amz-Signature=***"),
+    ("https://storage.googleapis.com/b/d.csv?X-Goog-Algorithm=GOOG4-RSA-SHA256&X-Goog-Signature=0a1b2c3d4e5f6071",
+     "https://storage.googleapis.com/b/d.csv?X-Goog-Algorithm=GOOG4-RSA-SHA256&X-Goog-Signature=***"),
+    ("https://acct.blob.core.windows.net/c/d.csv?sv=2022-11-02&sp=r&sig=AbCdEf0123456789%2BxyzQRS%3D",
+     "https://acct.blob.core.windows.net/c/d.csv?sv=2022-11-02&sp=r&sig=***"),
+    ("https://api.example.org/export.csv?access_token=ya29.a0AfH6SMBxyz&apikey=0123456789abcdef&page=2",
+     "https://api.example.org/export.csv?access_token=***&apikey=***&page=2"),
+    # names that merely contain a secret word, and short values, are left alone
+    ("https://example.org/data.csv?monkey=12345678&zipcode=12345678&key=1&date=2026-01-01",
+     "https://example.org/data.csv?monkey=12345678&zipcode=12345678&key=1&date=2026-01-01"),
+])
+def test_a_credential_in_a_urls_query_is_masked_wherever_the_url_goes(url: str, kept: str) -> None:
+    from nbdeploy.base.redact import strip_url_password
+
+    out, kinds = _kinds(f"df = pd.read_csv({url!r})")
+    assert out == f"df = pd.read_csv({kept!r})"
+    assert kinds == (["credential in a URL's query"] if kept != url else [])
+    assert strip_url_password(url) == kept  # what lineage keeps as the read's path
+    assert scrub({"path": url}, values=[]) == {"path": kept}
