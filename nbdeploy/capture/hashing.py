@@ -98,6 +98,31 @@ def content_hash(path: str | os.PathLike[str], algorithm: str = LINEAGE_ALGORITH
     return f"{algorithm}:{h.hexdigest()}", total
 
 
+#: how long the second download of a URL that pandas read may take before it is given up
+URL_TIMEOUT = 60.0
+
+
+def url_hash(url: str, headers: dict[str, str] | None = None, algorithm: str = LINEAGE_ALGORITHM,
+             timeout: float = URL_TIMEOUT) -> tuple[str, int]:
+    """(``"<algorithm>:<hex>"``, size in bytes) of what an ``http(s)://`` URL serves, downloaded
+    once more and hashed as it streams (nothing is kept). ``headers``: those pandas was given
+    (``storage_options``), so a URL that needs them answers the same. Raises OSError (with the
+    HTTP status or the network's reason) when it cannot be read."""
+    import urllib.error
+    import urllib.request
+
+    h = _hasher(algorithm)
+    req = urllib.request.Request(url, headers={"User-Agent": "nbdeploy-lineage", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (the notebook's own URL)
+            digest, size = _digest_stream(resp, h)
+    except urllib.error.HTTPError as exc:
+        raise OSError(f"HTTP {exc.code} {exc.reason}") from None
+    except urllib.error.URLError as exc:
+        raise OSError(str(exc.reason)) from None
+    return f"{algorithm}:{digest}", size
+
+
 def recorded_hash(entry: dict) -> str | None:
     """A lineage entry's ``"<algorithm>:<hex>"``, from ``hash`` or an older record's ``sha256``."""
     if entry.get("hash"):

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from nbdeploy.base.redact import strip_url_password
-from nbdeploy.capture.hashing import content_hash
+from nbdeploy.capture.hashing import content_hash, url_hash
 from nbdeploy.capture.profile import profile_frame, schema_of
 
 log = logging.getLogger("nbdeploy.capture")
@@ -181,6 +181,10 @@ class LineageRecorder:
             target = _arg(name, keyword, args, kwargs, method=method)
             local = recorder._local_file(target) if role == "read" else None
             digest = recorder._pool.submit(content_hash, local) if local else None
+            if role == "read" and local is None and _is_http(target):  # downloaded again, beside pandas
+                options = kwargs.get("storage_options")
+                digest = recorder._pool.submit(url_hash, os.fspath(target),
+                                               options if isinstance(options, dict) else None)
             recorder._depth.value += 1
             try:
                 result = fn(*args, **kwargs)
@@ -237,7 +241,13 @@ class LineageRecorder:
                 entry = self.entries[(key, role)] = LineageEntry(key, role, kind, name, **entry_kw)
             entry.function = name
             if digest is not None:
-                entry.hash, entry.bytes = digest.result()
+                try:
+                    entry.hash, entry.bytes = digest.result()
+                    if kind == "url":
+                        entry.note = "hashed from a second download of the URL, made beside pandas' read"
+                except OSError as exc:  # the read itself worked: keep it, say why it has no hash
+                    entry.hash, entry.bytes = None, None
+                    entry.note = f"not hashed: {kind} could not be read again ({strip_url_password(str(exc))})"
             entry.rows, entry.columns = rows, columns
             cell = self.cell()
             if cell is not None and cell not in entry.cells:
@@ -282,6 +292,10 @@ class LineageRecorder:
     def snapshot(self) -> list[dict]:
         with self._lock:
             return [e.to_dict() for e in self.entries.values()]
+
+
+def _is_http(target: Any) -> bool:
+    return isinstance(target, str) and target[:8].lower().startswith(("http://", "https://"))
 
 
 def _done(value: Any) -> Future:

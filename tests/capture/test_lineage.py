@@ -185,3 +185,57 @@ def test_pandas_patched_behind_the_hooks_back_is_caught_before_the_next_cell(ips
     run(ipshell, "import pandas as pd\npd.read_csv('b.csv')")
     (entry,) = session.sync()["lineage"]
     assert entry["relative_path"] == "b.csv" and entry["rows"] == 1
+
+
+@pytest.fixture
+def http_folder(tmp_path: Path):
+    """A real HTTP server on 127.0.0.1 serving tmp_path/www; it refuses nbdeploy's own second
+    download of files named refuse-*.csv (503), as a server limiting requests would."""
+    import functools
+    import http.server
+    import threading
+
+    www = tmp_path / "www"
+    www.mkdir()
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            if "refuse-" in self.path and self.headers.get("User-Agent") == "nbdeploy-lineage":
+                self.send_error(503, "Service Unavailable")
+                return
+            super().do_GET()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(www)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield www, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_url_read_is_hashed_in_full_and_its_token_never_recorded(ipshell, tmp_path, http_folder):
+    www, base = http_folder
+    pd.DataFrame({"x": range(300), "y": [f"k{i % 5}" for i in range(300)]}).to_csv(www / "train.csv", index=False)
+    (www / "refuse-train.csv").write_bytes((www / "train.csv").read_bytes())
+    token = "tok_9f8e7d6c5b4a3f2e1d0c"
+    session = _start(ipshell, tmp_path)
+    cell = run(ipshell, f"import pandas as pd\nURL = {base + '/train.csv?token=' + token!r}\n"
+                        "df = pd.read_csv(URL)").execution_count
+    run(ipshell, f"df2 = pd.read_csv({base + '/refuse-train.csv'!r})")
+    rec = session.sync()
+    entries = {e["path"].split("?")[0].rsplit("/", 1)[1]: e for e in rec["lineage"]}
+    read = entries["train.csv"]
+    assert read["kind"] == "url" and read["role"] == "read" and read["cells"] == [cell]
+    assert read["path"] == f"{base}/train.csv?token=***"
+    assert read["hash"] == _blake3(www / "train.csv") and read["bytes"] == (www / "train.csv").stat().st_size
+    assert read["rows"] == 300 and read["note"] == "hashed from a second download of the URL, made beside pandas' read"
+    # the server refused the second download: the read is kept, without a hash, and says why
+    refused = entries["refuse-train.csv"]
+    assert refused["rows"] == 300 and refused["hash"] is None
+    assert refused["note"] == "not hashed: url could not be read again (HTTP 503 Service Unavailable)"
+    assert token not in json.dumps(rec)
