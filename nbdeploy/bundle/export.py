@@ -305,7 +305,7 @@ def _profile(entry: dict | None, columns: list[str]) -> dict | None:
 def _distributions(modules: set[str], project_dir: Path) -> tuple[set[str], list[dict]]:
     from nbdeploy.capture.deps import resolve
 
-    dists, project = set(), []
+    dists, project, shipped = set(), [], set()
     for mod in sorted(modules):
         if mod in ("__main__", "builtins", "nbdeploy"):
             continue
@@ -313,7 +313,12 @@ def _distributions(modules: set[str], project_dir: Path) -> tuple[set[str], list
         if res.kind == "distribution" and res.distribution:
             dists.add(res.distribution)
         elif res.kind == "project" and res.path:
-            project.append({"module": mod, "path": res.path})
+            # a package ships whole (its folder), a module as its file: either lands in model/code/
+            # under its own name, importable as the notebook imported it
+            path = str(Path(res.path).parent) if Path(res.path).name == "__init__.py" else res.path
+            if path not in shipped:
+                shipped.add(path)
+                project.append({"module": mod.split(".")[0], "path": path})
     return dists, project
 
 

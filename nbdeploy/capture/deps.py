@@ -280,6 +280,38 @@ def _site_dirs() -> list[Path]:
     return [Path(d).resolve() for d in dirs if d]
 
 
+#: files that mark a project's top folder (a repository, a package's source tree)
+_PROJECT_MARKERS = (".git", "pyproject.toml", "setup.py", "setup.cfg")
+
+
+def project_scope(project_dir: Path) -> Path:
+    """The folder whose code is the notebook's own: the nearest folder at or above the notebook's
+    (three levels up at most) holding ``.git``, ``pyproject.toml``, ``setup.py`` or
+    ``setup.cfg`` (cookiecutter-data-science keeps notebooks in ``notebooks/`` and code in
+    ``src/`` beside it), else the notebook's folder."""
+    here = project_dir.resolve()
+    for folder in [here, *here.parents][:4]:
+        if any((folder / m).exists() for m in _PROJECT_MARKERS):
+            return folder
+    return here
+
+
+def module_root(path: str | Path) -> Path:
+    """The folder a top-level module or package is imported from (its ``sys.path`` entry):
+    ``/p/src`` for ``/p/src/features.py``, ``/p`` for the package ``/p/src/__init__.py``."""
+    p = Path(path)
+    return p.parent.parent if p.name == "__init__.py" else p.parent
+
+
+def _own_code(p: Path, project_dir: Path) -> bool:
+    """Whether a module file (not in site-packages) is the notebook's own code: beside the
+    notebook or below it, inside its project (:func:`project_scope`), or imported from a
+    folder above it that the notebook put on ``sys.path`` (``sys.path.append('..')``)."""
+    here = project_dir.resolve()
+    return (p.is_relative_to(here) or p.is_relative_to(project_scope(here))
+            or module_root(p) in list(here.parents)[:3])
+
+
 def resolve(module: str, project_dir: Path) -> Resolution:
     """Resolve one imported module name in this interpreter."""
     top = module.split(".")[0]
@@ -297,7 +329,7 @@ def resolve(module: str, project_dir: Path) -> Resolution:
     if file and editable is None:
         p = Path(file).resolve()
         in_site = any(p.is_relative_to(d) for d in _site_dirs())
-        if not in_site and p.is_relative_to(project_dir.resolve()):
+        if not in_site and _own_code(p, project_dir):
             return Resolution(module, "project", path=str(p))
     candidates = _top_level_index().get(top, []) or ([editable] if editable else [])
     dist_name = None

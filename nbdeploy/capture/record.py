@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict
 from packaging.requirements import InvalidRequirement, Requirement
 
 from nbdeploy._version import __version__
-from nbdeploy.capture.deps import ImportSite, canonical, resolve
+from nbdeploy.capture.deps import ImportSite, canonical, module_root, resolve
 from nbdeploy.capture.hashing import sha256_file
 from nbdeploy.capture.lock import Lock, build_lock
 
@@ -113,7 +113,7 @@ def _resolve_all(session: CaptureSession) -> list[ImportSite]:
             if res.kind == "project" and res.path:
                 p = Path(res.path)
                 p = p / "__init__.py" if p.is_dir() else p
-                session.scan_file(p, found_by=f"helper {p.relative_to(session.project_dir).as_posix()}")
+                session.scan_file(p, found_by=f"helper {p.relative_to(module_root(res.path)).as_posix()}")
         done = len(sites)
         if len(session.sites) == done:
             return sites
@@ -157,7 +157,7 @@ def assemble(session: CaptureSession, sites: list[ImportSite], pip: list[dict]) 
             top = site.module.split(".")[0]
             if top not in project:
                 p = Path(res.path)
-                rel = p.relative_to(session.project_dir).as_posix()
+                rel = p.relative_to(module_root(p)).as_posix()  # as imported: from its sys.path folder
                 digest = sha256_file(p)[0] if p.is_file() else None
                 project[top] = {"module": top, "path": str(p), "relative_path": rel, "sha256": digest}
         elif res.kind == "unresolved":

@@ -112,3 +112,34 @@ def test_nbdeploy_itself_is_never_unresolved_nor_project_code(tmp_path: Path) ->
     for module in ("nbdeploy", "nbdeploy.frontends.magics"):
         res = resolve(module, tmp_path)
         assert (res.kind, res.distribution, res.version) == ("distribution", "nbdeploy", __version__)
+
+
+def test_code_above_the_notebook_is_project_code_as_cookiecutter_lays_it_out(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch):
+    """notebooks/ beside src/: the notebook runs `sys.path.append('..')` and `from src.features
+    import ...`; and a folder holding the project's marker makes its code the notebook's own."""
+    import sys
+
+    from nbdeploy.capture.deps import module_root, project_scope
+
+    root = tmp_path / "proj"
+    (root / "notebooks").mkdir(parents=True)
+    (root / "src").mkdir()
+    (root / "src" / "__init__.py").write_text("")
+    (root / "src" / "nbd_cc_features.py").write_text("X = 1\n")
+    (root / "lib").mkdir()
+    (root / "lib" / "nbd_cc_helpers.py").write_text("Y = 2\n")
+    notebooks = root / "notebooks"
+    assert project_scope(notebooks) == notebooks.resolve()  # no marker anywhere up to three levels
+    monkeypatch.syspath_prepend(str(root))  # sys.path.append('..')
+    monkeypatch.delitem(sys.modules, "src", raising=False)
+    res = resolve("src.nbd_cc_features", notebooks)
+    assert res.kind == "project" and res.path == str((root / "src" / "__init__.py").resolve())
+    assert module_root(res.path) == root.resolve()
+    # a sibling folder put on sys.path ('../lib') is the notebook's only inside a marked project
+    monkeypatch.syspath_prepend(str(root / "lib"))
+    assert resolve("nbd_cc_helpers", notebooks).kind == "unresolved"
+    (root / "pyproject.toml").write_text("[project]\nname = 'proj'\n")
+    assert project_scope(notebooks) == root.resolve()
+    assert resolve("nbd_cc_helpers", notebooks).kind == "project"
+    assert module_root(resolve("nbd_cc_helpers", notebooks).path) == (root / "lib").resolve()

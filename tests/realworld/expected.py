@@ -95,6 +95,11 @@ CORPUS: dict[str, Case] = {
     "custom_step_helper_module": Case(VERIFIED, "a custom transformer from a helper module beside the notebook, first in "
                                       "a `Pipeline` fitted on `X_tr`", "numpy, pandas, scikit-learn",
                                       "Pipeline(Ridge): the helper module ships as project code"),
+    "helper_package": Case(VERIFIED, "a helper package beside the notebook (`from housing_steps.steps import ...`)",
+                           "numpy, pandas, scikit-learn", "Pipeline(Ridge): the package ships whole"),
+    "cookiecutter_src_package": Case(VERIFIED, "cookiecutter-data-science layout: `sys.path.append('..')`, "
+                                     "`from src.features import ...`, `%autoreload 2`", "numpy, pandas, scikit-learn",
+                                     "Pipeline(Ridge): `src/` ships with the model"),
     "custom_step_in_notebook": Case(
         "the model holds types that cannot be loaded safely: __main__.LogArea (defined in the notebook itself) "
         "(define custom classes in a helper .py module beside the notebook and import them)",
@@ -119,4 +124,5 @@ CORPUS: dict[str, Case] = {
 
 #: built and then verified the slow way too (a fresh venv from the bundle's lock): one per
 #: way a model is saved and served (see the docstring of test_corpus.py)
-FULL_VERIFY = ("pipeline_column_transformer", "lightgbm_native_booster", "statsmodels_ols")
+FULL_VERIFY = ("pipeline_column_transformer", "lightgbm_native_booster", "statsmodels_ols",
+               "cookiecutter_src_package")

@@ -47,6 +47,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("corpus")
     write_data(root)
     shutil.copytree(NOTEBOOKS, root / "notebooks")
+    shutil.copytree(HERE / "project", root, dirs_exist_ok=True)  # src/ beside notebooks/ (cookiecutter)
     return root
 
 

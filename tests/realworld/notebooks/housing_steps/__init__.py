@@ -1,0 +1,1 @@
+"""A helper package beside the notebooks."""
