@@ -7,7 +7,10 @@ what they hold in rows without knowing which front end shows them.
 from __future__ import annotations
 
 import html
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Set as AbstractSet
 
 
 def cell_text(value: Any) -> str:
@@ -29,7 +32,7 @@ def _table_text(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 def _table_html(title: str, headers: list[str], rows: list[list[Any]],
-                bad: set[int] = frozenset()) -> str:
+                bad: AbstractSet[int] = frozenset()) -> str:
     head = "".join(f"<th style='text-align:left'>{html.escape(h)}</th>" for h in headers)
     body = "".join(
         ("<tr style='color:#c62828'>" if i in bad else "<tr>")

@@ -15,7 +15,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from nbdeploy.base.errors import BundleError, CellExecutionError, ModelError
 from nbdeploy.base.progress import Progress, ProgressEvent, note, silent
@@ -23,6 +23,10 @@ from nbdeploy.base.redact import recording
 from nbdeploy.base.state import atomic_write_bytes, default_bundle_dir
 from nbdeploy.bundle.deploy_files import k8s_name
 from nbdeploy.bundle.staging import move_into_place, staging_dir, sweep, work_dir
+
+if TYPE_CHECKING:
+    from nbdeploy.bundle.records import Manifest, ProgramOutcome
+    from nbdeploy.capture.record import CaptureRecord
 
 STEPS = ("check the notebook and the target", "run the notebook in a clean kernel and export the model",
          "assemble the bundle", "register the model version",
@@ -39,9 +43,9 @@ class BuildResult:
     notebook_seconds: float  # the papermill run, export cell included
     export_seconds: float  # the export cell alone
     steps: list[tuple[str, float]] = field(default_factory=list)
-    manifest: dict = field(default_factory=dict)
+    manifest: Manifest = field(default_factory=dict)  # type: ignore[assignment]  # {} is a Manifest (total=False)
     #: the compiled program: {"compiled": True, "rows": N} or {"compiled": False, "reason": ...}
-    program: dict = field(default_factory=dict)
+    program: ProgramOutcome = field(default_factory=dict)  # type: ignore[assignment]  # {}: a ProgramOutcome too
     #: secrets the scrubber took out of the bundle's files: {"file", "kind", "count"} (never the value)
     scrubbed: list[dict] = field(default_factory=list)
 
@@ -349,7 +353,7 @@ def build_bundle(notebook: str | Path, *, output: str | Path | None = None, mode
                 partial.chmod(0o755)
                 steps.start(2)
                 ctx = assemble.Context(
-                    notebook=nb_path, name=name, record=result.record, export=export,
+                    notebook=nb_path, name=name, record=cast("CaptureRecord", result.record), export=export,
                     export_dir=export_dir, executed=executed, state_dir=result.state_dir,
                     parameters=effective, created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                     notebook_seconds=result.duration)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -149,7 +149,7 @@ def _onehot(est: Any) -> OneHot:
         raise Unsupported(f"OneHotEncoder(handle_unknown={est.handle_unknown!r})")
     drop = getattr(est, "_drop_idx_after_grouping", None)
     n = len(est.categories_)
-    drops = [None if d is None else int(d) for d in drop] if drop is not None else [None] * n
+    drops: list[int | None] = [None if d is None else int(d) for d in drop] if drop is not None else [None] * n
     cats = [list(c.tolist()) for c in est.categories_]
     return OneHot(cats, drops, "error" if est.handle_unknown == "error" else "ignore", np.dtype(est.dtype).name)
 
@@ -251,7 +251,8 @@ def _forest(est: Any, trees: list[Any], how: str) -> Trees:
 def _linear(est: Any) -> Linear:
     coef = np.asarray(est.coef_)
     intercept = est.intercept_
-    intercept = np.asarray(intercept) if not np.isscalar(intercept) else np.float64(intercept)
+    # (a scalar intercept is a real number; np.isscalar's TypeGuard allows complex, str, bytes)
+    intercept = np.asarray(intercept) if not np.isscalar(intercept) else np.float64(cast(float, intercept))
     classes = np.asarray(est.classes_) if hasattr(est, "classes_") else None
     if classes is not None and type(est).__name__ != "LogisticRegression":
         raise Unsupported(f"{type(est).__name__} classifier")
@@ -275,10 +276,10 @@ def generated_columns(columns: list[Any], profile: dict | None, rows: int, seed:
             values: list = rng.integers(lo, hi + 1, rows).tolist()
             values[:2] = [lo, hi]
         elif col.type in ("double", "float"):
-            lo, hi = float(s.get("min", -10.0)), float(s.get("max", 10.0))
-            span = hi - lo or 1.0
-            values = rng.uniform(lo - 0.1 * span, hi + 0.1 * span, rows).tolist()
-            values[:2] = [lo, hi]
+            low, high = float(s.get("min", -10.0)), float(s.get("max", 10.0))
+            span = high - low or 1.0
+            values = rng.uniform(low - 0.1 * span, high + 0.1 * span, rows).tolist()
+            values[:2] = [low, high]
         elif col.type == "boolean":
             values = (rng.random(rows) > 0.5).tolist()
         elif col.type == "string":

@@ -21,7 +21,7 @@ import logging
 import time
 import warnings
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, TypeGuard, cast
 
 from nbdeploy.base.errors import ModelError
 from nbdeploy.base.state import atomic_write_json
@@ -32,9 +32,12 @@ from nbdeploy.bundle.records import Export, Flavor, ProgramOutcome
 from nbdeploy.bundle.savers import save_pyfunc, write_model_data
 from nbdeploy.capture.hashing import recorded_hash
 
+if TYPE_CHECKING:
+    import ast
+
 EXAMPLE_ROWS = 10
 #: what the API itself imports, besides the model's own libraries (see nbdeploy.serve)
-RUNTIME = {"numpy": set(), "pandas": set(), "orjson": set(), "uvicorn": set(),
+RUNTIME: dict[str, set[str]] = {"numpy": set(), "pandas": set(), "orjson": set(), "uvicorn": set(),
            "httptools": set(), "uvloop": set(), "pyyaml": set()}
 FLAVOR_DISTS = {"sklearn": {"scikit-learn", "skops"}, "xgboost": {"xgboost"},
                 "lightgbm": {"lightgbm", "skops"}, "pyfunc": {"mlflow-skinny", "cloudpickle"}}
@@ -170,7 +173,7 @@ def fit_argument(sources: list[str], variable: str) -> str | None:
     return found
 
 
-def _is_fit(node: Any) -> bool:
+def _is_fit(node: Any) -> TypeGuard[ast.Call]:
     import ast
 
     return isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "fit"
@@ -405,7 +408,7 @@ def _export(shell: Any, session: Any, out_dir: Path, variable: str | None, examp
     marks["model_and_example"] = time.perf_counter() - started
     modules = models.class_modules(obj) | (models.pickled_modules(obj) if flavor == "pyfunc" else set())
     model_dists, project = _distributions(modules, session.project_dir)
-    direct = {d: set() for d in model_dists | FLAVOR_DISTS[flavor] | set(RUNTIME)}
+    direct: dict[str, set[str]] = {d: set() for d in model_dists | FLAVOR_DISTS[flavor] | set(RUNTIME)}
     lock = build_lock(direct, exclude={"nbdeploy"})
     allowed = {p.name.lower() for p in lock.packages.values()} | {
         d["name"].lower() for d in record.get("lock", [])}

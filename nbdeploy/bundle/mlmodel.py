@@ -19,7 +19,7 @@ import yaml
 LOADERS = {"sklearn": "mlflow.sklearn", "xgboost": "mlflow.xgboost", "lightgbm": "mlflow.lightgbm"}
 
 
-def example_frame(export: dict) -> Any:
+def example_frame(export: Mapping[str, Any]) -> Any:
     """The example rows as the kernel had them (values and dtypes)."""
     import pandas as pd
 

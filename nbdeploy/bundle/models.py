@@ -170,7 +170,7 @@ def input_columns(obj: Any) -> list[str] | None:
         return _formula_columns(obj)
     if _statsmodels_results(obj) and getattr(obj.model, "formula", None) is None:
         # the design's columns, `const` included, when it was a DataFrame (arrays get x1, x2, ...)
-        exog = getattr(getattr(obj.model, "data", None), "orig_exog", None)
+        exog: Any = getattr(getattr(obj.model, "data", None), "orig_exog", None)
         return [str(c) for c in exog.columns] if hasattr(exog, "columns") else None
     return None
 
@@ -227,6 +227,7 @@ def class_modules(obj: Any, limit: int = 50_000) -> set[str]:
     import numpy as np
 
     mods: set[str] = set()
+    seen: set[int]  # ids of the objects walked
     stack, seen = [obj], set()
     while stack and len(seen) < limit:
         o = stack.pop()

@@ -46,7 +46,6 @@ class _ExportRequired(_ModelClass):
     serving_direct: list[str]
     serving_lock: list[dict[str, Any]]
     serving_lock_missing: list[dict[str, Any]]
-    tests_lock: list[dict[str, Any]]
     model_code: list[str]
     model_code_paths: list[str]
     model_data: dict[str, Any]

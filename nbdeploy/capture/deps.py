@@ -231,7 +231,10 @@ def _owner_by_file(candidates: list[str], file: str) -> str | None:
             continue
         for f in dist.files or ():
             try:
-                if Path(dist.locate_file(f)).resolve() == target:
+                # str(): a distribution in a zip file on sys.path locates its files as zipfile.Path,
+                # which Path() refuses; its text is the zip's path and the member's, as a module's
+                # __file__ from that zip reads
+                if Path(str(dist.locate_file(f))).resolve() == target:
                     return name
             except OSError:
                 continue

@@ -10,11 +10,16 @@ from __future__ import annotations
 import importlib.metadata as md
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from packaging.markers import default_environment
 from packaging.requirements import InvalidRequirement, Requirement
 
 from nbdeploy.capture.deps import canonical
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from collections.abc import Set as AbstractSet
 
 
 @dataclass
@@ -52,13 +57,13 @@ def _dist(name: str) -> md.Distribution | None:
         return None
 
 
-def _applies(req: Requirement, extras: set[str], env: dict) -> bool:
+def _applies(req: Requirement, extras: set[str], env: Mapping[str, Any]) -> bool:
     if req.marker is None:
         return True
     return any(req.marker.evaluate({**env, "extra": e}) for e in (extras or {""}) | {""})
 
 
-def build_lock(direct: dict[str, set[str]], exclude: set[str] = frozenset()) -> Lock:
+def build_lock(direct: dict[str, set[str]], exclude: AbstractSet[str] = frozenset()) -> Lock:
     """Lock ``direct`` ({distribution name: extras}) and everything it needs.
 
     ``exclude`` names distributions (canonical) that are never added, such as

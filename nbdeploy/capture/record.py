@@ -172,14 +172,14 @@ def assemble(session: CaptureSession, sites: list[ImportSite], pip: list[dict]) 
                                "reason": f"module {top!r} is imported but not installed in this kernel"}
     pip_records = []
     for item in pip:
-        name, req_extras, version = _pip_dependency(item["requirement"])
+        dist_name, req_extras, version = _pip_dependency(item["requirement"])
         pip_records.append({**item, "installed": version})
-        if name and version:
-            add_dep(name, version, "%pip install", None, item["cell"])
-            extras.setdefault(canonical(name), set()).update(req_extras)
-        elif name:
-            unresolved.setdefault(name, {"module": name, "cells": [item["cell"]], "reason":
-                f"`pip install {item['requirement']}` ran but {name} is not installed in this kernel"})
+        if dist_name and version:
+            add_dep(dist_name, version, "%pip install", None, item["cell"])
+            extras.setdefault(canonical(dist_name), set()).update(req_extras)
+        elif dist_name:
+            unresolved.setdefault(dist_name, {"module": dist_name, "cells": [item["cell"]], "reason":
+                f"`pip install {item['requirement']}` ran but {dist_name} is not installed in this kernel"})
     direct = {d["name"]: extras.get(key, set()) for key, d in deps.items()}
     cache_key = frozenset((k, frozenset(v)) for k, v in direct.items())
     if session.lock_cache is None or session.lock_cache[0] != cache_key:

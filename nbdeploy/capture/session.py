@@ -158,7 +158,7 @@ class CaptureSession:
                       ipython=False)
 
     def log_metric(self, name: str, value: float, step: int | None = None) -> None:
-        entry = {"value": float(value), "step": step, "cell": self._cell(), "time": _now()}
+        entry: dict[str, Any] = {"value": float(value), "step": step, "cell": self._cell(), "time": _now()}
         with self._guard:
             prev = self.metrics.get(name)
             entry["history"] = ([*prev.get("history", []), prev["value"]] if prev else [])[-100:]

@@ -22,6 +22,7 @@ import re
 import shlex
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from nbdeploy.base.errors import ContainerError
 
@@ -53,13 +54,14 @@ class ContainerOptions:
             build_flags=tuple(shlex.split(e.get("NBDEPLOY_BUILD_FLAGS", ""))),
             run_flags=tuple(shlex.split(e.get("NBDEPLOY_RUN_FLAGS", ""))),
         )
-        set_ = {k: v for k, v in given.items() if v not in (None, (), [])}
+        # the given options, each of its field's type (flags: any iterable of strings)
+        set_: dict[str, Any] = {k: v for k, v in given.items() if v not in (None, (), [])}
         for k in ("build_flags", "run_flags"):
             if k in set_:
-                set_[k] = getattr(opts, k) + tuple(set_[k])  # type: ignore[operator]
+                set_[k] = getattr(opts, k) + tuple(set_[k])
         if "ca_bundle" in set_:
             set_["ca_bundle"] = Path(str(set_["ca_bundle"]))
-        return replace(opts, **set_)  # type: ignore[arg-type]
+        return replace(opts, **set_)
 
 
 def add_arguments(p: argparse.ArgumentParser, *, tag: bool = True) -> None:

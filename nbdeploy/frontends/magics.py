@@ -347,12 +347,15 @@ class DeployMagics(ReleaseMagics, Magics):
         self._session().log_metric(args.name, args.value, args.step)
 
     def _do_model(self, args: argparse.Namespace) -> None:
-        if not args.variable.isidentifier() or args.variable not in self.shell.user_ns:
+        shell = self.shell
+        if shell is None:  # magics made without an IPython shell: no notebook to take a variable from
+            raise UsageError("%deploy model: no IPython shell")
+        if not args.variable.isidentifier() or args.variable not in shell.user_ns:
             raise UsageError(f"%deploy model: no variable {args.variable!r} in this notebook")
         example = " ".join(args.example) if args.example else None
         if example:
             try:
-                self.shell.ev(example)
+                shell.ev(example)
             except Exception as exc:
                 raise UsageError(f"%deploy model: --example {example!r} raised "
                                  f"{type(exc).__name__}: {exc}") from None

@@ -89,7 +89,7 @@ def checklist(r: Readiness) -> Any:
 
     box = w.HTML(checklist_html(r))
     box.add_class("nbdeploy-checklist")
-    box.readiness = r  # type: ignore[attr-defined]
+    box.readiness = r
     return box
 
 

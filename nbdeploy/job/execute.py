@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from nbdeploy.base.errors import CellExecutionError, NbdeployError
 from nbdeploy.base.notebook import (
@@ -41,7 +41,7 @@ class ExecutionResult:
     output: Path  # the executed copy
     state_dir: Path  # where the run's capture record was written
     duration: float
-    status: str  # "completed" | "failed"
+    status: Literal["completed", "failed"]
     kernel: str = ""  # the kernel spec it ran in
     record: dict = field(default_factory=dict)
     error: CellExecutionError | None = None

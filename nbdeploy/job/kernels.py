@@ -47,7 +47,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 #: what every job kernel imports before the notebook's first cell: the kernel, and
 #: nbdeploy's capture (the injected first cell runs ``%load_ext nbdeploy`` and ``%deploy init``)
@@ -320,7 +320,8 @@ def _manager_class() -> type:
                     except OSError as exc:
                         self.log.warning("nbdeploy: no warm kernel start (%s); starting it cold", exc)
                     else:
-                        prov.process, prov.pid, prov.pgid = proc, proc.pid, proc.pid
+                        # (the provisioner uses only the part of Popen that _Forked has)
+                        prov.process, prov.pid, prov.pgid = cast("subprocess.Popen[Any]", proc), proc.pid, proc.pid
                         prov.cwd = kw.get("cwd") or os.getcwd()
                         self._reconcile_connection_info(prov.connection_info)
                         return

@@ -32,7 +32,9 @@ def save_predictions(path: str) -> None:
     from nbdeploy.capture.session import current_session
 
     s = current_session()
-    model = s.model if s is not None else None
+    if s is None:
+        return
+    model = s.model
     if not model or not model.get("example") or s.shell is None:
         return
     doc: dict[str, Any] = {"variable": model["variable"], "example": model["example"]}

@@ -19,7 +19,7 @@ from nbdeploy.base.errors import StateError
 from nbdeploy.base.progress import Progress, note, silent
 from nbdeploy.base.state import NotebookState, atomic_write_json, read_json
 from nbdeploy.capture.hashing import algorithm_of, content_hash, recorded_hash, short_hash
-from nbdeploy.job.checks import DIFFERED, MATCHED, MISSING, NEW, SKIPPED, Check
+from nbdeploy.job.checks import DIFFERED, MATCHED, MISSING, NEW, SKIPPED, Check, CheckKind
 from nbdeploy.job.run import RunRecord, get_run, last_run, run_notebook
 
 
@@ -122,12 +122,12 @@ def baseline_for(notebook: str | Path, run_id: str | None = None) -> Baseline:
         when = record.get("updated") or record.get("session", {}).get("started", "")
         return _from_record(record, f"capture record ({record.get('session', {}).get('mode', '?')}"
                                     f" session, {when})")
-    rec = last_run(notebook, status="completed")
-    if rec is None:
+    last = last_run(notebook, status="completed")
+    if last is None:
         raise StateError(f"nothing to reproduce for {Path(notebook).name}: no capture record and "
                          "no completed run",
                          hint="run the notebook with `%deploy init` on, or `nbdeploy run` it first")
-    return Baseline(f"run {rec.run_id}", rec.parameters, rec.metrics, rec.lineage, rec.run_dir)
+    return Baseline(f"run {last.run_id}", last.parameters, last.metrics, last.lineage, last.run_dir)
 
 
 # -- comparing ------------------------------------------------------------------
@@ -152,7 +152,7 @@ def _same_algorithm(expected: str | None, entry: dict) -> str | None:
 
 
 def compare_files(role: str, before: list[dict], after: list[dict]) -> list[Check]:
-    kind = "input" if role == "read" else "output"
+    kind: CheckKind = "input" if role == "read" else "output"
     a, b = _files(before, role), _files(after, role)
     checks = []
     for name, e in a.items():

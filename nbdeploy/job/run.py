@@ -121,7 +121,7 @@ def prepare_job(notebook: str | Path, *, parameters: dict[str, Any] | None = Non
 def run_notebook(notebook: str | Path, *, parameters: dict[str, Any] | None = None,
                  cli: list[tuple[str, str]] | None = None, params_file: str | Path | None = None,
                  output: str | Path | None = None, timeout: float | None = None,
-                 tracking: str = "background", kind: str = "run", batch_id: str | None = None,
+                 tracking: str = "background", kind: RunKind = "run", batch_id: str | None = None,
                  reproduces: str | None = None, run_id: str | None = None,
                  progress: Progress | None = None, prepared: tuple | None = None,
                  warm: bool = False, kernel: str | None = None) -> RunRecord:

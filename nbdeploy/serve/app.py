@@ -420,9 +420,10 @@ class ServeApp:
             # something is wrong); CSV values arrive as text and are converted here, request by request
             deferred = isinstance(data, Frame) and validator is not None and mime != "text/csv"
             shown, names = data, None  # what the log keeps; the column names of a row kept as it came
-            if deferred and data.row is not None:  # one row: turned into columns with its batch
-                payload: Any = data.row
-                names = data.names
+            # one row: turned into columns with its batch (only a Frame's checks are deferred)
+            if deferred and data.row is not None:  # type: ignore[union-attr]  # deferred: a Frame
+                payload: Any = data.row  # type: ignore[union-attr]  # deferred: a Frame
+                names = data.names  # type: ignore[union-attr]  # deferred: a Frame
             elif isinstance(data, Frame) and validator is not None and not deferred:
                 payload, flags = validator.check(data, text_values=True)
                 shown = Frame(payload, data.n)  # CSV: the values as validation converted them
@@ -452,7 +453,7 @@ class ServeApp:
                 self.metrics.flagged(f["field"], f["kind"], f["count"])
         if self._log_payloads:
             record["outputs"] = predictions
-            if validated and not flags and self._known_values(variant) and self.log.clean.outputs(predictions):
+            if validated and not flags and self._known_values(variant) and self.log.clean.outputs(predictions):  # type: ignore[union-attr]  # _known_values(): a log
                 record["_plain"] = True  # (taken out before the record is logged)
         if variant is not self.live:  # a reload switched while this request was with the old version
             record["version"] = variant.version

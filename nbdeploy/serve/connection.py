@@ -24,13 +24,16 @@ import asyncio
 import contextvars
 import http
 import urllib.parse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httptools
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT, service_unavailable
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .headers import check_value, lower_name
+
+if TYPE_CHECKING:
+    from collections import deque
 
 #: a body up to this size, of a declared length, is read whole before the application starts
 WHOLE_BODY_LIMIT = HIGH_WATER_LIMIT
@@ -56,9 +59,16 @@ def _default_headers(headers: list[tuple[bytes, bytes]]) -> bytes:
     return _DATE[1]
 
 
-class Protocol(HttpToolsProtocol):  # type: ignore[misc]
+class Protocol(HttpToolsProtocol):
     """One client connection (see the module's text); handed to uvicorn as its ``http`` protocol."""
 
+    # uvicorn's per-request state, of other types here (the methods of uvicorn's that this class
+    # keeps, shutdown() and the WebSocket upgrade, read only what both kinds have): the scope, built
+    # a field at a time and given the ``nbdeploy.respond`` callable; a Cycle where uvicorn keeps its
+    # RequestResponseCycle (None before the first request, as there); the cycles queued alone
+    scope: dict[str, Any]  # type: ignore[assignment]  # not uvicorn's HTTPScope TypedDict
+    cycle: Cycle  # type: ignore[assignment]  # not uvicorn's RequestResponseCycle
+    pipeline: deque[Cycle]  # type: ignore[assignment]  # not uvicorn's (cycle, app) pairs
     #: when the connection last became idle (loop time; None while a request is in progress)
     idle_since: float | None = None
     #: the one keep-alive timer of this connection, re-armed only when it fires early
@@ -194,7 +204,7 @@ class Protocol(HttpToolsProtocol):  # type: ignore[misc]
         if self.idle_timer is not None:
             self.idle_timer.cancel()
             self.idle_timer = None
-        self.parser = None
+        self.parser = None  # type: ignore[assignment]  # as uvicorn does: a closed connection parses nothing
 
 
 class Cycle:
@@ -237,8 +247,8 @@ class Cycle:
         # named here: a task without a name formats "Task-N" for itself, a cost on every request
         context = contextvars.Context() if protocol.config.reset_contextvars else None
         scope, self.scope = self.scope, None
-        self.task = task = asyncio.Task(self.run(self.app, scope), loop=protocol.loop, name="nbdeploy-request",
-                                        context=context)
+        self.task = task = asyncio.Task(self.run(self.app, scope),  # type: ignore[arg-type]  # start() runs once: scope is set
+                                        loop=protocol.loop, name="nbdeploy-request", context=context)
         task.add_done_callback(protocol.tasks.discard)
         protocol.tasks.add(task)
 

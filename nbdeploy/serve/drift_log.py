@@ -103,7 +103,7 @@ def _lines(path: Path, start: int = 0, end: int = -1) -> Iterator[list[bytes]]:
     gzip read through."""
     try:
         if path.suffix == ".gz":
-            with gzip.open(path, "rb") as raw, io.BufferedReader(raw, 1 << 20) as f:  # type: ignore[arg-type]
+            with gzip.open(path, "rb") as raw, io.BufferedReader(raw, 1 << 20) as f:
                 chunk: list[bytes] = []
                 for line in f:
                     if len(line) > 2:

@@ -179,7 +179,7 @@ def feature(name: str, column: _Numeric | _Categories, stats: dict[str, Any], se
     if sp is None:
         entry["notes"].append("SciPy is not installed where this report ran: PSI only")
     ks_usable = numeric and cdf is not None and cdf.continuous and values is not None and sp is not None
-    if ks_usable and present:
+    if ks_usable and present and values is not None:  # (implied by ks_usable; said for the type checker)
         x = values[~np.isnan(values)]
         # the exact distribution of D costs seconds for a million values, and above SMALL_SAMPLE the
         # p-value decides nothing: the asymptotic one there

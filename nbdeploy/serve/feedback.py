@@ -346,7 +346,7 @@ async def post_feedback(app: Any, scope: Any, receive: Any, headers: Any, record
     # the request's own log record keeps the labels: what a restart and the other workers read
     record["labels"] = joined
     record["training"] = training_metrics(app)
-    doc = {"received": len(pairs), "joined": len(joined), "unknown": len(unknown),
+    doc: dict[str, Any] = {"received": len(pairs), "joined": len(joined), "unknown": len(unknown),
            "mismatched": len(mismatched)}
     if unknown:
         doc["unknown_ids"] = unknown[:EXAMPLES]

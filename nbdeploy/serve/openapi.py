@@ -264,7 +264,7 @@ def _row_schema(b: Bundle) -> dict[str, Any]:
     props: dict[str, Any] = {}
     profile = ((b.profile or {}).get("columns")) or {}
     for c in b.columns:
-        schema = dict(_JSON_TYPES.get(c.type, {}))
+        schema: dict[str, Any] = dict(_JSON_TYPES.get(c.type, {}))
         schema["x-mlflow-type"] = c.type
         schema["x-v2-datatype"] = V2_TYPES.get(c.type, "BYTES")
         stats = profile.get(c.name) or {}

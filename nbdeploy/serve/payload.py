@@ -295,7 +295,7 @@ def parse_v2(body: bytes, bundle: Bundle, header_length: int | None = None) -> V
         raise RequestError(400, '"parameters" must be an object, such as {"binary_data_output": true}')
     binary_all = isinstance(params, dict) and params.get("binary_data_output") is True
     inputs = doc["inputs"]
-    data = _v2_json_columns(inputs, bundle) if header_length is None else None
+    data: Frame | Tensor | None = _v2_json_columns(inputs, bundle) if header_length is None else None
     if data is None:
         data = _v2_tensors(inputs, binary, bundle)
     return V2Request(data, str(rid) if rid is not None else None, out_names, binary_outs, binary_all, json_outs)
@@ -442,6 +442,8 @@ def _requested_outputs(outs: Any) -> tuple[list[str] | None, frozenset[str], fro
         return None, frozenset(), frozenset()
     if not isinstance(outs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outs):
         raise RequestError(400, 'outputs must be a list of objects {"name": ..., "parameters": {...}}')
+    binary: set[str]
+    as_json: set[str]
     names, binary, as_json = [], set(), set()
     for o in outs:
         names.append(o["name"])

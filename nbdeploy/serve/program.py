@@ -451,6 +451,7 @@ class LeafMasks:
     def __init__(self, roots: np.ndarray, feature: np.ndarray, t32: np.ndarray, left: np.ndarray,
                  right: np.ndarray) -> None:
         trees = len(roots)
+        leaves: list[int]  # the trees' leaf nodes, tree after tree
         split_tree, split_node, split_mask, leaves, leaf_base = [], [], [], [], []
         width = 0
         for tree, root in enumerate(roots.tolist()):
@@ -481,15 +482,15 @@ class LeafMasks:
         self.dtype = next(np.dtype(d) for d in ("u1", "u2", "u4", "u8") if np.dtype(d).itemsize * 8 >= width)
         self.leaves = np.asarray(leaves, dtype=np.intp)  # node of each leaf slot, trees one after another
         self.leaf_base = np.asarray(leaf_base, dtype=np.intp)[:, None]
-        node = np.asarray(split_node, dtype=np.intp)
-        used = _distinct(feature.take(node)) if len(node) else np.zeros(0, np.intp)
-        rows = len(node) + len(used)
+        nodes = np.asarray(split_node, dtype=np.intp)
+        used = _distinct(feature.take(nodes)) if len(nodes) else np.zeros(0, np.intp)
+        rows = len(nodes) + len(used)
         if rows * trees * self.dtype.itemsize > self.MAX_BYTES:
             raise TooLarge(f"{rows} x {trees} stored masks")
         self.features = used
         full = np.iinfo(self.dtype).max
-        t = t32.take(node) + np.float32(0)  # + 0: -0.0 -> +0.0, so that it compares as floats do
-        slot = np.searchsorted(used, feature.take(node))  # which used feature each split tests
+        t = t32.take(nodes) + np.float32(0)  # + 0: -0.0 -> +0.0, so that it compares as floats do
+        slot = np.searchsorted(used, feature.take(nodes))  # which used feature each split tests
         by = np.lexsort((t, slot))  # features one after another, each sorted by threshold
         counts = np.bincount(slot, minlength=len(used))
         split_t = np.split(t[by], np.cumsum(counts)[:-1])
@@ -499,7 +500,7 @@ class LeafMasks:
         # the trees of a stored row side by side, padded to whole 8-byte words: a row is ANDed a word at a time
         width = -(-trees * self.dtype.itemsize // 8) * 8 // self.dtype.itemsize
         table = np.full((rows, width), full, dtype=self.dtype)
-        at = np.arange(len(node)) + slot[by] + 1
+        at = np.arange(len(nodes)) + slot[by] + 1
         table[at, np.asarray(split_tree, dtype=np.intp)[by]] = (
             np.asarray(split_mask, dtype=np.uint64)[by] ^ np.uint64(full)).astype(self.dtype)
         for j, start in enumerate(starts.tolist()):
@@ -547,11 +548,11 @@ class LeafMasks:
         self._keys = np.concatenate([np.zeros(0, np.int64)] + [
             _order_keys(self.thresholds[j]).astype(np.int64) + off for j, off in zip(order, offsets.tolist(),
                                                                                      strict=True)])
-        first = np.cumsum([0] + [len(self.thresholds[j]) for j in order])[:-1].astype(np.int64)
+        first_key = np.cumsum([0] + [len(self.thresholds[j]) for j in order])[:-1].astype(np.int64)
         self._weight = np.array([int(np.prod([self.sizes[i] for i in group[k + 1:]], dtype=np.int64))
                                  for group in self.groups for k in range(len(group))], dtype=np.int64)
         self._group_first = np.cumsum([0] + [len(group) for group in self.groups])[:-1].astype(np.intp)
-        self._few_starts = (self.starts - (np.add.reduceat(first * self._weight, self._group_first)
+        self._few_starts = (self.starts - (np.add.reduceat(first_key * self._weight, self._group_first)
                                            if order else 0)).astype(np.int64)
         # the lowest set bit of a byte or a 16-bit word, looked up; of wider words, computed
         if self.dtype.itemsize <= 2:
@@ -707,17 +708,22 @@ class Trees(Step):
         # same double, so it is taken once here instead of on every call
         terms = self.rate * self.value if self.how == "boosting" else self.value
         self._terms = terms  # by node, where the walk ends
-        self._mask_terms = None if self._masks is None else terms.take(self._masks.leaves, axis=0)
+        self._mask_terms: np.ndarray | None = None  # by leaf slot, where the masks end (with masks)
         # trees of up to 8 leaves: each tree's byte of remaining leaves -> its exit leaf's term, a
         # table of 256 terms per tree (row `tree * 256 + byte`); only when it stays small
-        self._bit_terms = self._bit_base = None
+        self._bit_terms: np.ndarray | None = None
+        self._bit_base: np.ndarray | None = None
         m = self._masks
-        if m is not None and m.dtype.itemsize == 1 and m.trees * 256 * terms[0].size * 8 <= LeafMasks.MAX_BYTES:
+        if m is None:
+            return
+        self._mask_terms = mask_terms = terms.take(m.leaves, axis=0)
+        # (m.lowest, the lowest bits looked up, is always there for a byte per tree)
+        if m.lowest is not None and m.dtype.itemsize == 1 and m.trees * 256 * terms[0].size * 8 <= LeafMasks.MAX_BYTES:
             # (trees, 255): the byte 0 never occurs (a leaf is always left), nor a bit past a tree's last leaf
             ends = np.append(m.leaf_base[1:, 0], len(m.leaves))[:, None]
             leaf = np.minimum(m.leaf_base + m.lowest[None, 1:], ends - 1)
             table = np.zeros((m.trees, 256, *terms.shape[1:]), dtype=terms.dtype)
-            table[:, 1:] = self._mask_terms.take(leaf, axis=0)
+            table[:, 1:] = mask_terms.take(leaf, axis=0)
             self._bit_terms = table.reshape(m.trees * 256, *terms.shape[1:])
             self._bit_base = (np.arange(m.trees, dtype=np.intp) * 256)[:, None]
 
@@ -749,11 +755,13 @@ class Trees(Step):
             right = ~((v <= self._root_t) | (np.isnan(v) & self._root_nan_left))
         else:
             right = v > self._root_t
-        node = np.where(right, self._root_right, self._root_left).ravel()  # tree after tree, row after row
+        node: np.ndarray = np.where(right, self._root_right, self._root_left).ravel()  # tree after tree, row after row
         trees = len(self._root_feature)
         base = np.tile(np.arange(n, dtype=np.intp) * f, trees) if n > 1 else None  # where each row's values start
         feature, t32, child = self.feature, self._t, self._child
-        done, slot = None, None  # (deep trees) the nodes of walks that reached a leaf; where the rest go
+        done: np.ndarray | None  # (deep trees) the nodes of walks that reached a leaf
+        slot: np.ndarray  # where the rest go: set with `done`, read only once it is
+        done, slot = None, None  # type: ignore[assignment]  # slot: None until done is set
         for level in range(1, self.depth):
             if level % self.SETTLE_EVERY == 0:  # leaves loop to themselves: stop walking the finished
                 leaf = self._is_leaf.take(node)
@@ -804,9 +812,10 @@ class Trees(Step):
     def _masks_block(self, m: LeafMasks, x: np.ndarray) -> np.ndarray:
         bits = m.bits(x)  # (rows, trees)
         if self._bit_terms is not None:  # a byte per tree: the byte picks the term, no leaf number between
-            return self._combine(np.add(bits.T, self._bit_base, dtype=np.intp), len(x), self._bit_terms)
+            return self._combine(np.add(bits.T, self._bit_base, dtype=np.intp),  # type: ignore[arg-type]  # set with _bit_terms
+                                 len(x), self._bit_terms)
         leaf = m.lowest.take(bits) if m.lowest is not None else _lowest_bit(bits)
-        return self._combine(leaf.T + m.leaf_base, len(x), self._mask_terms)
+        return self._combine(leaf.T + m.leaf_base, len(x), self._mask_terms)  # type: ignore[arg-type]  # set with the masks
 
     def _combine(self, node: np.ndarray, n: int, leaf_terms: np.ndarray) -> np.ndarray:
         """The trees' leaves summed in tree order: ``(n, K)`` for boosting, ``(n, *value)`` else.
@@ -831,12 +840,12 @@ class Trees(Step):
         if self.output == "raw":
             return raw.ravel() if raw.ndim == 2 and raw.shape[1] == 1 else raw
         if self.output == "binary":
-            return self.classes[(raw.ravel() >= 0).astype(int)]
+            return self.classes[(raw.ravel() >= 0).astype(int)]  # type: ignore[index]  # a classifier: classes set
         if self.output == "binary_positive":  # HistGradientBoosting: a raw score of exactly 0 is class 0
-            return self.classes[(raw.ravel() > 0).astype(int)]
+            return self.classes[(raw.ravel() > 0).astype(int)]  # type: ignore[index]  # a classifier: classes set
         if self.output == "proba_argmax":  # a classifier tree: value rows are class fractions
-            return self.classes[np.argmax(raw.reshape(raw.shape[0], -1), axis=1)]
-        return self.classes[np.argmax(raw, axis=1)]
+            return self.classes[np.argmax(raw.reshape(raw.shape[0], -1), axis=1)]  # type: ignore[index]  # a classifier: classes set
+        return self.classes[np.argmax(raw, axis=1)]  # type: ignore[index]  # a classifier: classes set
 
     def spec(self, arrays: Arrays) -> dict[str, Any]:
         put = arrays.put

@@ -67,9 +67,9 @@ def content_type(headers: dict[bytes, bytes], kind: str) -> str:
     mime, _, params = raw.partition(";")
     mime = mime.strip().lower()
     for param in params.split(";"):
-        key, _, value = param.partition("=")
-        if key.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
-            raise RequestError(415, f"only UTF-8 bodies are accepted, not charset={value.strip()}")
+        key, _, given = param.partition("=")
+        if key.strip().lower() == "charset" and given.strip().strip('"').lower() not in ("utf-8", "utf8"):
+            raise RequestError(415, f"only UTF-8 bodies are accepted, not charset={given.strip()}")
     if kind == "v2":
         binary = b"inference-header-content-length" in headers
         if mime in ("", "application/json") or (binary and mime == "application/octet-stream"):

@@ -110,7 +110,7 @@ class Scorer:
         else:
             from .predictor import build_frame  # here: it imports the server's batching (asyncio)
 
-            plain = {k: np.asarray(v) if isinstance(v, Coded) else v for k, v in merged.items()}
+            plain: dict[str, Any] = {k: np.asarray(v) if isinstance(v, Coded) else v for k, v in merged.items()}
             raw = self.model.predict(build_frame(self.columns, plain))  # numpy columns: the same frame
         return output_columns(raw, n, [o.get("name") for o in self.bundle.outputs if isinstance(o, dict)])
 

@@ -123,12 +123,12 @@ def compile_loaded_modules() -> int:
     for module in list(sys.modules.values()):
         spec = getattr(module, "__spec__", None)
         source = getattr(spec, "origin", None) if spec is not None else None
-        if not source or not source.endswith(".py") or not getattr(spec, "cached", None):
+        if not source or not source.endswith(".py") or not (cached := getattr(spec, "cached", None)):
             continue
-        if os.path.exists(spec.cached) or not os.path.isfile(source):
+        if os.path.exists(cached) or not os.path.isfile(source):
             continue
         try:
-            py_compile.compile(source, cfile=spec.cached, doraise=True)
+            py_compile.compile(source, cfile=cached, doraise=True)
             written += 1
         except (OSError, py_compile.PyCompileError):
             continue  # a read-only folder, or a file that does not compile: leave it
@@ -197,7 +197,7 @@ def _supervisor(ucfg: Any, sock: socket.socket, shared: Path) -> Any:
 
     from .requestlog import LOG_COUNTERS_SUFFIX, lost_by
 
-    class Supervisor(Multiprocess):  # type: ignore[misc]
+    class Supervisor(Multiprocess):
         def keep_subprocess_alive(self) -> None:
             before = list(self.processes)
             super().keep_subprocess_alive()

@@ -115,6 +115,7 @@ class Shadow:
     def _take(self) -> list[tuple[str, tuple[Any, int, bool, Any, Any, str], float, float]]:
         """Queued requests up to the batcher's max rows (a request is never split)."""
         q, limit = self._queue, self.variant.batcher.max_rows
+        taken: list[tuple[str, tuple[Any, int, bool, Any, Any, str], float, float]]
         taken, rows = [], 0
         while q and (not taken or rows + q[0][1][1] <= limit):
             entry = q.popleft()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import importlib.metadata as md
+import zipfile
 from pathlib import Path
 
 import pytest
 
-from nbdeploy.capture.deps import canonical, resolve, scan_source
+from nbdeploy.capture.deps import _owner_by_file, canonical, resolve, scan_source
 from nbdeploy.capture.lock import build_lock
 
 
@@ -143,3 +144,19 @@ def test_code_above_the_notebook_is_project_code_as_cookiecutter_lays_it_out(tmp
     assert project_scope(notebooks) == root.resolve()
     assert resolve("nbd_cc_helpers", notebooks).kind == "project"
     assert module_root(resolve("nbd_cc_helpers", notebooks).path) == (root / "lib").resolve()
+
+
+def test_a_distribution_in_a_zip_file_owns_its_module_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Which of a namespace package's distributions owns a module's file: a distribution in a zip
+    file on sys.path locates its files as ``zipfile.Path``, which ``pathlib.Path()`` refuses (a
+    TypeError out of ``resolve``); the file's text is what a module imported from the zip has
+    as ``__file__``."""
+    zipped = tmp_path / "parts.zip"
+    with zipfile.ZipFile(zipped, "w") as z:
+        z.writestr("nbdzns/part/__init__.py", "X = 1\n")
+        z.writestr("nbdzpart-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: nbdzpart\nVersion: 1.0\n")
+        z.writestr("nbdzpart-1.0.dist-info/RECORD", "nbdzns/part/__init__.py,,\nnbdzpart-1.0.dist-info/METADATA,,\n")
+    monkeypatch.syspath_prepend(str(zipped))
+    assert type(md.distribution("nbdzpart").locate_file("nbdzns/part/__init__.py")) is zipfile.Path
+    assert _owner_by_file(["pyyaml", "nbdzpart"], f"{zipped}/nbdzns/part/__init__.py") == "nbdzpart"
+    assert _owner_by_file(["nbdzpart"], str(tmp_path / "elsewhere.py")) is None
