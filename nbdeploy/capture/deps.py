@@ -89,6 +89,18 @@ def _is_dynamic_import(node: ast.Call) -> bool:
     return name in {"import_module", "__import__"} and bool(node.args)
 
 
+#: ``pip install`` options followed by a value (``--retries 0``): the value is no requirement
+_PIP_VALUE_OPTIONS = frozenset({
+    "-r", "--requirement", "-c", "--constraint", "-e", "--editable", "-i", "--index-url", "--extra-index-url",
+    "-f", "--find-links", "-t", "--target", "--prefix", "--root", "--src", "--upgrade-strategy", "--platform",
+    "--python-version", "--implementation", "--abi", "--no-binary", "--only-binary", "--progress-bar",
+    "--log", "--log-file", "--exists-action", "--global-option", "--config-settings", "-C", "--report",
+    "--root-user-action", "--keyring-provider", "--use-feature", "--use-deprecated", "--python", "--retries",
+    "--timeout", "--trusted-host", "--proxy", "--cert", "--client-cert", "--cache-dir", "--resume-retries",
+    "--group", "--build-constraint",
+})
+
+
 def _pip_requirements(args: str) -> list[str]:
     """Requirement specs from the argument list of ``pip install``."""
     out, skip = [], False
@@ -96,8 +108,7 @@ def _pip_requirements(args: str) -> list[str]:
         if skip:
             skip = False
             continue
-        if tok in {"-r", "--requirement", "-c", "--constraint", "-e", "--editable", "-i", "--index-url",
-                   "--extra-index-url", "-f", "--find-links", "-t", "--target", "--prefix", "--root"}:
+        if tok in _PIP_VALUE_OPTIONS:
             skip = True
             continue
         if tok.startswith("-") or tok.startswith("{") or tok.startswith("$"):

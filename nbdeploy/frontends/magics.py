@@ -265,11 +265,13 @@ class DeployMagics(ReleaseMagics, Magics):
 
     # -- capture ----------------------------------------------------------
     def _do_pip_check(self, args: str) -> None:
+        from nbdeploy.base.redact import scrub_text
         from nbdeploy.capture.deps import check_requirements
         from nbdeploy.capture.session import current_session
 
         pip_args = args.split(" #", 1)[0]  # the rest is the comment a job leaves on the line
         check = check_requirements(pip_args, Path.cwd())
+        pip_args = scrub_text(pip_args)  # what is said: an index URL's password never reaches an output
         s = current_session()
         if s is not None:
             s.add_pip_installs(check.requirements)

@@ -66,6 +66,9 @@ def test_requirements_are_checked_against_what_is_installed(tmp_path: Path):
     assert check.unchecked == ["git+https://example.org/x.git"]
     assert check.requirements == ["pytest", "pytest<1", "nbdeploy-absent-package==1.0",
                                   "git+https://example.org/x.git", "pytest>=1"]
+    # options that take a value: the value is no requirement (`--retries 0` is not a package "0")
+    assert check_requirements("--index-url https://u:pw@127.0.0.1:9/simple --retries 0 --timeout 5 "
+                              "--trusted-host pypi.org --progress-bar off pytest").requirements == ["pytest"]
     assert check_requirements("-r missing.txt", tmp_path).unchecked == [f"-r {tmp_path / 'missing.txt'} "
                                                                         "(cannot be read)"]
 
