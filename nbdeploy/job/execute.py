@@ -110,8 +110,9 @@ def _code_cell(source: str) -> Any:
 
 
 def prepare(nb: Any, notebook: Path, state_dir: Path, tail: list[str] | None = None,
-            recorded: dict[str, Any] | None = None, params_cell: int | None = None) -> Any:
-    """A copy of ``nb`` with the capture cell first and the ``tail`` cells last.
+            recorded: dict[str, Any] | None = None, params_cell: int | None = None) -> tuple[Any, list[tuple[int, str]]]:
+    """A copy of ``nb`` with the capture cell first, the ``tail`` cells last and its ``pip install``
+    lines turned into checks (:func:`without_installs`); and the lines so changed.
 
     ``recorded`` (the job's effective parameters) and ``params_cell`` go into the
     capture record of the run.
@@ -126,13 +127,13 @@ def prepare(nb: Any, notebook: Path, state_dir: Path, tail: list[str] | None = N
                    f"_nbd_session().parameters = _nbd_json.loads({doc!r})\n"
                    f"_nbd_session().params_cell = {params_cell!r}\n"
                    "del _nbd_json, _nbd_session")
-    without_installs(nb)
+    not_run = without_installs(nb)
     head = _code_cell(source)
     nb.cells.insert(0, head)
     for src in tail or []:
         nb.cells.append(_code_cell(src))
     nb.cells.append(_code_cell("%deploy finish"))
-    return nb
+    return nb, not_run
 
 
 #: what a job runs instead of a ``pip install`` line: the check that its packages are installed
@@ -190,9 +191,9 @@ def execute(notebook: str | Path, output: str | Path, state_dir: str | Path, *,
     choice = choose_kernel(nb, src, kernel_name)
     if choice.note and progress is not None:
         progress(note(choice.note))
-    prepared = prepare(nb, src, state, tail, recorded, params_cell)
+    prepared, not_run = prepare(nb, src, state, tail, recorded, params_cell)
     if progress is not None:
-        for i, line in without_installs(copy.deepcopy(nb)):
+        for i, line in not_run:
             progress(note(f"cell {i} ({line!r}) is not run: an nbdeploy run installs nothing; it checks "
                           "that those packages are installed instead"))
     out.parent.mkdir(parents=True, exist_ok=True)
