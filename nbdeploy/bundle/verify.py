@@ -124,7 +124,14 @@ def package_sources(bundle: Path, xy: str, wheelhouse: bool = True) -> Sources:
     lock installed from it with no index, as its image installs it, so verify proves the
     wheelhouse complete; the tests' wheels from ``wheelhouse/tests`` (with the configured
     sources when some are not there). Otherwise the configured sources, as pip/uv find them."""
-    from nbdeploy.bundle.wheelhouse import FOLDER, TEST_REQUIREMENTS, TESTS, read_pins
+    from nbdeploy.bundle.wheelhouse import (
+        FOLDER,
+        TEST_REQUIREMENTS,
+        TESTS,
+        pin_key,
+        read_pins,
+        wheel_keys,
+    )
 
     house = bundle / FOLDER
     wheels = sorted(house.glob("*.whl")) if house.is_dir() else []
@@ -136,28 +143,13 @@ def package_sources(bundle: Path, xy: str, wheelhouse: bool = True) -> Sources:
     if packed and packed != xy:
         return Sources([], [], f"the configured package sources (the wheelhouse is for Python {packed}, "
                                f"this environment runs {xy})", False)
-    held = {_wheel_key(w.name) for w in (house / TESTS).glob("*.whl")}
+    held = wheel_keys(w.name for w in (house / TESTS).glob("*.whl"))
     needed = read_pins(bundle / TEST_REQUIREMENTS) if (bundle / TEST_REQUIREMENTS).is_file() else []
-    tests_offline = all(_pin_key(p) in held for p in needed)
+    tests_offline = all(pin_key(p) in held for p in needed)
     tests = ["--find-links", str(house / TESTS), *(["--no-index"] if tests_offline else [])]
     return Sources(["--no-index", "--find-links", str(house)], tests,
                    f"the bundle's wheelhouse ({len(wheels)} wheels, no index)"
                    + ("" if tests_offline else "; the tests' packages from the configured sources"), True)
-
-
-def _wheel_key(filename: str) -> tuple[str, str]:
-    from packaging.utils import parse_wheel_filename
-
-    name, version, _build, _tags = parse_wheel_filename(filename)
-    return str(name), str(version)
-
-
-def _pin_key(pin: str) -> tuple[str, str]:
-    from packaging.utils import canonicalize_name
-    from packaging.version import Version
-
-    name, _, version = pin.partition("==")
-    return str(canonicalize_name(name)), str(Version(version))
 
 
 #: package sources a user's environment may name; dropped when the lock comes from the wheelhouse

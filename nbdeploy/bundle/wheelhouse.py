@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,7 +178,7 @@ def _gather(pins: list[str], sources: Sources, xy: str, dest: Path, index: bool,
     for link in sources.find_links:
         local += ["--find-links", link]
     held = _held_locally(sources)
-    absent = [p for p in pins if _key(p) not in held]  # no file of that version: not worth asking pip
+    absent = [p for p in pins if pin_key(p) not in held]  # no file of that version: not worth asking pip
     missing = absent + _download([p for p in pins if p not in absent], local, xy, dest)
     installed: list[str] = []
     if missing:
@@ -224,7 +225,8 @@ def _canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def _key(pin: str) -> tuple[str, str]:
+def pin_key(pin: str) -> tuple[str, str]:
+    """(canonical name, normalised version) of a ``name==version`` pin, as :func:`wheel_keys` gives a wheel's."""
     from packaging.version import InvalidVersion, Version
 
     name, _, version = pin.partition("==")
@@ -239,8 +241,6 @@ def _held_locally(sources: Sources) -> set[tuple[str, str]]:
     known missing without one ``pip download`` per pin (each costs seconds)."""
     from urllib.parse import unquote, urlparse
 
-    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
-
     names: list[str] = []
     for link in sources.find_links:
         folder = Path(unquote(urlparse(link).path) if link.startswith("file:") else link)
@@ -251,8 +251,15 @@ def _held_locally(sources: Sources) -> set[tuple[str, str]]:
         if root.is_dir():
             for page in root.glob("*/index.html"):
                 names += re.findall(r">\s*([^<>\s]+\.whl)\s*<", page.read_text(errors="replace"))
+    return wheel_keys(names)
+
+
+def wheel_keys(filenames: Iterable[str]) -> set[tuple[str, str]]:
+    """(canonical name, version) of each wheel file name (names that are not a wheel's skipped)."""
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
     held = set()
-    for name in names:
+    for name in filenames:
         try:
             dist, version, _build, _tags = parse_wheel_filename(name)
         except (InvalidWheelFilename, ValueError):
