@@ -140,13 +140,13 @@ def check_requirements(args: str, folder: Path | None = None) -> RequirementChec
     URL, a path or a VCS reference is listed as unchecked."""
     from packaging.requirements import InvalidRequirement, Requirement
 
-    out = CodeScan()
+    unreadable: list[str] = []
     specs = _pip_requirements(args)
     words = args.split("#")[0].split()
     for flag, value in zip(words, words[1:], strict=False):
         if flag in ("-r", "--requirement"):
-            specs += _requirements_file((folder or Path.cwd()) / value.strip("'\""), out.pip_installs)
-    check = RequirementCheck(requirements=specs, unchecked=out.pip_installs)
+            specs += _requirements_file((folder or Path.cwd()) / value.strip("'\""), unreadable)
+    check = RequirementCheck(requirements=specs, unchecked=unreadable)
     for spec in specs:
         try:
             req = Requirement(spec)
