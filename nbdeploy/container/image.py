@@ -147,7 +147,7 @@ def build_image(bundle: str | Path, opts: ContainerOptions | None = None, *,
             base, opts = local, replace(opts, base=local)
             res = stream(build_command(engine, bundle, tag, opts, fingerprint), on_line)
     seconds = time.monotonic() - started
-    _drop_stages(engine)
+    _drop_stages(engine, bundle)
     if res.returncode != 0:
         raise _build_failure(engine, res.lines, res.returncode)
     info = inspect_image(engine, tag)
@@ -155,13 +155,16 @@ def build_image(bundle: str | Path, opts: ContainerOptions | None = None, *,
     return _saved(engine, result, save)
 
 
-def _drop_stages(engine: Engine) -> None:
+def _drop_stages(engine: Engine, bundle: Path) -> None:
     """Remove the untagged images of the Dockerfile's first stage (a bundle with a wheelhouse:
     the bundle copied and its wheelhouse removed, ~80 MB each), which an engine keeps in its
     build cache after the build; only those the label marks, never another untagged image.
-    One in use by a build still running stays (its removal fails, and is let fail)."""
+    One in use by a build still running stays (its removal fails, and is let fail). A
+    Dockerfile without that stage asks the engine nothing."""
     from nbdeploy.bundle.deploy_files import STAGE_LABEL
 
+    if f"LABEL {STAGE_LABEL}=bundle" not in bundle_dockerfile(bundle).read_text(encoding="utf-8"):
+        return
     found = run(engine.cmd("images", "-q", "--filter", "dangling=true", "--filter", f"label={STAGE_LABEL}=bundle"),
                 "listing the build's stage images", check=False)
     for image_id in dict.fromkeys(found.stdout.split()) if found.returncode == 0 else ():
