@@ -42,6 +42,19 @@ def _start(page, action: str) -> str:
     return page.locator(".nbdeploy-job").get_attribute("data-id") or ""
 
 
+def _live_up(page):
+    """The live view once the served API answers; else fail with what the panel shows of the job."""
+    live = _panel(page).locator('.nbdeploy-live[data-up="true"]')
+    try:
+        live.wait_for(timeout=120_000)
+    except Exception:  # playwright's TimeoutError: say what the panel showed instead
+        job = page.locator(".nbdeploy-job")
+        job.locator("details.nbdeploy-log-box summary").click()
+        raise AssertionError("the live view did not come up; the job: " + job.inner_text()
+                             + "\nthe live box: " + page.locator(".nbdeploy-live-box").inner_text()) from None
+    return live
+
+
 def _ended(page, action: str) -> str:
     job = _start(page, action)
     page.wait_for_selector(f'.nbdeploy-job[data-id="{job}"]:not([data-state="running"])', timeout=JOB_TIMEOUT_MS)
@@ -135,8 +148,7 @@ def test_serve_with_two_workers_and_the_live_view(page) -> None:
     page.wait_for_selector('#nbdeploy-panel .nbdeploy-notebook:text-is("proj/two_models.ipynb")')
     panel.get_by_label("Workers", exact=True).fill("2")
     _start(page, "serve")
-    live = panel.locator('.nbdeploy-live[data-up="true"]')
-    live.wait_for(timeout=120_000)
+    live = _live_up(page)
     row = lambda key: live.locator(f'tr[data-key="{key}"] td')  # noqa: E731
     assert row("workers").inner_text() == "2"
     assert page.locator(".nbdeploy-log").inner_text().split("\n")[0].endswith("--workers 2")
@@ -187,8 +199,7 @@ def test_serve_with_a_shadow_then_a_canary(page, lab) -> None:
     panel.get_by_label("Candidate bundle", exact=True).select_option("proj/bundles/linear")
     panel.get_by_label("Candidate mode", exact=True).select_option("shadow")
     _start(page, "serve")
-    live = panel.locator('.nbdeploy-live[data-up="true"]')
-    live.wait_for(timeout=120_000)
+    live = _live_up(page)
     url = live.locator(".nbdeploy-live-url").inner_text()
     assert {_answer(url, [[0.2 * i, 4.0, 1]])[1] for i in range(5)} == {"1"}  # the shadow never answers
     shadow = live.locator('tr[data-key="shadow"] td')
@@ -200,7 +211,7 @@ def test_serve_with_a_shadow_then_a_canary(page, lab) -> None:
     panel.get_by_label("Candidate mode", exact=True).select_option("canary")
     panel.get_by_label("Canary share (%)", exact=True).fill("50")
     _start(page, "serve")
-    live.wait_for(timeout=120_000)
+    live = _live_up(page)
     url = live.locator(".nbdeploy-live-url").inner_text()
     versions = [_answer(url, [[0.1 * i, 3.0, 2]])[1] for i in range(20)]
     assert set(versions) == {"1", "2"}

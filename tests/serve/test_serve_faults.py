@@ -207,7 +207,8 @@ def _in_flight(folder: Path, pid: int) -> int:
 def test_a_killed_worker_is_replaced_and_what_it_lost_is_counted(tripwire_model, tmp_path):
     """--workers 2; slow requests in flight in both workers; one worker gets SIGKILL. The supervisor
     starts a replacement, the API keeps answering, and the requests the dead worker had in flight are
-    exactly the records counted as lost (metric and server log); all the others are in the log."""
+    counted as lost (metric and server log), with any answered record it had not written yet; all the
+    others are in the log."""
     handle = start(tripwire_model, tmp_path, workers=2)
     try:
         workers = wait_until(lambda: len(w := _workers(handle.pid)) == 2 and w, what="two workers")
@@ -254,13 +255,16 @@ def test_a_killed_worker_is_replaced_and_what_it_lost_is_counted(tripwire_model,
         lost = wait_until(lambda: metric(_get(handle, "/metrics")[2],
                                      'nbdeploy_requestlog_dropped_total{reason="worker_died"}'),
                      what="the lost records in /metrics")
-        assert lost == len(failed)
+        # every request the dead worker had in flight is lost; one it had answered just before the kill
+        # may be lost too (its record waits up to the flush interval in the worker's memory)
+        assert lost >= len(failed)
     finally:
         assert handle.stop() == 0
     base = tmp_path / "requests.jsonl"
     from nbdeploy.serve.compare import read_records
 
     records = read_records(base)
-    assert len(records) == len(results) - len(failed) + 20
+    # every request is either in the log or counted as lost, never both and never neither
+    assert len(records) + lost == len(results) + 20
     err = Path(handle.stderr_path).read_text()
-    assert f"worker {victim} was killed by signal 9" in err and f"{len(failed)} request(s)" in err
+    assert f"worker {victim} was killed by signal 9" in err and f"{int(lost)} request(s)" in err
