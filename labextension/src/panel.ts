@@ -497,9 +497,14 @@ export class DeployPanel extends Widget {
   }
 
   async stop(): Promise<void> {
-    if (this._current) {
+    const current = this._current;
+    if (current) {
       try {
-        this._update(await stopJob(this._current.id));
+        const stopped = await stopJob(current.id);
+        if (this._current?.id === current.id) {
+          // another job may have started while this one stopped: it is the one shown now
+          this._update(stopped);
+        }
       } catch (e) {
         this._job.replaceChildren(this._error(e));
       }
@@ -518,16 +523,23 @@ export class DeployPanel extends Widget {
       }
       try {
         const chunk = await getLog(job.id, this._logOffset);
+        const now = await getJob(job.id);
+        if (this._current?.id !== job.id) {
+          // a newer job was started while this poll waited: showing this one again would take
+          // the panel (and its live view) back to a job the user has left
+          return;
+        }
         this._logText += chunk.text;
         this._logOffset = chunk.next_offset;
-        const now = await getJob(job.id);
         this._update(now);
         if (now.state !== 'running' && chunk.complete) {
           await this._finished(now);
           return;
         }
       } catch (e) {
-        this._job.append(this._error(e));
+        if (this._current?.id === job.id) {
+          this._job.append(this._error(e));
+        }
         return;
       }
       this._timer = window.setTimeout(() => void tick(), POLL_MS);

@@ -223,3 +223,45 @@ def test_serve_with_a_shadow_then_a_canary(page, lab) -> None:
     page.screenshot(path=str(ARTIFACTS / "options-canary.png"))
     panel.locator('button[data-action="stop"]').click()
     page.wait_for_selector('.nbdeploy-job[data-kind="serve"][data-state="stopped"]')
+
+
+def test_a_late_answer_about_a_stopped_job_does_not_take_the_panel_back(page) -> None:
+    """Stop a Serve job while the panel's poll of it is still waiting for the server's answer, start
+    another at once: the answer about the stopped job, arriving last, must not make it the job shown.
+    The poll's answer is held in the browser (a route the test releases), so the order is certain.
+    Before, the late answer took the panel back to the stopped job: the new API's live view never came."""
+    from urllib.parse import urlsplit
+
+    panel = _panel(page)
+    panel.get_by_label("Candidate bundle", exact=True).select_option("")
+    first = _start(page, "serve")
+    url = _live_up(page).locator(".nbdeploy-live-url").inner_text()
+    held: list = []
+
+    def hold(route) -> None:
+        if route.request.method == "GET":
+            held.append(route)  # the job's status, answered only when the test says
+        else:
+            route.continue_()
+
+    pattern = lambda u: urlsplit(u).path.endswith(f"/nbdeploy/jobs/{first}")  # noqa: E731
+    page.route(pattern, hold)
+    try:
+        for _ in range(100):  # the next poll (every 0.7 s) waits on a held answer
+            if held:
+                break
+            page.wait_for_timeout(100)
+        assert held, "the panel did not poll the job"
+        panel.locator('button[data-action="stop"]').click()
+        page.wait_for_selector(f'.nbdeploy-job[data-id="{first}"][data-state="stopped"]')
+        second = _start(page, "serve")
+        for route in held:
+            route.continue_()
+    finally:
+        page.unroute(pattern, hold)
+    live = _live_up(page)
+    page.wait_for_timeout(2_000)  # several polls after the late answer
+    assert page.locator(".nbdeploy-job").get_attribute("data-id") == second
+    assert live.locator(".nbdeploy-live-url").inner_text() != url
+    panel.locator('button[data-action="stop"]').click()
+    page.wait_for_selector(f'.nbdeploy-job[data-id="{second}"][data-state="stopped"]')
