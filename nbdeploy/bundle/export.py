@@ -306,12 +306,18 @@ def _profile(entry: dict | None, columns: list[str]) -> dict | None:
 
 
 def _distributions(modules: set[str], project_dir: Path) -> tuple[set[str], list[dict]]:
-    from nbdeploy.capture.deps import resolve
+    """The distributions the model's code needs and the project code that ships with it. Shipped
+    code's own imports count too, in each of its files this kernel loaded (the model's modules and
+    what they pulled in): a helper that imports a library makes the serving lock hold it."""
+    from nbdeploy.capture.deps import file_imports, is_stdlib, project_files, resolve
 
-    dists, project, shipped = set(), [], set()
-    for mod in sorted(modules):
-        if mod in ("__main__", "builtins", "nbdeploy"):
+    dists, project, shipped, seen = set(), [], set(), set()
+    todo = sorted(modules)
+    while todo:
+        mod = todo.pop(0)
+        if mod in seen or mod in ("__main__", "builtins", "nbdeploy") or is_stdlib(mod):
             continue
+        seen.add(mod)
         res = resolve(mod, project_dir)
         if res.kind == "distribution" and res.distribution:
             dists.add(res.distribution)
@@ -322,7 +328,21 @@ def _distributions(modules: set[str], project_dir: Path) -> tuple[set[str], list
             if path not in shipped:
                 shipped.add(path)
                 project.append({"module": mod.split(".")[0], "path": path})
+                loaded = _loaded_files()
+                todo += [m for f in project_files(res.path) if f in loaded for m in file_imports(f)]
     return dists, project
+
+
+def _loaded_files() -> set[Path]:
+    """The source files of the modules this interpreter has imported."""
+    import sys
+
+    files = set()
+    for m in list(sys.modules.values()):
+        f = getattr(m, "__file__", None)
+        if isinstance(f, str) and f.endswith(".py"):
+            files.add(Path(f).resolve())
+    return files
 
 
 def export_model(shell: Any, out_dir: str | Path, variable: str | None = None,
@@ -422,7 +442,7 @@ def _export(shell: Any, session: Any, out_dir: Path, variable: str | None, examp
                                 requirements=requirements, code_paths=[p["path"] for p in project])
     else:
         loaded, facts = write_model_data(obj, flavor, out / "model", allowed_dists=allowed,
-                                         project_dir=session.project_dir)
+                                         project_dir=session.project_dir, name=shipped)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             _check_round_trip(models.predict_fn(loaded, flavor)(example), predictions, variable)

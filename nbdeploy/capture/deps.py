@@ -23,6 +23,10 @@ _PIP_LINE = re.compile(
     r"^\s*[%!]\s*(?:\{[^}]*\}\s+-m\s+|python3?\s+-m\s+)?pip3?\s+install\s+(?P<args>.+)$"
 )
 _RUN_LINE = re.compile(r"^\s*%run\s+(?:-\S+\s+)*(?P<file>[^\s;]+\.(?:py|ipynb))")
+#: ``%load_ext watermark``: the notebook imports the extension's module
+_EXT_LINE = re.compile(r"^\s*%(?P<magic>(?:re)?load_ext)\s+(?P<module>[A-Za-z_][\w.]*)\s*$")
+#: extensions IPython ships (``IPython.extensions.<name>``): nothing to install
+_IPYTHON_EXTENSIONS = frozenset({"autoreload", "storemagic"})
 _CANON = re.compile(r"[-_.]+")
 
 
@@ -55,17 +59,35 @@ def _to_python(source: str) -> str:
         return ""
 
 
+def logical_lines(source: str) -> list[tuple[int, int, str]]:
+    """(first, last line index, text) of each line of ``source`` with its ``\\`` continuations joined,
+    as IPython joins them for a ``!cmd`` or ``%magic`` line (``!pip install a \\`` then ``b``)."""
+    lines = source.splitlines()
+    out, i = [], 0
+    while i < len(lines):
+        first, text = i, lines[i]
+        while text.rstrip().endswith("\\") and i + 1 < len(lines):
+            i += 1
+            text = text.rstrip()[:-1].rstrip() + " " + lines[i].strip()
+        out.append((first, i, text))
+        i += 1
+    return out
+
+
 def scan_source(source: str, *, found_by: str = "import", cell: int | None = None,
                 ipython: bool = True) -> CodeScan:
-    """Imports, ``%pip install`` requirements and ``%run`` files in one cell or file."""
+    """Imports (``%load_ext`` ones too), ``%pip install`` requirements and ``%run`` files in one cell or file."""
     scan = CodeScan()
-    for line in source.splitlines():
+    for _, _, line in logical_lines(source):
         m = _PIP_LINE.match(line)
         if m:
             scan.pip_installs.extend(_pip_requirements(m["args"]))
         m = _RUN_LINE.match(line)
         if m:
             scan.run_files.append(m["file"])
+        m = _EXT_LINE.match(line)
+        if m and m["module"] not in _IPYTHON_EXTENSIONS:
+            scan.imports.append(ImportSite(m["module"], f"%{m['magic']} {m['module']}", cell))
     code = _to_python(source) if ipython else source
     try:
         tree = ast.parse(code)
@@ -189,7 +211,7 @@ class Resolution:
     distribution: str | None = None
     version: str | None = None
     path: str | None = None  # file for project modules
-    reason: str | None = None
+    reason: str | None = None  # why unresolved; for a project module installed from a folder, from where
 
 
 @lru_cache(maxsize=1)
@@ -204,7 +226,7 @@ def index_installed() -> None:
     once, before it forks the kernels (:mod:`nbdeploy.job.kernels`).
     """
     _top_level_index()
-    _editable_roots()
+    _local_dists()
 
 
 def _module_file(module: str) -> str | None:
@@ -252,13 +274,25 @@ def _owner_by_file(candidates: list[str], file: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class LocalDist:
+    """A distribution installed from a folder on this machine (PEP 610 ``dir_info``): ``pip install
+    -e .`` or ``pip install ./lib``. No package index has it, so a lock cannot pin it: its code
+    ships with the model, as the notebook's own."""
+
+    name: str
+    version: str
+    folder: Path  # the source folder it was installed from
+    editable: bool
+
+
 @lru_cache(maxsize=1)
-def _editable_roots() -> list[tuple[Path, str]]:
-    """(source folder, distribution name) of every editable install (PEP 610 direct_url.json)."""
+def _local_dists() -> dict[str, LocalDist]:
+    """Every distribution installed from a local folder, by canonical name."""
     import json
     from urllib.parse import unquote, urlsplit
 
-    roots = []
+    found: dict[str, LocalDist] = {}
     for dist in md.distributions():
         raw = dist.read_text("direct_url.json")
         if not raw:
@@ -267,10 +301,12 @@ def _editable_roots() -> list[tuple[Path, str]]:
             doc = json.loads(raw)
         except ValueError:
             continue
-        url = doc.get("url", "")
-        if doc.get("dir_info", {}).get("editable") and url.startswith("file://"):
-            roots.append((Path(unquote(urlsplit(url).path)).resolve(), dist.metadata["Name"]))
-    return roots
+        url, dir_info = doc.get("url", ""), doc.get("dir_info")
+        if isinstance(dir_info, dict) and url.startswith("file://"):
+            name = dist.metadata["Name"]
+            found.setdefault(canonical(name), LocalDist(name, dist.version, Path(unquote(urlsplit(url).path)).resolve(),
+                                                        bool(dir_info.get("editable"))))
+    return found
 
 
 def _editable_owner(file: str, top: str) -> str | None:
@@ -280,10 +316,12 @@ def _editable_owner(file: str, top: str) -> str | None:
     somewhere inside an editable project's folder is the notebook's own code.
     """
     p = Path(file).resolve()
-    for root, name in _editable_roots():
-        for base in (root, root / "src"):
+    for local in _local_dists().values():
+        if not local.editable:
+            continue
+        for base in (local.folder, local.folder / "src"):
             if p == base / f"{top}.py" or p.is_relative_to(base / top):
-                return name
+                return local.name
     return None
 
 
@@ -315,6 +353,25 @@ def module_root(path: str | Path) -> Path:
     ``/p/src`` for ``/p/src/features.py``, ``/p`` for the package ``/p/src/__init__.py``."""
     p = Path(path)
     return p.parent.parent if p.name == "__init__.py" else p.parent
+
+
+def project_files(path: str | Path) -> list[Path]:
+    """The Python files a project module ships: its file, or every ``.py`` file in its package's
+    folder (``path`` is the package's ``__init__.py`` or the folder itself)."""
+    p = Path(path)
+    folder = p if p.is_dir() else p.parent if p.name == "__init__.py" else None
+    if folder is None:
+        return [p] if p.suffix == ".py" else []
+    return sorted(f for f in folder.rglob("*.py") if "__pycache__" not in f.parts)
+
+
+def file_imports(path: Path) -> list[str]:
+    """The modules a Python file imports by absolute name (relative imports stay in its package)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    return [site.module for site in scan_source(text, ipython=False).imports]
 
 
 def _own_code(p: Path, project_dir: Path) -> bool:
@@ -357,5 +414,11 @@ def resolve(module: str, project_dir: Path) -> Resolution:
         where = f" (found at {file})" if file else ""
         return Resolution(module, "unresolved",
                           reason=f"module {top!r} is importable{where} but no installed distribution provides it")
+    local = _local_dists().get(canonical(dist_name))
+    if local is not None and file:
+        # installed from a folder here (``pip install -e .``): no index has it, its code ships
+        how = "editable" if local.editable else "installed"
+        return Resolution(module, "project", distribution=local.name, version=local.version,
+                          path=str(Path(file).resolve()), reason=f"{how} from {local.folder}")
     dist = md.distribution(dist_name)
     return Resolution(module, "distribution", distribution=dist.metadata["Name"], version=dist.version)

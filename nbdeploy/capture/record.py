@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict
 from packaging.requirements import InvalidRequirement, Requirement
 
 from nbdeploy._version import __version__
-from nbdeploy.capture.deps import ImportSite, canonical, module_root, resolve
+from nbdeploy.capture.deps import ImportSite, canonical, module_root, project_files, resolve
 from nbdeploy.capture.hashing import sha256_file
 from nbdeploy.capture.lock import Lock, build_lock
 
@@ -111,9 +111,9 @@ def _resolve_all(session: CaptureSession) -> list[ImportSite]:
                 session.resolutions[site.module] = resolve(site.module, session.project_dir)
             res = session.resolutions[site.module]
             if res.kind == "project" and res.path:
-                p = Path(res.path)
-                p = p / "__init__.py" if p.is_dir() else p
-                session.scan_file(p, found_by=f"helper {p.relative_to(module_root(res.path)).as_posix()}")
+                root = module_root(res.path)
+                for p in project_files(res.path):  # a package ships whole: every file's imports count
+                    session.scan_file(p, found_by=f"helper {p.relative_to(root).as_posix()}")
         done = len(sites)
         if len(session.sites) == done:
             return sites
