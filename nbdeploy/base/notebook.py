@@ -11,6 +11,9 @@ from nbdeploy.base.errors import NotebookInputError
 INJECTED_TAG = "nbdeploy-injected"
 PAPERMILL_INJECTED_TAG = "injected-parameters"
 PAPERMILL_ERROR_TAG = "papermill-error-cell-tag"
+#: the first line of every cell a job adds (capture, exports, predictions): capture skips such a
+#: cell, whose imports of nbdeploy are the job's, not the notebook's
+JOB_CELL_MARK = "# nbdeploy: a cell of the job, not of the notebook"
 
 
 def load_notebook(path: str | Path) -> Any:

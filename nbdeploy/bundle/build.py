@@ -123,10 +123,10 @@ def _with_kept(err: ModelError, kept: list[str]) -> ModelError:
 
 def _export_message(executed: Path) -> ModelError:
     """Why the export cell wrote nothing: IPython shows a magic's UsageError on stderr, not as an error."""
-    from nbdeploy.base.notebook import error_text, load_notebook
+    from nbdeploy.base.notebook import error_text, first_line, load_notebook
 
     for cell in reversed(load_notebook(executed).cells):
-        if cell.cell_type == "code" and cell.source.startswith("%deploy export"):
+        if cell.cell_type == "code" and first_line(cell.source).startswith("%deploy export"):
             _, value = error_text(cell)
             if value:
                 return ModelError(value.removeprefix("%deploy export: "))
@@ -211,11 +211,11 @@ def _without_export_error(executed: Path, dest: Path) -> None:
     """The executed copy minus the export cell's several-models message (it ships in the bundle)."""
     import nbformat
 
-    from nbdeploy.base.notebook import load_notebook
+    from nbdeploy.base.notebook import first_line, load_notebook
 
     nb = load_notebook(executed)
     for cell in nb.cells:
-        if cell.cell_type == "code" and cell.source.startswith("%deploy export"):
+        if cell.cell_type == "code" and first_line(cell.source).startswith("%deploy export"):
             cell.outputs = []
     nbformat.write(nb, str(dest))
 

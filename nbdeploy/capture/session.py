@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from nbdeploy._version import __version__
+from nbdeploy.base.notebook import JOB_CELL_MARK
 from nbdeploy.base.state import NotebookState, atomic_write_json, atomic_write_text
 from nbdeploy.capture.deps import ImportSite, Resolution, scan_source
 from nbdeploy.capture.environment import capture_environment
@@ -131,6 +132,8 @@ class CaptureSession:
     # -- what the notebook tells us ---------------------------------------
     def scan(self, source: str, *, cell: int | None = None, found_by: str = "import",
              ipython: bool = True) -> None:
+        if source.startswith(JOB_CELL_MARK):  # the job's own cell: its imports are not the notebook's
+            return
         found = scan_source(source, found_by=found_by, cell=cell, ipython=ipython)
         with self._guard:
             self.sites.extend(found.imports)

@@ -23,6 +23,7 @@ from typing import Any, Literal
 from nbdeploy.base.errors import CellExecutionError, NbdeployError
 from nbdeploy.base.notebook import (
     INJECTED_TAG,
+    JOB_CELL_MARK,
     error_text,
     failed_cell,
     first_line,
@@ -104,7 +105,7 @@ def _no_folder(_path: str | None) -> None:
 def _code_cell(source: str) -> Any:
     import nbformat
 
-    cell = nbformat.v4.new_code_cell(source)
+    cell = nbformat.v4.new_code_cell(f"{JOB_CELL_MARK}\n{source}")
     cell.metadata["tags"] = [INJECTED_TAG]
     return cell
 
@@ -147,19 +148,22 @@ def without_installs(nb: Any) -> list[tuple[int, str]]:
     environment it was given, whose lock goes into the record and the bundle: a Colab-style
     first cell must neither change that environment (``--upgrade``) nor hang without an index.
     (cell index, the line as written) of each line changed."""
-    from nbdeploy.capture.deps import pip_install_args
+    from nbdeploy.capture.deps import logical_lines, pip_install_args
 
     changed = []
     for i, cell in enumerate(nb.cells):
         if cell.cell_type != "code" or is_injected(cell):
             continue
         lines = cell.source.splitlines()
-        for j, line in enumerate(lines):
+        for first, last, line in logical_lines(cell.source):
             args = pip_install_args(line)
-            if args is not None and not line.rstrip().endswith("\\"):
-                indent = line[: len(line) - len(line.lstrip())]
-                lines[j] = f"{indent}{REQUIRE} {args.strip()}  # nbdeploy runs do not install: {line.strip()}"
-                changed.append((i, line.strip()))
+            if args is None:
+                continue
+            indent = line[: len(line) - len(line.lstrip())]
+            lines[first] = f"{indent}{REQUIRE} {args.strip()}  # nbdeploy runs do not install: {line.strip()}"
+            for k in range(first + 1, last + 1):  # a continued line: its rest stays, as comments
+                lines[k] = f"{indent}# (continued) {lines[k].strip()}"
+            changed.append((i, line.strip()))
         if changed and changed[-1][0] == i:
             cell.source = "\n".join(lines)
     return changed

@@ -99,6 +99,9 @@ def test_serving_lock_is_lean_and_complete(built):
     names = {line.split("==")[0] for line in lock.splitlines() if "==" in line and not line.startswith(" ")}
     assert {"scikit-learn", "skops", "numpy", "pandas", "orjson", "uvicorn", "pyyaml"} <= names
     assert not names & {"nbdeploy", "mlflow", "jupyter", "notebook", "ipykernel", "papermill"}
+    # the example notebooks run `%load_ext nbdeploy` and its magics: rebuilding them needs the tool
+    notebook = (built.bundle / "notebook-requirements.txt").read_text().splitlines()
+    assert f"nbdeploy=={md.version('nbdeploy')}" in notebook
     direct = (built.bundle / "requirements.txt").read_text()
     assert all("==" in line for line in direct.splitlines())
     tests_lock = (built.bundle / "tests" / "requirements.txt").read_text().lower()

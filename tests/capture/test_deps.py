@@ -56,11 +56,33 @@ def test_scan_reads_magics_pip_lines_run_and_dynamic_imports():
         "m = importlib.import_module('scipy.stats')\n"
     )
     assert scan.pip_installs == ["requests>=2", "pyyaml"]
+    assert scan_source("!pip install -q xgboost \\\n    'lightgbm>=4' \\\n    shap\nx = 1").pip_installs == [
+        "xgboost", "lightgbm>=4", "shap"]  # continued lines, joined as IPython joins them
     assert scan.run_files == ["prep.py"]
     mods = {(s.module, s.found_by) for s in scan.imports}
     assert ("numpy", "import") in mods and ("sklearn.pipeline", "import") in mods
     assert ("scipy.stats", "dynamic import") in mods
     assert not any(m == "sibling" for m, _ in mods)  # relative imports are the project's own
+
+
+def test_an_extension_the_notebook_loads_is_an_import_but_not_ipythons_own():
+    scan = scan_source("%load_ext watermark\n%reload_ext nbdeploy\n%load_ext autoreload\n%autoreload 2\n"
+                       "%load_ext storemagic\n", cell=3)
+    assert [(s.module, s.found_by, s.cell) for s in scan.imports] == [
+        ("watermark", "%load_ext watermark", 3), ("nbdeploy", "%reload_ext nbdeploy", 3)]
+
+
+def test_a_cell_the_job_adds_is_not_the_notebooks(tmp_path: Path):
+    """A job's first cell loads nbdeploy and imports from it; the notebook itself may use nothing of
+    nbdeploy: the capture skips the job's cells, so its requirements do not name the tool."""
+    from nbdeploy.base.notebook import JOB_CELL_MARK
+    from nbdeploy.capture.session import CaptureSession
+
+    session = CaptureSession(tmp_path / "nb.ipynb", mode="job", state_dir=tmp_path / "state")
+    session.scan(f"{JOB_CELL_MARK}\n%load_ext nbdeploy\nfrom nbdeploy.capture.session import current_session",
+                 cell=1)
+    session.scan("import numpy as np", cell=2)
+    assert [s.module for s in session.sites] == ["numpy"]
 
 
 def test_lock_is_transitive_and_pinned_to_installed_versions():

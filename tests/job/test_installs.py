@@ -34,7 +34,7 @@ def test_every_spelling_of_pip_install_is_rewritten_and_nothing_else():
              "import sys\n!{sys.executable} -m pip install 'lightgbm>=4'\n!python3 -m pip install catboost",
              "if True:\n    !pip3 install shap\nx = 1",
              "!pip freeze > reqs.txt\n!pip show pandas\nprint('pip install x')",
-             "!pip install xgboost \\\n    lightgbm")  # a continued line is left alone (rare; pip sees one line)
+             "!pip install xgboost \\\n    lightgbm==4.*\nimport xgboost")  # a continued line: IPython joins it
     nb.cells.insert(0, nbformat.v4.new_markdown_cell("!pip install nothing-in-markdown"))
     injected = nbformat.v4.new_code_cell("!pip install injected")
     injected.metadata["tags"] = [INJECTED_TAG]
@@ -44,14 +44,17 @@ def test_every_spelling_of_pip_install_is_rewritten_and_nothing_else():
                        (1, "%pip install --upgrade scikit-learn pandas"),
                        (2, "!{sys.executable} -m pip install 'lightgbm>=4'"),
                        (2, "!python3 -m pip install catboost"),
-                       (3, "!pip3 install shap")]
+                       (3, "!pip3 install shap"),
+                       (5, "!pip install xgboost lightgbm==4.*")]
     assert nb.cells[1].source.splitlines() == [
         f"{REQUIRE} -q xgboost  # boosting  # nbdeploy runs do not install: !pip install -q xgboost  # boosting",
         f"{REQUIRE} --upgrade scikit-learn pandas  # nbdeploy runs do not install: "
         "%pip install --upgrade scikit-learn pandas"]
     assert nb.cells[3].source.splitlines()[1].startswith(f"    {REQUIRE} shap  #")  # the block stays valid
     assert nb.cells[4].source == "!pip freeze > reqs.txt\n!pip show pandas\nprint('pip install x')"
-    assert nb.cells[5].source.startswith("!pip install xgboost \\")
+    assert nb.cells[5].source.splitlines() == [
+        f"{REQUIRE} xgboost lightgbm==4.*  # nbdeploy runs do not install: !pip install xgboost lightgbm==4.*",
+        "# (continued) lightgbm==4.*", "import xgboost"]
     assert nb.cells[0].source == "!pip install nothing-in-markdown" and injected.source == "!pip install injected"
     assert pip_install_args("!pip list") is None
 
