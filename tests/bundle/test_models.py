@@ -63,6 +63,11 @@ def test_trust_policy(tmp_path: Path):
         trusted_types(["pandas.core.frame.DataFrame"], allowed, tmp_path)
     with pytest.raises(ModelError, match="builtins.eval"):
         trusted_types(["builtins.eval"], allowed, tmp_path)
+    # the type `object` (a column selector's dtype) and a partial whose function is checked on its own
+    assert trusted_types(["functools.partial", "sklearn.utils.validation.check_array", "builtins.object"], allowed,
+                         tmp_path) == ["builtins.object", "functools.partial", "sklearn.utils.validation.check_array"]
+    with pytest.raises(ModelError, match=r"os.system \(from os"):  # a partial of a dangerous function
+        trusted_types(["functools.partial", "os.system"], allowed, tmp_path)
 
 
 def test_the_frame_a_model_was_fitted_on_is_found_in_the_notebooks_code():

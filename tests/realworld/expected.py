@@ -39,6 +39,8 @@ CORPUS: dict[str, Case] = {
     "read_parquet": Case(VERIFIED, "`pd.read_parquet`", "pandas, pyarrow, scikit-learn", "KNeighborsRegressor"),
     "read_json_lines": Case(VERIFIED, "`pd.read_json(lines=True)`", "pandas, scikit-learn",
                             "GradientBoostingRegressor"),
+    "hist_gradient_boosting_category": Case(VERIFIED, "`astype('category')` columns, `categorical_features='from_dtype'`",
+                                            "pandas, scikit-learn", "HistGradientBoostingClassifier"),
     "sklearn_iris_frame": Case(VERIFIED, "`sklearn.datasets` loader, `as_frame=True` (no file)", "scikit-learn",
                                "SVC"),
     "sklearn_diabetes_numpy": Case(VERIFIED, "`sklearn.datasets` loader, numpy arrays without column names",
@@ -52,6 +54,9 @@ CORPUS: dict[str, Case] = {
         "LinearRegression: pass `--example EXPR`"),
     "pipeline_column_transformer": Case(VERIFIED, "`Pipeline` + `ColumnTransformer` (scaling, one-hot)",
                                         "pandas, scikit-learn", "Pipeline(LogisticRegression)"),
+    "column_selector_stacking": Case(VERIFIED, "`make_column_selector(dtype_include=object)`, `StackingClassifier` "
+                                     "(scikit-learn's own examples)", "pandas, scikit-learn",
+                                     "Pipeline(StackingClassifier)"),
     "grid_search_best_estimator": Case(VERIFIED, "`GridSearchCV` over a pipeline, `best_estimator_` kept",
                                        "pandas, scikit-learn", "the search's `best_estimator_` (SVR pipeline)"),
     "randomized_search": Case(VERIFIED, "`RandomizedSearchCV` with scipy distributions", "pandas, scipy, scikit-learn",
@@ -105,6 +110,12 @@ CORPUS: dict[str, Case] = {
         "(define custom classes in a helper .py module beside the notebook and import them)",
         "the same transformer class defined in a cell", "numpy, pandas, scikit-learn",
         "none: move the class to a helper module"),
+    "custom_step_pandas_state": Case(
+        "skops cannot store the model: model.steps[0][1].medians_ (in houses_impute.MedianFill) is a pandas.Series, "
+        "and skops stores no pandas objects (keep fitted attributes as NumPy arrays, numbers, lists or dicts: e.g. "
+        "X.mean().to_numpy() instead of X.mean(), list(X.columns) instead of X.columns)",
+        "a custom imputer that keeps its medians as a pandas Series (`self.medians_ = X.median()`)",
+        "pandas, scikit-learn", "none: the message names the attribute and says to keep NumPy arrays"),
     "colab_pip_install": Case(VERIFIED, "Colab-style `!pip install -q ...` and `%pip install --upgrade ...` cells, "
                               "`%matplotlib inline`, a `%%time` cell", "pandas, scikit-learn",
                               "BayesianRidge (the install lines are checked, not run)"),
