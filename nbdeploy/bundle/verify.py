@@ -172,16 +172,27 @@ def create_env(bundle: Path, env_dir: Path, installer: str, python: str | None =
     if uv:
         _run([uv, "venv", "--quiet", "--python", python, str(env_dir)], "creating the environment (uv venv)", env)
         install = [uv, "pip", "install", "--quiet", "--python", str(py), "--no-deps"]
-        name = "uv"
+        name, command = "uv", "uv pip install"
     else:
         _run([python, "-m", "venv", str(env_dir)], "creating the environment (python -m venv)", env)
         install = [str(py), "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile"]
-        name = "pip"
+        name, command = "pip", "pip install"
     xy = _run([str(py), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
               "asking the environment's Python its version", env).strip()
     src = package_sources(bundle, xy, wheelhouse)
     if not src.offline:
-        _run([*install, *lock, *tests], f"installing the bundle's lock ({name} pip install)", env)
+        try:
+            _run([*install, *lock, *tests], f"installing the bundle's lock ({command})", env)
+        except VerifyError as exc:
+            missing = _not_found(exc.message)
+            if missing is None:
+                raise
+            raise VerifyError(
+                f"the bundle's lock pins {missing}, which the package sources {name} uses do not have, so no "
+                f"environment can be built from the lock: {_last_line(exc.message)}",
+                hint="if it is a private package, give its index (PIP_INDEX_URL / PIP_EXTRA_INDEX_URL, or uv's "
+                     "UV_INDEX_URL); if it is your own code installed from a folder, build the bundle again "
+                     "with this nbdeploy, which ships such code with the model instead of pinning it") from None
         return py, name, src.text
     # from the wheelhouse alone: no index, and none of the user's configured sources either
     sealed = {k: v for k, v in env.items() if k not in _SOURCE_VARS}
@@ -190,17 +201,23 @@ def create_env(bundle: Path, env_dir: Path, installer: str, python: str | None =
         _run([*install, *alone, *src.lock, *lock], f"installing the bundle's lock from its wheelhouse ({name}, "
                                                    "no index)", sealed)
     except VerifyError as exc:
-        found = re.search(r"(?:No matching distribution found for|Because|no version of) ([A-Za-z0-9._-]+(?:==\S+)?)",
-                          exc.message)
-        what = f" ({found.group(1)})" if found else ""
+        found = _not_found(exc.message)
+        what = f" ({found})" if found else ""
         raise VerifyError(f"the bundle's wheelhouse cannot install its lock{what} for Python {xy} on this "
                           f"platform, so its image could not either: {_last_line(exc.message)}",
                           hint="pack it again on a machine like the image's (`nbdeploy image BUNDLE --wheelhouse`), "
                                "or verify against the package index with --no-wheelhouse") from None
     if tests:
-        _run([*install, *src.tests, *tests], f"installing what the bundle's tests need ({name} pip install)",
+        _run([*install, *src.tests, *tests], f"installing what the bundle's tests need ({command})",
              env if "--no-index" not in src.tests else sealed)
     return py, name, src.text
+
+
+def _not_found(output: str) -> str | None:
+    """The requirement pip or uv could not find in any package source (``name==version``), if that failed."""
+    found = re.search(r"(?:No matching distribution found for|Because|no version of) ([A-Za-z0-9._-]+(?:==\S+)?)",
+                      output)
+    return found.group(1) if found else None
 
 
 def isolation_problems(py: Path, env_dir: Path, cwd: Path | None = None) -> list[str]:

@@ -210,3 +210,19 @@ def test_a_wheelhouse_left_out_as_a_whole_passes_serving_and_fails_verify(bundle
     (bundle / "wheelhouse").mkdir()
     with pytest.raises(ServeError, match=f"wheelhouse/{WHEEL}: missing"):
         check_seal(bundle)
+
+
+def test_a_pin_no_package_source_has_fails_verify_naming_it(bundle: Path, tmp_path: Path):
+    """Without a wheelhouse: the lock pins a package neither the index nor the local folder has
+    (a library installed from a folder used to end up pinned so). verify says which pin, and what
+    to do, not pip's 15 lines."""
+    from nbdeploy.bundle.verify import VerifyError, create_env
+
+    lock = bundle / "requirements.lock"
+    lock.write_text(lock.read_text() + "nbdeploy-no-such-package==9.9\n")
+    with pytest.raises(VerifyError) as err:
+        create_env(bundle, tmp_path / "env", "pip")
+    assert err.value.message.startswith(
+        "the bundle's lock pins nbdeploy-no-such-package==9.9, which the package sources pip uses do not have")
+    assert err.value.message.endswith("No matching distribution found for nbdeploy-no-such-package==9.9")
+    assert "\n" not in err.value.message and "PIP_INDEX_URL" in (err.value.hint or "")
