@@ -263,7 +263,7 @@ def finish(root: Path, ctx: Context) -> Manifest:
                     "model_class": ex["class"], "metrics": metrics, "trained": ctx.created},
         "model": cast(ModelFacts, {k: ex.get(k) for k in ("variable", "flavor", "class", "serialization",
                                          "trusted_types", "inputs", "example_source", "model_code",
-                                         "shipped", "derived_inputs", "derived_note")}),
+                                         "shipped", "derived_inputs", "derived_note", "input_note")}),
         "registry": ctx.registry,
         "source": {"notebook": ctx.notebook.name, "path": str(ctx.notebook),
                    "sha256": nb_info.get("sha256"),
@@ -303,7 +303,7 @@ def finish(root: Path, ctx: Context) -> Manifest:
         # by name, while the name is beside the value (the README shows "-p api_token VALUE")
         "parameters": scrub(ctx.parameters), "metrics": metrics, "python": ex["python"],
         "lineage": record.get("lineage", []), "git": (manifest["git"] or {}).get("commit"),
-        "program": ex.get("program"), "derived_note": ex.get("derived_note"),
+        "program": ex.get("program"), "derived_note": ex.get("derived_note"), "input_note": ex.get("input_note"),
     }
     atomic_write_text(root / "README.md", readme.render(facts))
     manifest["build"]["seconds"] = round(ctx.build_seconds, 3)

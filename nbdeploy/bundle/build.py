@@ -57,7 +57,9 @@ class BuildResult:
                 f"the model is {served}\n"
                 + "".join(f"{line}\n" for line in scrubbed_lines(self.scrubbed))
                 + (f"warning: {self.manifest['model']['derived_note']}\n"
-                   if (self.manifest.get("model") or {}).get("derived_note") else "") +
+                   if (self.manifest.get("model") or {}).get("derived_note") else "")
+                + (f"note: {self.manifest['model']['input_note']}\n"
+                   if (self.manifest.get("model") or {}).get("input_note") else "") +
                 f"built in {self.seconds:.1f} s (notebook {self.notebook_seconds:.1f} s); "
                 f"check it with: nbdeploy verify {shlex.quote(str(self.bundle))}")
 

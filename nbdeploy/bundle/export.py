@@ -194,6 +194,40 @@ def fitted_rows(user_ns: dict[str, Any], variable: str) -> tuple[Any, str] | Non
     return rows, f"first {len(rows)} rows of {name} (what {variable} was fitted on)"
 
 
+def one_column_model(user_ns: dict[str, Any], variable: str, obj: Any) -> tuple[Any, Any, str, str] | None:
+    """A model fitted on one column of text or values, not on a frame: ``make_pipeline(TfidfVectorizer(),
+    LogisticRegression()).fit(X_train, y)`` with ``X_train = df["review"]``. It predicts on that column
+    alone, while an API takes rows of named columns. So the bundle ships a pipeline that takes a
+    frame holding the column and hands the model that column: ``Pipeline([("column",
+    FunctionTransformer(itemgetter(name))), ("model", obj)])``, plain scikit-learn that MLflow's loader
+    runs too. Returns (that pipeline, the example rows, their source, a note for the build), or None."""
+    import operator
+
+    import numpy as np
+    import pandas as pd
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    name = fit_argument([str(s) for s in user_ns.get("In") or []], variable)
+    values = user_ns.get(name) if name else None
+    if isinstance(values, pd.Series):
+        column = str(values.name) if values.name is not None else "text"
+        series = values.head(EXAMPLE_ROWS).reset_index(drop=True)
+    elif isinstance(values, list | np.ndarray) and len(values) and np.ndim(values) == 1:
+        column = "text" if isinstance(values[0], str) else "x"
+        series = pd.Series(list(values[:EXAMPLE_ROWS]))
+    else:
+        return None
+    if not len(series):
+        return None
+    rows = series.rename(column).to_frame()
+    wrapped = Pipeline([("column", FunctionTransformer(operator.itemgetter(column)).fit(rows)), ("model", obj)])
+    kind = type(values).__name__
+    note = (f"{variable} was fitted on one column ({name}, a {kind}), not on rows of named columns: the "
+            f"bundle's model takes rows with the column {column!r} and passes that column to {variable}")
+    return wrapped, rows, f"first {len(rows)} values of {name} (what {variable} was fitted on)", note
+
+
 def _no_example(variable: str, inputs: list[str] | None, width: int | None) -> ModelError:
     """Why no example rows were found, precisely, and what to add."""
     hint = ("keep the rows the model is fitted on in a variable such as X_train, or pass `--example EXPR` "
@@ -382,6 +416,7 @@ def _export(shell: Any, session: Any, out_dir: Path, variable: str | None, examp
     obj, part = models.shipped(obj)
     shipped = f"{variable}.{part}" if part else variable
     flavor = models.check_supported(variable, obj)
+    input_note: str | None = None
     inputs = models.input_columns(obj)
     width = models.input_width(obj) if inputs is None else None
     entry = _training_entry(record, inputs)
@@ -405,6 +440,10 @@ def _export(shell: Any, session: Any, out_dir: Path, variable: str | None, examp
         example, source = in_kernel
     elif inputs is None and width is None and (fitted := fitted_rows(shell.user_ns, variable)) is not None:
         example, source = fitted
+    elif inputs is None and width is None and flavor == "sklearn" and (
+            one := one_column_model(shell.user_ns, variable, obj)) is not None:
+        obj, example, source, input_note = one
+        inputs = models.input_columns(obj)
     elif inputs is not None and entry is not None:
         example = _training_rows(session, entry, inputs)
         source = f"first {EXAMPLE_ROWS} rows of {entry.get('relative_path') or entry['path']}"
@@ -470,6 +509,7 @@ def _export(shell: Any, session: Any, out_dir: Path, variable: str | None, examp
         "derived_inputs": ([] if width is not None and list(example.columns) == models.own_names(obj, width)
                            else derived_inputs([str(c) for c in example.columns], record.get("lineage", []))),
         "shipped": shipped,
+        "input_note": input_note,
         "model_code": [p["module"] for p in project],
         "model_code_paths": [p["path"] for p in project],
         "model_data": facts, "serialization": facts["serialization"],

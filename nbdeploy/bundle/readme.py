@@ -45,6 +45,9 @@ def _input_rows(inputs: list[dict], profile: dict | None) -> list[str]:
         stats = cols.get(c["name"], {})
         if stats.get("kind") == "numeric" and stats.get("min") is not None:
             seen = f"{_fmt(stats['min'])} to {_fmt(stats['max'])} (mean {_fmt(stats.get('mean'))})"
+        elif stats.get("kind") == "text" and stats.get("length"):
+            n = stats["length"]
+            seen = f"free text, {n['min']} to {n['max']} characters (mean {_fmt(n.get('mean'))})"
         elif stats.get("values") is not None:
             seen = ", ".join(f"`{v}`" for v in stats["values"][:20])
             seen += " ..." if len(stats["values"]) > 20 else ""
@@ -108,6 +111,7 @@ def render(ctx: ReadmeContext) -> str:
         "",
         *_program_text(ctx.get("program")),
         *([f"**Computed inputs.** Some {ctx['derived_note']}.", ""] if ctx.get("derived_note") else []),
+        *([f"**One input column.** {ctx['input_note']}.", ""] if ctx.get("input_note") else []),
         "## What it takes",
         "",
         f"One row per prediction, with these {len(ctx['inputs'])} columns (all required). Ranges are "

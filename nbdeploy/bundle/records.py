@@ -67,6 +67,8 @@ class Export(_ExportRequired, total=False):
     derived_note: str
     #: what was saved: the variable, or its part (``search.best_estimator_``)
     shipped: str
+    #: how the model's input differs from what the notebook fitted it on (one column: see export.one_column_model)
+    input_note: str | None
 
 
 class ModelFacts(TypedDict, total=False):
@@ -80,6 +82,7 @@ class ModelFacts(TypedDict, total=False):
     shipped: str
     derived_inputs: list[str]
     derived_note: str | None
+    input_note: str | None
 
 
 class SourceRef(TypedDict):
@@ -138,3 +141,4 @@ class ReadmeContext(_ModelClass):
     git: str | None
     program: ProgramOutcome | None
     derived_note: str | None
+    input_note: str | None

@@ -27,9 +27,10 @@ from nbdeploy.base.errors import ModelError
 #: standard-library types that hold data only (MLflow trusts OrderedDict for LightGBM too);
 #: ``object``, the type itself (``make_column_selector(dtype_include=object)`` keeps it); and
 #: functools.partial: a function with arguments, each of which skops lists and checks on its own
-#: (HistGradientBoosting with categorical features keeps ``partial(check_array, ...)``)
+#: (HistGradientBoosting with categorical features keeps ``partial(check_array, ...)``); and
+#: operator.itemgetter, which only indexes its argument (a one-column model's selector: export.one_column_model)
 STDLIB_DATA_TYPES = {"collections.OrderedDict", "collections.defaultdict", "collections.Counter",
-                     "builtins.object", "functools.partial"}
+                     "builtins.object", "functools.partial", "operator.itemgetter"}
 
 
 def trusted_types(untrusted: list[str], allowed_dists: set[str], project_dir: Path) -> list[str]:

@@ -4,13 +4,16 @@ The profile travels in the capture record and in the bundle (``profile.json``);
 the API validates requests against it and measures drift with it. Format::
 
     {"rows": int, "sampled_rows": int,
-     "columns": {name: {"dtype": str, "kind": "numeric"|"boolean"|"datetime"|"categorical",
+     "columns": {name: {"dtype": str, "kind": "numeric"|"boolean"|"datetime"|"categorical"|"text",
                         "count": int, "nulls": int,
                         # numeric: "min", "max", "mean", "std", "quantiles" {"0.01": ..},
                         #          "histogram" {"edges": [..], "counts": [..]},
                         #          "quantile_grid" [q(0), q(0.005), ..., q(1)] (201 values)
                         # categorical/boolean: "distinct", "top" [{"value", "count"}],
                         #          "values" (all distinct values when there are few)
+                        # text (strings of several words, mostly distinct: reviews, tickets,
+                        #          descriptions): "distinct", "length" {"min", "max", "mean"}
+                        #          in characters; no values (no category is worth counting)
                         }}}
 
 Counts, nulls, min and max are exact. For frames over ``max_exact_rows`` rows the
@@ -104,6 +107,27 @@ def _categorical(sample: Any) -> dict:
     return out
 
 
+#: a string column is free text when it has more distinct values than are listed and its
+#: values' median word count is at least this
+TEXT_MIN_WORDS = 3
+
+
+def _text(sample: Any) -> dict | None:
+    """The profile of a column of free text, or None when its values are categories (few, or single words)."""
+    values = sample.dropna()
+    if not len(values) or not all(isinstance(v, str) for v in values.head(100)):
+        return None
+    distinct = int(values.nunique())
+    if distinct <= MAX_LISTED_VALUES:
+        return None
+    text = values.astype(str)
+    if float(text.str.split().str.len().median()) < TEXT_MIN_WORDS:
+        return None
+    lengths = text.str.len()
+    return {"distinct": distinct, "length": {"min": int(lengths.min()), "max": int(lengths.max()),
+                                             "mean": _num(round(float(lengths.mean()), 2))}}
+
+
 def profile_frame(df: Any, max_exact_rows: int = MAX_EXACT_ROWS) -> dict:
     """Profile every column of ``df`` (see the module docstring for the format)."""
     n = len(df)
@@ -126,6 +150,8 @@ def profile_frame(df: Any, max_exact_rows: int = MAX_EXACT_ROWS) -> dict:
             vals = col.dropna()
             info["min"] = str(vals.min()) if len(vals) else None
             info["max"] = str(vals.max()) if len(vals) else None
+        elif kind == "categorical" and (text := _text(sample[name])) is not None:
+            info.update(kind="text", **text)
         else:
             info.update(_categorical(sample[name]))
         columns[str(name)] = info

@@ -33,6 +33,9 @@ FLOOR = 1e-4
 MODERATE, DRIFT = 0.1, 0.25
 #: fewer served rows than this: the report says "insufficient" rather than a status
 MIN_ROWS = 100
+#: why a free-text input has no drift measure (its training profile has kind "text")
+TEXT_NOT_MEASURED = ("free text: almost every value is new, so shares of values say nothing; the "
+                     "prediction's drift (`nbdeploy drift BUNDLE --log ...`) is the measure for a text model")
 
 
 class _Numeric:
@@ -137,6 +140,8 @@ class Drift:
         self.profile = profile
         stats = ((profile or {}).get("columns") or {})
         self.columns: dict[str, _Numeric | _Categories] = {}
+        #: free-text inputs: no bucket to count their values in (each review is its own value)
+        self.text_columns = [n for n in columns if (stats.get(n) or {}).get("kind") == "text"]
         for name in columns:
             s = stats.get(name)
             if not s:
@@ -155,6 +160,7 @@ class Drift:
         """The same columns and buckets with no rows (to sum several workers' counts into)."""
         other = Drift.__new__(Drift)
         other.columns, other.window, other.since = self.columns, self.window, self.since
+        other.text_columns = self.text_columns
         other.profile = self.profile
         other._lock = threading.Lock()
         other.reset()
@@ -268,4 +274,5 @@ class Drift:
                    "drift" if "drift" in statuses else "moderate" if "moderate" in statuses else "ok")
         return {"rows": rows, "since": self.since, "window": self.window, "status": overall,
                 "thresholds": {"moderate": MODERATE, "drift": DRIFT, "min_rows": MIN_ROWS},
-                "drifted": [d["field"] for d in out if d["status"] == "drift"], "columns": out}
+                "drifted": [d["field"] for d in out if d["status"] == "drift"], "columns": out,
+                "not_measured": [{"field": n, "why": TEXT_NOT_MEASURED} for n in self.text_columns]}

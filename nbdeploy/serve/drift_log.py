@@ -345,7 +345,7 @@ def log_report(bundle_dir: str | Path, path: str | Path) -> dict[str, Any]:
     import datetime
 
     from .bundle import read_bundle
-    from .drift_report import assemble, buckets, feature
+    from .drift_report import assemble, buckets, feature, text_notes
 
     bundle = read_bundle(bundle_dir)
     profile = bundle.profile or {}
@@ -354,12 +354,13 @@ def log_report(bundle_dir: str | Path, path: str | Path) -> dict[str, Any]:
         raise ServeError(f"the model of {bundle.root} takes a tensor, not named columns: "
                          "no per-feature drift report for it")
     columns = {c.name: b for c in bundle.columns if (b := buckets(stats.get(c.name))) is not None}
-    if not columns:
+    text = [c.name for c in bundle.columns if (stats.get(c.name) or {}).get("kind") == "text"]
+    pred_stats = ((profile.get("prediction") or {}).get("columns") or {}).get("prediction")
+    pred = buckets(pred_stats)
+    if not columns and not (text and pred is not None):  # a text model is measured by its predictions
         raise ServeError(f"the bundle {bundle.root} has no training profile of its input columns (profile.json)",
                          hint="bundles built by `nbdeploy build` from a notebook that reads its training data "
                               "with pandas have one")
-    pred_stats = ((profile.get("prediction") or {}).get("columns") or {}).get("prediction")
-    pred = buckets(pred_stats)
     served = read_served(path, columns, pred)
     if not served.requests:
         raise ServeError(f"the request log {path} has no answered predictions with their inputs "
@@ -367,7 +368,7 @@ def log_report(bundle_dir: str | Path, path: str | Path) -> dict[str, Any]:
                          hint="send the API some predictions first; inputs are logged unless "
                               "NBDEPLOY_LOG_PAYLOADS is off")
     logged = set().union(*served.columns_seen)
-    if not logged & set(columns):
+    if columns and not logged & set(columns):
         seen = ", ".join(f"{m} ({n} requests)" for m, n in served.models.most_common(3))
         raise ServeError(f"the rows in {path} have columns {sorted(logged)[:8]}; {bundle.name} v{bundle.version} "
                          f"takes {sorted(columns)[:8]}: none in common (the log is of {seen})",
@@ -376,7 +377,7 @@ def log_report(bundle_dir: str | Path, path: str | Path) -> dict[str, Any]:
     for name, col in columns.items():
         if name in logged:
             features.append(feature(name, col, stats[name], served.counts[name], served.numbers(name)))
-    notes = []
+    notes = text_notes(text)
     missing = sorted(set(columns) - logged)
     if missing:
         notes.append(f"not in the log's rows: {', '.join(missing)}")

@@ -304,7 +304,14 @@ def from_api(drift: Any, name: str, version: str) -> dict[str, Any]:
         "kind": "api", "model": name, "version": version, "since": since, "window": drift.window,
         "text": f"the last {rows} rows the API of {name} v{version} served"},
         notes=["predictions are not in the API's own report; `nbdeploy drift BUNDLE --log REQUESTS.jsonl` "
-               "compares them with the bundle's prediction profile"])
+               "compares them with the bundle's prediction profile", *text_notes(drift.text_columns)])
+
+
+def text_notes(columns: list[str]) -> list[str]:
+    """The note saying which free-text inputs have no drift measure, and why."""
+    from .drift import TEXT_NOT_MEASURED
+
+    return [f"not measured: {', '.join(columns)} ({TEXT_NOT_MEASURED})"] if columns else []
 
 
 def text(doc: dict[str, Any]) -> str:

@@ -133,3 +133,25 @@ def test_the_prediction_profile_written_at_build_time(tmp_path) -> None:
     # never a reason for the build to fail: no profile when it cannot be made
     assert _prediction_profile({**entry, "path": str(tmp_path / "gone.csv")}, ["x"], lambda d: d["x"]) is None
     assert _prediction_profile(entry, ["x"], lambda d: np.zeros((len(d), 2))) is None
+
+
+def test_free_text_is_profiled_as_text_and_ids_and_categories_are_not() -> None:
+    """Sentences, mostly distinct: "text" (lengths, no values); single-word identifiers, however many,
+    and a few repeated phrases stay categories."""
+    from nbdeploy.capture.profile import profile_frame
+
+    rng = np.random.default_rng(0)
+    words = ["battery", "screen", "lasts", "long", "cracked", "arrived", "late", "works", "fine", "today"]
+    frame = pd.DataFrame({
+        "note": [" ".join(rng.choice(words, 5)) for _ in range(200)],
+        "customer": [f"C{i:05d}" for i in range(200)],
+        "phrase": rng.choice(["very good value", "not good at all", "fine"], 200),
+    })
+    cols = profile_frame(frame)["columns"]
+    assert cols["note"]["kind"] == "text" and "values" not in cols["note"] and "top" not in cols["note"]
+    lengths = frame["note"].str.len()
+    assert cols["note"]["length"] == {"min": int(lengths.min()), "max": int(lengths.max()),
+                                      "mean": round(float(lengths.mean()), 2)}
+    assert cols["customer"]["kind"] == "categorical" and cols["customer"]["distinct"] == 200
+    assert cols["phrase"]["kind"] == "categorical" and cols["phrase"]["values"] == [
+        "fine", "not good at all", "very good value"]

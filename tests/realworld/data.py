@@ -39,6 +39,18 @@ def customers(seed: int = 1) -> pd.DataFrame:
                          "churn": (score > np.median(score)).astype(int)})
 
 
+def reviews(seed: int = 2) -> pd.DataFrame:
+    """Short product reviews and their sentiment (a text-classification tutorial's shape)."""
+    rng = np.random.default_rng(seed)
+    opener = ["honestly", "overall", "in short", "to be fair", "well", "so far"]
+    good = ["great product", "loved it", "works well", "excellent value", "very happy with it", "fast delivery"]
+    bad = ["terrible", "broke after a week", "waste of money", "very bad", "not happy at all", "arrived damaged"]
+    extra = ["", "really", "would not say more", "five words is enough", "the box was fine", "my kids use it"]
+    positive = rng.integers(0, 2, ROWS)
+    text = [f"{rng.choice(opener)} {rng.choice(good if p else bad)} {rng.choice(extra)}".strip() for p in positive]
+    return pd.DataFrame({"review": text, "sentiment": np.where(positive == 1, "positive", "negative")})
+
+
 def write_data(root: Path) -> Path:
     """Write every data file the corpus reads into ``root/data``; return that folder."""
     data = root / "data"
@@ -56,4 +68,5 @@ def write_data(root: Path) -> Path:
     fr = c.rename(columns={"tenure": "anciennete", "monthly": "montant_mensuel",
                            "support_calls": "appels_support", "plan": "formule", "churn": "resiliation"})
     fr.to_csv(data / "clients.csv", index=False)
+    reviews().to_csv(data / "reviews.csv", index=False)
     return data

@@ -124,6 +124,10 @@ CORPUS: dict[str, Case] = {
         "do not run `pip install` lines (a run installs nothing into the environment it runs in): install "
         "catboost into the kernel's environment, then try again",
         "`!pip install` of a package the environment lacks", "catboost", "none: the message names the package"),
+    "text_tfidf_series": Case(VERIFIED, "text classification: `TfidfVectorizer` + `LogisticRegression` fitted on "
+                              "`df['review']` (a Series, not a frame)", "pandas, scikit-learn",
+                              "Pipeline(LogisticRegression): served on a `review` column",
+                              note="text_clf was fitted on one column (X_train, a Series)"),
     "display_and_plots": Case(VERIFIED, "`display()`, matplotlib and `df.plot` cells", "matplotlib, pandas, scikit-learn",
                               "LinearRegression"),
     "failing_cell": Case("cell 2 ('X = df[[\"area\", \"room\"]]') raised KeyError: \"['room'] not in index\"",

@@ -73,7 +73,8 @@ def test_notebook(name: str, project: Path) -> None:
             return
         result = build_bundle(nb, output=project / "bundles" / name)
         manifest = json.loads((result.bundle / "nbdeploy.json").read_text())
-        note = manifest["model"].get("derived_note") or ""
+        # what the build says of the model's inputs: computed in the notebook, or one column
+        note = " ".join(n for n in (manifest["model"].get("derived_note"), manifest["model"].get("input_note")) if n)
         if case.note:
             assert case.note in note, note
             assert case.note in result.text()
@@ -136,3 +137,46 @@ def test_several_models_are_named_before_the_run() -> None:
                if len(fitted_in_source(nbformat.read(NOTEBOOKS / f"{n}.ipynb", 4).cells)) > 1}
     assert several == {"several_models"}
     assert fitted_in_source(nbformat.read(NOTEBOOKS / "several_models.ipynb", 4).cells) == ["linear", "ridge", "tree"]
+
+
+def test_a_text_model_takes_its_column_and_its_drift_is_measured_on_predictions(project: Path,
+                                                                                tmp_path: Path) -> None:
+    """The tutorial's sentiment classifier (fitted on a Series of reviews): the API takes rows with a
+    `review` column and answers as the notebook's model; the reviews are profiled as free text, which
+    no drift measure counts (every review is new), so the drift report compares the predictions."""
+    import urllib.request
+
+    from nbdeploy.serve import ServeConfig, launch
+    from nbdeploy.serve.drift_log import log_report
+
+    from .data import reviews
+
+    bundle = project / "bundles" / "text_tfidf_series"
+    if not bundle.exists():  # this test alone
+        build_bundle(project / "notebooks" / "text_tfidf_series.ipynb", output=bundle)
+    manifest = json.loads((bundle / "nbdeploy.json").read_text())
+    assert manifest["model"]["inputs"] == ["review"]
+    assert json.loads((bundle / "profile.json").read_text())["columns"]["review"]["kind"] == "text"
+    assert "free text, " in (bundle / "README.md").read_text()
+    texts = reviews(seed=7)["review"].tolist()[:150]
+    log = tmp_path / "requests.jsonl"
+    handle = launch(bundle, ServeConfig(port=0, log_path=str(log)), timeout=180)
+    try:
+        answers = []
+        for i in range(0, len(texts), 50):
+            body = json.dumps({"dataframe_split": {"columns": ["review"], "data": [[t] for t in texts[i:i + 50]]}})
+            req = urllib.request.Request(f"{handle.url}/invocations", data=body.encode(),
+                                         headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=60) as r:
+                answers += json.loads(r.read())["predictions"]
+        with urllib.request.urlopen(f"{handle.url}/drift", timeout=60) as r:
+            drift = json.loads(r.read())
+    finally:
+        assert handle.stop() == 0
+    # the words decide: every review of this data that says "great product" is positive
+    assert len(answers) == 150 and {a for t, a in zip(texts, answers, strict=True) if "great product" in t} == {
+        "positive"}
+    assert drift["columns"] == [] and [c["field"] for c in drift["not_measured"]] == ["review"]
+    report = log_report(bundle, log)
+    assert [f["field"] for f in report["features"]] == ["prediction"] and report["rows"] == 150
+    assert any(n.startswith("not measured: review (free text") for n in report["notes"])
