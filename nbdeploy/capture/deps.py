@@ -153,6 +153,7 @@ class RequirementCheck:
     requirements: list[str] = field(default_factory=list)  # the specs, as written
     installed: list[str] = field(default_factory=list)  # "scikit-learn 1.9.1": satisfied
     missing: list[str] = field(default_factory=list)  # "catboost is not installed", ...
+    to_install: list[str] = field(default_factory=list)  # for each of those: "catboost", "pytest<1"
     unchecked: list[str] = field(default_factory=list)  # URLs, paths, files that could not be read
 
 
@@ -179,10 +180,12 @@ def check_requirements(args: str, folder: Path | None = None) -> RequirementChec
             dist = md.distribution(req.name)
         except md.PackageNotFoundError:
             check.missing.append(f"{req.name} is not installed")
+            check.to_install.append(req.name)
             continue
         name = dist.metadata["Name"] or req.name
         if req.specifier and not req.specifier.contains(dist.version, prereleases=True):
             check.missing.append(f"{req} is asked for, {name} {dist.version} is installed")
+            check.to_install.append(str(req))
         else:
             check.installed.append(f"{name} {dist.version}")
     return check

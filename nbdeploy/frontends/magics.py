@@ -276,7 +276,7 @@ class DeployMagics(ReleaseMagics, Magics):
         if s is not None:
             s.add_pip_installs(check.requirements)
         if check.missing:
-            names = [m.split()[0] for m in check.missing]
+            names = check.to_install
             raise UsageError(
                 f"{'; '.join(check.missing)}, and nbdeploy's runs do not run `pip install` lines (a run installs "
                 f"nothing into the environment it runs in): install {', '.join(names)} into the kernel's "

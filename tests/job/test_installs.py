@@ -66,6 +66,7 @@ def test_requirements_are_checked_against_what_is_installed(tmp_path: Path):
     assert check.installed == [f"pytest {PYTEST}", f"pytest {PYTEST}"]
     assert check.missing == [f"pytest<1 is asked for, pytest {PYTEST} is installed",
                              "nbdeploy-absent-package is not installed"]
+    assert check.to_install == ["pytest<1", "nbdeploy-absent-package"]
     assert check.unchecked == ["git+https://example.org/x.git"]
     assert check.requirements == ["pytest", "pytest<1", "nbdeploy-absent-package==1.0",
                                   "git+https://example.org/x.git", "pytest>=1"]
