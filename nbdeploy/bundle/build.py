@@ -22,6 +22,7 @@ from nbdeploy.base.progress import Progress, ProgressEvent, note, silent
 from nbdeploy.base.redact import recording
 from nbdeploy.base.state import atomic_write_bytes, default_bundle_dir
 from nbdeploy.bundle.deploy_files import k8s_name
+from nbdeploy.bundle.models import is_model_name
 from nbdeploy.bundle.staging import move_into_place, staging_dir, sweep, work_dir
 
 if TYPE_CHECKING:
@@ -114,11 +115,19 @@ def _export_failure(err: CellExecutionError) -> ModelError | None:
     return ModelError(msg)
 
 
+def _shell_word(name: str) -> str:
+    """A model's name as a shell takes it: ``models['rf']`` in double quotes, a plain name as it is."""
+    if name.isidentifier():
+        return name
+    return f'"{name}"' if not set(name) & set('"$`\\!') else shlex.quote(name)
+
+
 def _with_kept(err: ModelError, kept: list[str]) -> ModelError:
     """The several-models error, saying that choosing one now needs no second run."""
     if kept:
         err.message = err.message.removesuffix(")").rstrip() + (
-            f"; right after this, --model {' / '.join(kept)} reuses this run instead of running the notebook again)"
+            f"; right after this, --model {' / '.join(map(_shell_word, kept))} reuses this run instead of running "
+            "the notebook again)"
             if err.message.endswith(")") else "")
     return err
 
@@ -288,8 +297,9 @@ def build_bundle(notebook: str | Path, *, output: str | Path | None = None, mode
     steps.start(0)
     nb_path = Path(notebook).resolve()
     nb = load_notebook(nb_path)
-    if model is not None and not model.isidentifier():
-        raise ModelError(f"--model {model!r} is not a variable name")
+    if model is not None and not is_model_name(model):
+        raise ModelError(f"--model {model!r} is not a variable name",
+                         hint="name a variable, or an item of a dict or list of models: models['rf']")
     if example is not None and "\n" in example:
         raise ModelError("--example must be one line: an expression such as X_test.head(10)")
     job_nb, given, effective, params_cell = _parameters(nb, cli_params, params)
@@ -327,7 +337,7 @@ def build_bundle(notebook: str | Path, *, output: str | Path | None = None, mode
                                     f"exported {model} (the notebook and its parameters are unchanged)"))
             else:
                 tail = f"%deploy export --out {shlex.quote(str(export_dir))}"
-                tail += f" --model {model}" if model else ""
+                tail += f" --model {shlex.quote(model)}" if model else ""
                 tail += f" --example {example.strip()}" if example and example.strip() else ""
                 result = execute(nb_path, executed, work / "state", nb=job_nb, parameters=given,
                                  tail=[tail], timeout=timeout, recorded=effective, params_cell=params_cell,

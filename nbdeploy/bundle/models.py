@@ -79,12 +79,36 @@ def _parts(obj: Any) -> list[Any]:
     return out
 
 
+#: a dict, list or tuple of the notebook with at most this many items is searched for models
+#: (``models = {"rf": ..., "lr": ...}`` fitted in a loop)
+_MAX_CONTAINER_ITEMS = 100
+
+
+def _is_model(obj: Any) -> bool:
+    return (not isinstance(obj, type) and (flavor_of(obj) in ("xgboost", "lightgbm", "sklearn")
+                                           or _statsmodels_results(obj)) and is_fitted(obj))
+
+
+def _candidates(namespace: dict[str, Any]) -> dict[str, Any]:
+    """Fitted models by the expression that names them: a variable, or one item of a dict, list
+    or tuple variable (``models['rf']``, ``models[0]``)."""
+    found = {}
+    for name, obj in list(namespace.items()):
+        if name.startswith("_"):
+            continue
+        if _is_model(obj):
+            found[name] = obj
+        elif isinstance(obj, dict | list | tuple) and 0 < len(obj) <= _MAX_CONTAINER_ITEMS:
+            items = obj.items() if isinstance(obj, dict) else enumerate(obj)
+            for key, value in items:
+                if isinstance(key, str | int) and not isinstance(key, bool) and _is_model(value):
+                    found[f"{name}[{key!r}]"] = value
+    return found
+
+
 def find_models(namespace: dict[str, Any]) -> dict[str, Any]:
     """Fitted estimators of the namespace that are not part of another candidate."""
-    found = {name: obj for name, obj in namespace.items()
-             if not name.startswith("_") and not isinstance(obj, type)
-             and (flavor_of(obj) in ("xgboost", "lightgbm", "sklearn") or _statsmodels_results(obj))
-             and is_fitted(obj)}
+    found = _candidates(namespace)
     inner: set[int] = set()
     for obj in found.values():
         stack, seen = list(_parts(obj)), set()
@@ -99,22 +123,68 @@ def find_models(namespace: dict[str, Any]) -> dict[str, Any]:
             else:
                 stack.extend(_parts(part))
     outer = {name: obj for name, obj in found.items() if id(obj) not in inner}
-    # one model under several names (`tree` and the loop's `m`): listed once, by its longest name
+    # one model under several names (`tree` and the loop's `m`, `models['lr']` and the loop's
+    # `model`): listed once, by the name that says most (see rank), then the longest
     names: dict[int, str] = {}
+
+    def rank(name: str) -> tuple[int, int, str]:
+        # an item of a dict by a string key (models['rf']) says more than a loop's `model`; a
+        # variable says more than an item by position (models[0])
+        kind = 2 if "['" in name else 1 if "[" not in name else 0
+        return kind, len(name), name
+
     for name, obj in outer.items():
         kept = names.get(id(obj))
-        if kept is None or (len(name), kept) > (len(kept), name):
+        if kept is None or rank(name) > rank(kept):
             names[id(obj)] = name
     return {name: outer[name] for name in sorted(names.values())}
+
+
+def is_model_name(text: str) -> bool:
+    """Whether ``text`` names a model as :func:`find_models` does: a variable, or an item of one
+    by a literal key (``models['rf']``, ``models[0]``); nothing else is ever evaluated."""
+    import ast
+
+    if text.isidentifier():
+        return True
+    try:
+        node = ast.parse(text, mode="eval").body
+    except SyntaxError:
+        return False
+    return (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)
+            and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str | int)
+            and not isinstance(node.slice.value, bool))
+
+
+def lookup(namespace: dict[str, Any], expression: str) -> Any:
+    """The value a model's name stands for: a variable, or an item of one (``models['rf']``, ``models[0]``).
+    Raises KeyError when the notebook has no such value."""
+    import ast
+
+    if expression in namespace:
+        return namespace[expression]
+    try:
+        node = ast.parse(expression, mode="eval").body
+    except SyntaxError:
+        raise KeyError(expression) from None
+    if is_model_name(expression) and isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) \
+            and isinstance(node.slice, ast.Constant) and node.value.id in namespace:
+        try:
+            return namespace[node.value.id][node.slice.value]
+        except (KeyError, IndexError, TypeError):
+            pass
+    raise KeyError(expression)
 
 
 def choose_model(namespace: dict[str, Any], variable: str | None) -> tuple[str, Any]:
     """The model to ship: ``variable`` when given, else the one fitted estimator in the namespace."""
     if variable:
-        if variable not in namespace:
+        try:
+            return variable, lookup(namespace, variable)
+        except KeyError:
             raise ModelError(f"no variable {variable!r} in the notebook",
-                             hint="name the variable that holds the fitted model")
-        return variable, namespace[variable]
+                             hint="name the variable that holds the fitted model, or an item of a dict or "
+                                  "list of models (models['rf'])") from None
     models = find_models(namespace)
     if not models:
         raise ModelError(

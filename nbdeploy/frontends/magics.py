@@ -352,8 +352,12 @@ class DeployMagics(ReleaseMagics, Magics):
         shell = self.shell
         if shell is None:  # magics made without an IPython shell: no notebook to take a variable from
             raise UsageError("%deploy model: no IPython shell")
-        if not args.variable.isidentifier() or args.variable not in shell.user_ns:
-            raise UsageError(f"%deploy model: no variable {args.variable!r} in this notebook")
+        from nbdeploy.bundle.models import lookup
+
+        try:
+            lookup(shell.user_ns, args.variable)  # a variable, or an item of one: models['rf']
+        except KeyError:
+            raise UsageError(f"%deploy model: no variable {args.variable!r} in this notebook") from None
         example = " ".join(args.example) if args.example else None
         if example:
             try:

@@ -43,6 +43,24 @@ def test_choose_lists_candidates(xy):
     assert models.choose_model(ns, "m2")[0] == "m2"
 
 
+def test_models_in_containers_are_candidates_by_their_item(xy):
+    from sklearn.linear_model import LinearRegression, Ridge
+
+    X, y = xy
+    a, b, c = Ridge().fit(X, y), LinearRegression().fit(X, y), Ridge(alpha=3).fit(X, y)
+    # the loop's `model` is models['lin']; `first` is zoo[0]: a dict's item by name before a variable,
+    # a variable before an item by position
+    ns = {"models": {"ridge": a, "lin": b}, "model": b, "zoo": [c], "first": c, "nums": [1, 2], "empty": {}}
+    assert sorted(models.find_models(ns)) == ["first", "models['lin']", "models['ridge']"]
+    assert models.choose_model(ns, "models['ridge']") == ("models['ridge']", a)
+    assert models.choose_model(ns, "zoo[0]")[1] is c
+    for bad in ("models['nope']", "zoo[5]", "nums[0]()", "__import__('os')", "models[a]", "zoo[True]"):
+        with pytest.raises(ModelError, match="no variable"):
+            models.choose_model(ns, bad)
+    assert [models.is_model_name(t) for t in ("m", "models['rf']", "models[0]", "m.best", "f()", "m[x]")] == [
+        True, True, True, False, False, False]
+
+
 def test_unfitted_and_unsupported():
     from sklearn.linear_model import Ridge
 

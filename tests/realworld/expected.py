@@ -61,6 +61,13 @@ CORPUS: dict[str, Case] = {
                                        "pandas, scikit-learn", "the search's `best_estimator_` (SVR pipeline)"),
     "randomized_search": Case(VERIFIED, "`RandomizedSearchCV` with scipy distributions", "pandas, scipy, scikit-learn",
                               "the search's `best_estimator_` (ExtraTreesClassifier)"),
+    "models_in_a_dict": Case(
+        "the notebook holds several fitted models: models['boosting'] (GradientBoostingClassifier), models['forest'] "
+        "(RandomForestClassifier), models['logreg'] (LogisticRegression) (choose one with `%deploy model VAR` in the "
+        "notebook or `--model VAR`; right after this, --model \"models['boosting']\" / \"models['forest']\" / "
+        "\"models['logreg']\" reuses this run instead of running the notebook again)",
+        "models compared in a dict (`for name, model in models.items(): model.fit(X, y)`)", "pandas, scikit-learn",
+        "none: the message names each as `models['forest']`, which `--model` takes"),
     "several_models": Case(
         "the notebook holds several fitted models: linear (LinearRegression), ridge (Ridge), tree "
         "(DecisionTreeRegressor) (choose one with `%deploy model VAR` in the notebook or `--model VAR`; right "

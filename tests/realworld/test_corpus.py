@@ -180,3 +180,25 @@ def test_a_text_model_takes_its_column_and_its_drift_is_measured_on_predictions(
     report = log_report(bundle, log)
     assert [f["field"] for f in report["features"]] == ["prediction"] and report["rows"] == 150
     assert any(n.startswith("not measured: review (free text") for n in report["notes"])
+
+
+def test_a_model_in_a_dict_is_built_by_its_item(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The message names `models['forest']`; the CLI takes it (quoted as the message quotes it) and
+    builds the forest from the run that stopped, not the loop's last `model` (the boosting)."""
+    from nbdeploy.frontends.cli import main
+
+    nb = project / "notebooks" / "models_in_a_dict.ipynb"
+    kept = project / "notebooks" / ".nbdeploy" / "models_in_a_dict" / "last-build-run"
+    if not kept.exists():  # this test alone: make the build that stops at several models
+        with pytest.raises(NbdeployError):
+            build_bundle(nb, output=project / "bundles" / "models_in_a_dict")
+    out = project / "bundles" / "forest"
+    assert main(["build", str(nb), "--model", "models['forest']", "-o", str(out)]) == 0
+    assert "reusing the last build's run" in capsys.readouterr().out
+    manifest = json.loads((out / "nbdeploy.json").read_text())
+    assert manifest["model"]["variable"] == "models['forest']"
+    assert manifest["model"]["class"].endswith("RandomForestClassifier")
+    ok, text = serve_and_test(out)
+    assert ok, text
+    # nothing but a name or an item by a literal key is taken: no expression of the user's is run
+    assert main(["build", str(nb), "--model", "models[__import__('os').getpid()]", "-o", str(out)]) == 2

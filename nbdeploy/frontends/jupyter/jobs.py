@@ -156,7 +156,9 @@ class JobManager:
 
                 out = (self.root.resolve(req.output, must_exist=False) if req.output
                        else default_bundle_dir(target))
-                if req.model is not None and not req.model.isidentifier():
+                from nbdeploy.bundle.models import is_model_name
+
+                if req.model is not None and not is_model_name(req.model):
                     raise NbdeployError(f"`model` {req.model!r} is not a variable name",
                                         hint="choose one of the candidates of the last build")
                 argv = cli + ["build", str(target), "-o", str(out)] + params
