@@ -285,13 +285,26 @@ def build_frame(columns: list[Column] | None, merged: dict[str, list[Any]]) -> A
         values = merged[col.name]
         dtype = _column_dtype(col, values)
         if col.type == "datetime":
-            data[col.name] = pd.to_datetime(values)
+            data[col.name] = datetimes(values)
         elif dtype is not None:
             data[col.name] = typed_array(col, values, dtype)
         else:
             data[col.name] = values
         # (a None in a string column becomes pandas' missing value, NaN, in the frame)
     return pd.DataFrame(data)
+
+
+def datetimes(values: list[Any]) -> Any:
+    """A datetime column from ISO 8601 strings (validation checked each one) in any mix of their
+    forms: ``2024-03-05`` beside ``2024-07-01T08:30:00``. pandas guesses one format from the first
+    value otherwise, and the next value's form made the request a 500. Values with offsets in
+    different time zones (or beside values without one) are taken to UTC."""
+    import pandas as pd
+
+    try:
+        return pd.to_datetime(values, format="ISO8601")
+    except ValueError:  # mixed offsets: one instant each, in UTC
+        return pd.to_datetime(values, format="ISO8601", utc=True)
 
 
 def build_table(columns: list[Column] | None, merged: dict[str, list[Any]]) -> Table:

@@ -42,3 +42,12 @@ class Sleepy(RegressorMixin, BaseEstimator):
     def predict(self, X):
         time.sleep(self.delay)
         return 3 * np.asarray(X["x"], dtype="float64")
+
+
+def date_parts(X):
+    """A date column as month and day of week, as a notebook's FunctionTransformer computes them:
+    ``.dt`` works only on the datetime64 column the training frame held (read with parse_dates)."""
+    X = X.copy()
+    day = X.pop("day")
+    X["month"], X["dow"] = day.dt.month, day.dt.dayofweek
+    return X
