@@ -311,6 +311,16 @@ def _check_columns(example: Any, inputs: list[str] | None, entry: dict | None) -
     return example[expected] if expected is not None else example
 
 
+def _categorical(example: Any) -> dict[str, list[Any]]:
+    """The categories, in order, of each input the model was given as pandas' category dtype
+    (``df["plan"].astype("category")``): XGBoost, LightGBM and HistGradientBoosting read their
+    codes, so the server must build that column with exactly these categories."""
+    import pandas as pd
+
+    return {str(c): _jsonable(list(t.categories)) for c, t in example.dtypes.items()
+            if isinstance(t, pd.CategoricalDtype)}
+
+
 def _jsonable(values: Any) -> Any:
     """Predictions as plain JSON (lists, floats, ints, strings; NaN -> None)."""
     import math
@@ -497,6 +507,7 @@ def _export(shell: Any, session: Any, out_dir: Path, variable: str | None, examp
         "variable": variable, "flavor": cast(Flavor, flavor), "class": f"{type(obj).__module__}.{type(obj).__qualname__}",
         "inputs": [str(c) for c in example.columns],
         "dtypes": {str(c): str(t) for c, t in example.dtypes.items()},
+        "categorical": _categorical(example),
         "example_source": source,
         "example": json.loads(example.to_json(orient="split", index=False, date_format="iso")),
         "predictions": _jsonable(predictions),

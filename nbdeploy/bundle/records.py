@@ -69,6 +69,8 @@ class Export(_ExportRequired, total=False):
     shipped: str
     #: how the model's input differs from what the notebook fitted it on (one column: see export.one_column_model)
     input_note: str | None
+    #: inputs given to the model as pandas' category dtype: their categories, in order
+    categorical: dict[str, list[Any]]
 
 
 class ModelFacts(TypedDict, total=False):
@@ -83,6 +85,7 @@ class ModelFacts(TypedDict, total=False):
     derived_inputs: list[str]
     derived_note: str | None
     input_note: str | None
+    categorical: dict[str, list[Any]]
 
 
 class SourceRef(TypedDict):

@@ -38,6 +38,10 @@ class Column:
     name: str
     type: str  # MLflow type: boolean, integer, long, float, double, string, binary, datetime
     required: bool = True
+    #: the categories, in order, of a column the model was trained on as pandas' ``category`` dtype
+    #: (the manifest's ``model.categorical``): XGBoost and LightGBM read the codes, so the frame the
+    #: model gets must hold that dtype with exactly these categories. None: the column's own type.
+    categories: list[Any] | None = None
 
 
 @dataclass
@@ -66,7 +70,7 @@ class Bundle:
 
     def signature_dict(self) -> dict[str, Any]:
         return {
-            "inputs": [c.__dict__ for c in self.columns]
+            "inputs": [{"name": c.name, "type": c.type, "required": c.required} for c in self.columns]
             if self.columns is not None
             else ([{"type": "tensor", "tensor-spec": self.tensor_input}] if self.tensor_input else None),
             "outputs": self.outputs or None,
@@ -118,6 +122,11 @@ def read_bundle(path: str | Path, *, check: bool = True) -> Bundle:
         unlisted=unlisted,
     )
     _read_signature(bundle)
+    categorical = (manifest.get("model") or {}).get("categorical")
+    if isinstance(categorical, dict) and bundle.columns is not None:
+        for col in bundle.columns:
+            cats = categorical.get(col.name)
+            col.categories = list(cats) if isinstance(cats, list) else None
     return bundle
 
 

@@ -284,7 +284,9 @@ def build_frame(columns: list[Column] | None, merged: dict[str, list[Any]]) -> A
     for col in columns:
         values = merged[col.name]
         dtype = _column_dtype(col, values)
-        if col.type == "datetime":
+        if col.categories is not None:  # trained as pandas' category dtype: the same categories, in order
+            data[col.name] = pd.Categorical(values, categories=col.categories)
+        elif col.type == "datetime":
             data[col.name] = datetimes(values)
         elif dtype is not None:
             data[col.name] = typed_array(col, values, dtype)
