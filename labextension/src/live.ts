@@ -122,7 +122,9 @@ export function renderLive(s: LiveStatus, extras: LiveExtras | null = null): HTM
   const driftText =
     s.drift === null
       ? 'no report (the bundle has no training profile)'
-      : `${s.drift} over ${s.drift_rows} row(s)` + (s.drifted.length ? ` — drifted: ${s.drifted.join(', ')}` : '');
+      : `${s.drift} over ${s.drift_rows} row(s)` +
+        (s.drifted.length ? ` — drifted: ${s.drifted.join(', ')}` : '') +
+        (s.not_measured?.length ? ` — not measured: ${s.not_measured.join(', ')} (free text)` : '');
   const driftClass = s.drift === 'drift' ? 'nbdeploy-error' : s.drift === 'moderate' ? 'nbdeploy-warning' : '';
   table.append(
     urlRow,

@@ -180,6 +180,7 @@ export interface LiveStatus {
   drift: string | null;
   drift_rows: number;
   drifted: string[];
+  not_measured: string[]; // inputs with no drift measure (free text): a text model's drift is its predictions'
   canary: CanaryStatus | null;
   shadow: ShadowStatus | null;
 }

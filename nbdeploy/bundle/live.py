@@ -53,6 +53,7 @@ class LiveStatus:
     drift: str | None = None  # ok | moderate | drift | insufficient; None: no drift report
     drift_rows: int = 0
     drifted: list[str] = field(default_factory=list)
+    not_measured: list[str] = field(default_factory=list)  # inputs with no drift measure (free text)
     canary: CanaryStatus | None = None
     shadow: ShadowStatus | None = None
 
@@ -66,7 +67,9 @@ class LiveStatus:
                  f"{self.requests} prediction request(s), {self.errors} error(s)",
                  "drift: " + ("no report (no training profile)" if self.drift is None else
                               f"{self.drift} over {self.drift_rows} rows"
-                              + (f" (drifted: {', '.join(self.drifted)})" if self.drifted else ""))]
+                              + (f" (drifted: {', '.join(self.drifted)})" if self.drifted else "")
+                              + (f"; not measured: {', '.join(self.not_measured)} (free text)"
+                                 if self.not_measured else ""))]
         if self.canary is not None:
             c = self.canary
             share = "-" if c.share is None else f"{100 * c.share:.0f}%"
@@ -127,6 +130,7 @@ def live_status(url: str, token: str | None = None, timeout: float = 5.0) -> Liv
     if drift_code == 200:
         d = json.loads(drift)
         status.drift, status.drift_rows, status.drifted = d.get("status"), int(d.get("rows") or 0), d.get("drifted") or []
+        status.not_measured = [str(c.get("field")) for c in d.get("not_measured") or [] if isinstance(c, dict)]
     if meta.get("canary"):
         c = meta["canary"]
         answered = by_version.get(str(c["version"]), 0)

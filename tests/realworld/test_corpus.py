@@ -146,6 +146,7 @@ def test_a_text_model_takes_its_column_and_its_drift_is_measured_on_predictions(
     no drift measure counts (every review is new), so the drift report compares the predictions."""
     import urllib.request
 
+    from nbdeploy.bundle.live import live_status
     from nbdeploy.serve import ServeConfig, launch
     from nbdeploy.serve.drift_log import log_report
 
@@ -171,12 +172,14 @@ def test_a_text_model_takes_its_column_and_its_drift_is_measured_on_predictions(
                 answers += json.loads(r.read())["predictions"]
         with urllib.request.urlopen(f"{handle.url}/drift", timeout=60) as r:
             drift = json.loads(r.read())
+        live = live_status(handle.url)  # what the panel's live view and `nbdeploy status` show
     finally:
         assert handle.stop() == 0
     # the words decide: every review of this data that says "great product" is positive
     assert len(answers) == 150 and {a for t, a in zip(texts, answers, strict=True) if "great product" in t} == {
         "positive"}
     assert drift["columns"] == [] and [c["field"] for c in drift["not_measured"]] == ["review"]
+    assert live.not_measured == ["review"] and "not measured: review (free text)" in live.text()
     report = log_report(bundle, log)
     assert [f["field"] for f in report["features"]] == ["prediction"] and report["rows"] == 150
     assert any(n.startswith("not measured: review (free text") for n in report["notes"])
