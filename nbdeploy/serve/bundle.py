@@ -122,7 +122,8 @@ def read_bundle(path: str | Path, *, check: bool = True) -> Bundle:
         unlisted=unlisted,
     )
     _read_signature(bundle)
-    categorical = (manifest.get("model") or {}).get("categorical")
+    model = manifest.get("model")
+    categorical = model.get("categorical") if isinstance(model, dict) else None
     if isinstance(categorical, dict) and bundle.columns is not None:
         for col in bundle.columns:
             cats = categorical.get(col.name)
