@@ -304,9 +304,10 @@ def _local_dists() -> dict[str, LocalDist]:
             doc = json.loads(raw)
         except ValueError:
             continue
-        url, dir_info = doc.get("url", ""), doc.get("dir_info")
-        if isinstance(dir_info, dict) and url.startswith("file://"):
-            name = dist.metadata["Name"]
+        if not isinstance(doc, dict):
+            continue
+        url, dir_info, name = doc.get("url"), doc.get("dir_info"), dist.metadata["Name"]
+        if isinstance(dir_info, dict) and isinstance(url, str) and url.startswith("file://") and name:
             found.setdefault(canonical(name), LocalDist(name, dist.version, Path(unquote(urlsplit(url).path)).resolve(),
                                                         bool(dir_info.get("editable"))))
     return found
