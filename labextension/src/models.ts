@@ -180,7 +180,7 @@ export interface LiveStatus {
   drift: string | null;
   drift_rows: number;
   drifted: string[];
-  not_measured: string[]; // inputs with no drift measure (free text): a text model's drift is its predictions'
+  not_measured: string[];
   canary: CanaryStatus | null;
   shadow: ShadowStatus | null;
 }

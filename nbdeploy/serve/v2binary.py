@@ -107,12 +107,12 @@ def split_inputs(inputs: list[Any], binary: bytes) -> list[bytes | None]:
             continue
         name = t.get("name")
         if "data" in t:
-            raise RequestError(400, f"inputs[{i}] ({name}) has both data and binary_data_size; send one")
+            raise RequestError(422, f"inputs[{i}] ({name}) has both data and binary_data_size; send one")
         if type(size) is not int or size < 0:
-            raise RequestError(400, f"inputs[{i}] ({name}): binary_data_size must be a number of bytes")
+            raise RequestError(422, f"inputs[{i}] ({name}): binary_data_size must be a number of bytes")
         if offset + size > len(binary):
             raise RequestError(
-                400, f"inputs[{i}] ({name}): binary_data_size {size} goes past the end of the binary data "
+                422, f"inputs[{i}] ({name}): binary_data_size {size} goes past the end of the binary data "
                      f"({len(binary) - offset} bytes left)"
             )
         slices.append(binary[offset:offset + size])

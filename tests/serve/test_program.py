@@ -21,7 +21,7 @@ from nbdeploy.bundle.compiler import (
     prove,
     write_program,
 )
-from nbdeploy.serve.bundle import read_bundle
+from nbdeploy.serve.bundle import Column, read_bundle
 from nbdeploy.serve.payload import Frame
 from nbdeploy.serve.predictor import build_frame, build_table
 from nbdeploy.serve.program import PROGRAM_DIR, Program
@@ -104,14 +104,9 @@ def _target(kind: str, X: Any) -> Any:
     return score * 100.0
 
 
-class _Spec:
-    def __init__(self, name: str, type: str) -> None:  # noqa: A002 - MLflow's word
-        self.name, self.type, self.required = name, type, True
-
-
-def _columns(X: Any) -> list[_Spec]:
+def _columns(X: Any) -> list[Column]:
     types = {"int64": "long", "float64": "double", "bool": "boolean"}
-    return [_Spec(str(c), types.get(str(t), "string")) for c, t in X.dtypes.items()]
+    return [Column(str(c), types.get(str(t), "string")) for c, t in X.dtypes.items()]
 
 
 def _merged(X: Any) -> dict[str, list]:

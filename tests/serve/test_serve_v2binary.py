@@ -140,7 +140,7 @@ def test_binary_response_layout(classifier_server, client_for, training_frame):
 
 
 @pytest.mark.parametrize(("change", "status", "words"), [
-    ({"drop_bytes": 3}, 400, "goes past the end"),
+    ({"drop_bytes": 3}, 422, "goes past the end"),
     ({"extra": b"\x00\x01"}, 400, "2 bytes of binary data that no input claims"),
     ({"skew": {"age": -8, "income": 8}}, 400, "age"),
     ({"skew": {"city": 1, "member": -1}}, 400, "member"),
