@@ -140,40 +140,42 @@ def find_models(namespace: dict[str, Any]) -> dict[str, Any]:
     return {name: outer[name] for name in sorted(names.values())}
 
 
-def is_model_name(text: str) -> bool:
-    """Whether ``text`` names a model as :func:`find_models` does: a variable, or an item of one
-    by a literal key (``models['rf']``, ``models[0]``); nothing else is ever evaluated."""
+def _model_name_parts(text: str) -> tuple[str, str | int | None] | None:
+    """(variable, key) of a model's name: ``("models", "rf")`` for ``models['rf']``, ``("m", None)``
+    for ``m``; None for anything else (nothing else is ever evaluated)."""
     import ast
 
     if text.isidentifier():
-        return True
+        return text, None
     try:
         node = ast.parse(text, mode="eval").body
     except SyntaxError:
-        return False
-    return (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)
-            and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str | int)
-            and not isinstance(node.slice.value, bool))
+        return None
+    if (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and isinstance(node.slice, ast.Constant)
+            and isinstance(node.slice.value, str | int) and not isinstance(node.slice.value, bool)):
+        return node.value.id, node.slice.value
+    return None
+
+
+def is_model_name(text: str) -> bool:
+    """Whether ``text`` names a model as :func:`find_models` does: a variable, or an item of one
+    by a literal key (``models['rf']``, ``models[0]``)."""
+    return _model_name_parts(text) is not None
 
 
 def lookup(namespace: dict[str, Any], expression: str) -> Any:
     """The value a model's name stands for: a variable, or an item of one (``models['rf']``, ``models[0]``).
     Raises KeyError when the notebook has no such value."""
-    import ast
-
-    if expression in namespace:
-        return namespace[expression]
+    parts = _model_name_parts(expression)
+    if parts is None or parts[0] not in namespace:
+        raise KeyError(expression)
+    variable, key = parts
+    if key is None:
+        return namespace[variable]
     try:
-        node = ast.parse(expression, mode="eval").body
-    except SyntaxError:
+        return namespace[variable][key]
+    except (KeyError, IndexError, TypeError):
         raise KeyError(expression) from None
-    if is_model_name(expression) and isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) \
-            and isinstance(node.slice, ast.Constant) and node.value.id in namespace:
-        try:
-            return namespace[node.value.id][node.slice.value]
-        except (KeyError, IndexError, TypeError):
-            pass
-    raise KeyError(expression)
 
 
 def choose_model(namespace: dict[str, Any], variable: str | None) -> tuple[str, Any]:
