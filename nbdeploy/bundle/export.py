@@ -356,6 +356,7 @@ def _distributions(modules: set[str], project_dir: Path) -> tuple[set[str], list
     from nbdeploy.capture.deps import file_imports, is_stdlib, project_files, resolve
 
     dists, project, shipped, seen = set(), [], set(), set()
+    loaded: set[Path] | None = None  # the kernel's loaded source files, listed once when code ships
     todo = sorted(modules)
     while todo:
         mod = todo.pop(0)
@@ -372,7 +373,7 @@ def _distributions(modules: set[str], project_dir: Path) -> tuple[set[str], list
             if path not in shipped:
                 shipped.add(path)
                 project.append({"module": mod.split(".")[0], "path": path})
-                loaded = _loaded_files()
+                loaded = _loaded_files() if loaded is None else loaded
                 todo += [m for f in project_files(res.path) if f in loaded for m in file_imports(f)]
     return dists, project
 
