@@ -127,6 +127,11 @@ def psi(expected: np.ndarray, served: np.ndarray) -> float:
     return float(np.sum((a - e) * np.log(a / e)))
 
 
+def text_columns(stats: dict[str, Any], names: list[str]) -> list[str]:
+    """The inputs among ``names`` the training profile ``stats`` holds as free text (no drift measure)."""
+    return [n for n in names if (stats.get(n) or {}).get("kind") == "text"]
+
+
 def status_of(value: float, rows: int) -> str:
     if rows < MIN_ROWS:
         return "insufficient"
@@ -141,7 +146,7 @@ class Drift:
         stats = ((profile or {}).get("columns") or {})
         self.columns: dict[str, _Numeric | _Categories] = {}
         #: free-text inputs: no bucket to count their values in (each review is its own value)
-        self.text_columns = [n for n in columns if (stats.get(n) or {}).get("kind") == "text"]
+        self.text_columns = text_columns(stats, columns)
         for name in columns:
             s = stats.get(name)
             if not s:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from .drift import _Categories, _Numeric
+from .drift import _Categories, _Numeric, text_columns
 from .errors import ServeError
 
 INFER_ENDPOINTS = frozenset({"invocations", "v2_infer"})
@@ -354,7 +354,7 @@ def log_report(bundle_dir: str | Path, path: str | Path) -> dict[str, Any]:
         raise ServeError(f"the model of {bundle.root} takes a tensor, not named columns: "
                          "no per-feature drift report for it")
     columns = {c.name: b for c in bundle.columns if (b := buckets(stats.get(c.name))) is not None}
-    text = [c.name for c in bundle.columns if (stats.get(c.name) or {}).get("kind") == "text"]
+    text = text_columns(stats, [c.name for c in bundle.columns])
     pred_stats = ((profile.get("prediction") or {}).get("columns") or {}).get("prediction")
     pred = buckets(pred_stats)
     if not columns and not (text and pred is not None):  # a text model is measured by its predictions
